@@ -1,0 +1,124 @@
+"""HTTP rules of the FHIR REST API: content negotiation, Prefer, and resource headers
+(http://hl7.org/fhir/R4/http.html#mime-type, #ops, #versioning)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import FhirError, error, operation_outcome
+from ..storage.sqlite import Stored
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = ("application/fhir+json", "application/json", "json", "application/json+fhir",
+               "text/json")
+_ANY = ("*/*", "application/*")
+
+
+def negotiate(request: Request) -> None:
+    """406 when neither _format nor Accept allows JSON (the only format we produce)."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        if fmt.split(";")[0].strip() not in _JSON_TYPES:
+            raise error(406, "not-supported", f"_format '{fmt}' is not supported; use json",
+                        "_format")
+        return
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    kinds = [part.split(";")[0].strip() for part in accept.split(",")]
+    if not any(k in _JSON_TYPES or k in _ANY for k in kinds):
+        raise error(406, "not-supported", f"Cannot produce '{accept}'; this server speaks "
+                    "application/fhir+json")
+
+
+def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> str:
+    """415 for bodies in a format we cannot read; returns the media type."""
+    raw = request.headers.get("content-type", FHIR_JSON)
+    media = raw.split(";")[0].strip().lower()
+    if media not in allowed:
+        raise error(415, "not-supported", f"Content-Type '{raw}' is not supported")
+    return media
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """413 above the configured limit, checked before and while reading."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes")
+    return body
+
+
+def prefer(request: Request) -> dict[str, str]:
+    """Prefer header tokens, e.g. {'return': 'minimal', 'handling': 'strict'}."""
+    out: dict[str, str] = {}
+    for part in request.headers.get("prefer", "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key:
+            out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def etag(stored: Stored) -> str:
+    return f'W/"{stored.version}"'
+
+
+def http_date(instant: str) -> str:
+    return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
+
+
+def not_modified(request: Request, stored: Stored) -> bool:
+    """If-None-Match / If-Modified-Since on read (http.html#cread)."""
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = {t.strip() for t in inm.split(",")}
+        return etag(stored) in tags or f'"{stored.version}"' in tags or "*" in tags
+    ims = request.headers.get("if-modified-since")
+    if ims is not None:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+        modified = datetime.fromisoformat(stored.last_updated.replace("Z", "+00:00"))
+        return modified.replace(microsecond=0) <= since
+    return False
+
+
+def fhir_response(
+    request: Request,
+    body: bytes | dict[str, Any] | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A FHIR JSON response; `_pretty=true` re-indents (only then do we re-parse)."""
+    if isinstance(body, dict):
+        body = orjson.dumps(body)
+    if body is not None and request.query_params.get("_pretty") == "true":
+        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    return Response(
+        content=body if body is not None else b"",
+        status_code=status,
+        headers=headers,
+        media_type=f"{FHIR_JSON}; charset=utf-8" if body is not None else None,
+    )
+
+
+def resource_headers(stored: Stored, base_url: str, location: bool) -> dict[str, str]:
+    headers = {"ETag": etag(stored), "Last-Modified": http_date(stored.last_updated)}
+    if location:
+        headers["Location"] = (
+            f"{base_url}/{stored.type}/{stored.id}/_history/{stored.version}"
+        )
+    return headers
+
+
+def error_response(request: Request, exc: FhirError) -> Response:
+    return fhir_response(request, operation_outcome(exc.issues), exc.status, exc.headers)

@@ -1,0 +1,331 @@
+"""The FHIR REST routes under /fhir: each maps HTTP to one interaction and back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..context import RequestContext
+from ..errors import error, information
+from ..interactions import bundle, read, write
+from ..interactions.elements import filter_elements
+from ..interactions.result import Result
+from ..interactions.search import search
+from ..model.resource import parse_json
+from ..model.validate import check_body, check_id, check_type, validate
+from ..operations.validate import validate_operation
+from ..services import Services
+from ..storage.sqlite import Session
+from . import http
+
+router = APIRouter()
+T = TypeVar("T")
+_PATCH_TYPES = ("application/json-patch+json", *http._JSON_TYPES)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _context(request: Request) -> RequestContext:
+    settings = _services(request).settings
+    base = settings.public_base_url or str(request.base_url).rstrip("/") + "/fhir"
+    return RequestContext(base_url=base.rstrip("/"))
+
+
+async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
+    http.check_content_type(request)
+    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    return check_body(parse_json(raw), rtype)
+
+
+async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
+    store = _services(request).store
+
+    def run() -> T:
+        with store.write() as session:
+            return work(session)
+
+    return await run_in_threadpool(run)
+
+
+def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
+    """Status, headers and the body chosen by Prefer: return (http.html#ops)."""
+    stored = result.stored
+    headers: dict[str, str] = {}
+    if stored is not None:
+        headers = http.resource_headers(stored, ctx.base_url, result.location and
+                                        result.status == 201)
+    preference = http.prefer(request).get("return", "representation")
+    body: bytes | dict[str, Any] | None
+    if preference == "minimal":
+        body = None
+    elif preference == "OperationOutcome":
+        body = result.body if isinstance(result.body, dict) else information(
+            f"{request.method} succeeded with status {result.status}")
+    elif stored is not None and stored.json is not None:
+        body = stored.json
+    else:
+        body = result.body
+    return http.fhir_response(request, body, result.status, headers)
+
+
+# --- whole system -------------------------------------------------------------------------
+
+
+@router.get("/metadata")
+async def capabilities(request: Request) -> Response:
+    http.negotiate(request)
+    return http.fhir_response(request, request.app.state.capabilities)
+
+
+@router.post("")
+async def batch_or_transaction(request: Request) -> Response:
+    http.negotiate(request)
+    body = await _body(request, "Bundle")
+    ctx = _context(request)
+    services = _services(request)
+    preference = http.prefer(request).get("return", "minimal")
+    result = await run_in_threadpool(bundle.process, services, ctx, body, preference)
+    return http.fhir_response(request, result)
+
+
+@router.get("")
+async def search_system(request: Request) -> Response:
+    return await _search(request, None)
+
+
+@router.get("/_history")
+async def history_system(request: Request) -> Response:
+    return await _history(request, None, None)
+
+
+# --- type level ---------------------------------------------------------------------------
+
+
+@router.get("/{rtype}")
+async def search_type(request: Request, rtype: str) -> Response:
+    return await _search(request, rtype)
+
+
+@router.post("/{rtype}/_search")
+async def search_post(request: Request, rtype: str) -> Response:
+    check_type(rtype)
+    form = await request.form()
+    pairs = list(request.query_params.multi_items()) + [
+        (k, str(v)) for k, v in form.multi_items()
+    ]
+    return await _search(request, rtype, pairs)
+
+
+async def _search(
+    request: Request, rtype: str | None, pairs: list[tuple[str, str]] | None = None
+) -> Response:
+    http.negotiate(request)
+    if rtype is not None:
+        check_type(rtype)
+    services, ctx = _services(request), _context(request)
+    strict = http.prefer(request).get("handling") == "strict"
+    items = pairs if pairs is not None else list(request.query_params.multi_items())
+    path = f"/{rtype}" if rtype else ""
+
+    def run() -> bytes:
+        return search(services.store.reader(), services, ctx, rtype, items, strict, path)
+
+    return http.fhir_response(request, await run_in_threadpool(run))
+
+
+@router.get("/{rtype}/_history")
+async def history_type(request: Request, rtype: str) -> Response:
+    check_type(rtype)
+    return await _history(request, rtype, None)
+
+
+async def _history(request: Request, rtype: str | None, rid: str | None) -> Response:
+    http.negotiate(request)
+    services, ctx = _services(request), _context(request)
+    pairs = list(request.query_params.multi_items())
+    path = "/".join(p for p in ("", rtype, rid, "_history") if p is not None)
+    body = read.history(services.store.reader(), services, ctx, rtype, rid, pairs, path)
+    return http.fhir_response(request, body)
+
+
+@router.post("/{rtype}")
+async def create(request: Request, rtype: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    body = await _body(request, rtype)
+    validate(body)
+    services, ctx = _services(request), _context(request)
+    if_none_exist = request.headers.get("if-none-exist")
+    result = await _in_write(
+        request, lambda s: write.create(s, services, ctx, rtype, body, if_none_exist)
+    )
+    return _result(request, ctx, result)
+
+
+@router.put("/{rtype}")
+async def conditional_update(request: Request, rtype: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    body = await _body(request, rtype)
+    validate(body)
+    services, ctx = _services(request), _context(request)
+    query, if_match = request.url.query, request.headers.get("if-match")
+    result = await _in_write(
+        request,
+        lambda s: write.conditional_update(s, services, ctx, rtype, query, body, if_match),
+    )
+    return _result(request, ctx, result)
+
+
+@router.delete("/{rtype}")
+async def conditional_delete(request: Request, rtype: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    services, ctx = _services(request), _context(request)
+    query = request.url.query
+    result = await _in_write(
+        request, lambda s: write.conditional_delete(s, services, ctx, rtype, query)
+    )
+    return _result(request, ctx, result)
+
+
+@router.patch("/{rtype}")
+async def conditional_patch(request: Request, rtype: str) -> Response:
+    check_type(rtype)
+    services, ctx = _services(request), _context(request)
+    query = request.url.query
+
+    def target(s: Session) -> str:
+        found = write.find(s, services, ctx, rtype, query)
+        if len(found) != 1:
+            raise error(412, "multiple-matches",
+                        f"Conditional patch matched {len(found)} {rtype}; exactly one needed")
+        return found[0][1]
+
+    return await _patch(request, rtype, target)
+
+
+@router.post("/{rtype}/{operation}")
+async def type_operation(request: Request, rtype: str, operation: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    if operation != "$validate":
+        raise error(404, "not-supported", f"Operation '{operation}' is not supported on {rtype}")
+    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    http.check_content_type(request)
+    return http.fhir_response(request, validate_operation(parse_json(raw), rtype, None))
+
+
+# --- instance level -----------------------------------------------------------------------
+
+
+@router.get("/{rtype}/{rid}")
+async def read_instance(request: Request, rtype: str, rid: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    check_id(rid)
+    stored = read.read(_services(request).store.reader(), rtype, rid)
+    return _read_response(request, stored)
+
+
+def _read_response(request: Request, stored: Any) -> Response:
+    headers = http.resource_headers(stored, "", False)
+    if http.not_modified(request, stored):
+        return Response(status_code=304, headers=headers)
+    body = stored.json
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.get("_elements")
+    if (summary and summary != "false") or elements:
+        if summary not in (None, "true", "false", "text", "data", "count"):
+            raise error(400, "invalid", f"Invalid _summary '{summary}'", "_summary")
+        chosen = [e.strip() for e in elements.split(",")] if elements else None
+        body = orjson.dumps(filter_elements(orjson.loads(body), summary, chosen))
+    return http.fhir_response(request, body, 200, headers)
+
+
+@router.get("/{rtype}/{rid}/_history/{version}")
+async def vread(request: Request, rtype: str, rid: str, version: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    check_id(rid)
+    stored = read.vread(_services(request).store.reader(), rtype, rid, version)
+    return _read_response(request, stored)
+
+
+@router.get("/{rtype}/{rid}/_history")
+async def history_instance(request: Request, rtype: str, rid: str) -> Response:
+    check_type(rtype)
+    check_id(rid)
+    return await _history(request, rtype, rid)
+
+
+@router.put("/{rtype}/{rid}")
+async def update(request: Request, rtype: str, rid: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    check_id(rid)
+    body = await _body(request, rtype)
+    validate(body)
+    services, ctx = _services(request), _context(request)
+    if_match = request.headers.get("if-match")
+    result = await _in_write(
+        request, lambda s: write.update(s, services, ctx, rtype, rid, body, if_match)
+    )
+    return _result(request, ctx, result)
+
+
+@router.delete("/{rtype}/{rid}")
+async def delete(request: Request, rtype: str, rid: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    check_id(rid)
+    services, ctx = _services(request), _context(request)
+    if_match = request.headers.get("if-match")
+    result = await _in_write(
+        request, lambda s: write.delete(s, services, ctx, rtype, rid, if_match)
+    )
+    return _result(request, ctx, result)
+
+
+@router.patch("/{rtype}/{rid}")
+async def patch(request: Request, rtype: str, rid: str) -> Response:
+    check_type(rtype)
+    check_id(rid)
+    return await _patch(request, rtype, lambda _s: rid)
+
+
+async def _patch(request: Request, rtype: str, target: Callable[[Session], str]) -> Response:
+    """JSON Patch (application/json-patch+json) or FHIRPath Patch (a Parameters body)."""
+    http.negotiate(request)
+    media = http.check_content_type(request, _PATCH_TYPES)
+    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    document = parse_json(raw)
+    services, ctx = _services(request), _context(request)
+    if_match = request.headers.get("if-match")
+    json_patch = media == "application/json-patch+json"
+    result = await _in_write(
+        request,
+        lambda s: write.patch(s, services, ctx, rtype, target(s), document, json_patch, if_match),
+    )
+    return _result(request, ctx, result)
+
+
+@router.post("/{rtype}/{rid}/{operation}")
+async def instance_operation(request: Request, rtype: str, rid: str, operation: str) -> Response:
+    http.negotiate(request)
+    check_type(rtype)
+    check_id(rid)
+    if operation != "$validate":
+        raise error(404, "not-supported", f"Operation '{operation}' is not supported")
+    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    payload = parse_json(raw) if raw else None
+    return http.fhir_response(request, validate_operation(payload, rtype, rid))

@@ -1,0 +1,63 @@
+"""build_app(settings): wires storage, the search registry and the routers into one ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api import http
+from .api.routes import router
+from .errors import FhirError, error
+from .model.resource import now
+from .operations.capabilities import capability_statement
+from .services import Services
+from .settings import Settings
+
+log = logging.getLogger("fhir_server")
+
+
+def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The FHIR API at /fhir; every error leaves as an OperationOutcome."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.services.close()
+
+    app = FastAPI(title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.state.services = services or Services.open(settings)
+    app.state.capabilities = capability_statement(app.state.services.registry, now())
+    app.include_router(router, prefix="/fhir")
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return http.error_response(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        detail = {404: f"No route for {request.url.path}",
+                  405: f"{request.method} is not allowed on {request.url.path}"}.get(
+            exc.status_code, str(exc.detail))
+        return http.error_response(request, error(exc.status_code, code, detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return http.error_response(request, error(400, "invalid", "Malformed request"))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return http.error_response(
+            request, error(500, "exception", "Internal server error; see the server log")
+        )
+
+    return app

@@ -1,0 +1,71 @@
+"""fhir-server serve | load: the console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the FHIR server (base URL /fhir)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--database", type=Path)
+    load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
+    load.add_argument("files", nargs="+", type=Path)
+    load.add_argument("--database", type=Path)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        database=args.database,
+    )
+    if args.command == "serve":
+        return _serve(settings)
+    return _load(settings, args.files)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import build_app
+
+    print(f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
+          f"(database {settings.database})", file=sys.stderr)
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def _load(settings: Settings, files: list[Path]) -> int:
+    from tqdm import tqdm
+
+    from .loader import load
+    from .services import Services
+
+    services = Services.open(settings)
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
+    total = failed = 0
+    started = time.perf_counter()
+    try:
+        with tqdm(files, unit="file", file=sys.stderr) as bar:
+            for path in bar:
+                done, bad = load(services, path, base)
+                total += done
+                failed += bad
+                bar.set_postfix(resources=total, failed=failed)
+    finally:
+        services.close()
+    seconds = time.perf_counter() - started
+    print(f"loaded {total} entries ({failed} failed) in {seconds:.1f} s "
+          f"({total / max(seconds, 1e-9):.0f}/s)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""batch and transaction (http://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction runs in one database transaction: ids are assigned first, `urn:uuid:` and other
+fullUrls and conditional references are rewritten in every resource, then entries are processed
+in the spec's order (DELETE, POST, PUT/PATCH, GET). Any failure rolls back everything and the
+error names the failing entry. A batch processes each entry on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import FhirError, Issue, error, operation_outcome
+from ..model.validate import check_body, check_id, check_type, validate
+from ..services import Services
+from ..storage.sqlite import Session
+from . import read as reads
+from . import write
+from .result import Result
+from .search import find, search
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass
+class Entry:
+    """One bundle entry, parsed: method, target type/id or conditional query, and resource."""
+
+    index: int
+    method: str
+    rtype: str | None
+    rid: str | None
+    query: str | None
+    version: str | None
+    resource: Any
+    request: dict[str, Any]
+    full_url: str | None
+    result: Result | None = None
+    search_body: bytes | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def process(
+    services: Services, ctx: RequestContext, bundle: dict[str, Any], prefer_return: str
+) -> dict[str, Any]:
+    """Run a batch or transaction Bundle and return the response Bundle."""
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise error(400, "invalid", "Bundle.type must be 'batch' or 'transaction'", "Bundle.type")
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise error(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
+    if kind == "transaction":
+        entries = [_parse_entry(ctx, i, e) for i, e in enumerate(raw_entries)]
+        with services.store.write() as session:
+            _transaction(session, services, ctx, entries)
+    else:
+        entries = _batch(services, ctx, raw_entries)
+    return {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": [_response(ctx, e, prefer_return) for e in entries],
+    }
+
+
+def _parse_entry(ctx: RequestContext, index: int, raw: Any) -> Entry:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+        raise error(400, "required", f"{where}: entry.request is required", f"{where}.request")
+    request = raw["request"]
+    method = request.get("method")
+    url = request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise error(400, "invalid", f"{where}: invalid request method or url", f"{where}.request")
+    path, _, query = _relative(ctx, url).partition("?")
+    parts = [p for p in path.split("/") if p]
+    rtype = parts[0] if parts else None
+    rid = parts[1] if len(parts) > 1 else None
+    version = parts[3] if len(parts) == 4 and parts[2] == "_history" else None
+    resource = raw.get("resource")
+    try:
+        if rtype is not None and rtype not in ("metadata",) and not rtype.startswith("$"):
+            check_type(rtype)
+        if rid is not None:
+            check_id(rid)
+        if method in ("POST", "PUT"):
+            check_body(resource, rtype)
+        if method in ("PUT", "DELETE", "PATCH") and rid is None and not query:
+            raise error(400, "invalid", f"{method} needs an id or search criteria")
+    except FhirError as exc:
+        raise _at_entry(exc, index) from None
+    return Entry(index, method, rtype, rid, query or None, version, resource, request,
+                 raw.get("fullUrl"))
+
+
+def _relative(ctx: RequestContext, url: str) -> str:
+    """Entry URLs may be absolute on this server's base; make them relative."""
+    if url.startswith(ctx.base_url + "/"):
+        return url[len(ctx.base_url) + 1 :]
+    if "://" in url:
+        return urlsplit(url).path.rsplit("/fhir/", 1)[-1]
+    return url.lstrip("/")
+
+
+def _at_entry(exc: FhirError, index: int) -> FhirError:
+    """Prefix every issue with the failing entry so the client can find it."""
+    where = f"Bundle.entry[{index}]"
+    issues = [
+        Issue(i.code, f"{where}: {i.diagnostics}", i.severity,
+              f"{where}.{i.expression}" if i.expression else where)
+        for i in exc.issues
+    ]
+    return FhirError(exc.status, issues, exc.headers)
+
+
+def _transaction(
+    session: Session, services: Services, ctx: RequestContext, entries: list[Entry]
+) -> None:
+    ids = _assign_ids(session, services, ctx, entries)
+    rewrite = _rewriter(session, services, ctx, ids)
+    for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+        try:
+            if entry.resource is not None and entry.method in ("POST", "PUT"):
+                entry.resource = rewrite(entry.resource)
+            _execute(session, services, ctx, entry)
+        except FhirError as exc:
+            raise _at_entry(exc, entry.index) from None
+
+
+def _assign_ids(
+    session: Session, services: Services, ctx: RequestContext, entries: list[Entry]
+) -> dict[str, str]:
+    """fullUrl -> 'Type/id' for every entry that creates or updates, before anything is written.
+
+    Conditional creates that match an existing resource map to it (and write nothing)."""
+    ids: dict[str, str] = {}
+    seen: set[str] = set()
+    for e in entries:
+        try:
+            if e.method == "POST" and e.rtype:
+                none_exist = e.request.get("ifNoneExist")
+                found = find(session, services, ctx, e.rtype, none_exist.lstrip("?")) if (
+                    none_exist) else []
+                if len(found) > 1:
+                    raise error(412, "duplicate", f"ifNoneExist matched several {e.rtype}")
+                if found:
+                    e.rid = found[0][1]
+                    e.extra["existing"] = True
+                else:
+                    e.rid = write.new_id()
+            elif e.method == "PUT" and e.rtype and e.rid is None and e.query:
+                found = find(session, services, ctx, e.rtype, e.query)
+                if len(found) > 1:
+                    raise error(412, "multiple-matches", f"Conditional update matched several {e.rtype}")
+                e.rid = found[0][1] if found else (
+                    e.resource.get("id") if isinstance(e.resource, dict) else None
+                ) or write.new_id()
+                e.query = None
+        except FhirError as exc:
+            raise _at_entry(exc, e.index) from None
+        if e.method in ("POST", "PUT") and e.rid:
+            key = f"{e.rtype}/{e.rid}"
+            if key in seen and not e.extra.get("existing"):
+                raise error(400, "duplicate", f"Bundle.entry[{e.index}]: {key} appears twice")
+            seen.add(key)
+            if e.full_url:
+                ids[e.full_url] = key
+    return ids
+
+
+def _rewriter(
+    session: Session, services: Services, ctx: RequestContext, ids: dict[str, str]
+) -> Callable[[Any], Any]:
+    """A function rewriting references to bundle fullUrls and resolving conditional references
+    (`Type?criteria`, exactly one match required: http.html#trules)."""
+    resolved: dict[str, str] = {}
+    base = ctx.base_url + "/"
+
+    def resolve(ref: str) -> str:
+        if ref in ids:
+            return ids[ref]
+        if ref.startswith(base) and ref[len(base):] in ids:
+            return ids[ref[len(base):]]
+        head, q, query = ref.partition("?")
+        if q and head and head[0].isupper() and "/" not in head:
+            if ref not in resolved:
+                check_type(head)
+                found = find(session, services, ctx, head, query)
+                if len(found) != 1:
+                    raise error(
+                        412 if found else 404,
+                        "not-found" if not found else "multiple-matches",
+                        f"Conditional reference '{ref}' matched {len(found) or 'no'} resources"
+                        + (" (exactly one is required)" if found else ""),
+                    )
+                resolved[ref] = f"{found[0][0]}/{found[0][1]}"
+            return resolved[ref]
+        return ref
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if k == "reference" and isinstance(v, str):
+                    out[k] = resolve(v)
+                elif isinstance(v, str):
+                    out[k] = ids.get(v, v) if v.startswith("urn:") else v
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk
+
+
+def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
+    rtype = e.rtype
+    if_match = e.request.get("ifMatch")
+    if e.method == "GET" or e.method == "HEAD":
+        _get(session, services, ctx, e)
+        return
+    assert rtype is not None
+    if e.method == "DELETE":
+        if e.rid:
+            try:
+                e.result = write.delete(session, services, ctx, rtype, e.rid, if_match)
+            except FhirError as exc:
+                if exc.status != 404:
+                    raise
+                e.result = Result(204)
+        else:
+            assert e.query is not None
+            e.result = write.conditional_delete(session, services, ctx, rtype, e.query)
+        return
+    if e.method == "PATCH":
+        doc = e.resource
+        if doc is None:
+            raise error(400, "required", "PATCH entry needs a resource (Parameters or Binary)")
+        json_patch = False
+        if doc.get("resourceType") == "Binary":
+            json_patch = True
+            import base64
+
+            doc = orjson.loads(base64.b64decode(doc.get("data", "")))
+        rid = e.rid
+        if rid is None:
+            assert e.query is not None
+            found = find(session, services, ctx, rtype, e.query)
+            if len(found) != 1:
+                raise error(412, "multiple-matches", "Conditional patch needs exactly one match")
+            rid = found[0][1]
+        e.result = write.patch(session, services, ctx, rtype, rid, doc, json_patch, if_match)
+        return
+    resource = e.resource
+    validate(resource)
+    assert e.rid is not None
+    if e.method == "POST":
+        if e.extra.get("existing"):
+            current = session.current(rtype, e.rid)
+            assert current is not None
+            e.result = Result(200, current[1])
+        else:
+            e.result = write.create(session, services, ctx, rtype, resource, rid=e.rid)
+    else:
+        e.result = write.update(
+            session, services, ctx, rtype, e.rid, {**resource, "id": e.rid}, if_match
+        )
+
+
+def _get(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
+    if e.rtype is None:
+        raise error(400, "not-supported", "GET entry needs a resource type")
+    if e.rid is None:
+        from urllib.parse import parse_qsl
+
+        pairs = parse_qsl(e.query or "", keep_blank_values=True)
+        e.search_body = search(session, services, ctx, e.rtype, pairs, False, f"/{e.rtype}")
+        e.result = Result(200)
+        return
+    if e.version is not None:
+        e.result = Result(200, reads.vread(session, e.rtype, e.rid, e.version))
+    else:
+        e.result = Result(200, reads.read(session, e.rtype, e.rid))
+
+
+def _batch(services: Services, ctx: RequestContext, raw_entries: list[Any]) -> list[Entry]:
+    """Each entry in its own transaction; failures become that entry's OperationOutcome."""
+    out: list[Entry] = []
+    parsed: list[Entry] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            parsed.append(_parse_entry(ctx, i, raw))
+        except FhirError as exc:
+            failed = Entry(i, "GET", None, None, None, None, None, {}, None)
+            failed.extra["error"] = exc
+            out.append(failed)
+    for entry in sorted(parsed, key=lambda e: _ORDER[e.method]):
+        try:
+            with services.store.write() as session:
+                _transaction_one(session, services, ctx, entry)
+        except FhirError as exc:
+            entry.extra["error"] = _at_entry(exc, entry.index)
+        out.append(entry)
+    return sorted(out, key=lambda e: e.index)
+
+
+def _transaction_one(
+    session: Session, services: Services, ctx: RequestContext, entry: Entry
+) -> None:
+    ids = _assign_ids(session, services, ctx, [entry])
+    entry.resource = _rewriter(session, services, ctx, ids)(entry.resource)
+    _execute(session, services, ctx, entry)
+
+
+def _response(ctx: RequestContext, e: Entry, prefer_return: str) -> dict[str, Any]:
+    failure = e.extra.get("error")
+    if failure is not None:
+        return {
+            "response": {
+                "status": str(failure.status),
+                "outcome": operation_outcome(failure.issues),
+            }
+        }
+    result = e.result
+    assert result is not None
+    response: dict[str, Any] = {"status": str(result.status)}
+    entry: dict[str, Any] = {}
+    stored = result.stored
+    if stored is not None:
+        entry["fullUrl"] = f"{ctx.base_url}/{stored.type}/{stored.id}"
+        response["etag"] = f'W/"{stored.version}"'
+        response["lastModified"] = stored.last_updated
+        if e.method in ("POST", "PUT", "PATCH"):
+            response["location"] = f"{stored.type}/{stored.id}/_history/{stored.version}"
+        if stored.json is not None and (e.method in ("GET", "HEAD") or prefer_return ==
+                                        "representation"):
+            entry["resource"] = orjson.loads(stored.json)
+    if e.search_body is not None:
+        entry["resource"] = orjson.loads(e.search_body)
+    if isinstance(result.body, dict) and prefer_return == "OperationOutcome":
+        response["outcome"] = result.body
+    entry["response"] = response
+    return entry

@@ -1,0 +1,179 @@
+"""search-type / search-system (http://hl7.org/fhir/R4/http.html#search) and the matching that
+conditional interactions share."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import error
+from ..search import query as q
+from ..search.sql import Compiler
+from ..services import Services
+from ..storage.sqlite import Session
+from .elements import filter_elements
+
+
+def find(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    query_string: str,
+    limit: int | None = 2,
+) -> list[tuple[str, str]]:
+    """(type, id) of current resources matching a conditional URL's query (at most `limit`:
+    callers only need to tell none, one and several apart). Unknown parameters are an error
+    here, since ignoring one could update or delete the wrong resource."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    if not pairs:
+        raise error(412, "invalid", "A conditional request needs search criteria")
+    query = q.parse(services.registry, rtype, pairs, 1, 1, strict=True)
+    if not query.clauses:
+        raise error(412, "invalid", "A conditional request needs search criteria")
+    where, args = Compiler(ctx.base_url).where(rtype, query.clauses)
+    sql = f"SELECT r.type, r.id FROM resource r WHERE {where}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    rows = session.query(sql, args)
+    return [(r[0], r[1]) for r in rows]
+
+
+def search(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str | None,
+    pairs: list[tuple[str, str]],
+    strict: bool,
+    path: str,
+) -> bytes:
+    """A searchset Bundle, assembled from stored JSON bytes without re-parsing them."""
+    settings = services.settings
+    query = q.parse(
+        services.registry, rtype, pairs, settings.default_count, settings.max_count, strict
+    )
+    compiler = Compiler(ctx.base_url)
+    if rtype is None:
+        types = [v for name, raw in pairs if name == "_type" for v in raw.split(",")]
+        query.clauses = [c for c in query.clauses if c.param.code != "_type"]
+    else:
+        types = []
+    where, args = compiler.where(rtype, query.clauses)
+    if types:
+        where += f" AND r.type IN ({', '.join('?' * len(types))})"
+        args += types
+    total: int | None = None
+    if query.total != "none" or query.summary == "count":
+        total = session.query(f"SELECT count(*) FROM resource r WHERE {where}", args)[0][0]
+    entries: list[bytes] = []
+    rows: list[tuple[Any, ...]] = []
+    if query.summary != "count":
+        order, order_args = compiler.order_by(query)
+        rows = session.query(
+            f"SELECT r.rid, r.type, r.id, r.json FROM resource r WHERE {where} {order} "
+            "LIMIT ? OFFSET ?",
+            [*args, *order_args, query.count + 1, query.offset],
+        )
+    has_next = len(rows) > query.count
+    rows = rows[: query.count]
+    base = ctx.base_url
+    for _, t, i, raw in rows:
+        entries.append(_entry(base, t, i, _shape(raw, t, query), b"match"))
+    for t, i, raw in _includes(session, query, [(r[0], r[1], r[2]) for r in rows]):
+        entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
+    if query.ignored:
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "warning", "code": "not-supported", "diagnostics": reason,
+                 "expression": [name]}
+                for name, reason in query.ignored
+            ],
+        }
+        entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
+    links = _links(base, path, query, has_next)
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        head["total"] = total
+    head["link"] = links
+    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:
+    url = f"{base}/{rtype}/{rid}".encode()
+    return (
+        b'{"fullUrl":"' + url + b'","resource":' + raw + b',"search":{"mode":"' + mode + b'"}}'
+    )
+
+
+def _shape(raw: bytes, rtype: str, query: q.Query) -> bytes:
+    if query.summary is None and query.elements is None:
+        return raw
+    return orjson.dumps(filter_elements(orjson.loads(raw), query.summary, query.elements))
+
+
+def _includes(
+    session: Session, query: q.Query, matches: list[tuple[int, str, str]]
+) -> list[tuple[str, str, bytes]]:
+    """_include / _revinclude targets of the page's matches (search.html#include);
+    `:iterate` repeats over what was added until nothing new appears."""
+    if not matches or not (query.includes or query.revincludes):
+        return []
+    seen = {(t, i) for _, t, i in matches}
+    frontier = matches
+    out: list[tuple[str, str, bytes]] = []
+    iterate = True
+    while frontier and iterate:
+        iterate = any(it for *_, it in query.includes + query.revincludes)
+        found: list[tuple[int, str, str, bytes]] = []
+        rids = [m[0] for m in frontier]
+        marks = ", ".join("?" * len(rids))
+        for source, code, target, _ in query.includes:
+            sql = (
+                "SELECT t.rid, t.type, t.id, t.json FROM idx_reference i JOIN resource t "
+                "ON t.type = i.target_type AND t.id = i.target_id AND t.deleted = 0 "
+                f"WHERE i.rid IN ({marks}) AND i.type = ? AND i.param = ?"
+            )
+            args: list[Any] = [*rids, source, code]
+            if target:
+                sql += " AND i.target_type = ?"
+                args.append(target)
+            found += session.query(sql, args)
+        keys = [(m[1], m[2]) for m in frontier]
+        for source, code, _target, _ in query.revincludes:
+            cond = " OR ".join("(i.target_type = ? AND i.target_id = ?)" for _ in keys)
+            found += session.query(
+                "SELECT s.rid, s.type, s.id, s.json FROM idx_reference i JOIN resource s "
+                "ON s.rid = i.rid AND s.deleted = 0 "
+                f"WHERE i.type = ? AND i.param = ? AND ({cond})",
+                [source, code, *[k for pair in keys for k in pair]],
+            )
+        frontier = []
+        for rid, t, i, raw in found:
+            if (t, i) not in seen:
+                seen.add((t, i))
+                out.append((t, i, raw))
+                frontier.append((rid, t, i))
+    return out
+
+
+def _links(base: str, path: str, query: q.Query, has_next: bool) -> list[dict[str, str]]:
+    """self shows only the parameters applied (search.html#conformance); paging by offset."""
+    applied = [(k, v) for k, v in query.applied if k not in ("_offset", "_count")]
+
+    def url(offset: int) -> str:
+        params = [*applied, ("_count", str(query.count))]
+        if offset:
+            params.append(("_offset", str(offset)))
+        return f"{base}{path}?{urlencode(params)}"
+
+    links = [{"relation": "self", "url": url(query.offset)}, {"relation": "first", "url": url(0)}]
+    if query.offset > 0:
+        links.append({"relation": "previous", "url": url(max(0, query.offset - query.count))})
+    if has_next:
+        links.append({"relation": "next", "url": url(query.offset + query.count)})
+    return links

@@ -1,0 +1,227 @@
+"""create, update, delete, patch and their conditional forms (http://hl7.org/fhir/R4/http.html).
+
+Each function runs inside a write Session the caller opened, so a transaction bundle can chain
+many of them in one database transaction. Bodies arrive already parsed and validated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import error, information
+from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
+from ..model.resource import dumps, now, with_meta
+from ..model.validate import validate
+from ..search.extract import index_rows
+from ..services import Services
+from ..storage.sqlite import Session, Stored
+from .result import Result
+from .search import find
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def save(
+    session: Session,
+    services: Services,
+    rtype: str,
+    rid: str,
+    resource: dict[str, Any] | None,
+    prev: tuple[int, Stored] | None,
+    method: str,
+    last_updated: str | None = None,
+) -> Stored:
+    """Write the next version (or a deletion marker when resource is None) with its index rows."""
+    version = prev[1].version + 1 if prev else 1
+    stamp = last_updated or now()
+    if resource is None:
+        stored = Stored(rtype, rid, version, stamp, True, None, method)
+        session.save(prev[0] if prev else None, stored, {})
+        return stored
+    body = with_meta(resource, rid, version, stamp)
+    stored = Stored(rtype, rid, version, stamp, False, dumps(body), method)
+    session.save(prev[0] if prev else None, stored, index_rows(rtype, body, services.registry))
+    return stored
+
+
+def check_if_match(prev: tuple[int, Stored] | None, if_match: str | None) -> None:
+    """412 when If-Match names another version than the current one (http.html#concurrency)."""
+    if if_match is None:
+        return
+    wanted = parse_etag(if_match)
+    current = prev[1].version if prev and not prev[1].deleted else None
+    if wanted is None or current is None or wanted != current:
+        raise error(
+            412,
+            "conflict",
+            f"Version conflict: If-Match {if_match} but current version is "
+            f"{current if current is not None else 'none'}",
+        )
+
+
+def parse_etag(value: str) -> int | None:
+    tag = value.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    return int(tag) if tag.isdigit() else None
+
+
+def create(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    resource: dict[str, Any],
+    if_none_exist: str | None = None,
+    rid: str | None = None,
+) -> Result:
+    """POST: a new resource with a server id; If-None-Exist makes it conditional."""
+    if if_none_exist:
+        found = find(session, services, ctx, rtype, if_none_exist.lstrip("?"))
+        if len(found) > 1:
+            raise error(412, "duplicate", f"Conditional create matched several {rtype}")
+        if found:
+            current = session.current(*found[0])
+            assert current is not None
+            return Result(200, current[1])
+    stored = save(session, services, rtype, rid or new_id(), resource, None, "POST")
+    return Result(201, stored, location=True)
+
+
+def update(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    rid: str,
+    resource: dict[str, Any],
+    if_match: str | None = None,
+) -> Result:
+    """PUT /Type/id: a new version, or update-as-create for a client-chosen id."""
+    body_id = resource.get("id")
+    if body_id is None:
+        raise error(400, "required", "The resource must carry an id equal to the URL's", "id")
+    if body_id != rid:
+        raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
+    prev = session.current(rtype, rid)
+    check_if_match(prev, if_match)
+    if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
+        return Result(200, prev[1])
+    stored = save(session, services, rtype, rid, resource, prev, "PUT")
+    created = prev is None or prev[1].deleted
+    return Result(201 if created else 200, stored, location=True)
+
+
+def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
+    """No new version for an identical resource (as HAPI does): compare all but meta stamps."""
+    assert prev.json is not None
+    old = orjson.loads(prev.json)
+    return _without_stamps(old) == _without_stamps(resource)
+
+
+def _without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+def conditional_update(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    query: str,
+    resource: dict[str, Any],
+    if_match: str | None = None,
+) -> Result:
+    """PUT /Type?criteria: update the single match, create when none, 412 when several."""
+    found = find(session, services, ctx, rtype, query)
+    if len(found) > 1:
+        raise error(412, "multiple-matches", f"Conditional update matched several {rtype}")
+    if found:
+        rid = found[0][1]
+        if resource.get("id", rid) != rid:
+            raise error(400, "invalid", "Body id does not match the resource found", "id")
+        return update(session, services, ctx, rtype, rid, {**resource, "id": rid}, if_match)
+    if "id" in resource:
+        return update(session, services, ctx, rtype, resource["id"], resource, if_match)
+    return create(session, services, ctx, rtype, resource)
+
+
+def delete(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    rid: str,
+    if_match: str | None = None,
+) -> Result:
+    """DELETE: a deletion version; history stays, reads answer 410 (http.html#delete)."""
+    prev = session.current(rtype, rid)
+    check_if_match(prev, if_match)
+    if prev is None:
+        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+    if prev[1].deleted:
+        return Result(204, prev[1])
+    stored = save(session, services, rtype, rid, None, prev, "DELETE")
+    return Result(200, stored, information(f"Deleted {rtype}/{rid} (version {stored.version})"))
+
+
+def conditional_delete(
+    session: Session, services: Services, ctx: RequestContext, rtype: str, query: str
+) -> Result:
+    """DELETE /Type?criteria: several matches need `allow_multiple_delete` (else 412)."""
+    pairs_found = find(session, services, ctx, rtype, query, limit=None)
+    if len(pairs_found) > 1 and not services.settings.allow_multiple_delete:
+        raise error(412, "multiple-matches", f"Conditional delete matched several {rtype}")
+    if not pairs_found:
+        return Result(204)
+    for t, i in pairs_found:
+        delete(session, services, ctx, t, i)
+    return Result(200, None, information(f"Deleted {len(pairs_found)} {rtype} resource(s)"))
+
+
+def patch(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    rtype: str,
+    rid: str,
+    document: Any,
+    json_patch: bool,
+    if_match: str | None = None,
+) -> Result:
+    """PATCH with JSON Patch or FHIRPath Patch; the result is validated like any update."""
+    prev = session.current(rtype, rid)
+    if prev is None:
+        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+    if prev[1].deleted:
+        raise error(410, "deleted", f"{rtype}/{rid} has been deleted")
+    check_if_match(prev, if_match)
+    assert prev[1].json is not None
+    current = orjson.loads(prev[1].json)
+    try:
+        if json_patch:
+            if not isinstance(document, list):
+                raise PatchError("A JSON Patch document must be an array of operations", None)
+            patched = apply_json_patch(current, document)
+        else:
+            if not isinstance(document, dict) or document.get("resourceType") != "Parameters":
+                raise PatchError("A FHIRPath Patch must be a Parameters resource", None)
+            patched = apply_fhirpath_patch(current, document)
+    except PatchError as exc:
+        raise error(422, "processing", str(exc), exc.expression) from None
+    if patched.get("resourceType") != rtype or patched.get("id") != rid:
+        raise error(422, "processing", "A patch may not change resourceType or id")
+    validate(patched)
+    return update(session, services, ctx, rtype, rid, patched)

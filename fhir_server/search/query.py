@@ -1,0 +1,243 @@
+"""Search URL -> backend-neutral query AST (http://hl7.org/fhir/R4/search.html).
+
+Parsing is pure: it knows the registry of search parameters but nothing about storage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import error
+
+if TYPE_CHECKING:
+    from .registry import Registry, SearchParam
+
+#: result parameters (search.html#return) and others that are not filters
+RESULT_PARAMS = frozenset(
+    {
+        "_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty",
+        "_include", "_revinclude", "_contained", "_containedType",
+    }
+)
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+#: the common parameters served from the resource table itself, not from index tables
+SPECIAL = {"_id": "token", "_lastUpdated": "date"}
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "missing", "in", "not-in", "of-type", "above", "below"},
+    "reference": {"missing", "identifier"},  # plus ":Type"
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"below", "above", "missing"},
+}
+SUPPORTED_TOKEN_MODIFIERS = {"not", "text", "missing"}
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A search parameter as the compiler needs it (registry entries or the special ones)."""
+
+    code: str
+    type: str
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One query parameter: values are ORed; clauses are ANDed (search.html#combining)."""
+
+    param: Param
+    values: tuple[str, ...]
+    modifier: str | None = None
+    #: for chains: the clause to apply to the referenced resources of `target_type`
+    chain: Clause | None = None
+    target_type: str | None = None
+    #: for _has: the referring type, its reference parameter, and the clause on it
+    has: tuple[str, str, Clause] | None = None
+
+
+@dataclass
+class Query:
+    rtype: str | None
+    clauses: list[Clause] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    sort: list[tuple[Param, bool]] = field(default_factory=list)  # (param, descending)
+    total: str = "accurate"
+    summary: str | None = None
+    elements: list[str] | None = None
+    includes: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    revincludes: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
+    #: (name, value) pairs actually applied, for the self link
+    applied: list[tuple[str, str]] = field(default_factory=list)
+    #: parameters ignored under lenient handling, with the reason
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def split_values(raw: str) -> tuple[str, ...]:
+    """Comma-separated OR values; `\\,` is an escaped comma (search.html#escaping)."""
+    return tuple(v.replace("\\,", ",") for v in _UNESCAPED_COMMA.split(raw))
+
+
+def split_token(value: str) -> tuple[str | None, str]:
+    """`system|code` -> (system, code); `|code` -> ('', code); `code` -> (None, code)."""
+    parts = re.split(r"(?<!\\)\|", value, maxsplit=1)
+    unescape = _unescape
+    if len(parts) == 1:
+        return None, unescape(parts[0])
+    return unescape(parts[0]), unescape(parts[1])
+
+
+def _unescape(value: str) -> str:
+    return value.replace("\\|", "|").replace("\\$", "$").replace("\\\\", "\\")
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+class Unknown(Exception):
+    """A parameter the server does not know or support (handled leniently or strictly)."""
+
+
+def lookup(registry: Registry, rtype: str | None, code: str) -> Param:
+    if code in SPECIAL:
+        return Param(code, SPECIAL[code])
+    sp: SearchParam | None = registry.get(rtype or "Resource", code)
+    if sp is None or sp.type in ("composite", "special") or code in ("_text", "_content"):
+        raise Unknown(f"Unknown or unsupported search parameter '{code}'")
+    return Param(sp.code, sp.type, tuple(sp.targets))
+
+
+def parse_clause(registry: Registry, rtype: str | None, name: str, raw: str) -> Clause:
+    """One `name[:modifier][.chain]=value` pair into a Clause (raises Unknown)."""
+    if name.startswith("_has:"):
+        return _parse_has(registry, rtype, name, raw)
+    head, dot, rest = name.partition(".")
+    code, colon, modifier = head.partition(":")
+    param = lookup(registry, rtype, code)
+    mod = modifier if colon else None
+    if dot:
+        if param.type != "reference":
+            raise Unknown(f"Chained parameter '{name}': '{code}' is not a reference parameter")
+        targets = [mod] if mod else list(param.targets)
+        targets = [t for t in targets if _has_param(registry, t, rest)]
+        if len(targets) != 1:
+            raise Unknown(
+                f"Chained parameter '{name}' is ambiguous or unknown; name the target type "
+                f"as '{code}:Type.{rest}'"
+            )
+        inner = parse_clause(registry, targets[0], rest, raw)
+        return Clause(param, (), None, chain=inner, target_type=targets[0])
+    if mod is not None:
+        _check_modifier(param, mod)
+    return Clause(param, split_values(raw), mod)
+
+
+def _has_param(registry: Registry, rtype: str, name: str) -> bool:
+    code = name.partition(".")[0].partition(":")[0]
+    return code in SPECIAL or registry.get(rtype, code) is not None
+
+
+def _parse_has(registry: Registry, rtype: str | None, name: str, raw: str) -> Clause:
+    """`_has:Observation:patient:code=x` (search.html#has), nesting allowed."""
+    parts = name.split(":", 3)
+    if len(parts) < 4:
+        raise Unknown(f"Malformed _has parameter '{name}'")
+    _, other, ref, rest = parts
+    ref_param = registry.get(other, ref)
+    if ref_param is None or ref_param.type != "reference":
+        raise Unknown(f"'{ref}' is not a reference parameter of '{other}' in '{name}'")
+    inner = parse_clause(registry, other, rest, raw)
+    return Clause(Param("_has", "special"), (), None, has=(other, ref, inner))
+
+
+def _check_modifier(param: Param, mod: str) -> None:
+    allowed = MODIFIERS.get(param.type, set()) if param.code not in SPECIAL else {"missing"}
+    if param.type == "token":
+        allowed = SUPPORTED_TOKEN_MODIFIERS
+    if param.type == "reference" and (mod in param.targets or mod[:1].isupper()):
+        return
+    if mod not in allowed or mod == "identifier":
+        raise Unknown(f"Modifier ':{mod}' is not supported on parameter '{param.code}'")
+
+
+def parse(
+    registry: Registry,
+    rtype: str | None,
+    pairs: list[tuple[str, str]],
+    default_count: int,
+    max_count: int,
+    strict: bool,
+) -> Query:
+    """All query pairs into a Query; unknown parameters are ignored or, if strict, a 400."""
+    q = Query(rtype, count=default_count)
+    for name, raw in pairs:
+        try:
+            _apply(q, registry, name, raw, max_count)
+        except Unknown as exc:
+            if strict:
+                raise error(400, "not-supported", str(exc), name) from None
+            q.ignored.append((name, str(exc)))
+    return q
+
+
+def _apply(q: Query, registry: Registry, name: str, raw: str, max_count: int) -> None:
+    if name in ("_format", "_pretty"):
+        return
+    if name == "_count":
+        q.count = min(_int(name, raw), max_count)
+    elif name == "_offset":
+        q.offset = _int(name, raw)
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise error(400, "invalid", f"Invalid _total '{raw}'", "_total")
+        q.total = raw
+    elif name == "_summary":
+        if raw not in ("true", "false", "text", "data", "count"):
+            raise error(400, "invalid", f"Invalid _summary '{raw}'", "_summary")
+        q.summary = None if raw == "false" else raw
+    elif name == "_elements":
+        q.elements = [e.strip() for e in raw.split(",") if e.strip()]
+    elif name == "_sort":
+        for key in raw.split(","):
+            desc = key.startswith("-")
+            q.sort.append((lookup(registry, q.rtype, key.lstrip("-")), desc))
+    elif name.startswith("_include") or name.startswith("_revinclude"):
+        _parse_include(q, registry, name, raw)
+        return
+    elif name in RESULT_PARAMS:
+        raise Unknown(f"Result parameter '{name}' is not supported")
+    else:
+        q.clauses.append(parse_clause(registry, q.rtype, name, raw))
+    q.applied.append((name, raw))
+
+
+def _parse_include(q: Query, registry: Registry, name: str, raw: str) -> None:
+    """`_include=Source:param[:Target]`, `:iterate` (search.html#include)."""
+    base, _, mod = name.partition(":")
+    if mod not in ("", "iterate", "recurse"):
+        raise Unknown(f"Unknown modifier on '{name}'")
+    parts = raw.split(":")
+    if raw == "*" or len(parts) not in (2, 3):
+        raise Unknown(f"Unsupported {base} value '{raw}'")
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    sp = registry.get(source, code)
+    if sp is None or sp.type != "reference":
+        raise Unknown(f"'{source}:{code}' is not a reference search parameter")
+    entry = (source, code, target, bool(mod))
+    (q.includes if base == "_include" else q.revincludes).append(entry)
+    q.applied.append((name, raw))
+
+
+def _int(name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise error(400, "invalid", f"'{name}' must be a non-negative integer", name)
+    return int(raw)

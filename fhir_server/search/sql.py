@@ -1,0 +1,256 @@
+"""Query AST -> SQL over the SQLite index tables. Every filter runs in SQL, none in Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import error
+from .query import Clause, Param, Query, split_prefix, split_token
+from .values import date_bounds, normalize_string, number_bounds
+
+_SORT_COLUMN = {
+    "string": "value", "token": "code", "reference": "target_id", "date": "low",
+    "number": "low", "quantity": "value", "uri": "value",
+}
+
+
+class Compiler:
+    """Builds one WHERE condition per clause with its bound arguments.
+
+    The base URL lets absolute references to this server match relative ones.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+
+    def where(self, rtype: str | None, clauses: list[Clause], alias: str = "r") -> tuple[str, list]:
+        parts = [f"{alias}.deleted = 0"]
+        args: list[Any] = []
+        if rtype is not None:
+            parts.append(f"{alias}.type = ?")
+            args.append(rtype)
+        for clause in clauses:
+            sql, a = self.clause(rtype, clause, alias)
+            parts.append(sql)
+            args += a
+        return " AND ".join(parts), args
+
+    def clause(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        if c.has is not None:
+            return self._has(rtype, c, alias)
+        if c.chain is not None:
+            return self._chain(rtype, c, alias)
+        p = c.param
+        if p.code == "_id":
+            return self._id(c, alias)
+        if p.code == "_lastUpdated":
+            col = f"{alias}.last_updated"
+            ors, args = [], []
+            for v in c.values:
+                sql, a = _date_condition(v, col, col, "_lastUpdated")
+                ors.append(sql)
+                args += a
+            return "(" + " OR ".join(ors) + ")", args
+        table = f"idx_{p.type}"
+        scope = "type = ? AND param = ?" if rtype else "param = ?"
+        scope_args: list[Any] = [rtype, p.code] if rtype else [p.code]
+        if c.modifier == "missing":
+            if c.values[0] not in ("true", "false"):
+                raise error(400, "invalid", ":missing takes true or false", p.code)
+            neg = "NOT " if c.values[0] == "true" else ""
+            return (
+                f"{neg}EXISTS (SELECT 1 FROM {table} i WHERE i.rid = {alias}.rid AND i.{scope})",
+                scope_args,
+            )
+        ors, args = [], []
+        for v in c.values:
+            sql, a = self._value(p, c.modifier, v)
+            ors.append(sql)
+            args += a
+        cond = " OR ".join(f"({o})" for o in ors)
+        sub = f"SELECT rid FROM {table} WHERE {scope} AND ({cond})"
+        if c.modifier == "not":
+            return f"{alias}.rid NOT IN ({sub})", scope_args + args
+        return f"{alias}.rid IN ({sub})", scope_args + args
+
+    def _id(self, c: Clause, alias: str) -> tuple[str, list]:
+        marks = ", ".join("?" * len(c.values))
+        neg = "NOT " if c.modifier == "not" else ""
+        return f"{alias}.id {neg}IN ({marks})", list(c.values)
+
+    def _value(self, p: Param, modifier: str | None, v: str) -> tuple[str, list]:
+        kind = p.type
+        if kind == "string":
+            if modifier == "exact":
+                return "original = ?", [v]
+            norm = normalize_string(v)
+            if modifier == "contains":
+                return "value LIKE ? ESCAPE '\\'", [f"%{_like(norm)}%"]
+            return "value >= ? AND value < ?", [norm, norm + "\U0010ffff"]
+        if kind == "token":
+            if modifier == "text":
+                return "text LIKE ? ESCAPE '\\'", [f"%{_like(v)}%"]
+            system, code = split_token(v)
+            if system is None:
+                return "code = ?", [code]
+            if code == "":
+                return "system = ?", [system]
+            if system == "":
+                return "code = ? AND system IS NULL", [code]
+            return "code = ? AND system = ?", [code, system]
+        if kind == "reference":
+            return self._reference(p, modifier, v)
+        if kind == "date":
+            return _date_condition(v, "low", "high", p.code)
+        if kind == "number":
+            return _number_condition(v, p.code)
+        if kind == "quantity":
+            return _quantity_condition(v, p.code)
+        if kind == "uri":
+            if modifier == "below":
+                return "value LIKE ? ESCAPE '\\'", [_like(v) + "%"]
+            if modifier == "above":
+                return "? LIKE value || '%'", [v]
+            return "value = ?", [v]
+        raise error(400, "not-supported", f"Search parameter type '{kind}' is not supported")
+
+    def _reference(self, p: Param, modifier: str | None, v: str) -> tuple[str, list]:
+        if v.startswith(self.base_url):
+            v = v[len(self.base_url) :]
+        if modifier:  # :Type
+            return "target_type = ? AND target_id = ?", [modifier, v]
+        if "://" in v or v.startswith("urn:"):
+            if "|" in v:
+                return "url = ?", [v]
+            return "(url = ? OR url LIKE ? ESCAPE '\\')", [v, _like(v) + "|%"]
+        parts = v.split("/")
+        if len(parts) == 2:
+            return "target_type = ? AND target_id = ?", parts
+        if len(parts) == 4 and parts[2] == "_history":
+            return "target_type = ? AND target_id = ?", parts[:2]
+        return "target_id = ?", [v]
+
+    def _chain(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        """`subject:Patient.name=x`: references whose target matches the inner clause."""
+        assert c.chain is not None and c.target_type is not None
+        inner_where, inner_args = self.where(c.target_type, [c.chain], alias="t")
+        scope = "i.type = ? AND " if rtype else ""
+        scope_args = [rtype] if rtype else []
+        sql = (
+            f"{alias}.rid IN (SELECT i.rid FROM idx_reference i JOIN resource t "
+            f"ON t.type = i.target_type AND t.id = i.target_id "
+            f"WHERE {scope}i.param = ? AND i.target_type = ? AND {inner_where})"
+        )
+        return sql, [*scope_args, c.param.code, c.target_type, *inner_args]
+
+    def _has(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        """`_has:Observation:patient:code=x`: resources referred to by matching Observations."""
+        assert c.has is not None
+        other, ref, inner = c.has
+        inner_where, inner_args = self.where(other, [inner], alias="o")
+        sql = (
+            f"EXISTS (SELECT 1 FROM idx_reference i JOIN resource o ON o.rid = i.rid "
+            f"WHERE i.type = ? AND i.param = ? AND i.target_type = {alias}.type "
+            f"AND i.target_id = {alias}.id AND {inner_where})"
+        )
+        return sql, [other, ref, *inner_args]
+
+    def order_by(self, q: Query, alias: str = "r") -> tuple[str, list]:
+        """_sort keys (search.html#sort), then row id so pages are stable."""
+        keys, args = [], []
+        for param, desc in q.sort:
+            direction = "DESC" if desc else "ASC"
+            if param.code == "_id":
+                keys.append(f"{alias}.id {direction}")
+            elif param.code == "_lastUpdated":
+                keys.append(f"{alias}.last_updated {direction}")
+            else:
+                col = _SORT_COLUMN.get(param.type)
+                if col is None:
+                    raise error(400, "not-supported", f"Cannot sort by '{param.code}'", "_sort")
+                agg = "max" if desc else "min"
+                keys.append(
+                    f"(SELECT {agg}({col}) FROM idx_{param.type} s WHERE s.rid = {alias}.rid "
+                    f"AND s.param = ?) {direction} NULLS LAST"
+                )
+                args.append(param.code)
+        keys.append(f"{alias}.rid")
+        return "ORDER BY " + ", ".join(keys), args
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_condition(value: str, low: str, high: str, code: str) -> tuple[str, list]:
+    """Prefix semantics of search.html#prefix over [low, high] ranges."""
+    prefix, v = split_prefix(value)
+    try:
+        qlo, qhi = date_bounds(v)
+    except ValueError:
+        raise error(400, "invalid", f"Invalid date '{v}'", code) from None
+    return _range_condition(prefix, low, high, qlo, qhi)
+
+
+def _range_condition(prefix: str, low: str, high: str, qlo: Any, qhi: Any) -> tuple[str, list]:
+    if prefix == "eq":
+        return f"{low} >= ? AND {high} <= ?", [qlo, qhi]
+    if prefix == "ne":
+        return f"NOT ({low} >= ? AND {high} <= ?)", [qlo, qhi]
+    if prefix == "gt":
+        return f"{high} > ?", [qhi]
+    if prefix == "lt":
+        return f"{low} < ?", [qlo]
+    if prefix == "ge":
+        return f"{high} >= ?", [qlo]
+    if prefix == "le":
+        return f"{low} <= ?", [qhi]
+    if prefix == "sa":
+        return f"{low} > ?", [qhi]
+    if prefix == "eb":
+        return f"{high} < ?", [qlo]
+    # ap: overlaps the search range
+    return f"{low} <= ? AND {high} >= ?", [qhi, qlo]
+
+
+def _number_condition(value: str, code: str) -> tuple[str, list]:
+    prefix, v = split_prefix(value)
+    try:
+        qlo, qhi = number_bounds(v)
+    except ValueError:
+        raise error(400, "invalid", f"Invalid number '{v}'", code) from None
+    if prefix == "ap":
+        qlo, qhi = _approximate(float(v), qlo, qhi)
+    return _range_condition(prefix, "low", "high", qlo, qhi)
+
+
+def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
+    margin = abs(v) * 0.1
+    return min(qlo, v - margin), max(qhi, v + margin)
+
+
+def _quantity_condition(value: str, code: str) -> tuple[str, list]:
+    """`[prefix]number|system|code`; the code matches Quantity.code or Quantity.unit."""
+    number, system, unit = (value.split("|") + ["", ""])[:3]
+    prefix, v = split_prefix(number)
+    try:
+        qlo, qhi = number_bounds(v)
+    except ValueError:
+        raise error(400, "invalid", f"Invalid quantity '{value}'", code) from None
+    if prefix == "ap":
+        qlo, qhi = _approximate(float(v), qlo, qhi)
+    if prefix in ("eq", "ap"):
+        sql, args = "value >= ? AND value <= ?", [qlo, qhi]
+    elif prefix == "ne":
+        sql, args = "NOT (value >= ? AND value <= ?)", [qlo, qhi]
+    else:
+        op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
+        sql, args = f"value {op} ?", [float(v)]
+    if system:
+        sql += " AND system = ?"
+        args.append(system)
+    if unit:
+        sql += " AND (code = ? OR unit = ?)"
+        args += [unit, unit]
+    return sql, args
+

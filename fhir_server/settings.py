@@ -1,0 +1,46 @@
+"""One Settings object, read from FHIR_SERVER_* environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database: Path = Path("fhir.db")
+    #: extra conformance resources (our IG) loaded at start-up
+    profiles_dir: Path = Path(__file__).resolve().parent.parent / "profiles"
+    max_body_bytes: int = 50 * 1024 * 1024
+    default_count: int = 20
+    max_count: int = 1000
+    #: conditional delete of several matches (HAPI: off by default)
+    allow_multiple_delete: bool = False
+    #: public base URL override, e.g. behind a proxy; default: taken from the request
+    public_base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, then FHIR_SERVER_<FIELD> environment variables, then explicit overrides."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"FHIR_SERVER_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    name = str(type_name)
+    if name == "int":
+        return int(raw)
+    if name == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,81 @@
+"""Versioned SQLite schema migrations: each entry upgrades `PRAGMA user_version` by one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: current versions, full history, and one index table per search-parameter type.
+    """
+    CREATE TABLE resource (
+        rid INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        json BLOB,
+        UNIQUE (type, id)
+    );
+    CREATE INDEX resource_type_updated ON resource (type, last_updated);
+    CREATE TABLE history (
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        method TEXT NOT NULL,
+        json BLOB,
+        PRIMARY KEY (type, id, version)
+    ) WITHOUT ROWID;
+    CREATE INDEX history_updated ON history (last_updated);
+    CREATE INDEX history_type_updated ON history (type, last_updated);
+    CREATE TABLE idx_string (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        value TEXT NOT NULL, original TEXT);
+    CREATE INDEX idx_string_value ON idx_string (type, param, value);
+    CREATE INDEX idx_string_rid ON idx_string (rid);
+    CREATE TABLE idx_token (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        system TEXT, code TEXT, text TEXT);
+    CREATE INDEX idx_token_code ON idx_token (type, param, code, system);
+    CREATE INDEX idx_token_rid ON idx_token (rid);
+    CREATE TABLE idx_reference (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        target_type TEXT, target_id TEXT, url TEXT);
+    CREATE INDEX idx_reference_target ON idx_reference (type, param, target_id, target_type);
+    CREATE INDEX idx_reference_url ON idx_reference (type, param, url);
+    CREATE INDEX idx_reference_rid ON idx_reference (rid);
+    CREATE TABLE idx_date (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        low TEXT NOT NULL, high TEXT NOT NULL);
+    CREATE INDEX idx_date_low ON idx_date (type, param, low, high);
+    CREATE INDEX idx_date_rid ON idx_date (rid);
+    CREATE TABLE idx_number (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        low REAL NOT NULL, high REAL NOT NULL);
+    CREATE INDEX idx_number_low ON idx_number (type, param, low, high);
+    CREATE INDEX idx_number_rid ON idx_number (rid);
+    CREATE TABLE idx_quantity (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        value REAL NOT NULL, system TEXT, code TEXT, unit TEXT);
+    CREATE INDEX idx_quantity_value ON idx_quantity (type, param, value);
+    CREATE INDEX idx_quantity_rid ON idx_quantity (rid);
+    CREATE TABLE idx_uri (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+        value TEXT NOT NULL);
+    CREATE INDEX idx_uri_value ON idx_uri (type, param, value);
+    CREATE INDEX idx_uri_rid ON idx_uri (rid);
+    """,
+]
+
+#: index table per search-parameter type, as produced by search.extract.index_rows
+INDEX_TABLES: dict[str, tuple[str, ...]] = {
+    "string": ("value", "original"),
+    "token": ("system", "code", "text"),
+    "reference": ("target_type", "target_id", "url"),
+    "date": ("low", "high"),
+    "number": ("low", "high"),
+    "quantity": ("value", "system", "code", "unit"),
+    "uri": ("value",),
+}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration newer than the database's user_version, each in its own transaction."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

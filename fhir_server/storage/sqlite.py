@@ -1,0 +1,205 @@
+"""Embedded SQLite storage: WAL, one serialized writer, a read connection per thread.
+
+Every write interaction runs in one `BEGIN IMMEDIATE` transaction that holds the write lock, so
+check-then-write sequences (conditional create, If-Match, transaction bundles) cannot race.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .schema import INDEX_TABLES, migrate
+
+IndexRows = dict[str, list[tuple[Any, ...]]]
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA cache_size = -65536",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA mmap_size = 268435456",
+    "PRAGMA foreign_keys = OFF",
+)
+
+_INSERT_INDEX = {
+    table: f"INSERT INTO idx_{table} (rid, type, param, {', '.join(cols)}) "
+    f"VALUES (?, ?, ?{', ?' * len(cols)})"
+    for table, cols in INDEX_TABLES.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of a resource as stored: its canonical JSON bytes and version facts."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    deleted: bool
+    json: bytes | None
+    method: str = ""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    for pragma in _PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+class Session:
+    """Queries over one connection. Write sessions run inside the store's write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def current(self, rtype: str, rid: str) -> tuple[int, Stored] | None:
+        """The current version (deleted or not) with its row id, or None if never stored."""
+        row = self.conn.execute(
+            "SELECT rid, version, last_updated, deleted, json FROM resource "
+            "WHERE type = ? AND id = ?",
+            (rtype, rid),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], Stored(rtype, rid, row[1], row[2], bool(row[3]), row[4])
+
+    def version(self, rtype: str, rid: str, version: int) -> Stored | None:
+        row = self.conn.execute(
+            "SELECT last_updated, deleted, json, method FROM history "
+            "WHERE type = ? AND id = ? AND version = ?",
+            (rtype, rid, version),
+        ).fetchone()
+        if row is None:
+            return None
+        return Stored(rtype, rid, version, row[0], bool(row[1]), row[2], row[3])
+
+    def history(
+        self,
+        rtype: str | None,
+        rid: str | None,
+        since: str | None,
+        at: str | None,
+        offset: int,
+        count: int,
+    ) -> tuple[list[Stored], int]:
+        """Versions newest first, with the total count, for instance/type/system history."""
+        where, args = [], []
+        if rtype is not None:
+            where.append("type = ?")
+            args.append(rtype)
+        if rid is not None:
+            where.append("id = ?")
+            args.append(rid)
+        if since is not None:
+            where.append("last_updated >= ?")
+            args.append(since)
+        if at is not None:
+            # the versions current at that instant: written at or before it, not yet superseded
+            where.append(
+                "last_updated <= ? AND NOT EXISTS (SELECT 1 FROM history h2 WHERE "
+                "h2.type = history.type AND h2.id = history.id AND h2.version > history.version "
+                "AND h2.last_updated <= ?)"
+            )
+            args += [at, at]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total = self.conn.execute(f"SELECT count(*) FROM history {clause}", args).fetchone()[0]
+        rows = self.conn.execute(
+            "SELECT type, id, version, last_updated, deleted, json, method FROM history "
+            f"{clause} ORDER BY last_updated DESC, type, id, version DESC LIMIT ? OFFSET ?",
+            [*args, count, offset],
+        ).fetchall()
+        return [Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows], total
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def save(
+        self,
+        row: int | None,
+        stored: Stored,
+        index: IndexRows,
+    ) -> int:
+        """Write a new version: the current row, the history row and fresh index rows."""
+        conn = self.conn
+        deleted = int(stored.deleted)
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO resource (type, id, version, last_updated, deleted, json) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (stored.type, stored.id, stored.version, stored.last_updated, deleted, stored.json),
+            )
+            row = cur.lastrowid
+            assert row is not None
+        else:
+            conn.execute(
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, json = ? "
+                "WHERE rid = ?",
+                (stored.version, stored.last_updated, deleted, stored.json, row),
+            )
+            for table in INDEX_TABLES:
+                conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
+        conn.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                stored.type,
+                stored.id,
+                stored.version,
+                stored.last_updated,
+                deleted,
+                stored.method,
+                stored.json,
+            ),
+        )
+        prefix = (row, stored.type)
+        for table, values in index.items():
+            if values:
+                conn.executemany(_INSERT_INDEX[table], [prefix + v for v in values])
+        return row
+
+
+class SqliteStore:
+    """The database file: migrations at open, a write lock, thread-local read connections."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = _connect(path)
+        migrate(self._writer)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+
+    def reader(self) -> Session:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            self._readers.append(conn)
+        return Session(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction; any exception rolls everything back."""
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Session(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        for conn in [self._writer, *self._readers]:
+            conn.close()
