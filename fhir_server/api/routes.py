@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter
@@ -117,12 +118,12 @@ async def search_type(request: Request, rtype: str) -> Response:
 
 @router.post("/{rtype}/_search")
 async def search_post(request: Request, rtype: str) -> Response:
+    """POST /Type/_search: parameters in the URL and/or a form body (search.html#search)."""
     check_type(rtype)
-    form = await request.form()
-    pairs = list(request.query_params.multi_items()) + [
-        (k, str(v)) for k, v in form.multi_items()
-    ]
-    return await _search(request, rtype, pairs)
+    http.check_content_type(request, ("application/x-www-form-urlencoded",))
+    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    return await _search(request, rtype, list(request.query_params.multi_items()) + form)
 
 
 async def _search(

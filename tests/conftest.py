@@ -1,0 +1,90 @@
+"""Fixtures: the real app over HTTP (ASGI client or uvicorn on a port) on a real SQLite file."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fhir_server.app import build_app
+from fhir_server.search.registry import Registry
+from fhir_server.services import Services
+from fhir_server.settings import Settings
+from fhir_server.storage.sqlite import SqliteStore
+
+DATA = Path(__file__).parent / "data"
+BASE = "http://testserver/fhir"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long suites (full Synthea)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long suite: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return Registry.load([Path(__file__).parent.parent / "profiles"])
+
+
+def make_services(path: Path, registry: Registry, **settings: object) -> Services:
+    config = Settings(database=path, **settings)  # type: ignore[arg-type]
+    return Services(config, SqliteStore(path), registry)
+
+
+@pytest.fixture
+def client(tmp_path: Path, registry: Registry) -> Iterator[TestClient]:
+    """A fresh server on its own database file; responses are checked, never raised."""
+    services = make_services(tmp_path / "fhir.db", registry)
+    app = build_app(services.settings, services)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def client_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., TestClient]]:
+    """A factory for a client over an app with some settings changed."""
+    opened: list[TestClient] = []
+
+    def make(**settings: object) -> TestClient:
+        services = make_services(tmp_path / f"custom{len(opened)}.db", registry, **settings)
+        c = TestClient(build_app(services.settings, services), raise_server_exceptions=False)
+        opened.append(c.__enter__())
+        return c
+
+    yield make
+    for c in opened:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, registry: Registry) -> Iterator[str]:
+    """uvicorn on a free loopback port, for tests that need real concurrent connections."""
+    import uvicorn
+
+    services = make_services(tmp_path / "live.db", registry)
+    app = build_app(services.settings, services)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/fhir"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,165 @@
+"""Search as the REST core needs it (http://hl7.org/fhir/R4/search.html): _id, _lastUpdated,
+token, reference, string, date, paging, and lenient/strict handling of unknown parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def put(client: TestClient, resource: dict[str, Any]) -> None:
+    r = client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
+    assert r.status_code in (200, 201), r.text
+
+
+def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    return [
+        e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode
+    ]
+
+
+def seed(client: TestClient) -> None:
+    put(client, {"resourceType": "Organization", "id": "tertiary", "name": "省人民医院"})
+    for i, (family, born) in enumerate([("王", "1950-01-02"), ("Wang", "1980-06-15"),
+                                        ("Müller", "2001-12-31")]):
+        put(client, {
+            "resourceType": "Patient", "id": f"p{i}",
+            "identifier": [{"system": "urn:mrn", "value": f"M{i}"}],
+            "name": [{"family": family, "given": ["Li"]}],
+            "birthDate": born,
+            "gender": "female" if i % 2 else "male",
+            "managingOrganization": {"reference": "Organization/tertiary"},
+        })
+    put(client, {"resourceType": "Observation", "id": "o1", "status": "final",
+                 "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                 "subject": {"reference": "Patient/p0"},
+                 "effectiveDateTime": "2024-03-01T08:00:00+08:00",
+                 "valueQuantity": {"value": 72, "unit": "/min",
+                                   "system": "http://unitsofmeasure.org", "code": "/min"}})
+
+
+def test_token_search_by_system_and_code(client: TestClient) -> None:
+    seed(client)
+    assert ids(client.get("/fhir/Patient?identifier=urn:mrn|M1").json()) == ["p1"]
+    assert ids(client.get("/fhir/Patient?identifier=M2").json()) == ["p2"]
+    assert ids(client.get("/fhir/Patient?identifier=other|M2").json()) == []
+    assert sorted(ids(client.get("/fhir/Patient?identifier=urn:mrn|").json())) == ["p0", "p1", "p2"]
+    assert ids(client.get("/fhir/Patient?gender=female").json()) == ["p1"]
+    assert sorted(ids(client.get("/fhir/Patient?gender:not=female").json())) == ["p0", "p2"]
+    assert sorted(ids(client.get("/fhir/Patient?identifier=M0,M2").json())) == ["p0", "p2"]
+
+
+def test_id_and_last_updated(client: TestClient) -> None:
+    seed(client)
+    assert sorted(ids(client.get("/fhir/Patient?_id=p0,p2").json())) == ["p0", "p2"]
+    assert client.get("/fhir/Patient?_lastUpdated=gt2000-01-01").json()["total"] == 3
+    assert client.get("/fhir/Patient?_lastUpdated=lt2000-01-01").json()["total"] == 0
+
+
+def test_reference_search_forms(client: TestClient) -> None:
+    seed(client)
+    for value in ("Patient/p0", "p0", "http://testserver/fhir/Patient/p0"):
+        assert ids(client.get(f"/fhir/Observation?subject={value}").json()) == ["o1"], value
+    assert ids(client.get("/fhir/Observation?subject:Patient=p0").json()) == ["o1"]
+    assert ids(client.get("/fhir/Observation?patient=p1").json()) == []
+    got = client.get("/fhir/Patient?organization=Organization/tertiary").json()
+    assert got["total"] == 3
+
+
+def test_string_search_is_prefix_case_and_accent_insensitive(client: TestClient) -> None:
+    seed(client)
+    assert ids(client.get("/fhir/Patient?family=wan").json()) == ["p1"]
+    assert ids(client.get("/fhir/Patient?family=muller").json()) == ["p2"]
+    assert ids(client.get("/fhir/Patient?family=王").json()) == ["p0"]
+    assert ids(client.get("/fhir/Patient?family:exact=Wan").json()) == []
+    assert ids(client.get("/fhir/Patient?family:exact=Wang").json()) == ["p1"]
+    assert ids(client.get("/fhir/Patient?family:contains=ll").json()) == ["p2"]
+
+
+def test_date_prefixes(client: TestClient) -> None:
+    seed(client)
+    assert ids(client.get("/fhir/Patient?birthdate=1980").json()) == ["p1"]
+    assert ids(client.get("/fhir/Patient?birthdate=1980-06").json()) == ["p1"]
+    assert sorted(ids(client.get("/fhir/Patient?birthdate=ge1980-06-15").json())) == ["p1", "p2"]
+    assert ids(client.get("/fhir/Patient?birthdate=lt1980-06-15").json()) == ["p0"]
+    assert ids(client.get("/fhir/Patient?birthdate=ge1960&birthdate=le1990").json()) == ["p1"]
+    # 08:00+08:00 is 00:00 UTC on 1 March
+    assert ids(client.get("/fhir/Observation?date=2024-03-01").json()) == ["o1"]
+    assert client.get("/fhir/Patient?birthdate=notadate").status_code == 400
+
+
+def test_quantity_search(client: TestClient) -> None:
+    seed(client)
+    assert ids(client.get("/fhir/Observation?value-quantity=72").json()) == ["o1"]
+    q = "gt70|http://unitsofmeasure.org|/min"
+    assert ids(client.get(f"/fhir/Observation?value-quantity={q}").json()) == ["o1"]
+    assert ids(client.get("/fhir/Observation?value-quantity=lt70").json()) == []
+
+
+def test_paging_links_cover_all_results_once(client: TestClient) -> None:
+    for i in range(7):
+        put(client, {"resourceType": "Patient", "id": f"x{i}", "active": True})
+    url = "/fhir/Patient?active=true&_count=3"
+    seen: list[str] = []
+    while url:
+        page = client.get(url).json()
+        assert page["total"] == 7
+        seen += ids(page)
+        nxt = [lk["url"] for lk in page["link"] if lk["relation"] == "next"]
+        url = nxt[0].replace("http://testserver", "") if nxt else ""
+    assert sorted(seen) == [f"x{i}" for i in range(7)]
+
+
+def test_sort_descending(client: TestClient) -> None:
+    seed(client)
+    got = ids(client.get("/fhir/Patient?_sort=-birthdate").json())
+    assert got == ["p2", "p1", "p0"]
+
+
+def test_summary_count_and_total_none(client: TestClient) -> None:
+    seed(client)
+    body = client.get("/fhir/Patient?_summary=count").json()
+    assert body["total"] == 3 and body["entry"] == []
+    assert "total" not in client.get("/fhir/Patient?_total=none").json()
+
+
+def test_unknown_parameter_lenient_warns_and_strict_fails(client: TestClient) -> None:
+    seed(client)
+    body = client.get("/fhir/Patient?nonsense=1").json()
+    assert body["total"] == 3
+    outcome = body["entry"][-1]
+    assert outcome["search"]["mode"] == "outcome"
+    assert outcome["resource"]["issue"][0]["expression"] == ["nonsense"]
+    self_link = next(lk["url"] for lk in body["link"] if lk["relation"] == "self")
+    assert "nonsense" not in self_link
+    r = client.get("/fhir/Patient?nonsense=1", headers={"Prefer": "handling=strict"})
+    assert r.status_code == 400
+
+
+def test_include_and_revinclude(client: TestClient) -> None:
+    seed(client)
+    body = client.get("/fhir/Observation?_include=Observation:subject").json()
+    assert ids(body) == ["o1"] and ids(body, "include") == ["p0"]
+    body = client.get("/fhir/Patient?_id=p0&_revinclude=Observation:subject").json()
+    assert ids(body, "include") == ["o1"]
+
+
+def test_chain_and_has(client: TestClient) -> None:
+    seed(client)
+    assert ids(client.get("/fhir/Observation?subject:Patient.family=王").json()) == ["o1"]
+    assert ids(client.get("/fhir/Observation?subject:Patient.family=wang").json()) == []
+    got = client.get("/fhir/Patient?_has:Observation:subject:code=8867-4").json()
+    assert ids(got) == ["p0"]
+
+
+def test_post_search_equals_get(client: TestClient) -> None:
+    seed(client)
+    r = client.post("/fhir/Patient/_search", data={"gender": "male"})
+    assert sorted(ids(r.json())) == ["p0", "p2"]
+
+
+def test_system_search_with_type(client: TestClient) -> None:
+    seed(client)
+    body = client.get("/fhir?_type=Organization,Observation").json()
+    assert sorted(ids(body)) == ["o1", "tertiary"]
