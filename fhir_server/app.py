@@ -31,8 +31,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         yield
         app.state.services.close()
 
-    app = FastAPI(title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.services = services or Services.open(settings)
     app.state.capabilities = capability_statement(app.state.services.registry, now())
     app.include_router(router, prefix="/fhir")
@@ -44,9 +45,10 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
-        detail = {404: f"No route for {request.url.path}",
-                  405: f"{request.method} is not allowed on {request.url.path}"}.get(
-            exc.status_code, str(exc.detail))
+        detail = {
+            404: f"No route for {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
         return http.error_response(request, error(exc.status_code, code, detail))
 
     @app.exception_handler(RequestValidationError)

@@ -36,8 +36,11 @@ def _serve(settings: Settings) -> int:
 
     from .app import build_app
 
-    print(f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
-          f"(database {settings.database})", file=sys.stderr)
+    print(
+        f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
+        f"(database {settings.database})",
+        file=sys.stderr,
+    )
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning")
     return 0
 
@@ -62,8 +65,11 @@ def _load(settings: Settings, files: list[Path]) -> int:
     finally:
         services.close()
     seconds = time.perf_counter() - started
-    print(f"loaded {total} entries ({failed} failed) in {seconds:.1f} s "
-          f"({total / max(seconds, 1e-9):.0f}/s)", file=sys.stderr)
+    print(
+        f"loaded {total} entries ({failed} failed) in {seconds:.1f} s "
+        f"({total / max(seconds, 1e-9):.0f}/s)",
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 

@@ -38,9 +38,7 @@ class FhirError(Exception):
         return "; ".join(i.diagnostics for i in self.issues)
 
 
-def error(
-    status: int, code: str, diagnostics: str, expression: str | None = None
-) -> FhirError:
+def error(status: int, code: str, diagnostics: str, expression: str | None = None) -> FhirError:
     """Shorthand for the common single-issue error."""
     return FhirError(status, [Issue(code, diagnostics, "error", expression)])
 

@@ -15,8 +15,13 @@ from ..errors import FhirError, error, operation_outcome
 from ..storage.sqlite import Stored
 
 FHIR_JSON = "application/fhir+json"
-_JSON_TYPES = ("application/fhir+json", "application/json", "json", "application/json+fhir",
-               "text/json")
+_JSON_TYPES = (
+    "application/fhir+json",
+    "application/json",
+    "json",
+    "application/json+fhir",
+    "text/json",
+)
 _ANY = ("*/*", "application/*")
 
 
@@ -25,16 +30,20 @@ def negotiate(request: Request) -> None:
     fmt = request.query_params.get("_format")
     if fmt is not None:
         if fmt.split(";")[0].strip() not in _JSON_TYPES:
-            raise error(406, "not-supported", f"_format '{fmt}' is not supported; use json",
-                        "_format")
+            raise error(
+                406, "not-supported", f"_format '{fmt}' is not supported; use json", "_format"
+            )
         return
     accept = request.headers.get("accept")
     if not accept:
         return
     kinds = [part.split(";")[0].strip() for part in accept.split(",")]
     if not any(k in _JSON_TYPES or k in _ANY for k in kinds):
-        raise error(406, "not-supported", f"Cannot produce '{accept}'; this server speaks "
-                    "application/fhir+json")
+        raise error(
+            406,
+            "not-supported",
+            f"Cannot produce '{accept}'; this server speaks application/fhir+json",
+        )
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> str:
@@ -114,9 +123,7 @@ def fhir_response(
 def resource_headers(stored: Stored, base_url: str, location: bool) -> dict[str, str]:
     headers = {"ETag": etag(stored), "Last-Modified": http_date(stored.last_updated)}
     if location:
-        headers["Location"] = (
-            f"{base_url}/{stored.type}/{stored.id}/_history/{stored.version}"
-        )
+        headers["Location"] = f"{base_url}/{stored.type}/{stored.id}/_history/{stored.version}"
     return headers
 
 

@@ -62,15 +62,19 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
     stored = result.stored
     headers: dict[str, str] = {}
     if stored is not None:
-        headers = http.resource_headers(stored, ctx.base_url, result.location and
-                                        result.status == 201)
+        headers = http.resource_headers(
+            stored, ctx.base_url, result.location and result.status == 201
+        )
     preference = http.prefer(request).get("return", "representation")
     body: bytes | dict[str, Any] | None
     if preference == "minimal":
         body = None
     elif preference == "OperationOutcome":
-        body = result.body if isinstance(result.body, dict) else information(
-            f"{request.method} succeeded with status {result.status}")
+        body = (
+            result.body
+            if isinstance(result.body, dict)
+            else information(f"{request.method} succeeded with status {result.status}")
+        )
     elif stored is not None and stored.json is not None:
         body = stored.json
     else:
@@ -208,8 +212,11 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
     def target(s: Session) -> str:
         found = write.find(s, services, ctx, rtype, query)
         if len(found) != 1:
-            raise error(412, "multiple-matches",
-                        f"Conditional patch matched {len(found)} {rtype}; exactly one needed")
+            raise error(
+                412,
+                "multiple-matches",
+                f"Conditional patch matched {len(found)} {rtype}; exactly one needed",
+            )
         return found[0][1]
 
     return await _patch(request, rtype, target)

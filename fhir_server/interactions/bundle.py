@@ -95,8 +95,9 @@ def _parse_entry(ctx: RequestContext, index: int, raw: Any) -> Entry:
             raise error(400, "invalid", f"{method} needs an id or search criteria")
     except FhirError as exc:
         raise _at_entry(exc, index) from None
-    return Entry(index, method, rtype, rid, query or None, version, resource, request,
-                 raw.get("fullUrl"))
+    return Entry(
+        index, method, rtype, rid, query or None, version, resource, request, raw.get("fullUrl")
+    )
 
 
 def _relative(ctx: RequestContext, url: str) -> str:
@@ -112,8 +113,12 @@ def _at_entry(exc: FhirError, index: int) -> FhirError:
     """Prefix every issue with the failing entry so the client can find it."""
     where = f"Bundle.entry[{index}]"
     issues = [
-        Issue(i.code, f"{where}: {i.diagnostics}", i.severity,
-              f"{where}.{i.expression}" if i.expression else where)
+        Issue(
+            i.code,
+            f"{where}: {i.diagnostics}",
+            i.severity,
+            f"{where}.{i.expression}" if i.expression else where,
+        )
         for i in exc.issues
     ]
     return FhirError(exc.status, issues, exc.headers)
@@ -145,8 +150,11 @@ def _assign_ids(
         try:
             if e.method == "POST" and e.rtype:
                 none_exist = e.request.get("ifNoneExist")
-                found = find(session, services, ctx, e.rtype, none_exist.lstrip("?")) if (
-                    none_exist) else []
+                found = (
+                    find(session, services, ctx, e.rtype, none_exist.lstrip("?"))
+                    if (none_exist)
+                    else []
+                )
                 if len(found) > 1:
                     raise error(412, "duplicate", f"ifNoneExist matched several {e.rtype}")
                 if found:
@@ -157,10 +165,15 @@ def _assign_ids(
             elif e.method == "PUT" and e.rtype and e.rid is None and e.query:
                 found = find(session, services, ctx, e.rtype, e.query)
                 if len(found) > 1:
-                    raise error(412, "multiple-matches", f"Conditional update matched several {e.rtype}")
-                e.rid = found[0][1] if found else (
-                    e.resource.get("id") if isinstance(e.resource, dict) else None
-                ) or write.new_id()
+                    raise error(
+                        412, "multiple-matches", f"Conditional update matched several {e.rtype}"
+                    )
+                e.rid = (
+                    found[0][1]
+                    if found
+                    else (e.resource.get("id") if isinstance(e.resource, dict) else None)
+                    or write.new_id()
+                )
                 e.query = None
         except FhirError as exc:
             raise _at_entry(exc, e.index) from None
@@ -185,8 +198,8 @@ def _rewriter(
     def resolve(ref: str) -> str:
         if ref in ids:
             return ids[ref]
-        if ref.startswith(base) and ref[len(base):] in ids:
-            return ids[ref[len(base):]]
+        if ref.startswith(base) and ref[len(base) :] in ids:
+            return ids[ref[len(base) :]]
         head, q, query = ref.partition("?")
         if q and head and head[0].isupper() and "/" not in head:
             if ref not in resolved:
@@ -340,8 +353,9 @@ def _response(ctx: RequestContext, e: Entry, prefer_return: str) -> dict[str, An
         response["lastModified"] = stored.last_updated
         if e.method in ("POST", "PUT", "PATCH"):
             response["location"] = f"{stored.type}/{stored.id}/_history/{stored.version}"
-        if stored.json is not None and (e.method in ("GET", "HEAD") or prefer_return ==
-                                        "representation"):
+        if stored.json is not None and (
+            e.method in ("GET", "HEAD") or prefer_return == "representation"
+        ):
             entry["resource"] = orjson.loads(stored.json)
     if e.search_body is not None:
         entry["resource"] = orjson.loads(e.search_body)

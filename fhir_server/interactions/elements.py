@@ -7,8 +7,10 @@ from typing import Any
 from ..model.validate import summary_elements
 
 _ALWAYS = ("resourceType", "id", "meta")
-_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-              "code": "SUBSETTED"}
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
 
 
 def filter_elements(
@@ -16,6 +18,7 @@ def filter_elements(
 ) -> dict[str, Any]:
     """A copy reduced to the requested view, tagged SUBSETTED as the spec requires."""
     rtype = resource.get("resourceType", "")
+    keep: set[str] | frozenset[str]
     if summary == "text":
         keep = {*_ALWAYS, "text"}
         out = {k: v for k, v in resource.items() if k in keep}

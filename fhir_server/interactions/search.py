@@ -89,8 +89,12 @@ def search(
         outcome = {
             "resourceType": "OperationOutcome",
             "issue": [
-                {"severity": "warning", "code": "not-supported", "diagnostics": reason,
-                 "expression": [name]}
+                {
+                    "severity": "warning",
+                    "code": "not-supported",
+                    "diagnostics": reason,
+                    "expression": [name],
+                }
                 for name, reason in query.ignored
             ],
         }
@@ -105,9 +109,7 @@ def search(
 
 def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:
     url = f"{base}/{rtype}/{rid}".encode()
-    return (
-        b'{"fullUrl":"' + url + b'","resource":' + raw + b',"search":{"mode":"' + mode + b'"}}'
-    )
+    return b'{"fullUrl":"' + url + b'","resource":' + raw + b',"search":{"mode":"' + mode + b'"}}'
 
 
 def _shape(raw: bytes, rtype: str, query: q.Query) -> bytes:

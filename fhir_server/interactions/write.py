@@ -127,8 +127,11 @@ def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
 
 
 def _without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in (resource.get("meta") or {}).items()
-            if k not in ("versionId", "lastUpdated")}
+    meta = {
+        k: v
+        for k, v in (resource.get("meta") or {}).items()
+        if k not in ("versionId", "lastUpdated")
+    }
     out = {k: v for k, v in resource.items() if k != "meta"}
     if meta:
         out["meta"] = meta

@@ -25,7 +25,9 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def with_meta(resource: dict[str, Any], rid: str, version: int, last_updated: str) -> dict[str, Any]:
+def with_meta(
+    resource: dict[str, Any], rid: str, version: int, last_updated: str
+) -> dict[str, Any]:
     """A copy with id and meta.versionId/lastUpdated set by the server; other meta kept."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)

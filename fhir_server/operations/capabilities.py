@@ -11,8 +11,15 @@ from ..search.registry import Registry
 from ..spec import RESOURCE_TYPES
 
 INTERACTIONS = [
-    "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
-    "create", "search-type",
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
 ]
 SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity", "uri")
 
@@ -20,13 +27,12 @@ SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity"
 def capability_statement(registry: Registry, software_date: str) -> dict[str, Any]:
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
-        params = [
-            {"name": code, "type": SPECIAL[code]} for code in SPECIAL
-        ] + [
+        params = [{"name": code, "type": SPECIAL[code]} for code in SPECIAL] + [
             {"name": p.code, "definition": p.url, "type": p.type}
             for code, p in sorted(registry.for_type(rtype).items())
-            if p.type in SEARCHABLE_TYPES and code not in SPECIAL and code not in ("_text",
-                                                                               "_content")
+            if p.type in SEARCHABLE_TYPES
+            and code not in SPECIAL
+            and code not in ("_text", "_content")
         ]
         resources.append(
             {
@@ -40,12 +46,17 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
-                "searchInclude": [f"{rtype}:{p.code}" for p in registry.for_type(rtype).values()
-                                  if p.type == "reference"],
+                "searchInclude": [
+                    f"{rtype}:{p.code}"
+                    for p in registry.for_type(rtype).values()
+                    if p.type == "reference"
+                ],
                 "searchParam": params,
                 "operation": [
-                    {"name": "validate",
-                     "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
                 ],
             }
         )
@@ -64,7 +75,9 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                 "mode": "server",
                 "resource": resources,
                 "interaction": [
-                    {"code": "transaction"}, {"code": "batch"}, {"code": "search-system"},
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "search-system"},
                     {"code": "history-system"},
                 ],
             }

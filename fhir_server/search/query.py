@@ -17,8 +17,18 @@ if TYPE_CHECKING:
 #: result parameters (search.html#return) and others that are not filters
 RESULT_PARAMS = frozenset(
     {
-        "_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty",
-        "_include", "_revinclude", "_contained", "_containedType",
+        "_count",
+        "_offset",
+        "_sort",
+        "_total",
+        "_summary",
+        "_elements",
+        "_format",
+        "_pretty",
+        "_include",
+        "_revinclude",
+        "_contained",
+        "_containedType",
     }
 )
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

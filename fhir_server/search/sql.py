@@ -9,8 +9,13 @@ from .query import Clause, Param, Query, split_prefix, split_token
 from .values import date_bounds, normalize_string, number_bounds
 
 _SORT_COLUMN = {
-    "string": "value", "token": "code", "reference": "target_id", "date": "low",
-    "number": "low", "quantity": "value", "uri": "value",
+    "string": "value",
+    "token": "code",
+    "reference": "target_id",
+    "date": "low",
+    "number": "low",
+    "quantity": "value",
+    "uri": "value",
 }
 
 
@@ -239,6 +244,7 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
         raise error(400, "invalid", f"Invalid quantity '{value}'", code) from None
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
+    args: list[Any]
     if prefix in ("eq", "ap"):
         sql, args = "value >= ? AND value <= ?", [qlo, qhi]
     elif prefix == "ne":
@@ -253,4 +259,3 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
         sql += " AND (code = ? OR unit = ?)"
         args += [unit, unit]
     return sql, args
-

@@ -1,0 +1,301 @@
+"""`make bench`: ingest, read-by-id and search figures for this machine, as a table and JSON.
+
+Starts its own server process on a fresh database, drives it over HTTP with an asyncio client,
+and stops it. `--scale N` also loads the Synthea data N times over (ids rewritten) and repeats
+the searches, to show how their cost grows with size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from fhir_server.loader import read_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNTHEA = ROOT.parent / "shared" / "synthea"
+
+#: ten typical searches; {patient} and {org} are filled from the loaded data
+SEARCHES: list[tuple[str, str]] = [
+    ("token", "/Observation?code=http://loinc.org|8867-4&_count=20"),
+    ("date range", "/Encounter?date=ge2015-01-01&date=lt2016-01-01&_count=20"),
+    ("string", "/Patient?family=Sch&_count=20"),
+    ("reference", "/Observation?subject=Patient/{patient}&_count=50"),
+    ("chain", "/Observation?subject:Patient.family={family}&_count=20"),
+    ("_has", "/Patient?_has:Condition:subject:code=http://snomed.info/sct|44054006&_count=20"),
+    (
+        "_include",
+        "/MedicationRequest?subject=Patient/{patient}&_include=MedicationRequest:medication",
+    ),
+    ("_revinclude", "/Patient?_id={patient}&_revinclude=Encounter:subject&_count=50"),
+    ("sorted+paged", "/Observation?category=vital-signs&_sort=-date&_count=20&_offset=100"),
+    ("_summary=count", "/Claim?status=active&_summary=count"),
+]
+
+
+def ordered_files(directory: Path, limit: int | None = None) -> list[Path]:
+    """Hospital and practitioner batches first (the patients' conditional references need them)."""
+    files = sorted(directory.glob("*.json.bz2"))
+    first = [f for f in files if f.name.startswith("0-")]
+    rest = [f for f in files if not f.name.startswith("0-")]
+    return first + (rest[:limit] if limit is not None else rest)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(database: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real server as a separate process, as users run it."""
+    port = free_port()
+    env = {**os.environ, "FHIR_SERVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fhir_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--database",
+            str(database),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not start")
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ingest(base: str, files: list[Path]) -> dict[str, Any]:
+    """POST every bundle in order; resources/s over the whole run (decompression excluded)."""
+    bodies = [read_bytes(f) for f in files]
+    resources = sum(len(orjson.loads(b).get("entry", [])) for b in bodies)
+    failed = 0
+    started = time.perf_counter()
+    with httpx.Client(timeout=600) as client:
+        for body in bodies:
+            r = client.post(base, content=body, headers={"content-type": "application/fhir+json"})
+            if r.status_code != 200:
+                failed += len(orjson.loads(body).get("entry", []))
+                continue
+            failed += sum(
+                1 for e in r.json()["entry"] if not e["response"]["status"].startswith("2")
+            )
+    seconds = time.perf_counter() - started
+    return {
+        "resources": resources,
+        "failed": failed,
+        "seconds": round(seconds, 2),
+        "per_second": round(resources / seconds, 1),
+    }
+
+
+def physical_baseline(files: list[Path]) -> dict[str, Any]:
+    """The floor: parse each bundle with orjson and insert each resource as a blob, no more."""
+    bodies = [read_bytes(f) for f in files]
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "baseline.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, type TEXT, json BLOB)")
+        count = 0
+        started = time.perf_counter()
+        for body in bodies:
+            entries = orjson.loads(body).get("entry", [])
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO r (type, json) VALUES (?, ?)",
+                [(e["resource"]["resourceType"], orjson.dumps(e["resource"])) for e in entries],
+            )
+            conn.execute("COMMIT")
+            count += len(entries)
+        seconds = time.perf_counter() - started
+        conn.close()
+    return {
+        "resources": count,
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds, 1),
+    }
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
+
+
+async def _read_load(base: str, ids: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    """Closed loop: each client sends the next read as soon as the last one answered."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            rng = random.Random()
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = await client.get(f"/{rng.choice(ids)}")
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": round(len(latencies) / elapsed, 1),
+        **percentiles(latencies),
+    }
+
+
+def read_by_id(base: str, clients: int, seconds: float) -> dict[str, Any]:
+    ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
+    return asyncio.run(_read_load(base, ids, clients, seconds))
+
+
+def sample_ids(base: str, types: list[str], per_type: int) -> list[str]:
+    out: list[str] = []
+    with httpx.Client(timeout=60) as client:
+        for t in types:
+            bundle = client.get(f"{base}/{t}?_count={per_type}&_elements=id").json()
+            out += [f"{t}/{e['resource']['id']}" for e in bundle.get("entry", [])]
+    return out
+
+
+def search(base: str, repeats: int) -> dict[str, Any]:
+    """Each typical search `repeats` times, sequentially, after one warm-up call."""
+    with httpx.Client(timeout=120) as client:
+        patient = client.get(f"{base}/Patient?_count=1&_sort=_id").json()["entry"][0]["resource"]
+        values = {"patient": patient["id"], "family": patient["name"][0]["family"]}
+        out: dict[str, Any] = {}
+        for name, template in SEARCHES:
+            url = base + template.format(**values)
+            first = client.get(url)
+            samples = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                r = client.get(url)
+                samples.append(time.perf_counter() - t0)
+            body = first.json()
+            out[name] = {
+                "status": r.status_code,
+                "total": body.get("total"),
+                **percentiles(samples),
+            }
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def run(files: list[Path], clients: int, seconds: float, repeats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, server(Path(tmp) / "bench.db") as (base, proc):
+        result: dict[str, Any] = {"machine": machine(), "date": datetime.now(UTC).isoformat()}
+        result["ingest"] = ingest(base, files)
+        result["ingest"]["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+        result["baseline"] = physical_baseline(files)
+        result["ingest"]["fraction_of_baseline"] = round(
+            result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
+        )
+        result["read"] = read_by_id(base, clients, seconds)
+        result["search"] = search(base, repeats)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    ing, base, rd = result["ingest"], result["baseline"], result["read"]
+    lines = [
+        f"machine: {result['machine']}",
+        f"ingest: {ing['resources']} resources in {ing['seconds']} s = {ing['per_second']}/s "
+        f"({ing['failed']} failed; peak RSS {ing['peak_rss_mb']} MB; "
+        f"{ing['fraction_of_baseline']:.1%} of the physical baseline {base['per_second']}/s)",
+        f"read by id: {rd['req_per_s']} req/s with {rd['clients']} clients; p50 {rd['p50_ms']} ms,"
+        f" p95 {rd['p95_ms']} ms, p99 {rd['p99_ms']} ms ({rd['errors']} errors)",
+        "search                  total      p50 ms   p95 ms",
+    ]
+    for name, s in result["search"].items():
+        lines.append(f"{name:<22} {s['total']!s:>7} {s['p50_ms']:>10} {s['p95_ms']:>8}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=SYNTHEA, help="folder of Synthea bundles")
+    parser.add_argument("--patients", type=int, default=None, help="load only N patient bundles")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    files = ordered_files(args.data, args.patients)
+    if not files:
+        print(f"no Synthea bundles in {args.data}", file=sys.stderr)
+        return 2
+    result = run(files, args.clients, args.seconds, args.repeats)
+    print(table(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
