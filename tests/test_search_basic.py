@@ -14,29 +14,43 @@ def put(client: TestClient, resource: dict[str, Any]) -> None:
 
 
 def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return [
-        e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode
-    ]
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
 
 
 def seed(client: TestClient) -> None:
     put(client, {"resourceType": "Organization", "id": "tertiary", "name": "省人民医院"})
-    for i, (family, born) in enumerate([("王", "1950-01-02"), ("Wang", "1980-06-15"),
-                                        ("Müller", "2001-12-31")]):
-        put(client, {
-            "resourceType": "Patient", "id": f"p{i}",
-            "identifier": [{"system": "urn:mrn", "value": f"M{i}"}],
-            "name": [{"family": family, "given": ["Li"]}],
-            "birthDate": born,
-            "gender": "female" if i % 2 else "male",
-            "managingOrganization": {"reference": "Organization/tertiary"},
-        })
-    put(client, {"resourceType": "Observation", "id": "o1", "status": "final",
-                 "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                 "subject": {"reference": "Patient/p0"},
-                 "effectiveDateTime": "2024-03-01T08:00:00+08:00",
-                 "valueQuantity": {"value": 72, "unit": "/min",
-                                   "system": "http://unitsofmeasure.org", "code": "/min"}})
+    for i, (family, born) in enumerate(
+        [("王", "1950-01-02"), ("Wang", "1980-06-15"), ("Müller", "2001-12-31")]
+    ):
+        put(
+            client,
+            {
+                "resourceType": "Patient",
+                "id": f"p{i}",
+                "identifier": [{"system": "urn:mrn", "value": f"M{i}"}],
+                "name": [{"family": family, "given": ["Li"]}],
+                "birthDate": born,
+                "gender": "female" if i % 2 else "male",
+                "managingOrganization": {"reference": "Organization/tertiary"},
+            },
+        )
+    put(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/p0"},
+            "effectiveDateTime": "2024-03-01T08:00:00+08:00",
+            "valueQuantity": {
+                "value": 72,
+                "unit": "/min",
+                "system": "http://unitsofmeasure.org",
+                "code": "/min",
+            },
+        },
+    )
 
 
 def test_token_search_by_system_and_code(client: TestClient) -> None:
@@ -163,3 +177,80 @@ def test_system_search_with_type(client: TestClient) -> None:
     seed(client)
     body = client.get("/fhir?_type=Organization,Observation").json()
     assert sorted(ids(body)) == ["o1", "tertiary"]
+
+
+def test_compartment_search(client: TestClient) -> None:
+    seed(client)
+    put(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "o2",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"},
+        },
+    )
+    assert ids(client.get("/fhir/Patient/p0/Observation").json()) == ["o1"]
+    assert ids(client.get("/fhir/Patient/p1/Observation?code=8867-4").json()) == []
+    assert ids(client.get("/fhir/Patient/p1/Patient").json()) == ["p1"]
+    assert client.get("/fhir/Patient/p1/_history").status_code == 200
+    assert client.get("/fhir/Patient/p1/Organization").status_code == 400
+
+
+def test_chinese_names_found_as_typed(client: TestClient) -> None:
+    put(
+        client,
+        {
+            "resourceType": "Patient",
+            "id": "zh",
+            "name": [{"family": "欧阳", "given": ["娜娜"]}],
+            "address": [{"city": "杭州市", "district": "西湖区", "line": ["文三路 100 号"]}],
+        },
+    )
+    for typed in ("欧", "欧阳", "欧阳娜", "欧阳娜娜"):
+        assert ids(client.get(f"/fhir/Patient?name={typed}").json()) == ["zh"], typed
+    assert ids(client.get("/fhir/Patient?given=娜").json()) == ["zh"]
+    assert ids(client.get("/fhir/Patient?address=杭州").json()) == ["zh"]
+    assert ids(client.get("/fhir/Patient?address-city=杭州市").json()) == ["zh"]
+    assert ids(client.get("/fhir/Patient?name=阳娜").json()) == []
+
+
+def test_text_and_content_full_text(client: TestClient) -> None:
+    put(
+        client,
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "subject": {"reference": "Patient/x"},
+            "code": {"text": "2型糖尿病 (Type 2 diabetes)"},
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">高血压 &amp; Diabetes</div>',
+            },
+        },
+    )
+    put(
+        client,
+        {
+            "resourceType": "Condition",
+            "id": "c2",
+            "subject": {"reference": "Patient/x"},
+            "code": {"text": "Asthma"},
+        },
+    )
+    assert ids(client.get("/fhir/Condition?_text=高血压").json()) == ["c1"]
+    assert ids(client.get("/fhir/Condition?_text=diabetes").json()) == ["c1"]
+    assert ids(client.get("/fhir/Condition?_content=糖尿").json()) == ["c1"]
+    assert ids(client.get("/fhir/Condition?_content=asth").json()) == ["c2"]
+    assert sorted(ids(client.get("/fhir/Condition?_content=asthma,type 2").json())) == ["c1", "c2"]
+    client.put(
+        "/fhir/Condition/c2",
+        json={
+            "resourceType": "Condition",
+            "id": "c2",
+            "subject": {"reference": "Patient/x"},
+            "code": {"text": "Eczema"},
+        },
+    )
+    assert ids(client.get("/fhir/Condition?_content=asthma").json()) == []

@@ -131,7 +131,10 @@ async def search_post(request: Request, rtype: str) -> Response:
 
 
 async def _search(
-    request: Request, rtype: str | None, pairs: list[tuple[str, str]] | None = None
+    request: Request,
+    rtype: str | None,
+    pairs: list[tuple[str, str]] | None = None,
+    compartment: tuple[str, str] | None = None,
 ) -> Response:
     http.negotiate(request)
     if rtype is not None:
@@ -140,9 +143,12 @@ async def _search(
     strict = http.prefer(request).get("handling") == "strict"
     items = pairs if pairs is not None else list(request.query_params.multi_items())
     path = f"/{rtype}" if rtype else ""
+    if compartment is not None:
+        path = f"/{compartment[0]}/{compartment[1]}{path}"
 
     def run() -> bytes:
-        return search(services.store.reader(), services, ctx, rtype, items, strict, path)
+        reader = services.store.reader()
+        return search(reader, services, ctx, rtype, items, strict, path, compartment)
 
     return http.fhir_response(request, await run_in_threadpool(run))
 
@@ -337,3 +343,12 @@ async def instance_operation(request: Request, rtype: str, rid: str, operation: 
     raw = await http.read_body(request, _services(request).settings.max_body_bytes)
     payload = parse_json(raw) if raw else None
     return http.fhir_response(request, validate_operation(payload, rtype, rid))
+
+
+# after the instance routes, so /Type/id/_history is not taken for a compartment
+@router.get("/{ctype}/{cid}/{rtype}")
+async def search_compartment(request: Request, ctype: str, cid: str, rtype: str) -> Response:
+    """Compartment search, e.g. GET /Patient/123/Observation (search.html#compartments)."""
+    check_type(ctype)
+    check_id(cid)
+    return await _search(request, rtype, compartment=(ctype, cid))

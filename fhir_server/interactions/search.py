@@ -50,12 +50,17 @@ def search(
     pairs: list[tuple[str, str]],
     strict: bool,
     path: str,
+    compartment: tuple[str, str] | None = None,
 ) -> bytes:
-    """A searchset Bundle, assembled from stored JSON bytes without re-parsing them."""
+    """A searchset Bundle, assembled from stored JSON bytes without re-parsing them.
+
+    `compartment` (type, id) restricts it to that compartment (http.html#vsearch)."""
     settings = services.settings
     query = q.parse(
         services.registry, rtype, pairs, settings.default_count, settings.max_count, strict
     )
+    if compartment is not None and rtype is not None:
+        query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
     compiler = Compiler(ctx.base_url)
     if rtype is None:
         types = [v for name, raw in pairs if name == "_type" for v in raw.split(",")]

@@ -17,6 +17,7 @@ from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
 from ..model.resource import dumps, now, with_meta
 from ..model.validate import validate
 from ..search.extract import index_rows
+from ..search.fulltext import content_text, narrative_text
 from ..services import Services
 from ..storage.sqlite import Session, Stored
 from .result import Result
@@ -46,7 +47,12 @@ def save(
         return stored
     body = with_meta(resource, rid, version, stamp)
     stored = Stored(rtype, rid, version, stamp, False, dumps(body), method)
-    session.save(prev[0] if prev else None, stored, index_rows(rtype, body, services.registry))
+    session.save(
+        prev[0] if prev else None,
+        stored,
+        index_rows(rtype, body, services.registry),
+        (narrative_text(body), content_text(body)),
+    )
     return stored
 
 

@@ -618,6 +618,7 @@ def compile_expression(expression: str, resource_type: str) -> Extractor:
 # Values -> index rows
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
@@ -639,6 +640,20 @@ def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
                 for s in x if type(x) is list else (x,):
                     if type(s) is str:
                         out.append((code, normalize_string(s), s))
+            if keys is _NAME_PARTS:
+                full = _cjk_full_name(v)
+                if full:
+                    out.append((code, normalize_string(full), full))
+
+
+def _cjk_full_name(name: dict[str, Any]) -> str | None:
+    """张 + 三 -> 张三: Chinese names are typed family-then-given with no space, so that form
+    is indexed too (unless HumanName.text already carries it)."""
+    family, given = name.get("family"), name.get("given")
+    if type(family) is not str or type(given) is not list or not _CJK.search(family):
+        return None
+    full = family + "".join(g for g in given if type(g) is str)
+    return None if full == family or full == name.get("text") else full
 
 
 def _coding_row(code: str, c: Any, text: Any, out: list[Row]) -> None:

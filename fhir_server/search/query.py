@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import error
+from ..spec import load
+
+COMPARTMENTS: dict[str, dict[str, list[str]]] = load("compartments.json")  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from .registry import Registry, SearchParam
@@ -33,7 +36,7 @@ RESULT_PARAMS = frozenset(
 )
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 #: the common parameters served from the resource table itself, not from index tables
-SPECIAL = {"_id": "token", "_lastUpdated": "date"}
+SPECIAL = {"_id": "token", "_lastUpdated": "date", "_text": "string", "_content": "string"}
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "missing", "in", "not-in", "of-type", "above", "below"},
@@ -68,6 +71,8 @@ class Clause:
     target_type: str | None = None
     #: for _has: the referring type, its reference parameter, and the clause on it
     has: tuple[str, str, Clause] | None = None
+    #: for compartment search: (compartment type, id, the parameters that link into it)
+    compartment: tuple[str, str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -86,6 +91,19 @@ class Query:
     applied: list[tuple[str, str]] = field(default_factory=list)
     #: parameters ignored under lenient handling, with the reason
     ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def compartment_clause(ctype: str, cid: str, rtype: str) -> Clause:
+    """Membership of `ctype/cid`'s compartment for `rtype` (compartmentdefinition.html):
+    the reference parameters the R4 CompartmentDefinition lists, or the resource itself."""
+    params = COMPARTMENTS.get(ctype, {}).get(rtype)
+    if params is None and rtype != ctype:
+        raise error(400, "not-supported", f"{rtype} is not in the {ctype} compartment")
+    return Clause(
+        Param("_compartment", "special"),
+        (),
+        compartment=(ctype, cid, tuple(p for p in params or () if p != "{def}")),
+    )
 
 
 def split_values(raw: str) -> tuple[str, ...]:
@@ -120,7 +138,7 @@ def lookup(registry: Registry, rtype: str | None, code: str) -> Param:
     if code in SPECIAL:
         return Param(code, SPECIAL[code])
     sp: SearchParam | None = registry.get(rtype or "Resource", code)
-    if sp is None or sp.type in ("composite", "special") or code in ("_text", "_content"):
+    if sp is None or sp.type in ("composite", "special"):
         raise Unknown(f"Unknown or unsupported search parameter '{code}'")
     return Param(sp.code, sp.type, tuple(sp.targets))
 

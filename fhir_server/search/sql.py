@@ -41,6 +41,8 @@ class Compiler:
         return " AND ".join(parts), args
 
     def clause(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        if c.compartment is not None:
+            return self._compartment(rtype, c.compartment, alias)
         if c.has is not None:
             return self._has(rtype, c, alias)
         if c.chain is not None:
@@ -48,6 +50,8 @@ class Compiler:
         p = c.param
         if p.code == "_id":
             return self._id(c, alias)
+        if p.code in ("_text", "_content"):
+            return self._fulltext(c, alias)
         if p.code == "_lastUpdated":
             col = f"{alias}.last_updated"
             ors, args = [], []
@@ -82,6 +86,14 @@ class Compiler:
         marks = ", ".join("?" * len(c.values))
         neg = "NOT " if c.modifier == "not" else ""
         return f"{alias}.id {neg}IN ({marks})", list(c.values)
+
+    def _fulltext(self, c: Clause, alias: str) -> tuple[str, list]:
+        """Substring match on the trigram FTS table; LIKE uses the index from 3 characters."""
+        column = "narrative" if c.param.code == "_text" else "content"
+        ors = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in c.values)
+        args = [f"%{_like(normalize_string(v))}%" for v in c.values]
+        neg = "NOT " if c.modifier == "not" else ""
+        return f"{alias}.rid {neg}IN (SELECT rowid FROM fulltext WHERE {ors})", args
 
     def _value(self, p: Param, modifier: str | None, v: str) -> tuple[str, list]:
         kind = p.type
@@ -147,6 +159,23 @@ class Compiler:
             f"WHERE {scope}i.param = ? AND i.target_type = ? AND {inner_where})"
         )
         return sql, [*scope_args, c.param.code, c.target_type, *inner_args]
+
+    def _compartment(
+        self, rtype: str | None, compartment: tuple[str, str, tuple[str, ...]], alias: str
+    ) -> tuple[str, list]:
+        ctype, cid, params = compartment
+        ors, args = [], []
+        if params:
+            marks = ", ".join("?" * len(params))
+            ors.append(
+                f"{alias}.rid IN (SELECT rid FROM idx_reference WHERE type = ? AND param IN "
+                f"({marks}) AND target_type = ? AND target_id = ?)"
+            )
+            args += [rtype, *params, ctype, cid]
+        if rtype == ctype:
+            ors.append(f"{alias}.id = ?")
+            args.append(cid)
+        return "(" + " OR ".join(ors) + ")", args
 
     def _has(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
         """`_has:Observation:patient:code=x`: resources referred to by matching Observations."""

@@ -59,6 +59,8 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL);
     CREATE INDEX idx_uri_value ON idx_uri (type, param, value);
     CREATE INDEX idx_uri_rid ON idx_uri (rid);
+    -- _text and _content: FTS5 trigram (substrings, CJK included); rowid = resource rid
+    CREATE VIRTUAL TABLE fulltext USING fts5(narrative, content, tokenize = 'trigram');
     """,
 ]
 

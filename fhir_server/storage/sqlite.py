@@ -127,6 +127,7 @@ class Session:
         row: int | None,
         stored: Stored,
         index: IndexRows,
+        fulltext: tuple[str, str] | None = None,
     ) -> int:
         """Write a new version: the current row, the history row and fresh index rows."""
         conn = self.conn
@@ -147,6 +148,7 @@ class Session:
             )
             for table in INDEX_TABLES:
                 conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
+            conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
         conn.execute(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -160,6 +162,11 @@ class Session:
                 stored.json,
             ),
         )
+        if fulltext is not None and any(fulltext):
+            conn.execute(
+                "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
+                (row, *fulltext),
+            )
         prefix = (row, stored.type)
         for table, values in index.items():
             if values:
