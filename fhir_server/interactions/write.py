@@ -16,6 +16,7 @@ from ..errors import error, information
 from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
 from ..model.resource import dumps, now, with_meta
 from ..model.validate import validate
+from ..search.composite import composite_rows
 from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
 from ..services import Services
@@ -52,6 +53,7 @@ def save(
         stored,
         index_rows(rtype, body, services.registry),
         (narrative_text(body), content_text(body)),
+        composite_rows(rtype, body, services.registry),
     )
     return stored
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import error
 from ..spec import load
+from .composite import component_types
 
 COMPARTMENTS: dict[str, dict[str, list[str]]] = load("compartments.json")  # type: ignore[assignment]
 
@@ -45,9 +46,11 @@ MODIFIERS = {
     "number": {"missing"},
     "quantity": {"missing"},
     "uri": {"below", "above", "missing"},
+    "composite": set(),
 }
 SUPPORTED_TOKEN_MODIFIERS = {"not", "text", "missing"}
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Param:
     code: str
     type: str
     targets: tuple[str, ...] = ()
+    #: composite parameters: the search type of each component
+    components: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,11 @@ def split_values(raw: str) -> tuple[str, ...]:
     return tuple(v.replace("\\,", ",") for v in _UNESCAPED_COMMA.split(raw))
 
 
+def split_composite(value: str) -> list[str]:
+    """`a$b` -> ['a', 'b']; `\\$` is an escaped dollar (search.html#escaping)."""
+    return [v.replace("\\$", "$") for v in _UNESCAPED_DOLLAR.split(value)]
+
+
 def split_token(value: str) -> tuple[str | None, str]:
     """`system|code` -> (system, code); `|code` -> ('', code); `code` -> (None, code)."""
     parts = re.split(r"(?<!\\)\|", value, maxsplit=1)
@@ -138,8 +148,13 @@ def lookup(registry: Registry, rtype: str | None, code: str) -> Param:
     if code in SPECIAL:
         return Param(code, SPECIAL[code])
     sp: SearchParam | None = registry.get(rtype or "Resource", code)
-    if sp is None or sp.type in ("composite", "special"):
+    if sp is None or sp.type == "special":
         raise Unknown(f"Unknown or unsupported search parameter '{code}'")
+    if sp.type == "composite":
+        types = component_types(sp, registry)
+        if types is None:
+            raise Unknown(f"Composite parameter '{code}' has unknown components")
+        return Param(sp.code, sp.type, components=types)
     return Param(sp.code, sp.type, tuple(sp.targets))
 
 

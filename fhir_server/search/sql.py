@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import error
-from .query import Clause, Param, Query, split_prefix, split_token
+from .query import Clause, Param, Query, split_composite, split_prefix, split_token
 from .values import date_bounds, normalize_string, number_bounds
 
 _SORT_COLUMN = {
@@ -60,6 +60,8 @@ class Compiler:
                 ors.append(sql)
                 args += a
             return "(" + " OR ".join(ors) + ")", args
+        if p.type == "composite":
+            return self._composite(rtype, c, alias)
         table = f"idx_{p.type}"
         scope = "type = ? AND param = ?" if rtype else "param = ?"
         scope_args: list[Any] = [rtype, p.code] if rtype else [p.code]
@@ -86,6 +88,33 @@ class Compiler:
         marks = ", ".join("?" * len(c.values))
         neg = "NOT " if c.modifier == "not" else ""
         return f"{alias}.id {neg}IN ({marks})", list(c.values)
+
+    def _composite(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        """Each component matched in its own table, joined on the same row and group."""
+        p = c.param
+        ors, args = [], []
+        for value in c.values:
+            parts = split_composite(value)
+            if len(parts) != len(p.components):
+                raise error(
+                    400,
+                    "invalid",
+                    f"'{p.code}' needs {len(p.components)} values separated by '$'",
+                    p.code,
+                )
+            subs = []
+            for j, (kind, part) in enumerate(zip(p.components, parts, strict=True)):
+                cond, a = self._value(Param(f"{p.code}${j}", kind), None, part)
+                subs.append(
+                    f"(SELECT rid, grp FROM idx_{kind} WHERE type = ? AND param = ? AND ({cond}))"
+                )
+                args += [rtype, f"{p.code}${j}", *a]
+            joins = " ".join(
+                f"JOIN {sub} c{j} ON c{j}.rid = c0.rid AND c{j}.grp = c0.grp"
+                for j, sub in enumerate(subs[1:], start=1)
+            )
+            ors.append(f"SELECT c0.rid FROM {subs[0]} c0 {joins}")
+        return f"{alias}.rid IN ({' UNION '.join(ors)})", args
 
     def _fulltext(self, c: Clause, alias: str) -> tuple[str, list]:
         """Substring match on the trigram FTS table; LIKE uses the index from 3 characters."""

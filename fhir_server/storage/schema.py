@@ -31,32 +31,32 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_updated ON history (last_updated);
     CREATE INDEX history_type_updated ON history (type, last_updated);
     CREATE TABLE idx_string (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        value TEXT NOT NULL, original TEXT);
+        value TEXT NOT NULL, original TEXT, grp INTEGER);
     CREATE INDEX idx_string_value ON idx_string (type, param, value);
     CREATE INDEX idx_string_rid ON idx_string (rid);
     CREATE TABLE idx_token (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        system TEXT, code TEXT, text TEXT);
+        system TEXT, code TEXT, text TEXT, grp INTEGER);
     CREATE INDEX idx_token_code ON idx_token (type, param, code, system);
     CREATE INDEX idx_token_rid ON idx_token (rid);
     CREATE TABLE idx_reference (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        target_type TEXT, target_id TEXT, url TEXT);
+        target_type TEXT, target_id TEXT, url TEXT, grp INTEGER);
     CREATE INDEX idx_reference_target ON idx_reference (type, param, target_id, target_type);
     CREATE INDEX idx_reference_url ON idx_reference (type, param, url);
     CREATE INDEX idx_reference_rid ON idx_reference (rid);
     CREATE TABLE idx_date (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        low TEXT NOT NULL, high TEXT NOT NULL);
+        low TEXT NOT NULL, high TEXT NOT NULL, grp INTEGER);
     CREATE INDEX idx_date_low ON idx_date (type, param, low, high);
     CREATE INDEX idx_date_rid ON idx_date (rid);
     CREATE TABLE idx_number (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        low REAL NOT NULL, high REAL NOT NULL);
+        low REAL NOT NULL, high REAL NOT NULL, grp INTEGER);
     CREATE INDEX idx_number_low ON idx_number (type, param, low, high);
     CREATE INDEX idx_number_rid ON idx_number (rid);
     CREATE TABLE idx_quantity (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        value REAL NOT NULL, system TEXT, code TEXT, unit TEXT);
+        value REAL NOT NULL, system TEXT, code TEXT, unit TEXT, grp INTEGER);
     CREATE INDEX idx_quantity_value ON idx_quantity (type, param, value);
     CREATE INDEX idx_quantity_rid ON idx_quantity (rid);
     CREATE TABLE idx_uri (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
-        value TEXT NOT NULL);
+        value TEXT NOT NULL, grp INTEGER);
     CREATE INDEX idx_uri_value ON idx_uri (type, param, value);
     CREATE INDEX idx_uri_rid ON idx_uri (rid);
     -- _text and _content: FTS5 trigram (substrings, CJK included); rowid = resource rid
@@ -64,7 +64,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-#: index table per search-parameter type, as produced by search.extract.index_rows
+#: index table per search-parameter type (each also has `grp`, set only on composite rows), as produced by search.extract.index_rows
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "string": ("value", "original"),
     "token": ("system", "code", "text"),

@@ -33,6 +33,12 @@ _INSERT_INDEX = {
     f"VALUES (?, ?, ?{', ?' * len(cols)})"
     for table, cols in INDEX_TABLES.items()
 }
+#: composite component rows carry their group number last (search/composite.py)
+_INSERT_GROUPED = {
+    table: f"INSERT INTO idx_{table} (rid, type, param, {', '.join(cols)}, grp) "
+    f"VALUES (?, ?, ?{', ?' * len(cols)}, ?)"
+    for table, cols in INDEX_TABLES.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +134,10 @@ class Session:
         stored: Stored,
         index: IndexRows,
         fulltext: tuple[str, str] | None = None,
+        grouped: IndexRows | None = None,
     ) -> int:
-        """Write a new version: the current row, the history row and fresh index rows."""
+        """Write a new version: the current row, the history row and fresh index rows
+        (`grouped`: composite component rows, ending in their group number)."""
         conn = self.conn
         deleted = int(stored.deleted)
         if row is None:
@@ -171,6 +179,8 @@ class Session:
         for table, values in index.items():
             if values:
                 conn.executemany(_INSERT_INDEX[table], [prefix + v for v in values])
+        for table, values in (grouped or {}).items():
+            conn.executemany(_INSERT_GROUPED[table], [prefix + v for v in values])
         return row
 
 
