@@ -111,18 +111,53 @@ def test_quantity_search(client: TestClient) -> None:
     assert ids(client.get("/fhir/Observation?value-quantity=lt70").json()) == []
 
 
+def follow(client: TestClient, url: str, relation: str) -> tuple[list[str], list[str]]:
+    """Walk `relation` links from url; returns the ids per page (flattened) and the page urls."""
+    seen: list[str] = []
+    urls = []
+    while url:
+        urls.append(url)
+        page = client.get(url).json()
+        assert page["resourceType"] == "Bundle", page
+        seen += ids(page)
+        nxt = [lk["url"] for lk in page["link"] if lk["relation"] == relation]
+        url = nxt[0].replace("http://testserver", "") if nxt else ""
+    return seen, urls
+
+
 def test_paging_links_cover_all_results_once(client: TestClient) -> None:
     for i in range(7):
         put(client, {"resourceType": "Patient", "id": f"x{i}", "active": True})
-    url = "/fhir/Patient?active=true&_count=3"
-    seen: list[str] = []
-    while url:
-        page = client.get(url).json()
-        assert page["total"] == 7
-        seen += ids(page)
-        nxt = [lk["url"] for lk in page["link"] if lk["relation"] == "next"]
-        url = nxt[0].replace("http://testserver", "") if nxt else ""
-    assert sorted(seen) == [f"x{i}" for i in range(7)]
+    seen, urls = follow(client, "/fhir/Patient?active=true&_count=3", "next")
+    assert seen == [f"x{i}" for i in range(7)] and len(urls) == 3
+    # and back again from the last page
+    back, _ = follow(client, urls[-1], "previous")
+    assert back == ["x6", "x3", "x4", "x5", "x0", "x1", "x2"]
+
+
+def test_sorted_paging_stays_correct_while_writing(client: TestClient) -> None:
+    dates = ["1990-01-01", "1980-01-01", "1980-01-01", "2000-01-01", "1970-01-01", None]
+    for i, born in enumerate(dates):
+        put(
+            client,
+            {
+                "resourceType": "Patient",
+                "id": f"s{i}",
+                "active": True,
+                **({"birthDate": born} if born else {}),
+            },
+        )
+    page1 = client.get("/fhir/Patient?active=true&_sort=-birthdate&_count=2").json()
+    assert ids(page1) == ["s3", "s0"]
+    # a write before the cursor does not shift the next page
+    put(client, {"resourceType": "Patient", "id": "s9", "active": True, "birthDate": "2010-01-01"})
+    nxt = next(lk["url"] for lk in page1["link"] if lk["relation"] == "next")
+    rest, _ = follow(client, nxt.replace("http://testserver", ""), "next")
+    assert rest == ["s1", "s2", "s4", "s5"]
+
+
+def test_bad_page_cursor_is_400(client: TestClient) -> None:
+    assert client.get("/fhir/Patient?_page=garbage").status_code == 400
 
 
 def test_sort_descending(client: TestClient) -> None:
@@ -254,3 +289,53 @@ def test_text_and_content_full_text(client: TestClient) -> None:
         },
     )
     assert ids(client.get("/fhir/Condition?_content=asthma").json()) == []
+
+
+def test_list_identifier_and_of_type_modifiers(client: TestClient) -> None:
+    seed(client)
+    put(
+        client,
+        {
+            "resourceType": "List",
+            "id": "ward",
+            "status": "current",
+            "mode": "working",
+            "entry": [{"item": {"reference": "Patient/p1"}}, {"item": {"reference": "Patient/p2"}}],
+        },
+    )
+    assert sorted(ids(client.get("/fhir/Patient?_list=ward").json())) == ["p1", "p2"]
+    put(
+        client,
+        {
+            "resourceType": "Patient",
+            "id": "typed",
+            "identifier": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                "code": "MR",
+                            }
+                        ]
+                    },
+                    "system": "urn:h",
+                    "value": "77",
+                }
+            ],
+        },
+    )
+    of_type = "http://terminology.hl7.org/CodeSystem/v2-0203|MR|77"
+    assert ids(client.get(f"/fhir/Patient?identifier:of-type={of_type}").json()) == ["typed"]
+    assert ids(client.get("/fhir/Patient?identifier:of-type=x|MR|77").json()) == []
+    put(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "by-ident",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"identifier": {"system": "urn:mrn", "value": "M9"}},
+        },
+    )
+    assert ids(client.get("/fhir/Observation?subject:identifier=urn:mrn|M9").json()) == ["by-ident"]

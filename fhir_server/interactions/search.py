@@ -11,6 +11,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import error
 from ..search import query as q
+from ..search.paging import Cursor, after, order_by
 from ..search.sql import Compiler
 from ..services import Services
 from ..storage.sqlite import Session
@@ -62,31 +63,38 @@ def search(
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
     compiler = Compiler(ctx.base_url)
-    if rtype is None:
-        types = [v for name, raw in pairs if name == "_type" for v in raw.split(",")]
-        query.clauses = [c for c in query.clauses if c.param.code != "_type"]
-    else:
-        types = []
     where, args = compiler.where(rtype, query.clauses)
-    if types:
-        where += f" AND r.type IN ({', '.join('?' * len(types))})"
-        args += types
+    if query.types:
+        where += f" AND r.type IN ({', '.join('?' * len(query.types))})"
+        args += query.types
     total: int | None = None
     if query.total != "none" or query.summary == "count":
         total = session.query(f"SELECT count(*) FROM resource r WHERE {where}", args)[0][0]
     entries: list[bytes] = []
     rows: list[tuple[Any, ...]] = []
+    keys = compiler.sort_keys(query)
+    cursor = Cursor.decode(query.page) if query.page else None
+    forward = cursor is None or cursor.forward
+    more = False
     if query.summary != "count":
-        order, order_args = compiler.order_by(query)
+        if cursor is not None:
+            beyond, beyond_args = after(keys, cursor)
+            where, args = f"{where} AND {beyond}", [*args, *beyond_args]
+        order, order_args = order_by(keys, forward)
+        columns = ", ".join(k.sql for k in keys)
+        key_args = [a for k in keys for a in k.args]
         rows = session.query(
-            f"SELECT r.rid, r.type, r.id, r.json FROM resource r WHERE {where} {order} "
-            "LIMIT ? OFFSET ?",
-            [*args, *order_args, query.count + 1, query.offset],
+            f"SELECT r.rid, r.type, r.id, r.json, {columns} FROM resource r WHERE {where} "
+            f"{order} LIMIT ?",
+            [*key_args, *args, *order_args, query.count + 1],
         )
-    has_next = len(rows) > query.count
-    rows = rows[: query.count]
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        if not forward:
+            rows.reverse()
     base = ctx.base_url
-    for _, t, i, raw in rows:
+    for row in rows:
+        t, i, raw = row[1], row[2], row[3]
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"match"))
     for t, i, raw in _includes(session, query, [(r[0], r[1], r[2]) for r in rows]):
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
@@ -104,7 +112,7 @@ def search(
             ],
         }
         entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
-    links = _links(base, path, query, has_next)
+    links = _links(base, path, query, rows, cursor, more)
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         head["total"] = total
@@ -168,19 +176,28 @@ def _includes(
     return out
 
 
-def _links(base: str, path: str, query: q.Query, has_next: bool) -> list[dict[str, str]]:
-    """self shows only the parameters applied (search.html#conformance); paging by offset."""
-    applied = [(k, v) for k, v in query.applied if k not in ("_offset", "_count")]
+def _links(
+    base: str,
+    path: str,
+    query: q.Query,
+    rows: list[tuple[Any, ...]],
+    cursor: Cursor | None,
+    more: bool,
+) -> list[dict[str, str]]:
+    """self shows only the parameters applied (search.html#conformance); next and previous
+    continue from the last and first row of this page."""
+    applied = [(k, v) for k, v in query.applied if k not in ("_page", "_count")]
 
-    def url(offset: int) -> str:
+    def url(page: Cursor | None) -> str:
         params = [*applied, ("_count", str(query.count))]
-        if offset:
-            params.append(("_offset", str(offset)))
+        if page is not None:
+            params.append(("_page", page.encode()))
         return f"{base}{path}?{urlencode(params)}"
 
-    links = [{"relation": "self", "url": url(query.offset)}, {"relation": "first", "url": url(0)}]
-    if query.offset > 0:
-        links.append({"relation": "previous", "url": url(max(0, query.offset - query.count))})
-    if has_next:
-        links.append({"relation": "next", "url": url(query.offset + query.count)})
+    links = [{"relation": "self", "url": url(cursor)}, {"relation": "first", "url": url(None)}]
+    forward = cursor is None or cursor.forward
+    if rows and (cursor is not None and (more or forward)):
+        links.append({"relation": "previous", "url": url(Cursor(tuple(rows[0][4:]), False))})
+    if rows and (more if forward else True):
+        links.append({"relation": "next", "url": url(Cursor(tuple(rows[-1][4:])))})
     return links

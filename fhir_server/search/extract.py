@@ -694,6 +694,11 @@ def _tokens(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None
                         typ.get("text") if type(typ) is dict else None,
                     )
                 )
+                # :of-type (search.html#token): the type's codings with the value as text
+                if type(typ) is dict and v.get("value") is not None:
+                    for c in typ.get("coding") or ():
+                        if type(c) is dict and c.get("code") is not None:
+                            out.append((f"{code}:of-type", c.get("system"), c["code"], v["value"]))
             elif t == "ContactPoint" or (t is None and v.get("system") in _CONTACT_SYSTEMS):
                 if v.get("value") is not None:
                     out.append((code, None, v["value"], None))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import error
-from ..spec import load
+from ..spec import RESOURCE_TYPES, load
 from .composite import component_types
 
 COMPARTMENTS: dict[str, dict[str, list[str]]] = load("compartments.json")  # type: ignore[assignment]
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 RESULT_PARAMS = frozenset(
     {
         "_count",
-        "_offset",
+        "_page",
         "_sort",
         "_total",
         "_summary",
@@ -37,7 +37,13 @@ RESULT_PARAMS = frozenset(
 )
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 #: the common parameters served from the resource table itself, not from index tables
-SPECIAL = {"_id": "token", "_lastUpdated": "date", "_text": "string", "_content": "string"}
+SPECIAL = {
+    "_id": "token",
+    "_lastUpdated": "date",
+    "_text": "string",
+    "_content": "string",
+    "_list": "reference",
+}
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "missing", "in", "not-in", "of-type", "above", "below"},
@@ -48,7 +54,7 @@ MODIFIERS = {
     "uri": {"below", "above", "missing"},
     "composite": set(),
 }
-SUPPORTED_TOKEN_MODIFIERS = {"not", "text", "missing"}
+SUPPORTED_TOKEN_MODIFIERS = {"not", "text", "missing", "of-type"}
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
@@ -85,7 +91,10 @@ class Query:
     rtype: str | None
     clauses: list[Clause] = field(default_factory=list)
     count: int = 20
-    offset: int = 0
+    #: system search: the types asked for with _type
+    types: list[str] = field(default_factory=list)
+    #: keyset cursor of the page asked for (None: the first page)
+    page: str | None = None
     sort: list[tuple[Param, bool]] = field(default_factory=list)  # (param, descending)
     total: str = "accurate"
     summary: str | None = None
@@ -207,7 +216,7 @@ def _check_modifier(param: Param, mod: str) -> None:
         allowed = SUPPORTED_TOKEN_MODIFIERS
     if param.type == "reference" and (mod in param.targets or mod[:1].isupper()):
         return
-    if mod not in allowed or mod == "identifier":
+    if mod not in allowed:
         raise Unknown(f"Modifier ':{mod}' is not supported on parameter '{param.code}'")
 
 
@@ -236,8 +245,13 @@ def _apply(q: Query, registry: Registry, name: str, raw: str, max_count: int) ->
         return
     if name == "_count":
         q.count = min(_int(name, raw), max_count)
-    elif name == "_offset":
-        q.offset = _int(name, raw)
+    elif name == "_page":
+        q.page = raw
+    elif name == "_type":
+        q.types = [t for t in raw.split(",") if t]
+        unknown = [t for t in q.types if t not in RESOURCE_TYPES]
+        if unknown:
+            raise error(400, "not-supported", f"Unknown resource type(s) {unknown}", "_type")
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise error(400, "invalid", f"Invalid _total '{raw}'", "_total")

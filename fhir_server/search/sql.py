@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import error
+from .paging import SortKey
 from .query import Clause, Param, Query, split_composite, split_prefix, split_token
 from .values import date_bounds, normalize_string, number_bounds
 
@@ -52,6 +53,8 @@ class Compiler:
             return self._id(c, alias)
         if p.code in ("_text", "_content"):
             return self._fulltext(c, alias)
+        if p.code == "_list":
+            return self._list(c, alias)
         if p.code == "_lastUpdated":
             col = f"{alias}.last_updated"
             ors, args = [], []
@@ -73,6 +76,10 @@ class Compiler:
                 f"{neg}EXISTS (SELECT 1 FROM {table} i WHERE i.rid = {alias}.rid AND i.{scope})",
                 scope_args,
             )
+        if c.modifier == "identifier":  # Reference.identifier rows live in the token table
+            table, p = "idx_token", Param(p.code, "token")
+        elif c.modifier == "of-type":
+            scope_args[-1] = f"{p.code}:of-type"
         ors, args = [], []
         for v in c.values:
             sql, a = self._value(p, c.modifier, v)
@@ -116,6 +123,18 @@ class Compiler:
             ors.append(f"SELECT c0.rid FROM {subs[0]} c0 {joins}")
         return f"{alias}.rid IN ({' UNION '.join(ors)})", args
 
+    def _list(self, c: Clause, alias: str) -> tuple[str, list]:
+        """`_list=id`: the items of List/id (search.html#list)."""
+        marks = ", ".join("?" * len(c.values))
+        ids = [v.removeprefix("List/") for v in c.values]
+        return (
+            f"EXISTS (SELECT 1 FROM idx_reference i JOIN resource l ON l.rid = i.rid "
+            f"WHERE l.type = 'List' AND l.deleted = 0 AND l.id IN ({marks}) AND "
+            f"i.type = 'List' AND i.param = 'item' AND i.target_type = {alias}.type AND "
+            f"i.target_id = {alias}.id)",
+            ids,
+        )
+
     def _fulltext(self, c: Clause, alias: str) -> tuple[str, list]:
         """Substring match on the trigram FTS table; LIKE uses the index from 3 characters."""
         column = "narrative" if c.param.code == "_text" else "content"
@@ -136,6 +155,11 @@ class Compiler:
         if kind == "token":
             if modifier == "text":
                 return "text LIKE ? ESCAPE '\\'", [f"%{_like(v)}%"]
+            if modifier == "of-type":
+                parts = v.split("|")
+                if len(parts) != 3:
+                    raise error(400, "invalid", ":of-type takes system|code|value", p.code)
+                return "system = ? AND code = ? AND text = ?", parts
             system, code = split_token(v)
             if system is None:
                 return "code = ?", [code]
@@ -218,27 +242,26 @@ class Compiler:
         )
         return sql, [other, ref, *inner_args]
 
-    def order_by(self, q: Query, alias: str = "r") -> tuple[str, list]:
-        """_sort keys (search.html#sort), then row id so pages are stable."""
-        keys, args = [], []
+    def sort_keys(self, q: Query, alias: str = "r") -> list[SortKey]:
+        """_sort keys (search.html#sort), then the row id so that the order is total."""
+        keys = []
         for param, desc in q.sort:
-            direction = "DESC" if desc else "ASC"
             if param.code == "_id":
-                keys.append(f"{alias}.id {direction}")
+                keys.append(SortKey(f"{alias}.id", desc))
             elif param.code == "_lastUpdated":
-                keys.append(f"{alias}.last_updated {direction}")
+                keys.append(SortKey(f"{alias}.last_updated", desc))
             else:
                 col = _SORT_COLUMN.get(param.type)
                 if col is None:
                     raise error(400, "not-supported", f"Cannot sort by '{param.code}'", "_sort")
                 agg = "max" if desc else "min"
-                keys.append(
+                sql = (
                     f"(SELECT {agg}({col}) FROM idx_{param.type} s WHERE s.rid = {alias}.rid "
-                    f"AND s.param = ?) {direction} NULLS LAST"
+                    "AND s.param = ?)"
                 )
-                args.append(param.code)
-        keys.append(f"{alias}.rid")
-        return "ORDER BY " + ", ".join(keys), args
+                keys.append(SortKey(sql, desc, (param.code,)))
+        keys.append(SortKey(f"{alias}.rid", False))
+        return keys
 
 
 def _like(value: str) -> str:

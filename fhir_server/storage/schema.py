@@ -64,7 +64,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-#: index table per search-parameter type (each also has `grp`, set only on composite rows), as produced by search.extract.index_rows
+#: value columns per index table, as search.extract.index_rows fills them (plus `grp`, set
+#: only on composite component rows)
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "string": ("value", "original"),
     "token": ("system", "code", "text"),
