@@ -44,7 +44,8 @@ class Cursor:
 def order_by(keys: list[SortKey], forward: bool) -> tuple[str, list[Any]]:
     """ORDER BY for the keys; backward pages read the exact reverse order (nulls stay last
     going forward)."""
-    parts, args = [], []
+    parts: list[str] = []
+    args: list[Any] = []
     for k in keys:
         desc = k.desc if forward else not k.desc
         nulls = "LAST" if forward else "FIRST"
