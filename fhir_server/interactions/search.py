@@ -141,13 +141,18 @@ def _includes(
     seen = {(t, i) for _, t, i in matches}
     frontier = matches
     out: list[tuple[str, str, bytes]] = []
-    iterate = True
-    while frontier and iterate:
-        iterate = any(it for *_, it in query.includes + query.revincludes)
+    first = True
+    while frontier:
+        # the first round applies every include; later rounds only the :iterate ones
+        includes = [x for x in query.includes if first or x[3]]
+        revincludes = [x for x in query.revincludes if first or x[3]]
+        if not includes and not revincludes:
+            break
+        first = False
         found: list[tuple[int, str, str, bytes]] = []
         rids = [m[0] for m in frontier]
         marks = ", ".join("?" * len(rids))
-        for source, code, target, _ in query.includes:
+        for source, code, target, _ in includes:
             sql = (
                 "SELECT t.rid, t.type, t.id, t.json FROM idx_reference i JOIN resource t "
                 "ON t.type = i.target_type AND t.id = i.target_id AND t.deleted = 0 "
@@ -159,7 +164,7 @@ def _includes(
                 args.append(target)
             found += session.query(sql, args)
         keys = [(m[1], m[2]) for m in frontier]
-        for source, code, _target, _ in query.revincludes:
+        for source, code, _target, _ in revincludes:
             cond = " OR ".join("(i.target_type = ? AND i.target_id = ?)" for _ in keys)
             found += session.query(
                 "SELECT s.rid, s.type, s.id, s.json FROM idx_reference i JOIN resource s "

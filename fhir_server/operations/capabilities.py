@@ -1,39 +1,57 @@
 """The CapabilityStatement, generated from what this server really supports
-(http://hl7.org/fhir/R4/capabilitystatement.html)."""
+(http://hl7.org/fhir/R4/capabilitystatement.html): the parameters, modifiers and includes
+listed are exactly those the search parser accepts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import __version__
-from ..search.query import SPECIAL
+from ..search import query as q
 from ..search.registry import Registry
 from ..spec import RESOURCE_TYPES
 
 INTERACTIONS = [
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
-    "search-type",
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+    "create", "search-type",
+]  # fmt: skip
+COMMON = ("_id", "_lastUpdated", "_text", "_content", "_list")
+SYSTEM_PARAMS = [
+    {"name": "_type", "type": "token", "documentation": "Resource types to search"},
+    {"name": "_has", "type": "string", "documentation": "Reverse chaining, nested"},
 ]
-SEARCHABLE_TYPES = ("number", "date", "string", "token", "reference", "quantity", "uri")
+
+
+def _entry(registry: Registry, rtype: str, code: str) -> dict[str, Any] | None:
+    """One searchParam entry, or None for a parameter the parser would refuse."""
+    try:
+        param = q.lookup(registry, rtype, code)
+    except q.Unknown:
+        return None
+    sp = registry.get(rtype, code)
+    out: dict[str, Any] = {"name": code}
+    if sp is not None and sp.url:
+        out["definition"] = sp.url
+    out["type"] = "special" if code in ("_text", "_content", "_list") else param.type
+    mods = sorted(q.modifiers(param))
+    notes = []
+    if mods:
+        notes.append("modifiers: " + ", ".join(f":{m}" for m in mods))
+    if param.type in ("date", "number", "quantity"):
+        notes.append("prefixes: " + ", ".join(q.PREFIXES))
+    if param.type == "reference":
+        notes.append("chains to any depth")
+    if notes:
+        out["documentation"] = "; ".join(notes)
+    return out
 
 
 def capability_statement(registry: Registry, software_date: str) -> dict[str, Any]:
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
-        params = [{"name": code, "type": SPECIAL[code]} for code in SPECIAL] + [
-            {"name": p.code, "definition": p.url, "type": p.type}
-            for code, p in sorted(registry.for_type(rtype).items())
-            if p.type in SEARCHABLE_TYPES
-            and code not in SPECIAL
-            and code not in ("_text", "_content")
-        ]
+        codes = [*COMMON, *sorted(c for c in registry.for_type(rtype) if c not in COMMON)]
+        params = [e for e in (_entry(registry, rtype, c) for c in codes) if e is not None]
+        refs = sorted(c for c, p in registry.for_type(rtype).items() if p.type == "reference")
         resources.append(
             {
                 "type": rtype,
@@ -46,11 +64,13 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
-                "searchInclude": [
-                    f"{rtype}:{p.code}"
-                    for p in registry.for_type(rtype).values()
-                    if p.type == "reference"
-                ],
+                "searchInclude": [f"{rtype}:{c}" for c in refs],
+                "searchRevInclude": sorted(
+                    f"{other}:{c}"
+                    for other in RESOURCE_TYPES
+                    for c, p in registry.for_type(other).items()
+                    if p.type == "reference" and rtype in p.targets
+                ),
                 "searchParam": params,
                 "operation": [
                     {
@@ -80,6 +100,7 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                "searchParam": SYSTEM_PARAMS,
             }
         ],
     }

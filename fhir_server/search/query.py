@@ -44,17 +44,23 @@ SPECIAL = {
     "_content": "string",
     "_list": "reference",
 }
-MODIFIERS = {
-    "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "missing", "in", "not-in", "of-type", "above", "below"},
-    "reference": {"missing", "identifier"},  # plus ":Type"
-    "date": {"missing"},
-    "number": {"missing"},
-    "quantity": {"missing"},
-    "uri": {"below", "above", "missing"},
-    "composite": set(),
+#: the modifiers this server implements, per parameter type (reference also takes `:Type`);
+#: token :in/:not-in/:above/:below wait for the terminology service
+MODIFIERS: dict[str, frozenset[str]] = {
+    "string": frozenset({"exact", "contains", "missing"}),
+    "token": frozenset({"not", "text", "missing", "of-type"}),
+    "reference": frozenset({"missing", "identifier"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"below", "above", "missing"}),
+    "composite": frozenset(),
 }
-SUPPORTED_TOKEN_MODIFIERS = {"not", "text", "missing", "of-type"}
+SPECIAL_MODIFIERS: dict[str, frozenset[str]] = {
+    "_id": frozenset({"not"}),
+    "_text": frozenset({"not"}),
+    "_content": frozenset({"not"}),
+}
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
@@ -210,13 +216,18 @@ def _parse_has(registry: Registry, rtype: str | None, name: str, raw: str) -> Cl
     return Clause(Param("_has", "special"), (), None, has=(other, ref, inner))
 
 
+def modifiers(param: Param) -> frozenset[str]:
+    """What may follow `param:` (search.html#modifiers), as implemented here."""
+    if param.code in SPECIAL:
+        return SPECIAL_MODIFIERS.get(param.code, frozenset())
+    allowed = MODIFIERS.get(param.type, frozenset())
+    if param.type == "reference":
+        allowed = allowed | set(param.targets)
+    return allowed
+
+
 def _check_modifier(param: Param, mod: str) -> None:
-    allowed = MODIFIERS.get(param.type, set()) if param.code not in SPECIAL else {"missing"}
-    if param.type == "token":
-        allowed = SUPPORTED_TOKEN_MODIFIERS
-    if param.type == "reference" and (mod in param.targets or mod[:1].isupper()):
-        return
-    if mod not in allowed:
+    if mod not in modifiers(param):
         raise Unknown(f"Modifier ':{mod}' is not supported on parameter '{param.code}'")
 
 
