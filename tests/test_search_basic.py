@@ -339,3 +339,17 @@ def test_list_identifier_and_of_type_modifiers(client: TestClient) -> None:
         },
     )
     assert ids(client.get("/fhir/Observation?subject:identifier=urn:mrn|M9").json()) == ["by-ident"]
+
+
+def test_quantity_compared_in_canonical_ucum_units(client: TestClient) -> None:
+    ucum = "http://unitsofmeasure.org"
+    put(client, {"resourceType": "Observation", "id": "glu", "status": "final",
+                 "code": {"text": "glucose"},
+                 "valueQuantity": {"value": 90, "unit": "mg/dL", "system": ucum,
+                                   "code": "mg/dL"}})
+    # 90 mg/dL = 0.9 g/L = 900 mg/L
+    assert ids(client.get(f"/fhir/Observation?value-quantity=0.9|{ucum}|g/L").json()) == ["glu"]
+    assert ids(client.get(f"/fhir/Observation?value-quantity=900|{ucum}|mg/L").json()) == ["glu"]
+    assert ids(client.get(f"/fhir/Observation?value-quantity=gt1|{ucum}|g/L").json()) == []
+    assert ids(client.get(f"/fhir/Observation?value-quantity=90|{ucum}|mg/dL").json()) == ["glu"]
+    assert ids(client.get("/fhir/Observation?value-quantity=90||mg/dL").json()) == ["glu"]

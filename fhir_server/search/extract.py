@@ -38,6 +38,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fp_models
 
 from fhir_server.search.registry import COMMON_BASES, Registry, SearchParam
+from fhir_server.search.ucum import UCUM, factor
 from fhir_server.search.values import (
     MAX_INSTANT,
     MIN_INSTANT,
@@ -816,6 +817,13 @@ def _quantities(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
                 out.append((code, float(s), "urn:iso:std:iso:4217", v.get("currency"), None))
             else:
                 out.append((code, float(s), v.get("system"), v.get("code"), v.get("unit")))
+                canonical = (
+                    factor(v["code"])
+                    if v.get("system") == UCUM and type(v.get("code")) is str
+                    else None
+                )
+                if canonical is not None and canonical != (1.0, v["code"]):
+                    out.append((code, float(s) * canonical[0], UCUM, canonical[1], None))
         else:
             s = _num_text(v)
             if s is not None:

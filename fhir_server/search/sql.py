@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import error
 from .paging import SortKey
 from .query import Clause, Param, Query, split_composite, split_prefix, split_token
+from .ucum import UCUM, factor
 from .values import date_bounds, normalize_string, number_bounds
 
 _SORT_COLUMN = {
@@ -325,6 +326,11 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
         raise error(400, "invalid", f"Invalid quantity '{value}'", code) from None
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
+    number = float(v)
+    canonical = factor(unit) if system == UCUM and unit else None
+    if canonical is not None:  # compare in canonical units (ucum.py indexes them too)
+        scale, unit = canonical
+        qlo, qhi, number = qlo * scale, qhi * scale, number * scale
     args: list[Any]
     if prefix in ("eq", "ap"):
         sql, args = "value >= ? AND value <= ?", [qlo, qhi]
@@ -332,7 +338,7 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
         sql, args = "NOT (value >= ? AND value <= ?)", [qlo, qhi]
     else:
         op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
-        sql, args = f"value {op} ?", [float(v)]
+        sql, args = f"value {op} ?", [number]
     if system:
         sql += " AND system = ?"
         args.append(system)
