@@ -318,8 +318,8 @@ def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
 
 def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     """`[prefix]number|system|code`; the code matches Quantity.code or Quantity.unit."""
-    number, system, unit = (value.split("|") + ["", ""])[:3]
-    prefix, v = split_prefix(number)
+    text, system, unit = (value.split("|") + ["", ""])[:3]
+    prefix, v = split_prefix(text)
     try:
         qlo, qhi = number_bounds(v)
     except ValueError:
