@@ -63,3 +63,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         )
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for server worker processes, which receive their settings via the environment."""
+    return build_app(Settings.from_env())

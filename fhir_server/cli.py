@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--database", type=Path)
+    serve.add_argument("--workers", type=int, help="server processes (default 1)")
     load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--database", type=Path)
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         database=args.database,
+        workers=getattr(args, "workers", None),
     )
     if args.command == "serve":
         return _serve(settings)
@@ -32,16 +34,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    import os
+
     import uvicorn
 
-    from .app import build_app
+    from .storage.sqlite import SqliteStore
 
+    SqliteStore(settings.database).close()  # create and migrate once, before workers start
+    os.environ.update(settings.to_env())
     print(
         f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
-        f"(database {settings.database})",
+        f"(database {settings.database}, {settings.workers} worker(s))",
         file=sys.stderr,
     )
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        "fhir_server.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+    )
     return 0
 
 

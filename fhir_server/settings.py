@@ -22,6 +22,16 @@ class Settings:
     allow_multiple_delete: bool = False
     #: public base URL override, e.g. behind a proxy; default: taken from the request
     public_base_url: str | None = None
+    #: server processes sharing the database (SQLite WAL: many readers, one writer at a time)
+    workers: int = 1
+
+    def to_env(self) -> dict[str, str]:
+        """The FHIR_SERVER_* variables that reproduce these settings in another process."""
+        return {
+            f"FHIR_SERVER_{f.name.upper()}": str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
