@@ -8,6 +8,7 @@ error names the failing entry. A batch processes each entry on its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,11 @@ from . import write
 from .result import Result
 from .search import find, search
 
+_RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+#: a RESTful fullUrl: base, type, id (references.html#literal)
+_RESTFUL = re.compile(r"^(.*)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+#: links in the narrative that may point at bundle entries
+_LINK = re.compile(r'\b(href|src)="([^"]+)"')
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
@@ -101,12 +107,14 @@ def _parse_entry(ctx: RequestContext, index: int, raw: Any) -> Entry:
 
 
 def _relative(ctx: RequestContext, url: str) -> str:
-    """Entry URLs may be absolute on this server's base; make them relative."""
-    if url.startswith(ctx.base_url + "/"):
-        return url[len(ctx.base_url) + 1 :]
-    if "://" in url:
-        return urlsplit(url).path.rsplit("/fhir/", 1)[-1]
-    return url.lstrip("/")
+    """Entry URLs may be absolute on this server's base; make them relative (the query,
+    which may itself hold URLs, is kept as it is)."""
+    path, sep, query = url.partition("?")
+    if path.startswith(ctx.base_url + "/"):
+        path = path[len(ctx.base_url) + 1 :]
+    elif "://" in path:
+        path = urlsplit(path).path.rsplit("/fhir/", 1)[-1]
+    return path.lstrip("/") + sep + query
 
 
 def _at_entry(exc: FhirError, index: int) -> FhirError:
@@ -132,7 +140,7 @@ def _transaction(
     for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
         try:
             if entry.resource is not None and entry.method in ("POST", "PUT"):
-                entry.resource = rewrite(entry.resource)
+                entry.resource = rewrite(entry.resource, entry.full_url)
             _execute(session, services, ctx, entry)
         except FhirError as exc:
             raise _at_entry(exc, entry.index) from None
@@ -189,17 +197,21 @@ def _assign_ids(
 
 def _rewriter(
     session: Session, services: Services, ctx: RequestContext, ids: dict[str, str]
-) -> Callable[[Any], Any]:
-    """A function rewriting references to bundle fullUrls and resolving conditional references
-    (`Type?criteria`, exactly one match required: http.html#trules)."""
+) -> Callable[[Any, str | None], Any]:
+    """A function rewriting one entry's resource (http.html#trules): references to bundle
+    fullUrls, relative ones resolved against the entry's own fullUrl base
+    (references.html#bundle-references), links in the narrative, and conditional references
+    (`Type?criteria`, exactly one match required)."""
     resolved: dict[str, str] = {}
     base = ctx.base_url + "/"
 
-    def resolve(ref: str) -> str:
+    def resolve(ref: str, entry_base: str | None) -> str:
         if ref in ids:
             return ids[ref]
         if ref.startswith(base) and ref[len(base) :] in ids:
             return ids[ref[len(base) :]]
+        if entry_base and _RELATIVE.match(ref) and f"{entry_base}/{ref}" in ids:
+            return ids[f"{entry_base}/{ref}"]
         head, q, query = ref.partition("?")
         if q and head and head[0].isupper() and "/" not in head:
             if ref not in resolved:
@@ -216,22 +228,35 @@ def _rewriter(
             return resolved[ref]
         return ref
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                if k == "reference" and isinstance(v, str):
-                    out[k] = resolve(v)
-                elif isinstance(v, str):
-                    out[k] = ids.get(v, v) if v.startswith("urn:") else v
-                else:
-                    out[k] = walk(v)
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
+    def rewrite(resource: Any, full_url: str | None) -> Any:
+        entry_base = None
+        if full_url and "://" in full_url:
+            m = _RESTFUL.match(full_url)
+            entry_base = m.group(1) if m else None
 
-    return walk
+        def link(m: re.Match[str]) -> str:
+            return f'{m.group(1)}="{ids.get(m.group(2), m.group(2))}"'
+
+        def walk(node: Any) -> Any:
+            if isinstance(node, dict):
+                out = {}
+                for k, v in node.items():
+                    if k == "reference" and isinstance(v, str):
+                        out[k] = resolve(v, entry_base)
+                    elif k == "div" and isinstance(v, str) and ids:
+                        out[k] = _LINK.sub(link, v)
+                    elif isinstance(v, str):
+                        out[k] = ids.get(v, v) if v.startswith("urn:") else v
+                    else:
+                        out[k] = walk(v)
+                return out
+            if isinstance(node, list):
+                return [walk(v) for v in node]
+            return node
+
+        return walk(resource)
+
+    return rewrite
 
 
 def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
@@ -329,7 +354,7 @@ def _transaction_one(
     session: Session, services: Services, ctx: RequestContext, entry: Entry
 ) -> None:
     ids = _assign_ids(session, services, ctx, [entry])
-    entry.resource = _rewriter(session, services, ctx, ids)(entry.resource)
+    entry.resource = _rewriter(session, services, ctx, ids)(entry.resource, entry.full_url)
     _execute(session, services, ctx, entry)
 
 

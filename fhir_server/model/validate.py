@@ -19,8 +19,14 @@ from ..spec import RESOURCE_TYPES
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
+#: R4 types whose R4B model was redesigned, so R4B rejects valid R4 content: basic checks only
+R4B_INCOMPATIBLE = frozenset({"Evidence", "EvidenceVariable"})
+
+
 @cache
 def _model(rtype: str) -> Any:
+    if rtype in R4B_INCOMPATIBLE:
+        return None
     try:
         return get_fhir_model_class(rtype)
     except (KeyError, ValueError, AttributeError):
