@@ -659,7 +659,10 @@ def _cjk_full_name(name: dict[str, Any]) -> str | None:
 
 def _coding_row(code: str, c: Any, text: Any, out: list[Row]) -> None:
     if type(c) is dict and (c.get("code") is not None or c.get("system") is not None):
-        out.append((code, c.get("system"), c.get("code"), text or c.get("display")))
+        display = c.get("display")
+        out.append((code, c.get("system"), c.get("code"), text or display))
+        if text and display and display != text:  # :text also searches Coding.display
+            out.append((code, None, None, display))
 
 
 def _tokens(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
@@ -788,7 +791,7 @@ def _numbers(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
             if "value" in v:  # Quantity-like
                 s = _num_text(v["value"])
                 if s is not None:
-                    out.append((code, *number_bounds(s)))
+                    out.append((code, float(s), float(s)))
             elif "low" in v or "high" in v:  # Range: open ends are unbounded
                 lo = _num_text((v.get("low") or {}).get("value"))
                 hi = _num_text((v.get("high") or {}).get("value"))
@@ -802,8 +805,8 @@ def _numbers(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
                     )
         else:
             s = _num_text(v)
-            if s is not None:
-                out.append((code, *number_bounds(s)))
+            if s is not None:  # a stored number is exact (search.html#number)
+                out.append((code, float(s), float(s)))
 
 
 def _quantities(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
@@ -823,7 +826,9 @@ def _quantities(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
                     else None
                 )
                 if canonical is not None and canonical != (1.0, v["code"]):
-                    out.append((code, float(s) * canonical[0], UCUM, canonical[1], None))
+                    out.append(
+                        (f"{code}:canonical", float(s) * canonical[0], UCUM, canonical[1], None)
+                    )
         else:
             s = _num_text(v)
             if s is not None:

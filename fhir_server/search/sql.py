@@ -67,8 +67,7 @@ class Compiler:
         if p.type == "composite":
             return self._composite(rtype, c, alias)
         table = f"idx_{p.type}"
-        scope = "type = ? AND param = ?" if rtype else "param = ?"
-        scope_args: list[Any] = [rtype, p.code] if rtype else [p.code]
+        scope, scope_args = _scope(rtype, p)
         if c.modifier == "missing":
             if c.values[0] not in ("true", "false"):
                 raise error(400, "invalid", ":missing takes true or false", p.code)
@@ -80,7 +79,7 @@ class Compiler:
         if c.modifier == "identifier":  # Reference.identifier rows live in the token table
             table, p = "idx_token", Param(p.code, "token")
         elif c.modifier == "of-type":
-            scope_args[-1] = f"{p.code}:of-type"
+            scope, scope_args = _scope(rtype, Param(f"{p.code}:of-type", "token"))
         ors, args = [], []
         for v in c.values:
             sql, a = self._value(p, c.modifier, v)
@@ -112,11 +111,11 @@ class Compiler:
                 )
             subs = []
             for j, (kind, part) in enumerate(zip(p.components, parts, strict=True)):
-                cond, a = self._value(Param(f"{p.code}${j}", kind), None, part)
-                subs.append(
-                    f"(SELECT rid, grp FROM idx_{kind} WHERE type = ? AND param = ? AND ({cond}))"
-                )
-                args += [rtype, f"{p.code}${j}", *a]
+                component = Param(f"{p.code}${j}", kind)
+                cond, a = self._value(component, None, part)
+                scope, scope_args = _scope(rtype, component)
+                subs.append(f"(SELECT rid, grp FROM idx_{kind} WHERE {scope} AND ({cond}))")
+                args += [*scope_args, *a]
             joins = " ".join(
                 f"JOIN {sub} c{j} ON c{j}.rid = c0.rid AND c{j}.grp = c0.grp"
                 for j, sub in enumerate(subs[1:], start=1)
@@ -195,8 +194,8 @@ class Compiler:
                 return "url = ?", [v]
             return "(url = ? OR url LIKE ? ESCAPE '\\')", [v, _like(v) + "|%"]
         parts = v.split("/")
-        if len(parts) == 2:
-            return "target_type = ? AND target_id = ?", parts
+        if len(parts) == 2:  # also a relative canonical, kept whole in `url`
+            return "(target_type = ? AND target_id = ?) OR url = ?", [*parts, v]
         if len(parts) == 4 and parts[2] == "_history":
             return "target_type = ? AND target_id = ?", parts[:2]
         return "target_id = ?", [v]
@@ -204,13 +203,15 @@ class Compiler:
     def _chain(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
         """`subject:Patient.name=x`: references whose target matches the inner clause."""
         assert c.chain is not None and c.target_type is not None
-        inner_where, inner_args = self.where(c.target_type, [c.chain], alias="t")
-        scope = "i.type = ? AND " if rtype else ""
+        # aliases derived from the outer one, so nested chains never capture each other's
+        t, i = f"{alias}t", f"{alias}i"
+        inner_where, inner_args = self.where(c.target_type, [c.chain], alias=t)
+        scope = f"{i}.type = ? AND " if rtype else ""
         scope_args = [rtype] if rtype else []
         sql = (
-            f"{alias}.rid IN (SELECT i.rid FROM idx_reference i JOIN resource t "
-            f"ON t.type = i.target_type AND t.id = i.target_id "
-            f"WHERE {scope}i.param = ? AND i.target_type = ? AND {inner_where})"
+            f"{alias}.rid IN (SELECT {i}.rid FROM idx_reference {i} JOIN resource {t} "
+            f"ON {t}.type = {i}.target_type AND {t}.id = {i}.target_id "
+            f"WHERE {scope}{i}.param = ? AND {i}.target_type = ? AND {inner_where})"
         )
         return sql, [*scope_args, c.param.code, c.target_type, *inner_args]
 
@@ -235,11 +236,12 @@ class Compiler:
         """`_has:Observation:patient:code=x`: resources referred to by matching Observations."""
         assert c.has is not None
         other, ref, inner = c.has
-        inner_where, inner_args = self.where(other, [inner], alias="o")
+        o, i = f"{alias}o", f"{alias}i"  # unique per nesting level
+        inner_where, inner_args = self.where(other, [inner], alias=o)
         sql = (
-            f"EXISTS (SELECT 1 FROM idx_reference i JOIN resource o ON o.rid = i.rid "
-            f"WHERE i.type = ? AND i.param = ? AND i.target_type = {alias}.type "
-            f"AND i.target_id = {alias}.id AND {inner_where})"
+            f"EXISTS (SELECT 1 FROM idx_reference {i} JOIN resource {o} ON {o}.rid = {i}.rid "
+            f"WHERE {i}.type = ? AND {i}.param = ? AND {i}.target_type = {alias}.type "
+            f"AND {i}.target_id = {alias}.id AND {inner_where})"
         )
         return sql, [other, ref, *inner_args]
 
@@ -263,6 +265,15 @@ class Compiler:
                 keys.append(SortKey(sql, desc, (param.code,)))
         keys.append(SortKey(f"{alias}.rid", False))
         return keys
+
+
+def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
+    """The index rows of one parameter; quantities also have their UCUM-canonical rows,
+    which the value condition picks between."""
+    head, args = ("type = ? AND ", [rtype]) if rtype else ("", [])
+    if p.type == "quantity":
+        return f"{head}param IN (?, ?)", [*args, p.code, f"{p.code}:canonical"]
+    return f"{head}param = ?", [*args, p.code]
 
 
 def _like(value: str) -> str:
@@ -301,14 +312,27 @@ def _range_condition(prefix: str, low: str, high: str, qlo: Any, qhi: Any) -> tu
 
 
 def _number_condition(value: str, code: str) -> tuple[str, list]:
+    """search.html#number: eq/ne use the search value's implicit precision range [qlo, qhi);
+    gt/lt/ge/le/sa/eb compare with the value exactly ("lt100: less than exactly 100").
+    Stored numbers are points (low = high); stored Ranges are ranges."""
     prefix, v = split_prefix(value)
     try:
         qlo, qhi = number_bounds(v)
+        exact = float(v)
     except ValueError:
         raise error(400, "invalid", f"Invalid number '{v}'", code) from None
+    if prefix == "eq":
+        return "low >= ? AND high < ?", [qlo, qhi]
+    if prefix == "ne":
+        return "NOT (low >= ? AND high < ?)", [qlo, qhi]
     if prefix == "ap":
-        qlo, qhi = _approximate(float(v), qlo, qhi)
-    return _range_condition(prefix, "low", "high", qlo, qhi)
+        qlo, qhi = _approximate(exact, qlo, qhi)
+        return "low <= ? AND high >= ?", [qhi, qlo]
+    column, op = {
+        "gt": ("high", ">"), "lt": ("low", "<"), "ge": ("high", ">="), "le": ("low", "<="),
+        "sa": ("low", ">"), "eb": ("high", "<"),
+    }[prefix]  # fmt: skip
+    return f"{column} {op} ?", [exact]
 
 
 def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
@@ -327,18 +351,22 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
+    param = code
     canonical = factor(unit) if system == UCUM and unit else None
-    if canonical is not None:  # compare in canonical units (ucum.py indexes them too)
+    if canonical is not None:  # compare in canonical units, on the rows indexed so
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
+        param = f"{code}:canonical"
     args: list[Any]
-    if prefix in ("eq", "ap"):
-        sql, args = "value >= ? AND value <= ?", [qlo, qhi]
+    if prefix == "eq":
+        sql, args = "param = ? AND value >= ? AND value < ?", [param, qlo, qhi]
+    elif prefix == "ap":
+        sql, args = "param = ? AND value >= ? AND value <= ?", [param, qlo, qhi]
     elif prefix == "ne":
-        sql, args = "NOT (value >= ? AND value <= ?)", [qlo, qhi]
+        sql, args = "param = ? AND NOT (value >= ? AND value < ?)", [param, qlo, qhi]
     else:
         op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
-        sql, args = f"value {op} ?", [number]
+        sql, args = f"param = ? AND value {op} ?", [param, number]
     if system:
         sql += " AND system = ?"
         args.append(system)
