@@ -1,0 +1,31 @@
+"""A tiny run of every benchmark, so that bench/ cannot rot (figures come from `make bench`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bench import run as bench
+
+SAMPLE = Path(__file__).parent / "data" / "synthea"
+
+
+def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
+    files = bench.ordered_files(SAMPLE, limit=1)
+    assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
+    result = bench.run(files, clients=2, seconds=1, repeats=2)
+    assert result["ingest"]["failed"] == 0
+    assert result["ingest"]["resources"] == result["baseline"]["resources"]
+    assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
+    assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
+    assert all(s["status"] == 200 for s in result["search"].values())
+    assert "ingest:" in bench.table(result)
+
+
+def test_python_read_load_generator(tmp_path: Path) -> None:
+    files = bench.ordered_files(SAMPLE, limit=0)
+    with bench.server(tmp_path / "b.db") as (base, _proc):
+        bench.ingest(base, files)
+        ids = bench.sample_ids(base, ["Organization"], 5)
+        result = asyncio.run(bench._read_load(base, ids, clients=2, seconds=0.5))
+    assert result["requests"] > 0 and result["errors"] == 0
