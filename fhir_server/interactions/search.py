@@ -63,13 +63,14 @@ def search(
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
     compiler = Compiler(ctx.base_url)
-    where, args = compiler.where(rtype, query.clauses)
+    needs_resource = any(p.code in ("_id", "_lastUpdated") for p, _ in query.sort)
+    relation, where, args = compiler.source(rtype, query.clauses, needs_resource)
     if query.types:
         where += f" AND r.type IN ({', '.join('?' * len(query.types))})"
         args += query.types
     total: int | None = None
     if query.total != "none" or query.summary == "count":
-        total = session.query(f"SELECT count(*) FROM resource r WHERE {where}", args)[0][0]
+        total = session.query(f"SELECT count(*) FROM {relation} r WHERE {where}", args)[0][0]
     entries: list[bytes] = []
     rows: list[tuple[Any, ...]] = []
     keys = compiler.sort_keys(query)
@@ -83,15 +84,16 @@ def search(
         order, order_args = order_by(keys, forward)
         columns = ", ".join(k.sql for k in keys)
         key_args = [a for k in keys for a in k.args]
-        rows = session.query(
-            f"SELECT r.rid, r.type, r.id, r.json, {columns} FROM resource r WHERE {where} "
-            f"{order} LIMIT ?",
+        # order row ids and sort keys only; sorting rows that carry the JSON costs far more
+        page = session.query(
+            f"SELECT r.rid, {columns} FROM {relation} r WHERE {where} {order} LIMIT ?",
             [*key_args, *args, *order_args, query.count + 1],
         )
-        more = len(rows) > query.count
-        rows = rows[: query.count]
+        more = len(page) > query.count
+        page = page[: query.count]
         if not forward:
-            rows.reverse()
+            page.reverse()
+        rows = _with_json(session, page)
     base = ctx.base_url
     for row in rows:
         t, i, raw = row[1], row[2], row[3]
@@ -118,6 +120,20 @@ def search(
         head["total"] = total
     head["link"] = links
     return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def _with_json(session: Session, page: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """(rid, *keys) rows -> (rid, type, id, json, *keys), in the same order."""
+    if not page:
+        return []
+    marks = ", ".join("?" * len(page))
+    found = {
+        row[0]: row
+        for row in session.query(
+            f"SELECT rid, type, id, json FROM resource WHERE rid IN ({marks})", [r[0] for r in page]
+        )
+    }
+    return [(*found[r[0]], *r[1:]) for r in page]
 
 
 def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:

@@ -736,7 +736,12 @@ def _references(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
             if type(rtype) is str and type(rid) is str:  # Bundle.entry[0].resource
                 out.append((code, rtype, rid, None))
         elif type(v) is str and v:  # canonical / uri: kept as given, |version included
-            out.append((code, None, None, v))
+            target = v.partition("|")[0]
+            parsed = None if "://" in target else parse_reference(target)
+            if parsed is not None and parsed[0] is not None:  # relative: Type/id searchable
+                out.append((code, parsed[0], parsed[1], v))
+            else:
+                out.append((code, None, None, v))
 
 
 def _period(v: dict[str, Any]) -> tuple[str, str] | None:

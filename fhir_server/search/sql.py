@@ -6,10 +6,11 @@ from typing import Any
 
 from ..errors import error
 from .paging import SortKey
-from .query import Clause, Param, Query, split_composite, split_prefix, split_token
+from .query import SPECIAL, Clause, Param, Query, split_composite, split_prefix, split_token
 from .ucum import UCUM, factor
 from .values import date_bounds, normalize_string, number_bounds
 
+SPECIAL_CODES = frozenset(SPECIAL)
 _SORT_COLUMN = {
     "string": "value",
     "token": "code",
@@ -31,24 +32,31 @@ class Compiler:
         self.base_url = base_url.rstrip("/") + "/"
 
     def where(self, rtype: str | None, clauses: list[Clause], alias: str = "r") -> tuple[str, list]:
-        parts = [f"{alias}.deleted = 0"]
+        """All clauses ANDed. When one of them selects row ids from an index, SQLite must
+        drive the query from it: the unary `+` keeps it off the (type, deleted) index, which
+        would otherwise make it visit every resource of the type."""
+        parts: list[str] = []
         args: list[Any] = []
-        if rtype is not None:
-            parts.append(f"{alias}.type = ?")
-            args.append(rtype)
         for clause in clauses:
             sql, a = self.clause(rtype, clause, alias)
             parts.append(sql)
             args += a
-        return " AND ".join(parts), args
+        plus = "+" if any(p.startswith(f"{alias}.rid IN (") for p in parts) else ""
+        head = [f"{plus}{alias}.deleted = 0"]
+        head_args: list[Any] = []
+        if rtype is not None:
+            head.append(f"{plus}{alias}.type = ?")
+            head_args.append(rtype)
+        return " AND ".join(head + parts), head_args + args
 
     def clause(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+        sub = self.rid_subquery(rtype, c, alias)
+        if sub is not None:
+            return f"{alias}.rid IN ({sub[0]})", sub[1]
         if c.compartment is not None:
             return self._compartment(rtype, c.compartment, alias)
         if c.has is not None:
             return self._has(rtype, c, alias)
-        if c.chain is not None:
-            return self._chain(rtype, c, alias)
         p = c.param
         if p.code == "_id":
             return self._id(c, alias)
@@ -64,8 +72,6 @@ class Compiler:
                 ors.append(sql)
                 args += a
             return "(" + " OR ".join(ors) + ")", args
-        if p.type == "composite":
-            return self._composite(rtype, c, alias)
         table = f"idx_{p.type}"
         scope, scope_args = _scope(rtype, p)
         if c.modifier == "missing":
@@ -76,27 +82,69 @@ class Compiler:
                 f"{neg}EXISTS (SELECT 1 FROM {table} i WHERE i.rid = {alias}.rid AND i.{scope})",
                 scope_args,
             )
+        assert c.modifier == "not"
+        sub = self._index_lookup(rtype, c)
+        return f"{alias}.rid NOT IN ({sub[0]})", sub[1]
+
+    def rid_subquery(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list] | None:
+        """For clauses that select matches straight from the index tables, the subquery
+        giving their row ids, else None. Index rows exist only for current, undeleted
+        resources, so with a type these ids need no check against the resource table."""
+        if c.compartment is not None or c.has is not None:
+            return None
+        if c.chain is not None:
+            return self._chain(rtype, c, alias)
+        p = c.param
+        if p.code in SPECIAL_CODES or c.modifier in ("missing", "not"):
+            return None
+        if p.type == "composite":
+            return self._composite(rtype, c)
+        return self._index_lookup(rtype, c)
+
+    def _index_lookup(self, rtype: str | None, c: Clause) -> tuple[str, list]:
+        p = c.param
+        table = f"idx_{p.type}"
+        scope, scope_args = _scope(rtype, p)
         if c.modifier == "identifier":  # Reference.identifier rows live in the token table
             table, p = "idx_token", Param(p.code, "token")
         elif c.modifier == "of-type":
             scope, scope_args = _scope(rtype, Param(f"{p.code}:of-type", "token"))
         ors, args = [], []
         for v in c.values:
-            sql, a = self._value(p, c.modifier, v)
+            sql, a = self._value(p, None if c.modifier == "not" else c.modifier, v)
             ors.append(sql)
             args += a
         cond = " OR ".join(f"({o})" for o in ors)
-        sub = f"SELECT rid FROM {table} WHERE {scope} AND ({cond})"
-        if c.modifier == "not":
-            return f"{alias}.rid NOT IN ({sub})", scope_args + args
-        return f"{alias}.rid IN ({sub})", scope_args + args
+        return f"SELECT rid FROM {table} WHERE {scope} AND ({cond})", scope_args + args
+
+    def source(
+        self, rtype: str | None, clauses: list[Clause], needs_resource: bool
+    ) -> tuple[str, str, list]:
+        """(relation, condition, args) to select the matches from: the intersection of the
+        clauses' index lookups when every clause is one (no resource rows touched), else the
+        resource table with all conditions."""
+        subs: list[str] = []
+        sub_args: list[Any] = []
+        for c in clauses if rtype and not needs_resource else ():
+            sub = self.rid_subquery(rtype, c, "r")
+            if sub is None:
+                break
+            subs.append(sub[0])
+            sub_args += sub[1]
+        else:
+            if subs:
+                if len(subs) == 1:
+                    return f"(SELECT DISTINCT rid FROM ({subs[0]}))", "1", sub_args
+                return "(" + " INTERSECT ".join(subs) + ")", "1", sub_args
+        where, args = self.where(rtype, clauses)
+        return "resource", where, args
 
     def _id(self, c: Clause, alias: str) -> tuple[str, list]:
         marks = ", ".join("?" * len(c.values))
         neg = "NOT " if c.modifier == "not" else ""
         return f"{alias}.id {neg}IN ({marks})", list(c.values)
 
-    def _composite(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
+    def _composite(self, rtype: str | None, c: Clause) -> tuple[str, list]:
         """Each component matched in its own table, joined on the same row and group."""
         p = c.param
         ors, args = [], []
@@ -121,7 +169,7 @@ class Compiler:
                 for j, sub in enumerate(subs[1:], start=1)
             )
             ors.append(f"SELECT c0.rid FROM {subs[0]} c0 {joins}")
-        return f"{alias}.rid IN ({' UNION '.join(ors)})", args
+        return " UNION ".join(ors), args
 
     def _list(self, c: Clause, alias: str) -> tuple[str, list]:
         """`_list=id`: the items of List/id (search.html#list)."""
@@ -194,8 +242,8 @@ class Compiler:
                 return "url = ?", [v]
             return "(url = ? OR url LIKE ? ESCAPE '\\')", [v, _like(v) + "|%"]
         parts = v.split("/")
-        if len(parts) == 2:  # also a relative canonical, kept whole in `url`
-            return "(target_type = ? AND target_id = ?) OR url = ?", [*parts, v]
+        if len(parts) == 2:  # relative canonicals are indexed with their type and id too
+            return "target_type = ? AND target_id = ?", parts
         if len(parts) == 4 and parts[2] == "_history":
             return "target_type = ? AND target_id = ?", parts[:2]
         return "target_id = ?", [v]
@@ -208,10 +256,11 @@ class Compiler:
         inner_where, inner_args = self.where(c.target_type, [c.chain], alias=t)
         scope = f"{i}.type = ? AND " if rtype else ""
         scope_args = [rtype] if rtype else []
+        # CROSS JOIN: drive from the (usually few) matching targets to their referrers
         sql = (
-            f"{alias}.rid IN (SELECT {i}.rid FROM idx_reference {i} JOIN resource {t} "
+            f"SELECT {i}.rid FROM resource {t} CROSS JOIN idx_reference {i} "
             f"ON {t}.type = {i}.target_type AND {t}.id = {i}.target_id "
-            f"WHERE {scope}{i}.param = ? AND {i}.target_type = ? AND {inner_where})"
+            f"WHERE {scope}{i}.param = ? AND {i}.target_type = ? AND {inner_where}"
         )
         return sql, [*scope_args, c.param.code, c.target_type, *inner_args]
 

@@ -6,6 +6,8 @@ import sqlite3
 
 MIGRATIONS: list[str] = [
     # 1: current versions, full history, and one index table per search-parameter type.
+    # Value indexes end in rid, so lookups are covering and equal values come in rid order;
+    # rid indexes continue with (param, value) to serve deletes and sort keys.
     """
     CREATE TABLE resource (
         rid INTEGER PRIMARY KEY,
@@ -18,6 +20,8 @@ MIGRATIONS: list[str] = [
         UNIQUE (type, id)
     );
     CREATE INDEX resource_type_updated ON resource (type, last_updated);
+    -- (type, deleted) rows come in rowid order: the default search order
+    CREATE INDEX resource_type ON resource (type, deleted);
     CREATE TABLE history (
         type TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -32,33 +36,33 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_type_updated ON history (type, last_updated);
     CREATE TABLE idx_string (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         value TEXT NOT NULL, original TEXT, grp INTEGER);
-    CREATE INDEX idx_string_value ON idx_string (type, param, value);
-    CREATE INDEX idx_string_rid ON idx_string (rid);
+    CREATE INDEX idx_string_value ON idx_string (type, param, value, rid);
+    CREATE INDEX idx_string_rid ON idx_string (rid, param, value);
     CREATE TABLE idx_token (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         system TEXT, code TEXT, text TEXT, grp INTEGER);
-    CREATE INDEX idx_token_code ON idx_token (type, param, code, system);
-    CREATE INDEX idx_token_rid ON idx_token (rid);
+    CREATE INDEX idx_token_code ON idx_token (type, param, code, system, rid);
+    CREATE INDEX idx_token_rid ON idx_token (rid, param, code);
     CREATE TABLE idx_reference (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         target_type TEXT, target_id TEXT, url TEXT, grp INTEGER);
-    CREATE INDEX idx_reference_target ON idx_reference (type, param, target_id, target_type);
-    CREATE INDEX idx_reference_url ON idx_reference (type, param, url);
-    CREATE INDEX idx_reference_rid ON idx_reference (rid);
+    CREATE INDEX idx_reference_target ON idx_reference (type, param, target_id, target_type, rid);
+    CREATE INDEX idx_reference_url ON idx_reference (type, param, url, rid);
+    CREATE INDEX idx_reference_rid ON idx_reference (rid, param, target_type, target_id);
     CREATE TABLE idx_date (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         low TEXT NOT NULL, high TEXT NOT NULL, grp INTEGER);
-    CREATE INDEX idx_date_low ON idx_date (type, param, low, high);
-    CREATE INDEX idx_date_rid ON idx_date (rid);
+    CREATE INDEX idx_date_low ON idx_date (type, param, low, high, rid);
+    CREATE INDEX idx_date_rid ON idx_date (rid, param, low, high);
     CREATE TABLE idx_number (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         low REAL NOT NULL, high REAL NOT NULL, grp INTEGER);
-    CREATE INDEX idx_number_low ON idx_number (type, param, low, high);
-    CREATE INDEX idx_number_rid ON idx_number (rid);
+    CREATE INDEX idx_number_low ON idx_number (type, param, low, high, rid);
+    CREATE INDEX idx_number_rid ON idx_number (rid, param, low);
     CREATE TABLE idx_quantity (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         value REAL NOT NULL, system TEXT, code TEXT, unit TEXT, grp INTEGER);
-    CREATE INDEX idx_quantity_value ON idx_quantity (type, param, value);
-    CREATE INDEX idx_quantity_rid ON idx_quantity (rid);
+    CREATE INDEX idx_quantity_value ON idx_quantity (type, param, value, rid);
+    CREATE INDEX idx_quantity_rid ON idx_quantity (rid, param, value);
     CREATE TABLE idx_uri (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
         value TEXT NOT NULL, grp INTEGER);
-    CREATE INDEX idx_uri_value ON idx_uri (type, param, value);
-    CREATE INDEX idx_uri_rid ON idx_uri (rid);
+    CREATE INDEX idx_uri_value ON idx_uri (type, param, value, rid);
+    CREATE INDEX idx_uri_rid ON idx_uri (rid, param, value);
     -- _text and _content: FTS5 trigram (substrings, CJK included); rowid = resource rid
     CREATE VIRTUAL TABLE fulltext USING fts5(narrative, content, tokenize = 'trigram');
     """,
