@@ -343,13 +343,41 @@ def test_list_identifier_and_of_type_modifiers(client: TestClient) -> None:
 
 def test_quantity_compared_in_canonical_ucum_units(client: TestClient) -> None:
     ucum = "http://unitsofmeasure.org"
-    put(client, {"resourceType": "Observation", "id": "glu", "status": "final",
-                 "code": {"text": "glucose"},
-                 "valueQuantity": {"value": 90, "unit": "mg/dL", "system": ucum,
-                                   "code": "mg/dL"}})
+    put(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "glu",
+            "status": "final",
+            "code": {"text": "glucose"},
+            "valueQuantity": {"value": 90, "unit": "mg/dL", "system": ucum, "code": "mg/dL"},
+        },
+    )
     # 90 mg/dL = 0.9 g/L = 900 mg/L
     assert ids(client.get(f"/fhir/Observation?value-quantity=0.9|{ucum}|g/L").json()) == ["glu"]
     assert ids(client.get(f"/fhir/Observation?value-quantity=900|{ucum}|mg/L").json()) == ["glu"]
     assert ids(client.get(f"/fhir/Observation?value-quantity=gt1|{ucum}|g/L").json()) == []
     assert ids(client.get(f"/fhir/Observation?value-quantity=90|{ucum}|mg/dL").json()) == ["glu"]
     assert ids(client.get("/fhir/Observation?value-quantity=90||mg/dL").json()) == ["glu"]
+
+
+def test_sort_on_multi_valued_parameter_uses_first_value_in_sort_order(
+    client: TestClient,
+) -> None:
+    for rid, given in [
+        ("g1", ["b", "y"]),
+        ("g2", ["c"]),
+        ("g3", ["a", "d"]),
+        ("g4", []),
+        ("g5", ["x"]),
+    ]:
+        name = [{"family": "F", "given": given}] if given else [{"family": "F"}]
+        put(client, {"resourceType": "Patient", "id": rid, "active": True, "name": name})
+    # ascending by each patient's smallest given name, descending by its largest; none last
+    asc, _ = follow(client, "/fhir/Patient?active=true&_sort=given&_count=2", "next")
+    assert asc == ["g3", "g1", "g2", "g5", "g4"]
+    desc, urls = follow(client, "/fhir/Patient?active=true&_sort=-given&_count=2", "next")
+    assert desc == ["g1", "g5", "g3", "g2", "g4"]
+    # previous links walk the same order back
+    back, _ = follow(client, urls[-1], "previous")
+    assert back == ["g4", "g3", "g2", "g1", "g5"]

@@ -12,7 +12,7 @@ from ..context import RequestContext
 from ..errors import error
 from ..search import query as q
 from ..search.paging import Cursor, after, order_by
-from ..search.sql import Compiler
+from ..search.sql import Compiler, SortWalk
 from ..services import Services
 from ..storage.sqlite import Session
 from .elements import filter_elements
@@ -73,25 +73,13 @@ def search(
         total = session.query(f"SELECT count(*) FROM {relation} r WHERE {where}", args)[0][0]
     entries: list[bytes] = []
     rows: list[tuple[Any, ...]] = []
-    keys = compiler.sort_keys(query)
     cursor = Cursor.decode(query.page) if query.page else None
-    forward = cursor is None or cursor.forward
     more = False
     if query.summary != "count":
-        if cursor is not None:
-            beyond, beyond_args = after(keys, cursor)
-            where, args = f"{where} AND {beyond}", [*args, *beyond_args]
-        order, order_args = order_by(keys, forward)
-        columns = ", ".join(k.sql for k in keys)
-        key_args = [a for k in keys for a in k.args]
-        # order row ids and sort keys only; sorting rows that carry the JSON costs far more
-        page = session.query(
-            f"SELECT r.rid, {columns} FROM {relation} r WHERE {where} {order} LIMIT ?",
-            [*key_args, *args, *order_args, query.count + 1],
-        )
+        page = _page(session, compiler, query, (relation, where, args), cursor)
         more = len(page) > query.count
         page = page[: query.count]
-        if not forward:
+        if cursor is not None and not cursor.forward:
             page.reverse()
         rows = _with_json(session, page)
     base = ctx.base_url
@@ -120,6 +108,79 @@ def search(
         head["total"] = total
     head["link"] = links
     return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def _page(
+    session: Session,
+    compiler: Compiler,
+    query: q.Query,
+    matches: tuple[str, str, list[Any]],
+    cursor: Cursor | None,
+) -> list[tuple[Any, ...]]:
+    """Up to count + 1 rows (rid, *sort key values) after the cursor, in sort order.
+
+    Only row ids and keys are sorted; the JSON is fetched for the page alone afterwards."""
+    relation, where, args = matches
+    keys = compiler.sort_keys(query)
+    forward = cursor is None or cursor.forward
+    limit = query.count + 1
+    walk = compiler.sort_walk(query) if forward and not query.types else None
+    if walk is not None:
+        return _walk_sort_index(session, walk, query, matches, cursor, limit)
+    if cursor is not None:
+        beyond, beyond_args = after(keys, cursor)
+        where, args = f"{where} AND {beyond}", [*args, *beyond_args]
+    order, order_args = order_by(keys, forward)
+    columns = ", ".join(k.sql for k in keys)
+    key_args = [a for k in keys for a in k.args]
+    return session.query(
+        f"SELECT r.rid, {columns} FROM {relation} r WHERE {where} {order} LIMIT ?",
+        [*key_args, *args, *order_args, limit],
+    )
+
+
+def _walk_sort_index(
+    session: Session,
+    walk: SortWalk,
+    query: q.Query,
+    matches: tuple[str, str, list[Any]],
+    cursor: Cursor | None,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """`_sort` on one parameter, read in order from that parameter's index instead of
+    computing the key of every match and sorting them all: the cost follows the page, not
+    the number of matches. Each resource is represented by its first value in sort order
+    (search.html#sort); resources without a value follow, in row order (nulls last)."""
+    relation, where, args = matches
+    table, col, desc, code = walk.table, walk.column, walk.desc, walk.code
+    direction = "DESC" if desc else "ASC"
+    member, member_args = "", []
+    if query.clauses:  # no clauses: every index row of the type is a match
+        member, member_args = f"AND s.rid IN (SELECT r.rid FROM {relation} r WHERE {where})", args
+    rows: list[tuple[Any, ...]] = []
+    if cursor is None or cursor.values[0] is not None:
+        beyond, beyond_args = "", []
+        if cursor is not None:
+            value, rid = cursor.values
+            beyond = f"AND (s.{col} {'<' if desc else '>'} ? OR (s.{col} = ? AND s.rid > ?))"
+            beyond_args = [value, value, rid]
+        found = session.query(
+            f"SELECT s.rid, s.{col}, s.rid FROM {table} s WHERE s.type = ? AND s.param = ? "
+            f"AND s.rowid = (SELECT x.rowid FROM {table} x WHERE x.rid = s.rid AND "
+            f"x.param = ? ORDER BY x.{col} {direction}, x.rowid LIMIT 1) "
+            f"{member} {beyond} ORDER BY s.{col} {direction}, s.rid LIMIT ?",
+            [query.rtype, code, code, *member_args, *beyond_args, limit],
+        )
+        rows += found
+    if len(rows) < limit:
+        after_rid = cursor.values[1] if cursor is not None and cursor.values[0] is None else 0
+        rows += session.query(
+            f"SELECT r.rid, NULL, r.rid FROM {relation} r WHERE {where} AND r.rid > ? AND NOT "
+            f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND x.param = ?) "
+            "ORDER BY r.rid LIMIT ?",
+            [*args, after_rid, code, limit - len(rows)],
+        )
+    return rows
 
 
 def _with_json(session: Session, page: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

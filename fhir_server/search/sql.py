@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import error
@@ -20,6 +21,16 @@ _SORT_COLUMN = {
     "quantity": "value",
     "uri": "value",
 }
+
+
+@dataclass(frozen=True)
+class SortWalk:
+    """Reading a search's order straight from one index table (see Compiler.sort_walk)."""
+
+    table: str
+    column: str
+    desc: bool
+    code: str
 
 
 class Compiler:
@@ -293,6 +304,17 @@ class Compiler:
             f"AND {i}.target_id = {alias}.id AND {inner_where})"
         )
         return sql, [other, ref, *inner_args]
+
+    def sort_walk(self, q: Query) -> SortWalk | None:
+        """When the order can be read from one parameter's index (a single `_sort` key on a
+        typed search), how to read it; else None."""
+        if q.rtype is None or len(q.sort) != 1:
+            return None
+        param, desc = q.sort[0]
+        col = _SORT_COLUMN.get(param.type)
+        if col is None or param.code in SPECIAL_CODES:
+            return None
+        return SortWalk(f"idx_{param.type}", col, desc, param.code)
 
     def sort_keys(self, q: Query, alias: str = "r") -> list[SortKey]:
         """_sort keys (search.html#sort), then the row id so that the order is total."""
