@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(database: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server(database: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The real server as a separate process, as users run it."""
     port = free_port()
     env = {**os.environ, "FHIR_SERVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir"}
@@ -82,6 +83,8 @@ def server(database: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             str(port),
             "--database",
             str(database),
+            "--workers",
+            str(workers),
         ],
         env=env,
         stderr=subprocess.DEVNULL,
@@ -104,33 +107,42 @@ def server(database: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of the server: the process and its workers, added up."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        total += peak_rss_mb(int(child))
+    return total
 
 
-def ingest(base: str, files: list[Path]) -> dict[str, Any]:
-    """POST every bundle in order; resources/s over the whole run (decompression excluded)."""
-    bodies = [read_bytes(f) for f in files]
-    resources = sum(len(orjson.loads(b).get("entry", [])) for b in bodies)
-    failed = 0
-    started = time.perf_counter()
-    with httpx.Client(timeout=600) as client:
-        for body in bodies:
+def ingest(base: str, files: list[Path], concurrency: int = 1) -> dict[str, Any]:
+    """POST every bundle: the hospital and practitioner batches first, then the patients'
+    transactions from `concurrency` clients at once; resources/s over the whole run
+    (decompression excluded)."""
+    bodies = [(f.name.startswith("0-"), read_bytes(f)) for f in files]
+    resources = sum(len(orjson.loads(b).get("entry", [])) for _, b in bodies)
+
+    def post(body: bytes) -> int:
+        with httpx.Client(timeout=600) as client:
             r = client.post(base, content=body, headers={"content-type": "application/fhir+json"})
-            if r.status_code != 200:
-                failed += len(orjson.loads(body).get("entry", []))
-                continue
-            failed += sum(
-                1 for e in r.json()["entry"] if not e["response"]["status"].startswith("2")
-            )
+        if r.status_code != 200:
+            return len(orjson.loads(body).get("entry", []))
+        return sum(1 for e in r.json()["entry"] if not e["response"]["status"].startswith("2"))
+
+    started = time.perf_counter()
+    failed = sum(post(b) for first, b in bodies if first)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        failed += sum(pool.map(post, [b for first, b in bodies if not first]))
     seconds = time.perf_counter() - started
     return {
         "resources": resources,
         "failed": failed,
         "seconds": round(seconds, 2),
         "per_second": round(resources / seconds, 1),
+        "clients": concurrency,
     }
 
 
@@ -307,10 +319,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(files: list[Path], clients: int, seconds: float, repeats: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, server(Path(tmp) / "bench.db") as (base, proc):
-        result: dict[str, Any] = {"machine": machine(), "date": datetime.now(UTC).isoformat()}
-        result["ingest"] = ingest(base, files)
+def run(
+    files: list[Path],
+    clients: int,
+    seconds: float,
+    repeats: int,
+    workers: int = 2,
+    ingest_clients: int = 2,
+) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server(Path(tmp) / "bench.db", workers) as (base, proc),
+    ):
+        result: dict[str, Any] = {
+            "machine": machine(),
+            "date": datetime.now(UTC).isoformat(),
+            "workers": workers,
+        }
+        result["ingest"] = ingest(base, files, ingest_clients)
         result["ingest"]["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
         result["baseline"] = physical_baseline(files)
         result["ingest"]["fraction_of_baseline"] = round(
@@ -324,8 +350,9 @@ def run(files: list[Path], clients: int, seconds: float, repeats: int) -> dict[s
 def table(result: dict[str, Any]) -> str:
     ing, base, rd = result["ingest"], result["baseline"], result["read"]
     lines = [
-        f"machine: {result['machine']}",
-        f"ingest: {ing['resources']} resources in {ing['seconds']} s = {ing['per_second']}/s "
+        f"machine: {result['machine']}; server workers: {result['workers']}",
+        f"ingest ({ing['clients']} clients): {ing['resources']} resources in {ing['seconds']} s"
+        f" = {ing['per_second']}/s "
         f"({ing['failed']} failed; peak RSS {ing['peak_rss_mb']} MB; "
         f"{ing['fraction_of_baseline']:.1%} of the physical baseline {base['per_second']}/s)",
         f"read by id ({rd['tool']}): {rd['req_per_s']} req/s with {rd['clients']} clients; "
@@ -342,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=SYNTHEA, help="folder of Synthea bundles")
     parser.add_argument("--patients", type=int, default=None, help="load only N patient bundles")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4, help="read-load connections")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument("--ingest-clients", type=int, default=2, help="bundles posted at once")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -351,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"no Synthea bundles in {args.data}", file=sys.stderr)
         return 2
-    result = run(files, args.clients, args.seconds, args.repeats)
+    result = run(files, args.clients, args.seconds, args.repeats, args.workers, args.ingest_clients)
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"

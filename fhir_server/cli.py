@@ -34,28 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import os
+    from .serve import serve
 
-    import uvicorn
-
-    from .storage.sqlite import SqliteStore
-
-    SqliteStore(settings.database).close()  # create and migrate once, before workers start
-    os.environ.update(settings.to_env())
-    print(
-        f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
-        f"(database {settings.database}, {settings.workers} worker(s))",
-        file=sys.stderr,
-    )
-    uvicorn.run(
-        "fhir_server.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-    )
-    return 0
+    return serve(settings)
 
 
 def _load(settings: Settings, files: list[Path]) -> int:

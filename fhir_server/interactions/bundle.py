@@ -9,7 +9,6 @@ error names the failing entry. A batch processes each entry on its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, Issue, error, operation_outcome
+from ..model.resource import now
 from ..model.validate import check_body, check_id, check_type, validate
 from ..services import Services
 from ..storage.sqlite import Session
@@ -64,8 +64,13 @@ def process(
         raise error(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
     if kind == "transaction":
         entries = [_parse_entry(ctx, i, e) for i, e in enumerate(raw_entries)]
-        with services.store.write() as session:
-            _transaction(session, services, ctx, entries)
+        if entries and all(
+            e.method == "POST" and not e.request.get("ifNoneExist") for e in entries
+        ):
+            _bulk_create(services, ctx, entries)
+        else:
+            with services.store.write() as session:
+                _transaction(session, services, ctx, entries)
     else:
         entries = _batch(services, ctx, raw_entries)
     return {
@@ -136,7 +141,7 @@ def _transaction(
     session: Session, services: Services, ctx: RequestContext, entries: list[Entry]
 ) -> None:
     ids = _assign_ids(session, services, ctx, entries)
-    rewrite = _rewriter(session, services, ctx, ids)
+    rewrite = Rewriter(session, services, ctx, ids)
     for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
         try:
             if entry.resource is not None and entry.method in ("POST", "PUT"):
@@ -144,6 +149,41 @@ def _transaction(
             _execute(session, services, ctx, entry)
         except FhirError as exc:
             raise _at_entry(exc, entry.index) from None
+
+
+def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) -> None:
+    """A transaction of plain creates, the shape of bulk ingest: everything that needs no
+    lock (ids, reference rewriting, validation, JSON, index rows) is done first, so that
+    several server workers can prepare bundles in parallel; the write lock is then held only
+    to re-check conditional references and insert everything in one batch."""
+    originals = [e.resource for e in entries]
+    ids: dict[str, str] = {}
+    for e in entries:
+        e.rid = write.new_id()
+        if e.full_url:
+            ids[e.full_url] = f"{e.rtype}/{e.rid}"
+    rewrite = Rewriter(services.store.reader(), services, ctx, ids)
+    stamp = now()
+    versions = []
+    for e in entries:
+        assert e.rtype is not None and e.rid is not None
+        try:
+            e.resource = rewrite(e.resource, e.full_url)
+            validate(e.resource)
+        except FhirError as exc:
+            raise _at_entry(exc, e.index) from None
+        versions.append(write.prepare(services, e.rtype, e.rid, e.resource, 1, stamp, "POST"))
+    with services.store.write() as session:
+        rewrite.session = session
+        if any(rewrite.conditional(ref) != target for ref, target in rewrite.resolved.items()):
+            # a conditional reference changed meanwhile: do it all again under the lock
+            for e, original in zip(entries, originals, strict=True):
+                e.resource, e.rid = original, None
+            _transaction(session, services, ctx, entries)
+            return
+        session.save_many([(None, v) for v in versions])
+    for e, v in zip(entries, versions, strict=True):
+        e.result = Result(201, v.stored, location=True)
 
 
 def _assign_ids(
@@ -195,40 +235,49 @@ def _assign_ids(
     return ids
 
 
-def _rewriter(
-    session: Session, services: Services, ctx: RequestContext, ids: dict[str, str]
-) -> Callable[[Any, str | None], Any]:
-    """A function rewriting one entry's resource (http.html#trules): references to bundle
-    fullUrls, relative ones resolved against the entry's own fullUrl base
+class Rewriter:
+    """Rewrites one entry's resource (http.html#trules): references to bundle fullUrls,
+    relative ones resolved against the entry's own fullUrl base
     (references.html#bundle-references), links in the narrative, and conditional references
-    (`Type?criteria`, exactly one match required)."""
-    resolved: dict[str, str] = {}
-    base = ctx.base_url + "/"
+    (`Type?criteria`, exactly one match required), which are remembered in `resolved`."""
 
-    def resolve(ref: str, entry_base: str | None) -> str:
+    def __init__(
+        self, session: Session, services: Services, ctx: RequestContext, ids: dict[str, str]
+    ) -> None:
+        self.session, self.services, self.ctx, self.ids = session, services, ctx, ids
+        self.resolved: dict[str, str] = {}
+        self.base = ctx.base_url + "/"
+
+    def conditional(self, ref: str) -> str:
+        head, _, query = ref.partition("?")
+        check_type(head)
+        found = find(self.session, self.services, self.ctx, head, query)
+        if len(found) != 1:
+            raise error(
+                412 if found else 404,
+                "not-found" if not found else "multiple-matches",
+                f"Conditional reference '{ref}' matched {len(found) or 'no'} resources"
+                + (" (exactly one is required)" if found else ""),
+            )
+        return f"{found[0][0]}/{found[0][1]}"
+
+    def resolve(self, ref: str, entry_base: str | None) -> str:
+        ids, base = self.ids, self.base
         if ref in ids:
             return ids[ref]
         if ref.startswith(base) and ref[len(base) :] in ids:
             return ids[ref[len(base) :]]
         if entry_base and _RELATIVE.match(ref) and f"{entry_base}/{ref}" in ids:
             return ids[f"{entry_base}/{ref}"]
-        head, q, query = ref.partition("?")
+        head, q, _ = ref.partition("?")
         if q and head and head[0].isupper() and "/" not in head:
-            if ref not in resolved:
-                check_type(head)
-                found = find(session, services, ctx, head, query)
-                if len(found) != 1:
-                    raise error(
-                        412 if found else 404,
-                        "not-found" if not found else "multiple-matches",
-                        f"Conditional reference '{ref}' matched {len(found) or 'no'} resources"
-                        + (" (exactly one is required)" if found else ""),
-                    )
-                resolved[ref] = f"{found[0][0]}/{found[0][1]}"
-            return resolved[ref]
+            if ref not in self.resolved:
+                self.resolved[ref] = self.conditional(ref)
+            return self.resolved[ref]
         return ref
 
-    def rewrite(resource: Any, full_url: str | None) -> Any:
+    def __call__(self, resource: Any, full_url: str | None) -> Any:
+        ids = self.ids
         entry_base = None
         if full_url and "://" in full_url:
             m = _RESTFUL.match(full_url)
@@ -242,7 +291,7 @@ def _rewriter(
                 out = {}
                 for k, v in node.items():
                     if k == "reference" and isinstance(v, str):
-                        out[k] = resolve(v, entry_base)
+                        out[k] = self.resolve(v, entry_base)
                     elif k == "div" and isinstance(v, str) and ids:
                         out[k] = _LINK.sub(link, v)
                     elif isinstance(v, str):
@@ -255,8 +304,6 @@ def _rewriter(
             return node
 
         return walk(resource)
-
-    return rewrite
 
 
 def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
@@ -354,7 +401,7 @@ def _transaction_one(
     session: Session, services: Services, ctx: RequestContext, entry: Entry
 ) -> None:
     ids = _assign_ids(session, services, ctx, [entry])
-    entry.resource = _rewriter(session, services, ctx, ids)(entry.resource, entry.full_url)
+    entry.resource = Rewriter(session, services, ctx, ids)(entry.resource, entry.full_url)
     _execute(session, services, ctx, entry)
 
 

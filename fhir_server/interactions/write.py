@@ -20,13 +20,35 @@ from ..search.composite import composite_rows
 from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
 from ..services import Services
-from ..storage.sqlite import Session, Stored
+from ..storage.sqlite import Session, Stored, Version
 from .result import Result
 from .search import find
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def prepare(
+    services: Services,
+    rtype: str,
+    rid: str,
+    resource: dict[str, Any] | None,
+    version: int,
+    stamp: str,
+    method: str,
+) -> Version:
+    """Everything a write needs that does not need the database: the stored JSON with its
+    meta, and the index rows. Pure, so it can run before the write lock is taken."""
+    if resource is None:
+        return Version(Stored(rtype, rid, version, stamp, True, None, method), {}, None, {})
+    body = with_meta(resource, rid, version, stamp)
+    return Version(
+        Stored(rtype, rid, version, stamp, False, dumps(body), method),
+        index_rows(rtype, body, services.registry),
+        (narrative_text(body), content_text(body)),
+        composite_rows(rtype, body, services.registry),
+    )
 
 
 def save(
@@ -37,25 +59,13 @@ def save(
     resource: dict[str, Any] | None,
     prev: tuple[int, Stored] | None,
     method: str,
-    last_updated: str | None = None,
 ) -> Stored:
     """Write the next version (or a deletion marker when resource is None) with its index rows."""
-    version = prev[1].version + 1 if prev else 1
-    stamp = last_updated or now()
-    if resource is None:
-        stored = Stored(rtype, rid, version, stamp, True, None, method)
-        session.save(prev[0] if prev else None, stored, {})
-        return stored
-    body = with_meta(resource, rid, version, stamp)
-    stored = Stored(rtype, rid, version, stamp, False, dumps(body), method)
-    session.save(
-        prev[0] if prev else None,
-        stored,
-        index_rows(rtype, body, services.registry),
-        (narrative_text(body), content_text(body)),
-        composite_rows(rtype, body, services.registry),
+    version = prepare(
+        services, rtype, rid, resource, prev[1].version + 1 if prev else 1, now(), method
     )
-    return stored
+    session.save(prev[0] if prev else None, version)
+    return version.stored
 
 
 def check_if_match(prev: tuple[int, Stored] | None, if_match: str | None) -> None:

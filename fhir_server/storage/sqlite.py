@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .schema import INDEX_TABLES, migrate
 
@@ -39,6 +39,16 @@ _INSERT_GROUPED = {
     f"VALUES (?, ?, ?{', ?' * len(cols)}, ?)"
     for table, cols in INDEX_TABLES.items()
 }
+
+
+class Version(NamedTuple):
+    """A version ready to write: what is stored, its index rows (per table), its text for
+    _text/_content, and its composite component rows (ending in their group number)."""
+
+    stored: Stored
+    index_rows: IndexRows
+    fulltext: tuple[str, str] | None
+    composite: IndexRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,60 +138,73 @@ class Session:
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
 
-    def save(
-        self,
-        row: int | None,
-        stored: Stored,
-        index: IndexRows,
-        fulltext: tuple[str, str] | None = None,
-        grouped: IndexRows | None = None,
-    ) -> int:
-        """Write a new version: the current row, the history row and fresh index rows
-        (`grouped`: composite component rows, ending in their group number)."""
+    def save(self, row: int | None, version: Version) -> int:
+        """Write one version (see save_many); returns its resource row id."""
+        return self.save_many([(row, version)])[0]
+
+    def save_many(self, writes: list[tuple[int | None, Version]]) -> list[int]:
+        """Write versions: current rows, history rows and fresh index rows, with one
+        executemany per table for the whole batch. `row` is the existing resource row id,
+        or None for a new resource, whose row id is assigned here (under the write lock)."""
         conn = self.conn
-        deleted = int(stored.deleted)
-        if row is None:
-            cur = conn.execute(
-                "INSERT INTO resource (type, id, version, last_updated, deleted, json) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (stored.type, stored.id, stored.version, stored.last_updated, deleted, stored.json),
+        new = [v for row, v in writes if row is None]
+        next_rid = (conn.execute("SELECT max(rid) FROM resource").fetchone()[0] or 0) + 1
+        rows: list[int] = []
+        for row, _ in writes:
+            if row is None:
+                row, next_rid = next_rid, next_rid + 1
+            rows.append(row)
+        if new:
+            conn.executemany(
+                "INSERT INTO resource (rid, type, id, version, last_updated, deleted, json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (row, s.type, s.id, s.version, s.last_updated, int(s.deleted), s.json)
+                    for row, (old, (s, *_)) in zip(rows, writes, strict=True)
+                    if old is None
+                ],
             )
-            row = cur.lastrowid
-            assert row is not None
-        else:
-            conn.execute(
-                "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, json = ? "
-                "WHERE rid = ?",
-                (stored.version, stored.last_updated, deleted, stored.json, row),
-            )
-            for table in INDEX_TABLES:
-                conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
-            conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
-        conn.execute(
+        for row, (old, (s, *_)) in zip(rows, writes, strict=True):
+            if old is not None:
+                conn.execute(
+                    "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, json = ? "
+                    "WHERE rid = ?",
+                    (s.version, s.last_updated, int(s.deleted), s.json, row),
+                )
+                for table in INDEX_TABLES:
+                    conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
+                conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
+        conn.executemany(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                stored.type,
-                stored.id,
-                stored.version,
-                stored.last_updated,
-                deleted,
-                stored.method,
-                stored.json,
-            ),
+            [
+                (s.type, s.id, s.version, s.last_updated, int(s.deleted), s.method, s.json)
+                for _, (s, *_) in writes
+            ],
         )
-        if fulltext is not None and any(fulltext):
-            conn.execute(
-                "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
-                (row, *fulltext),
-            )
-        prefix = (row, stored.type)
-        for table, values in index.items():
+        conn.executemany(
+            "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
+            [
+                (row, *text)
+                for row, (_, (_, _, text, _)) in zip(rows, writes, strict=True)
+                if text is not None and any(text)
+            ],
+        )
+        batches: dict[str, list[tuple[Any, ...]]] = {}
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for row, (_, (s, index, _, composite)) in zip(rows, writes, strict=True):
+            prefix = (row, s.type)
+            for table, values in index.items():
+                batches.setdefault(table, []).extend(prefix + v for v in values)
+            for table, values in composite.items():
+                grouped.setdefault(table, []).extend(prefix + v for v in values)
+        for table, values in batches.items():
             if values:
-                conn.executemany(_INSERT_INDEX[table], [prefix + v for v in values])
-        for table, values in (grouped or {}).items():
-            conn.executemany(_INSERT_GROUPED[table], [prefix + v for v in values])
-        return row
+                conn.executemany(_INSERT_INDEX[table], values)
+        for table, values in grouped.items():
+            if values:
+                conn.executemany(_INSERT_GROUPED[table], values)
+        return rows
 
 
 class SqliteStore:
