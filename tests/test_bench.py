@@ -19,7 +19,7 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
-    assert "ingest:" in bench.table(result)
+    assert "ingest (2 clients):" in bench.table(result)
 
 
 def test_python_read_load_generator(tmp_path: Path) -> None:
