@@ -29,10 +29,11 @@ def _entity(m: re.Match[str]) -> str:
 
 
 def content_text(resource: dict[str, Any]) -> str:
-    """Every string value outside the narrative and meta, normalised, one per line."""
+    """Every string value outside the narrative and meta, normalised (in one pass: this runs
+    for every resource written)."""
     out: list[str] = []
     _collect(resource, out, top=True)
-    return "\n".join(normalize_string(s) for s in out)
+    return normalize_string("\n".join(out))
 
 
 def _collect(node: Any, out: list[str], top: bool = False) -> None:

@@ -29,9 +29,9 @@ _DIACRITIC_RANGES = (
 )
 
 
-def _is_diacritic(ch: str) -> bool:
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _DIACRITIC_RANGES)
+_DIACRITICS = re.compile(
+    "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _DIACRITIC_RANGES) + "]"
+)
 
 
 def normalize_string(s: str) -> str:
@@ -41,8 +41,7 @@ def normalize_string(s: str) -> str:
     """
     if s.isascii():  # fast path: the overwhelmingly common case
         return " ".join(s.lower().split())
-    decomposed = unicodedata.normalize("NFKD", s.casefold())
-    stripped = "".join(ch for ch in decomposed if not _is_diacritic(ch))
+    stripped = _DIACRITICS.sub("", unicodedata.normalize("NFKD", s.casefold()))
     return " ".join(unicodedata.normalize("NFC", stripped).split())
 
 
