@@ -12,6 +12,7 @@ import asyncio
 import os
 import platform
 import random
+import re
 import shutil
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -143,6 +145,45 @@ def ingest(base: str, files: list[Path], concurrency: int = 1) -> dict[str, Any]
         "seconds": round(seconds, 2),
         "per_second": round(resources / seconds, 1),
         "clients": concurrency,
+    }
+
+
+_UUID = re.compile(rb"(?<![|0-9a-f])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def copy_of(body: bytes, copy: int) -> bytes:
+    """A patient bundle with every id and uuid rewritten for `copy`: new patients with the
+    same clinical content. Identifiers after `|` (the conditional references to the shared
+    hospitals and practitioners) are kept, so copies refer to the same organisations."""
+    namespace = uuid.UUID(int=copy)
+    return _UUID.sub(lambda m: str(uuid.uuid5(namespace, m.group().decode())).encode(), body)
+
+
+def scale(base: str, files: list[Path], copies: int, concurrency: int) -> dict[str, Any]:
+    """Load `copies` more rewritten copies of the patient bundles (the generator of the
+    Scale benchmark), then report how many resources the server holds."""
+    patients = [f for f in files if not f.name.startswith("0-")]
+    started = time.perf_counter()
+    loaded = failed = 0
+    for copy in range(1, copies + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            rewritten = []
+            for f in patients:
+                out = Path(tmp) / f.name.replace(".bz2", "")
+                out.write_bytes(copy_of(read_bytes(f), copy))
+                rewritten.append(out)
+            result = ingest(base, rewritten, concurrency)
+        loaded += result["resources"]
+        failed += result["failed"]
+    seconds = time.perf_counter() - started
+    with httpx.Client(timeout=600) as client:
+        total = client.get(f"{base}?_summary=count").json()["total"]
+    return {
+        "added": loaded,
+        "failed": failed,
+        "seconds": round(seconds, 1),
+        "per_second": round(loaded / seconds, 1),
+        "resources": total,
     }
 
 
@@ -326,6 +367,7 @@ def run(
     repeats: int,
     workers: int = 2,
     ingest_clients: int = 2,
+    copies: int = 1,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -344,6 +386,9 @@ def run(
         )
         result["read"] = read_by_id(base, clients, seconds)
         result["search"] = search(base, repeats)
+        if copies > 1:
+            result["scale"] = scale(base, files, copies - 1, ingest_clients)
+            result["scale"]["search"] = search(base, repeats)
     return result
 
 
@@ -360,8 +405,20 @@ def table(result: dict[str, Any]) -> str:
         f" p95 {rd['p95_ms']} ms, p99 {rd['p99_ms']} ms ({rd['errors']} errors)",
         "search                  total      p50 ms   p95 ms",
     ]
+    scaled = result.get("scale")
+    if scaled:
+        lines[-1] += f"   (at {scaled['resources']:,} resources: total, p50 ms, p95 ms)"
     for name, s in result["search"].items():
-        lines.append(f"{name:<22} {s['total']!s:>7} {s['p50_ms']:>10} {s['p95_ms']:>8}")
+        line = f"{name:<22} {s['total']!s:>7} {s['p50_ms']:>10} {s['p95_ms']:>8}"
+        if scaled:
+            big = scaled["search"][name]
+            line += f"   {big['total']!s:>8} {big['p50_ms']:>8} {big['p95_ms']:>8}"
+        lines.append(line)
+    if scaled:
+        lines.append(
+            f"scale: {scaled['added']:,} more resources in {scaled['seconds']} s "
+            f"({scaled['per_second']}/s, {scaled['failed']} failed)"
+        )
     return "\n".join(lines)
 
 
@@ -374,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-clients", type=int, default=2, help="bundles posted at once")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--scale", type=int, default=1, help="load the data N times over (ids rewritten)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)

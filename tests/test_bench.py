@@ -13,13 +13,30 @@ SAMPLE = Path(__file__).parent / "data" / "synthea"
 def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
-    result = bench.run(files, clients=2, seconds=1, repeats=2)
+    result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2)
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
     assert "ingest (2 clients):" in bench.table(result)
+    # the scale step adds a copy of the patient bundle with new ids: twice the patients
+    patients = result["ingest"]["resources"] - 778  # the hospital and practitioner batches
+    assert result["scale"]["failed"] == 0 and result["scale"]["added"] == patients
+    assert result["scale"]["resources"] == result["ingest"]["resources"] + patients
+    assert set(result["scale"]["search"]) == set(result["search"])
+
+
+def test_copies_rewrite_ids_but_keep_shared_references() -> None:
+    body = (
+        b'{"fullUrl": "urn:uuid:085e81c0-7a95-ef02-16ef-aa1b4344deed", "reference": '
+        b'"Organization?identifier=https://github.com/synthetichealth/synthea|'
+        b'd5117822-5756-389d-9547-891a372d580f"}'
+    )
+    copy = bench.copy_of(body, 1)
+    assert b"085e81c0-7a95-ef02-16ef-aa1b4344deed" not in copy
+    assert b"synthea|d5117822-5756-389d-9547-891a372d580f" in copy
+    assert bench.copy_of(body, 1) == copy != bench.copy_of(body, 2)
 
 
 def test_python_read_load_generator(tmp_path: Path) -> None:
