@@ -440,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"no Synthea bundles in {args.data}", file=sys.stderr)
         return 2
-    result = run(files, args.clients, args.seconds, args.repeats, args.workers, args.ingest_clients)
+    result = run(
+        files,
+        args.clients,
+        args.seconds,
+        args.repeats,
+        args.workers,
+        args.ingest_clients,
+        args.scale,
+    )
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
