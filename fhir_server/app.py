@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import conformance, operations  # noqa: F401  (operations register themselves)
 from .api import http
 from .api.routes import router
 from .errors import FhirError, error
@@ -35,6 +36,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.state.services = services or Services.open(settings)
+    config = app.state.services.settings
+    conformance.load(app.state.services, [config.profiles_dir, config.terminology_dir])
     app.state.capabilities = capability_statement(app.state.services.registry, now())
     app.include_router(router, prefix="/fhir")
 

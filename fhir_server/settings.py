@@ -15,6 +15,8 @@ class Settings:
     database: Path = Path("fhir.db")
     #: extra conformance resources (our IG) loaded at start-up
     profiles_dir: Path = Path(__file__).resolve().parent.parent / "profiles"
+    #: our CodeSystems and ValueSets, loaded at start-up
+    terminology_dir: Path = Path(__file__).resolve().parent.parent / "terminology"
     max_body_bytes: int = 50 * 1024 * 1024
     default_count: int = 20
     max_count: int = 1000

@@ -20,7 +20,8 @@ from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type, validate
-from ..operations.validate import validate_operation
+from ..operations.registry import Call
+from ..operations.registry import find as find_operation
 from ..services import Services
 from ..storage.sqlite import Session
 from . import http
@@ -117,6 +118,8 @@ async def history_system(request: Request) -> Response:
 
 @router.get("/{rtype}")
 async def search_type(request: Request, rtype: str) -> Response:
+    if rtype.startswith("$"):  # GET /fhir/$name: a system-level operation
+        return await _operation(request, "system", None, None, rtype)
     return await _search(request, rtype)
 
 
@@ -170,6 +173,8 @@ async def _history(request: Request, rtype: str | None, rid: str | None) -> Resp
 
 @router.post("/{rtype}")
 async def create(request: Request, rtype: str) -> Response:
+    if rtype.startswith("$"):  # POST /fhir/$name: a system-level operation
+        return await _operation(request, "system", None, None, rtype)
     http.negotiate(request)
     check_type(rtype)
     body = await _body(request, rtype)
@@ -228,22 +233,13 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
     return await _patch(request, rtype, target)
 
 
-@router.post("/{rtype}/{operation}")
-async def type_operation(request: Request, rtype: str, operation: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    if operation != "$validate":
-        raise error(404, "not-supported", f"Operation '{operation}' is not supported on {rtype}")
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
-    http.check_content_type(request)
-    return http.fhir_response(request, validate_operation(parse_json(raw), rtype, None))
-
-
 # --- instance level -----------------------------------------------------------------------
 
 
 @router.get("/{rtype}/{rid}")
 async def read_instance(request: Request, rtype: str, rid: str) -> Response:
+    if rid.startswith("$"):  # a type-level operation invoked with GET
+        return await _operation(request, "type", rtype, None, rid)
     http.negotiate(request)
     check_type(rtype)
     check_id(rid)
@@ -333,22 +329,70 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
     return _result(request, ctx, result)
 
 
-@router.post("/{rtype}/{rid}/{operation}")
-async def instance_operation(request: Request, rtype: str, rid: str, operation: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    check_id(rid)
-    if operation != "$validate":
-        raise error(404, "not-supported", f"Operation '{operation}' is not supported")
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
-    payload = parse_json(raw) if raw else None
-    return http.fhir_response(request, validate_operation(payload, rtype, rid))
-
-
 # after the instance routes, so /Type/id/_history is not taken for a compartment
 @router.get("/{ctype}/{cid}/{rtype}")
 async def search_compartment(request: Request, ctype: str, cid: str, rtype: str) -> Response:
-    """Compartment search, e.g. GET /Patient/123/Observation (search.html#compartments)."""
+    """Compartment search, e.g. GET /Patient/123/Observation (search.html#compartments),
+    or an instance-level operation invoked with GET."""
+    if rtype.startswith("$"):
+        return await _operation(request, "instance", ctype, cid, rtype)
     check_type(ctype)
     check_id(cid)
     return await _search(request, rtype, compartment=(ctype, cid))
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+@router.post("/{rtype}/{rid}/{name}")
+async def instance_operation(request: Request, rtype: str, rid: str, name: str) -> Response:
+    return await _operation(request, "instance", rtype, rid, name)
+
+
+@router.post("/{rtype}/{name}")
+async def type_operation(request: Request, rtype: str, name: str) -> Response:
+    return await _operation(request, "type", rtype, None, name)
+
+
+async def _operation(
+    request: Request, level: str, rtype: str | None, rid: str | None, name: str
+) -> Response:
+    """Dispatch `$name` through the operation registry (operations.html#executing)."""
+    if not name.startswith("$"):
+        raise error(404, "not-found", f"No route for {request.url.path}")
+    if rtype is not None:
+        check_type(rtype)
+    if rid is not None:
+        check_id(rid)
+    op = find_operation(name, level, rtype, request.method)
+    services, ctx = _services(request), _context(request)
+    body: Any = None
+    if request.method == "POST":
+        raw = await http.read_body(request, services.settings.max_body_bytes)
+        if raw:
+            http.check_content_type(request)
+            body = parse_json(raw)
+    parameters = (
+        body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters"
+        else {"resourceType": "Parameters", "parameter": []}
+    )
+    query = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
+    ]
+    if query:
+        parameters = {
+            **parameters,
+            "parameter": [
+                *(parameters.get("parameter") or []),
+                *({"name": k, "valueString": v} for k, v in query),
+            ],
+        }
+    call = Call(
+        services, ctx, rtype, rid, request.method, parameters, body, request.headers.get("if-match")
+    )
+    outcome = await run_in_threadpool(op.handler, call)
+    if outcome.content is not None:
+        return Response(outcome.content, outcome.status, outcome.headers, outcome.media_type)
+    http.negotiate(request)
+    return http.fhir_response(request, outcome.resource, outcome.status, outcome.headers)

@@ -10,6 +10,7 @@ from .. import __version__
 from ..search import query as q
 from ..search.registry import Registry
 from ..spec import RESOURCE_TYPES
+from .registry import OPERATIONS
 
 INTERACTIONS = [
     "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
@@ -46,6 +47,18 @@ def _entry(registry: Registry, rtype: str, code: str) -> dict[str, Any] | None:
     return out
 
 
+def _operations(rtype: str | None) -> list[dict[str, Any]]:
+    """The registered operations on a type (or, for None, at system level), once each."""
+    out: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
+            entry = {"name": op.name.lstrip("$")}
+            if op.definition:
+                entry["definition"] = op.definition
+            out.setdefault(op.name, entry)
+    return list(out.values())
+
+
 def capability_statement(registry: Registry, software_date: str) -> dict[str, Any]:
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
@@ -72,12 +85,7 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                     if p.type == "reference" and rtype in p.targets
                 ),
                 "searchParam": params,
-                "operation": [
-                    {
-                        "name": "validate",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-                    }
-                ],
+                "operation": _operations(rtype),
             }
         )
     return {
@@ -101,6 +109,7 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
                     {"code": "history-system"},
                 ],
                 "searchParam": SYSTEM_PARAMS,
+                "operation": _operations(None),
             }
         ],
     }

@@ -9,12 +9,21 @@ from typing import Any
 
 from ..errors import Issue, error, information, operation_outcome
 from ..model.validate import check_body, validation_issues
+from .registry import Call, Outcome, operation
 
 MODES = ("create", "update", "delete")
+DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 
 
-def validate_operation(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
+@operation("$validate", "type", definition=DEFINITION)
+@operation("$validate", "instance", definition=DEFINITION)
+def validate_operation(call: Call) -> Outcome:
     """Validate the resource given directly or as the `resource` parameter of Parameters."""
+    assert call.rtype is not None
+    return Outcome(_validate(call.body, call.rtype, call.rid))
+
+
+def _validate(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
     resource, mode = payload, None
     if isinstance(payload, dict) and payload.get("resourceType") == "Parameters":
         resource, mode = None, None

@@ -1,0 +1,53 @@
+"""Our implementation guide (profiles/) and terminology (terminology/) as FHIR resources:
+read from disk at start-up and stored through the normal write path, so they are served,
+searched and versioned like any other resource (an unchanged file makes no new version)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .context import RequestContext
+from .interactions import bundle
+from .services import Services
+
+KINDS = frozenset(
+    {
+        "StructureDefinition", "SearchParameter", "OperationDefinition", "CodeSystem",
+        "ValueSet", "ConceptMap", "NamingSystem", "CompartmentDefinition",
+    }
+)  # fmt: skip
+
+
+def resources(dirs: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """Every conformance resource in the folders (recursively), single or in Bundles."""
+    for folder in dirs:
+        for path in sorted(folder.rglob("*.json")) if folder.is_dir() else ():
+            data = orjson.loads(path.read_bytes())
+            items = (
+                [e.get("resource") for e in data.get("entry") or []]
+                if data.get("resourceType") == "Bundle"
+                else [data]
+            )
+            yield from (r for r in items if isinstance(r, dict) and r.get("resourceType") in KINDS)
+
+
+@cache
+def _bundle(dirs: tuple[Path, ...]) -> bytes:
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources(dirs)
+    ]
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+
+
+def load(services: Services, dirs: Iterable[Path]) -> int:
+    """Store the conformance resources in one transaction; returns how many there are."""
+    data = orjson.loads(_bundle(tuple(dirs)))
+    if data["entry"]:
+        bundle.process(services, RequestContext(base_url=""), data, "minimal")
+    return len(data["entry"])

@@ -1,0 +1,98 @@
+"""Named operations (http://hl7.org/fhir/R4/operations.html) register themselves here; the
+HTTP layer dispatches `$name` at system, type and instance level through one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import RequestContext
+from ..errors import error
+from ..services import Services
+
+
+@dataclass(frozen=True)
+class Call:
+    """One invocation: where it was called, and its input as a Parameters resource (GET query
+    parameters become valueString parameters). `body` is the request body as sent, for
+    operations that also take a bare resource (e.g. $validate)."""
+
+    services: Services
+    ctx: RequestContext
+    rtype: str | None
+    rid: str | None
+    method: str
+    parameters: dict[str, Any]
+    body: Any = None
+    if_match: str | None = None
+
+    def values(self, name: str) -> list[dict[str, Any]]:
+        """Every parameter called `name` (each a Parameters.parameter object)."""
+        return [p for p in self.parameters.get("parameter") or [] if p.get("name") == name]
+
+    def value(self, name: str) -> Any:
+        """The value[x] (or resource) of the first parameter called `name`, else None."""
+        for p in self.values(name):
+            if "resource" in p:
+                return p["resource"]
+            for key, v in p.items():
+                if key.startswith("value"):
+                    return v
+            return p.get("part")
+        return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation answers: a FHIR resource (dict or JSON bytes), or a document in
+    another media type (e.g. a printable slip)."""
+
+    resource: dict[str, Any] | bytes | None = None
+    status: int = 200
+    content: bytes | None = None
+    media_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], Outcome]
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    level: str  # "system" | "type" | "instance"
+    types: tuple[str, ...] | None
+    methods: tuple[str, ...]
+    handler: Handler
+    definition: str | None = None
+
+
+OPERATIONS: list[Operation] = []
+
+
+def operation(
+    name: str,
+    level: str,
+    types: tuple[str, ...] | None = None,
+    methods: tuple[str, ...] = ("POST",),
+    definition: str | None = None,
+) -> Callable[[Handler], Handler]:
+    """Decorator: register a handler for `$name` at `level` on `types` (None: every type)."""
+
+    def register(handler: Handler) -> Handler:
+        OPERATIONS.append(Operation(name, level, types, methods, handler, definition))
+        return handler
+
+    return register
+
+
+def find(name: str, level: str, rtype: str | None, method: str) -> Operation:
+    """The registered operation, or 404 (unknown) / 405 (method not allowed)."""
+    for op in OPERATIONS:
+        if op.name == name and op.level == level and (op.types is None or rtype in op.types):
+            if method not in op.methods:
+                raise error(405, "not-supported", f"{name} does not accept {method}")
+            return op
+    where = f" on {rtype}" if rtype else ""
+    raise error(404, "not-supported", f"Operation {name} is not supported at {level} level{where}")
