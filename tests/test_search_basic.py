@@ -381,3 +381,18 @@ def test_sort_on_multi_valued_parameter_uses_first_value_in_sort_order(
     # previous links walk the same order back
     back, _ = follow(client, urls[-1], "previous")
     assert back == ["g4", "g3", "g2", "g1", "g5"]
+
+
+def test_sorted_pages_are_the_same_when_rows_are_checked_one_by_one(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    from fhir_server.interactions import search as search_module
+
+    for i, born in enumerate(["1990", "1980", "2000", "1970", "1985", "1995", "1975"]):
+        put(client, {"resourceType": "Patient", "id": f"w{i}", "gender": "male" if i % 3 else
+                     "female", "active": True, "birthDate": f"{born}-01-01"})
+    url = "/fhir/Patient?active=true&gender=male&_sort=-birthdate&_count=2"
+    listed, _ = follow(client, url, "next")
+    monkeypatch.setattr(search_module, "WALK_BY_ROW", 0)
+    checked, _ = follow(client, url, "next")
+    assert listed == checked == ["w2", "w5", "w4", "w1"]

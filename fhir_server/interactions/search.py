@@ -76,7 +76,7 @@ def search(
     cursor = Cursor.decode(query.page) if query.page else None
     more = False
     if query.summary != "count":
-        page = _page(session, compiler, query, (relation, where, args), cursor)
+        page = _page(session, compiler, query, (relation, where, args), cursor, total)
         more = len(page) > query.count
         page = page[: query.count]
         if cursor is not None and not cursor.forward:
@@ -116,6 +116,7 @@ def _page(
     query: q.Query,
     matches: tuple[str, str, list[Any]],
     cursor: Cursor | None,
+    total: int | None,
 ) -> list[tuple[Any, ...]]:
     """Up to count + 1 rows (rid, *sort key values) after the cursor, in sort order.
 
@@ -126,7 +127,7 @@ def _page(
     limit = query.count + 1
     walk = compiler.sort_walk(query) if forward and not query.types else None
     if walk is not None:
-        return _walk_sort_index(session, walk, query, matches, cursor, limit)
+        return _walk_sort_index(session, compiler, walk, query, matches, cursor, limit, total)
     if cursor is not None:
         beyond, beyond_args = after(keys, cursor)
         where, args = f"{where} AND {beyond}", [*args, *beyond_args]
@@ -139,13 +140,19 @@ def _page(
     )
 
 
+#: above this many matches a sorted page checks candidate rows instead of listing matches
+WALK_BY_ROW = 5000
+
+
 def _walk_sort_index(
     session: Session,
+    compiler: Compiler,
     walk: SortWalk,
     query: q.Query,
     matches: tuple[str, str, list[Any]],
     cursor: Cursor | None,
     limit: int,
+    total: int | None,
 ) -> list[tuple[Any, ...]]:
     """`_sort` on one parameter, read in order from that parameter's index instead of
     computing the key of every match and sorting them all: the cost follows the page, not
@@ -157,6 +164,12 @@ def _walk_sort_index(
     member, member_args = "", []
     if query.clauses:  # no clauses: every index row of the type is a match
         member, member_args = f"AND s.rid IN (SELECT r.rid FROM {relation} r WHERE {where})", args
+        checks = [compiler.correlated(query.rtype, c, "s") for c in query.clauses]
+        if total is not None and total > WALK_BY_ROW and all(checks):
+            # many matches: checking rows as the walk meets them beats listing them all
+            pairs = [pair for pair in checks if pair is not None]
+            member = " ".join(f"AND {sql}" for sql, _ in pairs)
+            member_args = [a for _, pair_args in pairs for a in pair_args]
     rows: list[tuple[Any, ...]] = []
     if cursor is None or cursor.values[0] is not None:
         beyond, beyond_args = "", []

@@ -101,8 +101,10 @@ class Compiler:
         """For clauses that select matches straight from the index tables, the subquery
         giving their row ids, else None. Index rows exist only for current, undeleted
         resources, so with a type these ids need no check against the resource table."""
-        if c.compartment is not None or c.has is not None:
+        if c.compartment is not None:
             return None
+        if c.has is not None:
+            return self._has_targets(rtype, c, alias) if rtype else None
         if c.chain is not None:
             return self._chain(rtype, c, alias)
         p = c.param
@@ -111,6 +113,22 @@ class Compiler:
         if p.type == "composite":
             return self._composite(rtype, c)
         return self._index_lookup(rtype, c)
+
+    def correlated(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list] | None:
+        """A plain index lookup as a condition on one given row (EXISTS through the rid
+        index), for when checking candidate rows one by one beats listing every match."""
+        if c.chain or c.has or c.compartment or c.param.code in SPECIAL_CODES:
+            return None
+        if c.modifier in ("missing", "not") or c.param.type == "composite":
+            return None
+        sub, args = self._index_lookup(rtype, c)
+        head, _, rest = sub.partition(" WHERE ")
+        table = head.removeprefix("SELECT rid FROM ")
+        return (
+            f"EXISTS (SELECT 1 FROM {table} INDEXED BY {table}_rid "
+            f"WHERE rid = {alias}.rid AND {rest})",
+            args,
+        )
 
     def _index_lookup(self, rtype: str | None, c: Clause) -> tuple[str, list]:
         p = c.param
@@ -291,6 +309,21 @@ class Compiler:
             ors.append(f"{alias}.id = ?")
             args.append(cid)
         return "(" + " OR ".join(ors) + ")", args
+
+    def _has_targets(self, rtype: str, c: Clause, alias: str) -> tuple[str, list]:
+        """`_has` as the row ids of the resources the matching referrers point at, driven
+        from the referrers' own lookups (CROSS JOIN keeps that order)."""
+        assert c.has is not None
+        other, ref, inner = c.has
+        o, i, t = f"{alias}o", f"{alias}i", f"{alias}t"
+        inner_where, inner_args = self.where(other, [inner], alias=o)
+        sql = (
+            f"SELECT {t}.rid FROM resource {o} CROSS JOIN idx_reference {i} ON {i}.rid = {o}.rid "
+            f"JOIN resource {t} ON {t}.type = {i}.target_type AND {t}.id = {i}.target_id "
+            f"WHERE {i}.type = ? AND {i}.param = ? AND {t}.type = ? AND {t}.deleted = 0 "
+            f"AND {inner_where}"
+        )
+        return sql, [other, ref, rtype, *inner_args]
 
     def _has(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list]:
         """`_has:Observation:patient:code=x`: resources referred to by matching Observations."""
