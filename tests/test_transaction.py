@@ -18,7 +18,10 @@ LOCATION = re.compile(r"^(?:.*/)?([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})/_history/(\d
 
 
 def entry(
-    method: str, url: str, resource: dict[str, Any] | None = None, full_url: str | None = None,
+    method: str,
+    url: str,
+    resource: dict[str, Any] | None = None,
+    full_url: str | None = None,
     **request: str,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"request": {"method": method, "url": url, **request}}
@@ -72,16 +75,24 @@ def patient(ident: str | None = None, **extra: Any) -> dict[str, Any]:
 
 
 def organization(ident: str, rid: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"resourceType": "Organization", "name": ident,
-                           "identifier": [{"system": SYS, "value": ident}]}
+    out: dict[str, Any] = {
+        "resourceType": "Organization",
+        "name": ident,
+        "identifier": [{"system": SYS, "value": ident}],
+    }
     if rid is not None:
         out["id"] = rid
     return out
 
 
 def observation(subject: str, **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
-            "subject": {"reference": subject}, **extra}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": subject},
+        **extra,
+    }
 
 
 def outcome_text(body: dict[str, Any]) -> str:
@@ -97,22 +108,35 @@ def outcome_text(body: dict[str, Any]) -> str:
 def test_transaction_rewrites_urn_uuid_references_including_forward_ones(
     client: TestClient,
 ) -> None:
-    pat, prac, enc = ("urn:uuid:7d8e2a6c-0001-4a6e-9d1e-000000000001",
-                      "urn:uuid:7d8e2a6c-0002-4a6e-9d1e-000000000002",
-                      "urn:uuid:7d8e2a6c-0003-4a6e-9d1e-000000000003")
+    pat, prac, enc = (
+        "urn:uuid:7d8e2a6c-0001-4a6e-9d1e-000000000001",
+        "urn:uuid:7d8e2a6c-0002-4a6e-9d1e-000000000002",
+        "urn:uuid:7d8e2a6c-0003-4a6e-9d1e-000000000003",
+    )
     entries = [
         # refers to the Patient and Encounter listed *after* it
-        entry("POST", "Observation", observation(pat, encounter={"reference": enc}),
-              "urn:uuid:7d8e2a6c-0004-4a6e-9d1e-000000000004"),
-        entry("POST", "Encounter", {
-            "resourceType": "Encounter", "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                      "code": "AMB"},
-            "subject": {"reference": pat},
-            "participant": [{"individual": {"reference": prac}}],
-        }, enc),
-        entry("POST", "Patient", patient("urn-1", generalPractitioner=[{"reference": prac}]),
-              pat),
+        entry(
+            "POST",
+            "Observation",
+            observation(pat, encounter={"reference": enc}),
+            "urn:uuid:7d8e2a6c-0004-4a6e-9d1e-000000000004",
+        ),
+        entry(
+            "POST",
+            "Encounter",
+            {
+                "resourceType": "Encounter",
+                "status": "finished",
+                "class": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "AMB",
+                },
+                "subject": {"reference": pat},
+                "participant": [{"individual": {"reference": prac}}],
+            },
+            enc,
+        ),
+        entry("POST", "Patient", patient("urn-1", generalPractitioner=[{"reference": prac}]), pat),
         entry("POST", "Practitioner", {"resourceType": "Practitioner", "active": True}, prac),
     ]
     r = post_bundle(client, "transaction", entries)
@@ -148,12 +172,24 @@ def test_transaction_resolves_absolute_and_relative_fullurls(client: TestClient)
     entries = [
         entry("PUT", "Patient/p1", patient("abs-1", id="p1"), f"{BASE}/Patient/p1"),
         entry("POST", "Patient", patient("abs-2"), f"{other}/Patient/ext1"),
-        entry("POST", "Observation", observation(f"{BASE}/Patient/p1"),
-              "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000001"),
-        entry("POST", "Observation", observation("Patient/p1"),
-              "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000002"),
-        entry("POST", "Observation", observation(f"{other}/Patient/ext1"),
-              "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000003"),
+        entry(
+            "POST",
+            "Observation",
+            observation(f"{BASE}/Patient/p1"),
+            "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000001",
+        ),
+        entry(
+            "POST",
+            "Observation",
+            observation("Patient/p1"),
+            "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000002",
+        ),
+        entry(
+            "POST",
+            "Observation",
+            observation(f"{other}/Patient/ext1"),
+            "urn:uuid:5b0a4e0e-8d6f-4a55-9d8c-000000000003",
+        ),
         entry("POST", "Observation", observation("Patient/ext1"), f"{other}/Observation/o4"),
     ]
     r = post_bundle(client, "transaction", entries)
@@ -179,10 +215,16 @@ def test_transaction_rewrites_fullurls_in_uri_elements_and_narrative(client: Tes
     div = f'<div xmlns="http://www.w3.org/1999/xhtml">See <a href="{pat}">the patient</a></div>'
     entries = [
         entry("POST", "Patient", patient("narr-1"), pat),
-        entry("POST", "Observation", observation(
-            pat, text={"status": "generated", "div": div},
-            extension=[{"url": "http://example.org/ext/source", "valueUri": pat}],
-        ), "urn:uuid:0c3a4b8e-1111-4c1d-8f00-000000000002"),
+        entry(
+            "POST",
+            "Observation",
+            observation(
+                pat,
+                text={"status": "generated", "div": div},
+                extension=[{"url": "http://example.org/ext/source", "valueUri": pat}],
+            ),
+            "urn:uuid:0c3a4b8e-1111-4c1d-8f00-000000000002",
+        ),
     ]
     r = post_bundle(client, "transaction", entries)
     assert r.status_code == 200, r.text
@@ -200,10 +242,20 @@ def test_transaction_rewrites_fullurls_in_uri_elements_and_narrative(client: Tes
 def test_transaction_resolves_conditional_reference_to_single_match(client: TestClient) -> None:
     put(client, organization("org-a", "oa"))
     put(client, organization("org-b", "ob"))
-    r = post_bundle(client, "transaction", [
-        entry("POST", "Patient", patient(
-            "cond-1", managingOrganization={"reference": f"Organization?identifier={SYS}|org-b"}))
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry(
+                "POST",
+                "Patient",
+                patient(
+                    "cond-1",
+                    managingOrganization={"reference": f"Organization?identifier={SYS}|org-b"},
+                ),
+            )
+        ],
+    )
     assert r.status_code == 200, r.text
     stored = read(client, created(r.json()["entry"][0]))
     assert stored["managingOrganization"]["reference"] == "Organization/ob"
@@ -215,11 +267,21 @@ def test_transaction_unresolvable_conditional_reference_stores_nothing(
 ) -> None:
     for rid in orgs:
         put(client, organization("dup", rid))
-    r = post_bundle(client, "transaction", [
-        entry("POST", "Patient", patient("cond-2")),
-        entry("POST", "Patient", patient(
-            "cond-3", managingOrganization={"reference": f"Organization?identifier={SYS}|dup"})),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry("POST", "Patient", patient("cond-2")),
+            entry(
+                "POST",
+                "Patient",
+                patient(
+                    "cond-3",
+                    managingOrganization={"reference": f"Organization?identifier={SYS}|dup"},
+                ),
+            ),
+        ],
+    )
     assert 400 <= r.status_code < 500, r.text
     assert "Bundle.entry[1]" in outcome_text(r.json())
     assert count(client, "Patient") == 0
@@ -231,11 +293,20 @@ def test_transaction_unresolvable_conditional_reference_stores_nothing(
 def test_transaction_if_none_exist_reuses_existing_match(client: TestClient) -> None:
     put(client, patient("dupe-check", id="existing"))
     pat = "urn:uuid:1e0b8f1c-2222-4c1d-8f00-000000000001"
-    r = post_bundle(client, "transaction", [
-        entry("POST", "Patient", patient("dupe-check", active=True), pat,
-              ifNoneExist=f"identifier={SYS}|dupe-check"),
-        entry("POST", "Observation", observation(pat)),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry(
+                "POST",
+                "Patient",
+                patient("dupe-check", active=True),
+                pat,
+                ifNoneExist=f"identifier={SYS}|dupe-check",
+            ),
+            entry("POST", "Observation", observation(pat)),
+        ],
+    )
     assert r.status_code == 200, r.text
     resp = r.json()["entry"]
     assert status(resp[0]) == 200
@@ -247,9 +318,13 @@ def test_transaction_if_none_exist_reuses_existing_match(client: TestClient) -> 
 
 def test_transaction_if_match_current_version_updates(client: TestClient) -> None:
     put(client, patient("im-1", id="im"))
-    r = post_bundle(client, "transaction", [
-        entry("PUT", "Patient/im", patient("im-1", id="im", active=True), ifMatch='W/"1"'),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry("PUT", "Patient/im", patient("im-1", id="im", active=True), ifMatch='W/"1"'),
+        ],
+    )
     assert r.status_code == 200, r.text
     assert status(r.json()["entry"][0]) == 200
     assert read(client, "Patient/im")["meta"]["versionId"] == "2"
@@ -258,10 +333,14 @@ def test_transaction_if_match_current_version_updates(client: TestClient) -> Non
 def test_transaction_if_match_stale_version_rolls_back_everything(client: TestClient) -> None:
     put(client, patient("im-2", id="im"))
     put(client, patient("im-2", id="im", active=True))  # now version 2
-    r = post_bundle(client, "transaction", [
-        entry("POST", "Patient", patient("im-new")),
-        entry("PUT", "Patient/im", patient("im-2", id="im", active=False), ifMatch='W/"1"'),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry("POST", "Patient", patient("im-new")),
+            entry("PUT", "Patient/im", patient("im-2", id="im", active=False), ifMatch='W/"1"'),
+        ],
+    )
     assert r.status_code == 412, r.text
     assert "Bundle.entry[1]" in outcome_text(r.json())
     assert count(client, "Patient") == 1
@@ -275,13 +354,17 @@ def test_transaction_if_match_stale_version_rolls_back_everything(client: TestCl
 def test_transaction_processes_delete_post_put_get_in_that_order(client: TestClient) -> None:
     """Listed GET, PUT, POST, DELETE; run as DELETE, POST, PUT, GET (http.html#trules)."""
     put(client, patient("order", id="old"))
-    r = post_bundle(client, "transaction", [
-        entry("GET", f"Patient?identifier={SYS}|order"),
-        entry("GET", "Patient/later"),
-        entry("PUT", "Patient/later", patient("later", id="later")),
-        entry("POST", "Patient", patient("order")),
-        entry("DELETE", f"Patient?identifier={SYS}|order"),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry("GET", f"Patient?identifier={SYS}|order"),
+            entry("GET", "Patient/later"),
+            entry("PUT", "Patient/later", patient("later", id="later")),
+            entry("POST", "Patient", patient("order")),
+            entry("DELETE", f"Patient?identifier={SYS}|order"),
+        ],
+    )
     assert r.status_code == 200, r.text
     search_, read_, put_, post_, delete_ = r.json()["entry"]
     assert [status(e) for e in (search_, read_, put_, post_)] == [200, 200, 201, 201]
@@ -326,10 +409,14 @@ def test_transaction_failure_stores_nothing(client: TestClient, bad: dict[str, A
 
 def test_transaction_failure_leaves_deleted_resource_in_place(client: TestClient) -> None:
     put(client, patient("keep", id="keep"))
-    r = post_bundle(client, "transaction", [
-        entry("DELETE", "Patient/keep"),
-        entry("POST", "Patient", patient("x", birthDate="not-a-date")),
-    ])
+    r = post_bundle(
+        client,
+        "transaction",
+        [
+            entry("DELETE", "Patient/keep"),
+            entry("POST", "Patient", patient("x", birthDate="not-a-date")),
+        ],
+    )
     assert 400 <= r.status_code < 500, r.text
     assert "Bundle.entry[1]" in outcome_text(r.json())
     assert read(client, "Patient/keep")["meta"]["versionId"] == "1"
@@ -367,3 +454,51 @@ def test_bundle_of_other_type_is_rejected(client: TestClient, kind: str) -> None
     assert r.status_code == 400, r.text
     assert r.json()["resourceType"] == "OperationOutcome"
     assert count(client, "Patient") == 0
+
+
+def test_bulk_transaction_redone_under_the_lock_when_a_conditional_reference_moves(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """Plain-create transactions resolve conditional references before taking the write
+    lock; if a target changed meanwhile the whole transaction is redone under the lock."""
+    from fhir_server.interactions import bundle as bundle_module
+
+    for oid in ("org-a", "org-b"):
+        r = client.put(
+            f"/fhir/Organization/{oid}",
+            json={
+                "resourceType": "Organization",
+                "id": oid,
+                "identifier": [{"system": "urn:org", "value": oid}],
+            },
+        )
+        assert r.status_code == 201
+    calls: list[str] = []
+    real = bundle_module.Rewriter.conditional
+
+    def moving(self: Any, ref: str) -> str:
+        calls.append(ref)
+        # first (unlocked) resolution says org-a; afterwards the truth, org-b
+        return "Organization/org-a" if len(calls) == 1 else real(self, ref)
+
+    monkeypatch.setattr(bundle_module.Rewriter, "conditional", moving)
+    tx = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                "resource": {
+                    "resourceType": "Patient",
+                    "managingOrganization": {"reference": "Organization?identifier=urn:org|org-b"},
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    r = client.post("/fhir", json=tx)
+    assert r.status_code == 200, r.text
+    location = r.json()["entry"][0]["response"]["location"]
+    patient = client.get(f"/fhir/{location.split('/_history')[0]}").json()
+    assert patient["managingOrganization"]["reference"] == "Organization/org-b"
+    assert len(calls) >= 3  # unlocked, re-check under the lock, then the redo

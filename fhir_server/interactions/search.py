@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from ..context import RequestContext
-from ..errors import error
+from ..errors import Issue, error, operation_outcome
 from ..search import query as q
 from ..search.paging import Cursor, after, order_by
 from ..search.sql import Compiler, SortWalk
@@ -89,18 +89,9 @@ def search(
     for t, i, raw in _includes(session, query, [(r[0], r[1], r[2]) for r in rows]):
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
     if query.ignored:
-        outcome = {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "warning",
-                    "code": "not-supported",
-                    "diagnostics": reason,
-                    "expression": [name],
-                }
-                for name, reason in query.ignored
-            ],
-        }
+        outcome = operation_outcome(
+            [Issue("not-supported", reason, "warning", name) for name, reason in query.ignored]
+        )
         entries.append(b'{"resource":' + orjson.dumps(outcome) + b',"search":{"mode":"outcome"}}')
     links = _links(base, path, query, rows, cursor, more)
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
