@@ -58,6 +58,27 @@ async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
     return await run_in_threadpool(run)
 
 
+WriteWork = Callable[[Session, Services, RequestContext, Any], Result]
+
+
+async def _write(
+    request: Request, rtype: str, rid: str | None, work: WriteWork, body: bool = True
+) -> Response:
+    """The shape every write takes: check the URL, read and validate the body (if any)
+    outside the lock, then do the work in one write transaction."""
+    http.negotiate(request)
+    check_type(rtype)
+    if rid is not None:
+        check_id(rid)
+    resource = None
+    if body:
+        resource = await _body(request, rtype)
+        validate(resource)
+    services, ctx = _services(request), _context(request)
+    result = await _in_write(request, lambda s: work(s, services, ctx, resource))
+    return _result(request, ctx, result)
+
+
 def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
     """Status, headers and the body chosen by Prefer: return (http.html#ops)."""
     stored = result.stored
@@ -175,43 +196,36 @@ async def _history(request: Request, rtype: str | None, rid: str | None) -> Resp
 async def create(request: Request, rtype: str) -> Response:
     if rtype.startswith("$"):  # POST /fhir/$name: a system-level operation
         return await _operation(request, "system", None, None, rtype)
-    http.negotiate(request)
-    check_type(rtype)
-    body = await _body(request, rtype)
-    validate(body)
-    services, ctx = _services(request), _context(request)
     if_none_exist = request.headers.get("if-none-exist")
-    result = await _in_write(
-        request, lambda s: write.create(s, services, ctx, rtype, body, if_none_exist)
+    return await _write(
+        request,
+        rtype,
+        None,
+        lambda s, sv, ctx, body: write.create(s, sv, ctx, rtype, body, if_none_exist),
     )
-    return _result(request, ctx, result)
 
 
 @router.put("/{rtype}")
 async def conditional_update(request: Request, rtype: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    body = await _body(request, rtype)
-    validate(body)
-    services, ctx = _services(request), _context(request)
     query, if_match = request.url.query, request.headers.get("if-match")
-    result = await _in_write(
+    return await _write(
         request,
-        lambda s: write.conditional_update(s, services, ctx, rtype, query, body, if_match),
+        rtype,
+        None,
+        lambda s, sv, ctx, body: write.conditional_update(s, sv, ctx, rtype, query, body, if_match),
     )
-    return _result(request, ctx, result)
 
 
 @router.delete("/{rtype}")
 async def conditional_delete(request: Request, rtype: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    services, ctx = _services(request), _context(request)
     query = request.url.query
-    result = await _in_write(
-        request, lambda s: write.conditional_delete(s, services, ctx, rtype, query)
+    return await _write(
+        request,
+        rtype,
+        None,
+        lambda s, sv, ctx, _: write.conditional_delete(s, sv, ctx, rtype, query),
+        body=False,
     )
-    return _result(request, ctx, result)
 
 
 @router.patch("/{rtype}")
@@ -280,30 +294,25 @@ async def history_instance(request: Request, rtype: str, rid: str) -> Response:
 
 @router.put("/{rtype}/{rid}")
 async def update(request: Request, rtype: str, rid: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    check_id(rid)
-    body = await _body(request, rtype)
-    validate(body)
-    services, ctx = _services(request), _context(request)
     if_match = request.headers.get("if-match")
-    result = await _in_write(
-        request, lambda s: write.update(s, services, ctx, rtype, rid, body, if_match)
+    return await _write(
+        request,
+        rtype,
+        rid,
+        lambda s, sv, ctx, body: write.update(s, sv, ctx, rtype, rid, body, if_match),
     )
-    return _result(request, ctx, result)
 
 
 @router.delete("/{rtype}/{rid}")
 async def delete(request: Request, rtype: str, rid: str) -> Response:
-    http.negotiate(request)
-    check_type(rtype)
-    check_id(rid)
-    services, ctx = _services(request), _context(request)
     if_match = request.headers.get("if-match")
-    result = await _in_write(
-        request, lambda s: write.delete(s, services, ctx, rtype, rid, if_match)
+    return await _write(
+        request,
+        rtype,
+        rid,
+        lambda s, sv, ctx, _: write.delete(s, sv, ctx, rtype, rid, if_match),
+        body=False,
     )
-    return _result(request, ctx, result)
 
 
 @router.patch("/{rtype}/{rid}")
