@@ -163,6 +163,8 @@ def scale(base: str, files: list[Path], copies: int, concurrency: int) -> dict[s
     """Load `copies` more rewritten copies of the patient bundles (the generator of the
     Scale benchmark), then report how many resources the server holds."""
     patients = [f for f in files if not f.name.startswith("0-")]
+    with httpx.Client(timeout=600) as client:
+        before = client.get(f"{base}?_summary=count").json()["total"]
     started = time.perf_counter()
     loaded = failed = 0
     for copy in range(1, copies + 1):
@@ -183,6 +185,7 @@ def scale(base: str, files: list[Path], copies: int, concurrency: int) -> dict[s
         "failed": failed,
         "seconds": round(seconds, 1),
         "per_second": round(loaded / seconds, 1),
+        "resources_before": before,
         "resources": total,
     }
 

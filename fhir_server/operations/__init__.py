@@ -1,3 +1,3 @@
 """Operations: importing this package registers every operation the server offers."""
 
-from . import validate  # noqa: F401
+from . import terminology, validate  # noqa: F401
