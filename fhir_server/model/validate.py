@@ -15,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from ..errors import FhirError, Issue, error
 from ..spec import RESOURCE_TYPES
+from .profiles import has_errors, profile_issues
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -91,10 +92,15 @@ def validation_issues(resource: dict[str, Any]) -> list[Issue]:
 
 
 def validate(resource: dict[str, Any]) -> None:
-    """Raise 400 with every issue found (http.html: 'failed basic FHIR validation rules')."""
+    """Raise 400 with every structural issue found (http.html: 'failed basic FHIR validation
+    rules'), then 422 when the resource violates one of our profiles that it claims in
+    meta.profile (http.html: 'violates applicable FHIR profiles or server business rules')."""
     issues = validation_issues(resource)
     if issues:
         raise FhirError(400, issues)
+    issues = profile_issues(resource)
+    if has_errors(issues):
+        raise FhirError(422, issues)
 
 
 def _expression(rtype: str, loc: tuple[Any, ...]) -> str:

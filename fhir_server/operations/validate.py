@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Issue, error, information, operation_outcome
+from ..model.profiles import profile_issues
 from ..model.validate import check_body, validation_issues
 from .registry import Call, Outcome, operation
 
@@ -39,9 +40,11 @@ def _validate(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
     if resource is None:
         raise error(400, "required", "$validate needs a resource", "resource")
     resource = check_body(resource, rtype)
-    issues = validation_issues(resource)
+    issues = validation_issues(resource) or profile_issues(resource)
     if mode == "update" and rid is not None and resource.get("id") != rid:
         issues.append(Issue("invalid", f"id must be '{rid}' for mode update", "error", "id"))
-    if not issues:
-        return information("Validation successful: no issues found")
+    if not any(i.severity in ("error", "fatal") for i in issues):
+        return operation_outcome(issues) if issues else information(
+            "Validation successful: no issues found"
+        )
     return operation_outcome(issues)
