@@ -74,7 +74,11 @@ def free_port() -> int:
 def server(database: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The real server as a separate process, as users run it."""
     port = free_port()
-    env = {**os.environ, "FHIR_SERVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir"}
+    env = {
+        **os.environ,
+        "FHIR_SERVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir",
+        "FHIR_SERVER_DEMO_ON_EMPTY": "false",  # measure the Synthea data alone
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

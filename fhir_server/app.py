@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from .model.resource import now
 from .operations.capabilities import capability_statement
 from .services import Services
 from .settings import Settings
+from .workflow.sweep import run_periodically
 
 log = logging.getLogger("fhir_server")
 
@@ -29,7 +31,11 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(run_periodically(app.state.services))
         yield
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
         app.state.services.close()
 
     app = FastAPI(

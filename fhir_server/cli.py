@@ -1,4 +1,4 @@
-"""fhir-server serve | load: the console script."""
+"""fhir-server serve | load | sweep | demo: the console script."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--database", type=Path)
+    sweep = sub.add_parser("sweep", help="apply referral expiry and no-show deadlines once")
+    sweep.add_argument("--database", type=Path)
+    sweep.add_argument("--now", help="the instant to sweep at (default: now)")
+    demo = sub.add_parser("demo", help="load the demo consortium (hospitals, patients, referrals)")
+    demo.add_argument("--database", type=Path)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
         host=getattr(args, "host", None),
@@ -30,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "sweep":
+        return _sweep(settings, args.now)
+    if args.command == "demo":
+        return _demo(settings)
     return _load(settings, args.files)
 
 
@@ -37,6 +46,28 @@ def _serve(settings: Settings) -> int:
     from .serve import serve
 
     return serve(settings)
+
+
+def _sweep(settings: Settings, at: str | None) -> int:
+    from .services import Services
+    from .workflow.sweep import sweep
+
+    services = Services.open(settings)
+    try:
+        for change in sweep(services, at):
+            print(change)
+    finally:
+        services.close()
+    return 0
+
+
+def _demo(settings: Settings) -> int:
+    from .demo import describe, open_and_load
+
+    demo = open_and_load(settings)
+    assert demo is not None
+    print(describe(demo), file=sys.stderr)
+    return 0
 
 
 def _load(settings: Settings, files: list[Path]) -> int:

@@ -27,6 +27,12 @@ class Config(uvicorn.Config):
 
 def serve(settings: Settings) -> int:
     SqliteStore(settings.database).close()  # create and migrate once, before workers start
+    if settings.demo_on_empty:
+        from .demo import describe, open_and_load
+
+        demo = open_and_load(settings, only_if_empty=True)
+        if demo is not None:
+            print(describe(demo), file=sys.stderr)
     os.environ.update(settings.to_env())  # workers build their app from the environment
     print(
         f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "

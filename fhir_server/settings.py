@@ -26,6 +26,16 @@ class Settings:
     public_base_url: str | None = None
     #: server processes sharing the database (SQLite WAL: many readers, one writer at a time)
     workers: int = 1
+    #: `serve` loads the demo consortium (fhir_server/demo.py) into a database without Patients
+    demo_on_empty: bool = True
+    #: referral workflow: hours a requested/received referral Task may wait before it expires
+    referral_response_hours: int = 72
+    #: hours after Appointment.start before an accepted referral counts as a no-show
+    no_show_grace_hours: int = 24
+    #: days after a downward referral completes at which follow-up Tasks fall due
+    follow_up_days: str = "7,30,90"
+    #: minutes between runs of the referral sweep in the server (0: never)
+    sweep_minutes: int = 15
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

@@ -21,6 +21,7 @@ from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
+from ..workflow.rules import check_update as check_workflow
 from .result import Result
 from .search import find
 
@@ -130,6 +131,7 @@ def update(
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
     check_if_match(prev, if_match)
+    check_workflow(rtype, prev, resource)
     if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
         return Result(200, prev[1])
     stored = save(session, services, rtype, rid, resource, prev, "PUT")

@@ -1,3 +1,7 @@
-"""Operations: importing this package registers every operation the server offers."""
+"""Operations: importing these modules registers every operation the server offers."""
 
-from . import terminology, validate  # noqa: F401
+from .. import slip, stats
+from ..workflow import referral
+from . import terminology, validate
+
+__all__ = ["referral", "slip", "stats", "terminology", "validate"]

@@ -1,0 +1,305 @@
+"""ServiceRequest/$referral-stats: referral volumes, decisions and time to decision per direction
+(referral-model.md §3.2, §4.2), computed in SQL over the current Task and ServiceRequest rows.
+
+Unit counted: one referral Task (yl-referral-task) — a Task whose `focus` is a ServiceRequest,
+with no `partOf` (approval sub-tasks are not referrals) and `code` task-code#fulfill (or no code).
+A referral re-routed to another hospital with a new Task counts once per Task.
+
+Which referrals: those *submitted* in [periodStart, periodEnd] — the time of the Task's earliest
+`yl-milestones` entry with code `submitted`, else `Task.authoredOn` — and not in Task.status
+`draft` or `entered-in-error` (never submitted / void). Period bounds are FHIR dates or dateTimes
+(a date covers its whole day, UTC when no offset is given) and each may be omitted (open).
+`organization` (`Organization/{id}` or `{id}`) keeps referrals whose source or target it is.
+
+Direction: the ServiceRequest's `yl-referral-direction` extension (else the Task's copy); Tasks
+with neither are left out. Source organization: `ServiceRequest.requester` (an Organization or
+the organization of a PractitionerRole), else the Task's requester. Target organization: the
+first `ServiceRequest.performer` that is an Organization (or a PractitionerRole's organization),
+else `Task.owner` (likewise).
+
+Each direction (`up`, `down`, `lateral`) has these parts:
+
+* `submitted` (integer): every counted referral.
+* `accepted`: Task.status accepted, in-progress, completed or failed — accepted at some point
+  (business statuses booked, booked-pending-review, approved, bed-assigned, arrived,
+  in-treatment, admitted, feedback-sent, down-referred, no-show, treatment-aborted). A referral
+  withdrawn after acceptance (cancelled) counts as `cancelled` only.
+* `rejected`: Task.status rejected (business statuses rejected and redirected).
+* `cancelled`: Task.status cancelled (withdrawn by the sender, or expired).
+* `completed`: Task.status completed (feedback-sent, down-referred).
+* `noShow`: Task.status failed with businessStatus no-show.
+* `inProgress`: Task.status in-progress (arrived, in-treatment, admitted).
+* `pending`: Task.status requested or received (awaiting a decision: submitted, received,
+  under-review, info-requested).
+* `acceptanceRate` (decimal, 4 places): accepted ÷ (accepted + rejected); left out when no
+  referral was decided.
+* `medianHoursToDecision` (decimal, 2 places): median over the accepted and rejected referrals
+  that have a decision milestone of (decision − submission) in hours, where the decision is the
+  earliest `yl-milestones` entry coded `decided` or `booked` (direct booking at submission is an
+  immediate decision); left out when there is none. Even counts average the middle two.
+
+Shape: without `groupBy`, one parameter per direction, each with the parts above. With
+`groupBy` = source | target | type | month, one parameter `group` per key with ≥1 referral,
+ordered by key, whose parts are `key` (valueString: `Organization/{id}`, the referral-type code,
+or `YYYY-MM` taken from the submission timestamp as recorded, i.e. local time), for organizations
+also `display` (the Organization's name), then the three direction parameters as nested parts.
+The input parameters are echoed first (periodStart, periodEnd, organization, groupBy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import error
+from .operations.registry import Call, Outcome, operation
+from .search.values import date_bounds
+from .storage.sqlite import Session
+
+CANON = "https://yilian.health/fhir"
+DIRECTION_URL = f"{CANON}/StructureDefinition/yl-referral-direction"
+MILESTONES_URL = f"{CANON}/StructureDefinition/yl-milestones"
+BUSINESS_SYSTEM = f"{CANON}/CodeSystem/yl-referral-business-status"
+TYPE_SYSTEM = f"{CANON}/CodeSystem/yl-referral-type"
+
+DIRECTIONS = ("up", "down", "lateral")
+GROUPS = ("source", "target", "type", "month")
+COUNTS = (
+    "submitted",
+    "accepted",
+    "rejected",
+    "cancelled",
+    "completed",
+    "noShow",
+    "inProgress",
+    "pending",
+)
+
+_ORG_OF = """COALESCE(
+    CASE WHEN {ref} LIKE 'Organization/%' THEN {ref} END,
+    (SELECT json_extract(pr.json, '$.organization.reference') FROM resource pr
+     WHERE {ref} LIKE 'PractitionerRole/%' AND pr.type = 'PractitionerRole'
+       AND pr.id = substr({ref}, 18) AND pr.deleted = 0))"""
+
+_SQL = f"""
+WITH task AS (
+    SELECT t.rid, t.json AS tj, sr.json AS sj
+    FROM resource t
+    JOIN resource sr ON sr.type = 'ServiceRequest' AND sr.deleted = 0
+        AND sr.id = substr(json_extract(t.json, '$.focus.reference'), 16)
+    WHERE t.type = 'Task' AND t.deleted = 0
+        AND json_extract(t.json, '$.focus.reference') LIKE 'ServiceRequest/%'
+        AND json_extract(t.json, '$.partOf') IS NULL
+        AND json_extract(t.json, '$.status') NOT IN ('draft', 'entered-in-error')
+        AND (json_extract(t.json, '$.code') IS NULL OR EXISTS (
+            SELECT 1 FROM json_each(t.json, '$.code.coding') c
+            WHERE json_extract(c.value, '$.code') = 'fulfill'))
+),
+milestone AS (
+    SELECT task.rid,
+        json_extract(c.value, '$.valueCoding.code') AS code,
+        json_extract(d.value, '$.valueDateTime') AS at
+    FROM task, json_each(task.tj, '$.extension') e,
+        json_each(e.value, '$.extension') c, json_each(e.value, '$.extension') d
+    WHERE json_extract(e.value, '$.url') = :milestones
+        AND json_extract(c.value, '$.url') = 'code'
+        AND json_extract(d.value, '$.url') = 'dateTime'
+),
+times AS (
+    SELECT rid,
+        (SELECT at FROM milestone m WHERE m.rid = task.rid AND m.code = 'submitted'
+         ORDER BY julianday(at) LIMIT 1) AS submitted_at,
+        (SELECT min(julianday(at)) FROM milestone m
+         WHERE m.rid = task.rid AND m.code IN ('decided', 'booked')) AS decided_jd
+    FROM task
+),
+referral AS (
+    SELECT task.rid,
+        json_extract(tj, '$.status') AS status,
+        (SELECT json_extract(c.value, '$.code') FROM json_each(tj, '$.businessStatus.coding') c
+         WHERE json_extract(c.value, '$.system') = :business LIMIT 1) AS business,
+        COALESCE(
+            (SELECT json_extract(e.value, '$.valueCoding.code') FROM json_each(sj, '$.extension') e
+             WHERE json_extract(e.value, '$.url') = :direction LIMIT 1),
+            (SELECT json_extract(e.value, '$.valueCoding.code') FROM json_each(tj, '$.extension') e
+             WHERE json_extract(e.value, '$.url') = :direction LIMIT 1)) AS direction,
+        COALESCE(times.submitted_at, json_extract(tj, '$.authoredOn')) AS submitted_at,
+        times.decided_jd,
+        COALESCE({_ORG_OF.format(ref="json_extract(sj, '$.requester.reference')")},
+                 {_ORG_OF.format(ref="json_extract(tj, '$.requester.reference')")}) AS source,
+        COALESCE(
+            (SELECT json_extract(p.value, '$.reference') FROM json_each(sj, '$.performer') p
+             WHERE json_extract(p.value, '$.reference') LIKE 'Organization/%' LIMIT 1),
+            (SELECT {_ORG_OF.format(ref="json_extract(p.value, '$.reference')")}
+             FROM json_each(sj, '$.performer') p
+             WHERE json_extract(p.value, '$.reference') LIKE 'PractitionerRole/%' LIMIT 1),
+            {_ORG_OF.format(ref="json_extract(tj, '$.owner.reference')")}) AS target,
+        (SELECT json_extract(c.value, '$.code')
+         FROM json_each(sj, '$.category') k, json_each(k.value, '$.coding') c
+         WHERE json_extract(c.value, '$.system') = :type LIMIT 1) AS rtype
+    FROM task JOIN times ON times.rid = task.rid
+),
+counted AS (
+    SELECT *,
+        CASE :group_by
+            WHEN 'source' THEN source WHEN 'target' THEN target
+            WHEN 'type' THEN rtype WHEN 'month' THEN substr(submitted_at, 1, 7)
+            ELSE '' END AS grp,
+        status IN ('accepted', 'in-progress', 'completed', 'failed') AS is_accepted,
+        julianday(submitted_at) AS submitted_jd
+    FROM referral
+    WHERE direction IN ('up', 'down', 'lateral') AND submitted_at IS NOT NULL
+        AND (:low IS NULL OR julianday(submitted_at) >= julianday(:low))
+        AND (:high IS NULL OR julianday(submitted_at) <= julianday(:high))
+        AND (:organization IS NULL OR source = :organization OR target = :organization)
+),
+totals AS (
+    SELECT grp, direction,
+        count(*) AS submitted,
+        sum(is_accepted) AS accepted,
+        sum(status = 'rejected') AS rejected,
+        sum(status = 'cancelled') AS cancelled,
+        sum(status = 'completed') AS completed,
+        sum(status = 'failed' AND business = 'no-show') AS no_show,
+        sum(status = 'in-progress') AS in_progress,
+        sum(status IN ('requested', 'received')) AS pending
+    FROM counted GROUP BY grp, direction
+),
+decision AS (
+    SELECT grp, direction, (decided_jd - submitted_jd) * 24.0 AS hours,
+        row_number() OVER (PARTITION BY grp, direction
+                           ORDER BY decided_jd - submitted_jd) AS n,
+        count(*) OVER (PARTITION BY grp, direction) AS total
+    FROM counted
+    WHERE decided_jd IS NOT NULL AND (is_accepted OR status = 'rejected')
+),
+median AS (
+    SELECT grp, direction, round(avg(hours), 2) AS hours
+    FROM decision WHERE n IN ((total + 1) / 2, (total + 2) / 2)
+    GROUP BY grp, direction
+)
+SELECT t.grp, t.direction, t.submitted, t.accepted, t.rejected, t.cancelled, t.completed,
+    t.no_show, t.in_progress, t.pending, m.hours
+FROM totals t LEFT JOIN median m ON m.grp = t.grp AND m.direction = t.direction
+ORDER BY t.grp, t.direction
+"""
+
+
+@operation("$referral-stats", "type", types=("ServiceRequest",), methods=("GET", "POST"))
+def referral_stats_operation(call: Call) -> Outcome:
+    """Parse the inputs, run the query, answer a Parameters resource."""
+    start, end = call.value("periodStart"), call.value("periodEnd")
+    organization, group_by = call.value("organization"), call.value("groupBy")
+    if isinstance(organization, dict):  # valueReference
+        organization = organization.get("reference")
+    if group_by is not None and group_by not in GROUPS:
+        raise error(400, "invalid", f"groupBy must be one of {', '.join(GROUPS)}", "groupBy")
+    result = referral_stats(
+        call.services.store.reader(),
+        _bound(start, "periodStart", 0),
+        _bound(end, "periodEnd", 1),
+        _organization(organization),
+        group_by,
+    )
+    echo: list[dict[str, Any]] = []
+    for name, value in (("periodStart", start), ("periodEnd", end)):
+        if value is not None:
+            echo.append(
+                {
+                    "name": name,
+                    "valueDate" if len(str(value)) <= 10 else "valueDateTime": str(value),
+                }
+            )
+    if organization is not None:
+        echo.append(
+            {"name": "organization", "valueReference": {"reference": _organization(organization)}}
+        )
+    if group_by is not None:
+        echo.append({"name": "groupBy", "valueCode": group_by})
+    result["parameter"] = echo + result["parameter"]
+    return Outcome(result)
+
+
+def _bound(value: Any, name: str, which: int) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date_bounds(str(value))[which]
+    except ValueError as exc:
+        raise error(400, "invalid", f"{name}: {exc}", name) from None
+
+
+def _organization(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if text.startswith("Organization/") else f"Organization/{text}"
+
+
+def referral_stats(
+    session: Session,
+    low: str | None = None,
+    high: str | None = None,
+    organization: str | None = None,
+    group_by: str | None = None,
+) -> dict[str, Any]:
+    """The statistics as a Parameters resource (without the echoed inputs)."""
+    rows = session.query(
+        _SQL,
+        {
+            "milestones": MILESTONES_URL,
+            "business": BUSINESS_SYSTEM,
+            "direction": DIRECTION_URL,
+            "type": TYPE_SYSTEM,
+            "group_by": group_by or "",
+            "low": low,
+            "high": high,
+            "organization": organization,
+        },  # type: ignore[arg-type]
+    )
+    groups: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(row[0] or "", {})[row[1]] = row[2:]
+    if group_by is None:
+        found = groups.get("", {})
+        return {"resourceType": "Parameters", "parameter": _directions(found)}
+    names = _names(session, [k for k in groups if k.startswith("Organization/")])
+    parameter = []
+    for key in sorted(groups):
+        parts: list[dict[str, Any]] = [{"name": "key", "valueString": key or "unknown"}]
+        if key in names:
+            parts.append({"name": "display", "valueString": names[key]})
+        parts += _directions(groups[key])
+        parameter.append({"name": "group", "part": parts})
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def _directions(found: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """One parameter per direction; zeros where nothing was referred that way."""
+    out = []
+    for direction in DIRECTIONS:
+        values = found.get(direction) or (0,) * len(COUNTS) + (None,)
+        counts = dict(zip(COUNTS, (int(v or 0) for v in values[: len(COUNTS)]), strict=True))
+        parts: list[dict[str, Any]] = [
+            {"name": name, "valueInteger": value} for name, value in counts.items()
+        ]
+        decided = counts["accepted"] + counts["rejected"]
+        if decided:
+            rate = round(counts["accepted"] / decided, 4)
+            parts.append({"name": "acceptanceRate", "valueDecimal": rate})
+        median = values[len(COUNTS)]
+        if median is not None:
+            parts.append({"name": "medianHoursToDecision", "valueDecimal": float(median)})
+        out.append({"name": direction, "part": parts})
+    return out
+
+
+def _names(session: Session, refs: list[str]) -> dict[str, str]:
+    if not refs:
+        return {}
+    ids = [r.split("/", 1)[1] for r in refs]
+    rows = session.query(
+        f"SELECT id, json_extract(json, '$.name') FROM resource WHERE type = 'Organization' "
+        f"AND deleted = 0 AND id IN ({', '.join('?' * len(ids))})",
+        ids,
+    )
+    return {f"Organization/{rid}": str(name) for rid, name in rows if name}
