@@ -145,29 +145,27 @@ APPROVAL_DECISIONS: dict[str, tuple[frozenset[str], str]] = {
 APPROVED = frozenset({"accepted", "completed"})
 APPROVAL_OPEN = frozenset({"requested", "received"})
 
-#: yl-milestone codes each transition stamps on the Task (extension yl-milestones). The code
-#: system has no codes of its own for leaving info-requested, starting treatment or closing
-#: without completion: those stamp the nearest code ("received", "appointment-start",
-#: "completed" = the referral's life ended; its outcome is in status/businessStatus).
+#: yl-milestone codes each transition stamps on the Task (extension yl-milestones), one code
+#: per event so that SLA and metric queries can tell them apart.
 MILESTONES: dict[str, tuple[str, ...]] = {
     "submit": ("submitted",),
     "submit-booked": ("submitted", "booked"),
     "claim": ("received",),
     "review": ("received",),
     "request-info": ("info-requested",),
-    "provide-info": ("received",),
+    "provide-info": ("info-provided",),
     "accept": ("decided",),
     "assign-bed": ("bed-assigned",),
     "confirm-booking": ("booked",),
     "reject": ("decided",),
     "redirect": ("decided",),
-    "cancel": ("completed",),
-    "expire": ("completed",),
+    "cancel": ("withdrawn",),
+    "expire": ("expired",),
     "check-in": ("arrived",),
-    "start-treatment": ("appointment-start",),
-    "no-show": ("completed",),
+    "start-treatment": ("treatment-started",),
+    "no-show": ("no-show",),
     "complete": ("completed", "feedback-sent"),
-    "complete-down-referred": ("completed",),
-    "fail": ("completed",),
-    "enter-in-error": ("completed",),
+    "complete-down-referred": ("completed", "down-referred"),
+    "fail": ("failed",),
+    "enter-in-error": ("entered-in-error",),
 }
