@@ -44,7 +44,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services or Services.open(settings)
     config = app.state.services.settings
     conformance.load(app.state.services, [config.profiles_dir, config.terminology_dir])
-    app.state.capabilities = capability_statement(app.state.services.registry, now())
+    app.state.capabilities = capability_statement(
+        app.state.services.registry, now(), conformance.profiles([config.profiles_dir])
+    )
     app.include_router(router, prefix="/fhir")
 
     @app.exception_handler(FhirError)

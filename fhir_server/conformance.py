@@ -36,6 +36,15 @@ def resources(dirs: Iterable[Path]) -> Iterator[dict[str, Any]]:
             yield from (r for r in items if isinstance(r, dict) and r.get("resourceType") in KINDS)
 
 
+def profiles(dirs: Iterable[Path]) -> dict[str, list[str]]:
+    """Our resource profiles (not extensions) by the resource type they constrain."""
+    out: dict[str, list[str]] = {}
+    for r in resources(dirs):
+        if r["resourceType"] == "StructureDefinition" and r.get("kind") == "resource":
+            out.setdefault(r["type"], []).append(r["url"])
+    return {t: sorted(urls) for t, urls in out.items()}
+
+
 @cache
 def _bundle(dirs: tuple[Path, ...]) -> bytes:
     entries = [

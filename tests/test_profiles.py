@@ -476,3 +476,15 @@ def test_milestone_composite_matches_within_one_milestone(client: TestClient) ->
     found = client.get("/fhir/Task?milestone=booked$ge2026-01-01").json()
     assert ids(found) == {"t1"}
     assert ids(client.get("/fhir/Task?milestone=submitted$ge2026-01-01").json()) == set()
+
+
+def test_capability_statement_lists_our_profiles_and_operations(client: TestClient) -> None:
+    cs = client.get("/fhir/metadata").json()
+    resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
+    base = "https://yilian.health/fhir/StructureDefinition/"
+    assert f"{base}yl-referral-task" in resources["Task"]["supportedProfile"]
+    assert f"{base}yl-referral-request" in resources["ServiceRequest"]["supportedProfile"]
+    task_ops = {o["name"] for o in resources["Task"]["operation"]}
+    assert {"claim", "accept", "reject", "cancel", "check-in", "complete"} <= task_ops
+    sr_ops = {o["name"] for o in resources["ServiceRequest"]["operation"]}
+    assert {"submit", "referral-slip", "referral-stats"} <= sr_ops

@@ -59,7 +59,11 @@ def _operations(rtype: str | None) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def capability_statement(registry: Registry, software_date: str) -> dict[str, Any]:
+def capability_statement(
+    registry: Registry, software_date: str, profiles: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """`profiles`: our IG's profile URLs per resource type (CapabilityStatement
+    .rest.resource.supportedProfile)."""
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         codes = [*COMMON, *sorted(c for c in registry.for_type(rtype) if c not in COMMON)]
@@ -69,6 +73,7 @@ def capability_statement(registry: Registry, software_date: str) -> dict[str, An
             {
                 "type": rtype,
                 "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                **({"supportedProfile": profiles[rtype]} if profiles and rtype in profiles else {}),
                 "interaction": [{"code": c} for c in INTERACTIONS],
                 "versioning": "versioned",
                 "readHistory": True,
