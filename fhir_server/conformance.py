@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from .context import RequestContext
-from .interactions import bundle
 from .services import Services
 
 KINDS = frozenset(
@@ -56,6 +55,8 @@ def _bundle(dirs: tuple[Path, ...]) -> bytes:
 
 def load(services: Services, dirs: Iterable[Path]) -> int:
     """Store the conformance resources in one transaction; returns how many there are."""
+    from .interactions import bundle  # here: the write path itself reads our terminology
+
     data = orjson.loads(_bundle(tuple(dirs)))
     if data["entry"]:
         bundle.process(services, RequestContext(base_url=""), data, "minimal")

@@ -26,6 +26,8 @@ from .interactions import bundle
 from .operations.registry import Call, find
 from .services import Services
 from .settings import Settings
+from .terminology import TERMINOLOGY
+from .workflow.transitions import BUSINESS_STATUS
 
 CANON = "https://yilian.health/fhir"
 SID = f"{CANON}/sid"
@@ -56,56 +58,14 @@ STATES = (
     "expired",
     "no-show",
 )
-TASK_STATUS = {
-    "drafted": "draft",
-    "submitted": "requested",
-    "received": "received",
-    "under-review": "received",
-    "info-requested": "received",
-    "booked": "accepted",
-    "approved": "accepted",
-    "bed-assigned": "accepted",
-    "arrived": "in-progress",
-    "in-treatment": "in-progress",
-    "admitted": "in-progress",
-    "feedback-sent": "completed",
-    "down-referred": "completed",
-    "rejected": "rejected",
-    "redirected": "rejected",
-    "withdrawn": "cancelled",
-    "expired": "cancelled",
-    "no-show": "failed",
-}
-BUSINESS_DISPLAY = {
-    "drafted": "草稿",
-    "submitted": "已提交/待接收",
-    "received": "已接收",
-    "under-review": "审核中",
-    "info-requested": "待补充资料",
-    "booked": "已预约",
-    "approved": "已同意",
-    "bed-assigned": "已安排床位",
-    "arrived": "已报到",
-    "in-treatment": "诊疗中",
-    "admitted": "已入院",
-    "feedback-sent": "已回执",
-    "down-referred": "已下转",
-    "rejected": "已拒绝",
-    "redirected": "已改派",
-    "withdrawn": "已撤回",
-    "expired": "超时失效",
-    "no-show": "未报到/爽约",
-}
-LEVELS = {"3A": "三级甲等", "2A": "二级甲等", "2B": "二级乙等", "chc": "社区卫生服务中心"}
-TYPES = {
-    "outpatient": "门诊转诊",
-    "inpatient": "住院转诊",
-    "emergency": "急诊转诊",
-    "examination": "检查检验转诊",
-    "rehabilitation": "康复转诊",
-    "chronic-care": "慢病管理转诊",
-}
-DIRECTIONS = {"up": "上转", "down": "下转", "lateral": "平转"}
+
+
+def _ours(codesystem: str, code: str) -> dict[str, str]:
+    """A Coding of one of our code systems, displayed by its zh-CN designation
+    (terminology/ is the one source of what our codes mean)."""
+    system = f"{CS}/{codesystem}"
+    return _coding(system, code, TERMINOLOGY.display(system, code, "zh-CN") or code)
+
 
 #: (id, name, level, district, departments)
 HOSPITALS = (
@@ -342,7 +302,7 @@ class Builder:
                     "extension": [
                         {
                             "url": f"{SD}/yl-org-level",
-                            "valueCoding": _coding(f"{CS}/yl-org-level", level, LEVELS[level]),
+                            "valueCoding": _ours("yl-org-level", level),
                         }
                     ],
                     "telecom": [{"system": "phone", "value": f"0571-8{n + 1}{n + 2}{n + 3}0000"}],
@@ -648,9 +608,7 @@ def service_request(b: Builder, r: Referral) -> dict[str, Any]:
         "extension": [
             {
                 "url": f"{SD}/yl-referral-direction",
-                "valueCoding": _coding(
-                    f"{CS}/yl-referral-direction", r.direction, DIRECTIONS[r.direction]
-                ),
+                "valueCoding": _ours("yl-referral-direction", r.direction),
             }
         ],
         "identifier": [{"system": f"{SID}/referral-number", "value": r.number}],
@@ -658,7 +616,7 @@ def service_request(b: Builder, r: Referral) -> dict[str, Any]:
         "intent": "order",
         "category": [
             {"coding": [_coding("http://snomed.info/sct", "3457005", "Patient referral")]},
-            {"coding": [_coding(f"{CS}/yl-referral-type", r.rtype, TYPES[r.rtype])]},
+            {"coding": [_ours("yl-referral-type", r.rtype)]},
         ],
         "priority": "urgent"
         if r.rtype == "inpatient" and int(r.sr_id[4:7]) % 3 == 0
@@ -783,7 +741,7 @@ def _milestone(code: str, at: datetime, actor: str | None = None) -> dict[str, A
 def direct_task(b: Builder, r: Referral) -> list[dict[str, Any]]:
     """The Task (and Appointment, bed, ...) of a referral in its state, written as data, with the
     ServiceRequest's status made consistent (referral-model.md §2.5 consistency table)."""
-    state, status = r.state, TASK_STATUS[r.state]
+    state, status = r.state, BUSINESS_STATUS[r.state]
     t0 = r.submitted
     rc = f"PractitionerRole/{b.coordinators[r.target]}"
     milestones: list[dict[str, Any]] = []
@@ -806,9 +764,7 @@ def direct_task(b: Builder, r: Referral) -> list[dict[str, Any]]:
         "identifier": r.resource["identifier"],
         "basedOn": [_ref("ServiceRequest", r.sr_id)],
         "status": status,
-        "businessStatus": {
-            "coding": [_coding(f"{CS}/yl-referral-business-status", state, BUSINESS_DISPLAY[state])]
-        },
+        "businessStatus": {"coding": [_ours("yl-referral-business-status", state)]},
         "intent": "order",
         "priority": r.resource["priority"],
         "code": {"coding": [_coding("http://hl7.org/fhir/CodeSystem/task-code", "fulfill")]},

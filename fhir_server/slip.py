@@ -42,6 +42,7 @@ from .errors import error
 from .interactions import read as reads
 from .operations.registry import Call, Outcome, operation
 from .storage.sqlite import Session
+from .terminology import TERMINOLOGY
 
 CANON = "https://yilian.health/fhir"
 DIRECTION_URL = f"{CANON}/StructureDefinition/yl-referral-direction"
@@ -54,20 +55,13 @@ REFERRAL_TYPE = f"{CANON}/CodeSystem/yl-referral-type"
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 FONT_FILE = FONT_DIR / "wqy-microhei.ttc"
 FONT_NAME = "WenQuanYiMicroHei"
+BUSINESS_SYSTEM = "https://yilian.health/fhir/CodeSystem/yl-referral-business-status"
 
 #: printed titles by direction (公卫规范: 转出单 for 上转, 回转单 for 下转)
 TITLES = {
     "up": ("双向转诊单（上转单）", "转出单"),
     "down": ("双向转诊单（下转单）", "回转单"),
     "lateral": ("双向转诊单（平转单）", "转出单"),
-}
-TYPE_NAMES = {
-    "outpatient": "门诊转诊",
-    "inpatient": "住院转诊",
-    "emergency": "急诊转诊",
-    "examination": "检查检验转诊",
-    "rehabilitation": "康复转诊",
-    "chronic-care": "慢病管理转诊",
 }
 PRIORITY_NAMES = {"routine": "普通", "urgent": "紧急", "asap": "尽快", "stat": "急诊"}
 GENDER_NAMES = {"male": "男", "female": "女", "other": "其他", "unknown": "未知"}
@@ -268,7 +262,8 @@ def _referral_type(sr: dict[str, Any]) -> str:
         for c in _codings(concept):
             if c.get("system") == REFERRAL_TYPE:
                 code = str(c.get("code") or "")
-                return TYPE_NAMES.get(code, str(c.get("display") or code))
+                name = TERMINOLOGY.display(REFERRAL_TYPE, code, "zh-CN")
+                return name or str(c.get("display") or code)
     return ""
 
 
@@ -463,37 +458,12 @@ def _valid_until(task: dict[str, Any] | None) -> str:
     return str(end)[:10] if end else ""
 
 
-#: yl-referral-business-status designations (zh-CN), for codings sent without a display
-BUSINESS_NAMES = {
-    "drafted": "草稿",
-    "submitted": "已提交/待接收",
-    "received": "已接收",
-    "under-review": "审核中",
-    "info-requested": "待补充资料",
-    "booked": "已预约",
-    "booked-pending-review": "已预约待复核",
-    "approved": "已同意",
-    "bed-assigned": "已安排床位",
-    "arrived": "已报到",
-    "in-treatment": "诊疗中",
-    "admitted": "已入院",
-    "feedback-sent": "已回执",
-    "down-referred": "已下转",
-    "rejected": "已拒绝",
-    "redirected": "已改派",
-    "withdrawn": "已撤回",
-    "expired": "超时失效",
-    "no-show": "未报到/爽约",
-    "treatment-aborted": "中止",
-    "entered-in-error": "作废",
-}
-
-
 def _business_status(task: dict[str, Any]) -> str:
     concept = task.get("businessStatus")
     for c in _codings(concept):
-        if c.get("code") in BUSINESS_NAMES:
-            return BUSINESS_NAMES[str(c["code"])]
+        name = TERMINOLOGY.display(BUSINESS_SYSTEM, str(c.get("code")), "zh-CN")
+        if c.get("system") == BUSINESS_SYSTEM and name:
+            return name
     return _text(concept) or str(task.get("status") or "")
 
 

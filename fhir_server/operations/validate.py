@@ -44,7 +44,9 @@ def _validate(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
     if mode == "update" and rid is not None and resource.get("id") != rid:
         issues.append(Issue("invalid", f"id must be '{rid}' for mode update", "error", "id"))
     if not any(i.severity in ("error", "fatal") for i in issues):
-        return operation_outcome(issues) if issues else information(
-            "Validation successful: no issues found"
+        return (
+            operation_outcome(issues)
+            if issues
+            else information("Validation successful: no issues found")
         )
     return operation_outcome(issues)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FhirError, error
+from ..terminology import TERMINOLOGY
 
 CANON = "https://yilian.health/fhir"
 BUSINESS_SYSTEM = f"{CANON}/CodeSystem/yl-referral-business-status"
@@ -13,29 +14,11 @@ TRANSITION_SYSTEM = f"{CANON}/CodeSystem/yl-transition"
 
 Pair = tuple[str, str]  # (Task.status, businessStatus code)
 
-#: business status -> the only Task.status it may pair with (CodeSystem property taskStatus)
+#: business status -> the only Task.status it may pair with: the CodeSystem's `taskStatus`
+#: property (terminology/CodeSystem-yl-referral-business-status.json) is the one source
 BUSINESS_STATUS: dict[str, str] = {
-    "drafted": "draft",
-    "submitted": "requested",
-    "received": "received",
-    "under-review": "received",
-    "info-requested": "received",
-    "booked": "accepted",
-    "booked-pending-review": "accepted",
-    "approved": "accepted",
-    "bed-assigned": "accepted",
-    "arrived": "in-progress",
-    "in-treatment": "in-progress",
-    "admitted": "in-progress",
-    "feedback-sent": "completed",
-    "down-referred": "completed",
-    "rejected": "rejected",
-    "redirected": "rejected",
-    "withdrawn": "cancelled",
-    "expired": "cancelled",
-    "no-show": "failed",
-    "treatment-aborted": "failed",
-    "entered-in-error": "entered-in-error",
+    code: str(TERMINOLOGY.property(BUSINESS_SYSTEM, code, "taskStatus"))
+    for _, code, _ in TERMINOLOGY.expand(f"{CANON}/ValueSet/yl-referral-business-status") or ()
 }
 
 TERMINAL = frozenset({"completed", "rejected", "cancelled", "failed", "entered-in-error"})
