@@ -312,14 +312,16 @@ class Compiler:
 
     def _has_targets(self, rtype: str, c: Clause, alias: str) -> tuple[str, list]:
         """`_has` as the row ids of the resources the matching referrers point at, driven
-        from the referrers' own lookups (CROSS JOIN keeps that order)."""
+        from the referrers' own lookups (CROSS JOINs keep that order: left to right, SQLite
+        would otherwise start from every resource of the target type)."""
         assert c.has is not None
         other, ref, inner = c.has
         o, i, t = f"{alias}o", f"{alias}i", f"{alias}t"
         inner_where, inner_args = self.where(other, [inner], alias=o)
         sql = (
-            f"SELECT {t}.rid FROM resource {o} CROSS JOIN idx_reference {i} ON {i}.rid = {o}.rid "
-            f"JOIN resource {t} ON {t}.type = {i}.target_type AND {t}.id = {i}.target_id "
+            f"SELECT {t}.rid FROM resource {o} CROSS JOIN idx_reference {i} "
+            f"INDEXED BY idx_reference_rid ON {i}.rid = {o}.rid "
+            f"CROSS JOIN resource {t} ON {t}.type = {i}.target_type AND {t}.id = {i}.target_id "
             f"WHERE {i}.type = ? AND {i}.param = ? AND {t}.type = ? AND {t}.deleted = 0 "
             f"AND {inner_where}"
         )
