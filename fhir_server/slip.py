@@ -453,6 +453,23 @@ def _summary(resource: dict[str, Any]) -> str:
     return f"{line}（{when}）" if when and line else line
 
 
+def _meta_rows(slip: Slip) -> list[tuple[str, str]]:
+    """The slip's header fields, printed the same in HTML and PDF."""
+    rows = [
+        ("转诊单号", slip.number),
+        ("转诊类型", slip.referral_type),
+        ("优先级", slip.priority),
+        ("开单日期", slip.authored),
+        ("有效期至", slip.valid_until or "—"),
+        ("状态", slip.status),
+    ]
+    if slip.appointment:
+        rows.append(("预约就诊时间", slip.appointment))
+    if slip.bed:
+        rows.append(("床位", slip.bed))
+    return rows
+
+
 def _valid_until(task: dict[str, Any] | None) -> str:
     end = (((task or {}).get("restriction") or {}).get("period") or {}).get("end")
     return str(end)[:10] if end else ""
@@ -563,18 +580,7 @@ def render_html(slip: Slip) -> str:
         )
         return f'<div class="grid">{cells}</div>'
 
-    meta = [
-        ("转诊单号", slip.number),
-        ("转诊类型", slip.referral_type),
-        ("优先级", slip.priority),
-        ("开单日期", slip.authored),
-        ("有效期至", slip.valid_until or "—"),
-        ("状态", slip.status),
-    ]
-    if slip.appointment:
-        meta.append(("预约就诊时间", slip.appointment))
-    if slip.bed:
-        meta.append(("床位", slip.bed))
+    meta = _meta_rows(slip)
     sections = [(_impression_title(slip), [slip.impression] if slip.impression else [])]
     sections += [(title, slip.sections.get(code, [])) for code, title in SECTIONS]
     body = "".join(
@@ -690,18 +696,7 @@ def render_pdf(slip: Slip) -> bytes:
                         strokeColor=None,
                     )
                 )
-    meta = [
-        ("转诊单号", slip.number),
-        ("转诊类型", slip.referral_type),
-        ("优先级", slip.priority),
-        ("开单日期", slip.authored),
-        ("有效期至", slip.valid_until or "—"),
-        ("状态", slip.status),
-    ]
-    if slip.appointment:
-        meta.append(("预约就诊时间", slip.appointment))
-    if slip.bed:
-        meta.append(("床位", slip.bed))
+    meta = _meta_rows(slip)
     head = Table(
         [
             [
