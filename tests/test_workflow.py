@@ -687,6 +687,19 @@ def test_put_is_checked_against_the_table(client: TestClient, world: Json) -> No
         "businessStatus": {"coding": [{"system": BUSINESS, "code": "received"}]},
     }
     assert client.put(f"/fhir/{task}", json=legal).status_code == 200
+    # ... and recorded like the operation: a milestone on the Task and a Provenance
+    moved = get(client, task)
+    stamped = [
+        part["valueCoding"]["code"]
+        for ext in moved.get("extension", [])
+        if ext["url"].endswith("yl-milestones")
+        for part in ext["extension"]
+        if part["url"] == "code"
+    ]
+    assert stamped[-1] == "received"
+    trail = client.get(f"/fhir/Provenance?target={task}").json()
+    activities = [e["resource"]["activity"]["coding"][0]["code"] for e in trail["entry"]]
+    assert "claim" in activities
     patch = [
         {"op": "replace", "path": "/status", "value": "in-progress"},
         {"op": "replace", "path": "/businessStatus/coding/0/code", "value": "arrived"},

@@ -22,6 +22,7 @@ from ..search.fulltext import content_text, narrative_text
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
 from ..workflow.rules import check_update as check_workflow
+from ..workflow.rules import provenance, record_plain_update
 from .result import Result
 from .search import find
 
@@ -131,9 +132,14 @@ def update(
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
     check_if_match(prev, if_match)
-    check_workflow(rtype, prev, resource)
+    transition = check_workflow(rtype, prev, resource)
     if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
         return Result(200, prev[1])
+    if transition is not None:  # a referral Task moved by plain PUT/PATCH
+        stamp, agent = now(), {"display": ctx.principal}
+        resource = record_plain_update(resource, transition, stamp, agent)
+        trail = provenance(rid, transition.code, stamp, agent, label=transition.number)
+        save(session, services, "Provenance", new_id(), trail, None, "POST")
     stored = save(session, services, rtype, rid, resource, prev, "PUT")
     created = prev is None or prev[1].deleted
     return Result(201 if created else 200, stored, location=True)

@@ -19,7 +19,7 @@ from ..model.validate import validate
 from ..operations.registry import Call, Outcome, operation
 from ..services import Services
 from ..storage.sqlite import Session, Stored
-from .rules import business_status, is_referral_task
+from .rules import business_status, is_referral_task, milestone, provenance
 from .transitions import (
     APPROVAL_DECISIONS,
     APPROVAL_OPEN,
@@ -28,7 +28,6 @@ from .transitions import (
     CANON,
     MILESTONES,
     TERMINAL,
-    TRANSITION_SYSTEM,
     Transition,
     allowed,
 )
@@ -92,7 +91,8 @@ class Work:
         self.prev: dict[Key, tuple[int, Stored] | None] = {}
         self.res: dict[Key, Json] = {}
         self.order: list[Key] = []
-        self.records: list[tuple[str, str, Json, Json, Json | None]] = []
+        #: (Task id, agent, yl-transition code, T-number, reason) of each transition applied
+        self.records: list[tuple[str, Json, str, str | None, Json | None]] = []
         #: the Task the operation is about: first in the answer
         self.lead: Key | None = None
 
@@ -143,7 +143,7 @@ class Work:
         self.changed(resource)
 
     def record(self, task: Json, code: str, agent: Json, reason: Json | None) -> None:
-        self.records.append((task["resourceType"], task["id"], agent, {"code": code}, reason))
+        self.records.append((task["id"], agent, code, None, reason))
 
     def commit(self) -> list[Json]:
         """One Provenance per transition (target = the Task + every other resource written),
@@ -152,19 +152,9 @@ class Work:
             self.order.remove(self.lead)
             self.order.insert(0, self.lead)
         written = list(self.order)
-        for rtype, rid, agent, activity, reason in self.records:
-            others = [{"reference": f"{t}/{i}"} for t, i in written if (t, i) != (rtype, rid)]
-            provenance: Json = {
-                "resourceType": "Provenance",
-                "target": [{"reference": f"{rtype}/{rid}"}, *others],
-                "occurredDateTime": self.at,
-                "recorded": self.at,
-                "activity": {"coding": [{"system": TRANSITION_SYSTEM, **activity}]},
-                "agent": [{"who": agent}],
-            }
-            if reason:
-                provenance["reason"] = [reason]
-            self.add(provenance)
+        for rid, agent, code, label, reason in self.records:
+            others = tuple(f"{rt}/{i}" for rt, i in written if (rt, i) != ("Task", rid))
+            self.add(provenance(rid, code, self.at, agent, others, reason, label))
         out = []
         for key in self.order:
             validate(self.res[key])
@@ -278,18 +268,12 @@ def transition(
         task["statusReason"] = reason
     else:
         task.pop("statusReason", None)
-    for milestone in dict.fromkeys((*MILESTONES[code], *extra_milestones)):
-        parts: list[Json] = [
-            {"url": "code", "valueCoding": coding(f"{CS}yl-milestone", milestone)},
-            {"url": "dateTime", "valueDateTime": work.at},
-        ]
-        if "reference" in agent:
-            parts.append({"url": "actor", "valueReference": agent})
-        task.setdefault("extension", []).append({"url": f"{SD}yl-milestones", "extension": parts})
+    for code_ in dict.fromkeys((*MILESTONES[code], *extra_milestones)):
+        task.setdefault("extension", []).append(milestone(code_, work.at, agent))
     task["lastModified"] = work.at
     work.changed(task)
     work.lead = work.lead or ("Task", task["id"])
-    work.records.append(("Task", task["id"], agent, {"code": t.code, "display": t.number}, reason))
+    work.records.append((task["id"], agent, t.code, t.number, reason))
     return t
 
 

@@ -9,7 +9,14 @@ import orjson
 
 from ..errors import error
 from ..storage.sqlite import Stored
-from .transitions import BUSINESS_SYSTEM, CANON, find_transition
+from .transitions import (
+    BUSINESS_SYSTEM,
+    CANON,
+    MILESTONES,
+    TRANSITION_SYSTEM,
+    Transition,
+    find_transition,
+)
 
 TASK_PROFILE = f"{CANON}/StructureDefinition/yl-referral-task"
 
@@ -31,15 +38,17 @@ def is_referral_task(task: dict[str, Any]) -> bool:
     return TASK_PROFILE in profiles or business_status(task) is not None
 
 
-def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> None:
-    """409 business-rule unless old -> new status pair is unchanged or a table row."""
+def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> Transition | None:
+    """409 business-rule unless old -> new status pair is unchanged or a table row; returns
+    the row when the pair changes."""
     if not (is_referral_task(old) or is_referral_task(new)):
-        return
+        return None
     before = (old.get("status"), business_status(old))
     after = (new.get("status"), business_status(new))
     if before == after:
-        return
-    if find_transition(before, after) is None:  # type: ignore[arg-type]
+        return None
+    found = find_transition(before, after)  # type: ignore[arg-type]
+    if found is None:
         raise error(
             409,
             "business-rule",
@@ -47,10 +56,68 @@ def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> None:
             f"{after[0]}/{after[1] or '-'}",
             "Task.status",
         )
+    return found
 
 
-def check_update(rtype: str, prev: tuple[int, Stored] | None, resource: dict[str, Any]) -> None:
+def check_update(
+    rtype: str, prev: tuple[int, Stored] | None, resource: dict[str, Any]
+) -> Transition | None:
     """The write-layer hook: check an update of a stored, live Task against the table."""
     if rtype != "Task" or prev is None or prev[1].deleted or prev[1].json is None:
-        return
-    check_task_change(orjson.loads(prev[1].json), resource)
+        return None
+    return check_task_change(orjson.loads(prev[1].json), resource)
+
+
+def milestone(code: str, at: str, agent: dict[str, Any]) -> dict[str, Any]:
+    """One yl-milestones extension entry: which milestone, when, and by whom."""
+    parts: list[dict[str, Any]] = [
+        {
+            "url": "code",
+            "valueCoding": {"system": f"{CANON}/CodeSystem/yl-milestone", "code": code},
+        },
+        {"url": "dateTime", "valueDateTime": at},
+    ]
+    if "reference" in agent:
+        parts.append({"url": "actor", "valueReference": agent})
+    return {"url": f"{CANON}/StructureDefinition/yl-milestones", "extension": parts}
+
+
+def provenance(
+    task_id: str,
+    activity: str,
+    at: str,
+    agent: dict[str, Any],
+    others: tuple[str, ...] = (),
+    reason: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """The Provenance of one transition of Task/task_id (activity: its yl-transition code,
+    labelled with the T-number)."""
+    coding: dict[str, Any] = {"system": TRANSITION_SYSTEM, "code": activity}
+    if label:
+        coding["display"] = label
+    out: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Task/{task_id}"}, *({"reference": o} for o in others)],
+        "occurredDateTime": at,
+        "recorded": at,
+        "activity": {"coding": [coding]},
+        "agent": [{"who": agent}],
+    }
+    if reason:
+        out["reason"] = [reason]
+    return out
+
+
+def record_plain_update(
+    task: dict[str, Any], t: Transition, at: str, agent: dict[str, Any]
+) -> dict[str, Any]:
+    """A legal transition made by PUT/PATCH gets what the operations give it: its milestones
+    and lastModified on the Task (returned), and a Provenance (see write.update). Linked
+    resources (Appointment, Encounter, ...) are changed only by the operations."""
+    stamped = {**task, "lastModified": at}
+    stamped["extension"] = [
+        *(task.get("extension") or []),
+        *(milestone(c, at, agent) for c in MILESTONES[t.code]),
+    ]
+    return stamped
