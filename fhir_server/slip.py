@@ -453,6 +453,18 @@ def _summary(resource: dict[str, Any]) -> str:
     return f"{line}（{when}）" if when and line else line
 
 
+def _stub_rows(slip: Slip) -> list[tuple[str, str]]:
+    """The 存根 (stub) the sending hospital keeps, printed the same in HTML and PDF."""
+    return [
+        ("转诊单号", slip.number),
+        ("患者姓名", slip.patient_name),
+        ("转入机构", slip.target.organization),
+        ("转入科室", slip.target.department),
+        ("转出医生", slip.source.doctor),
+        ("日期", slip.authored),
+    ]
+
+
 def _meta_rows(slip: Slip) -> list[tuple[str, str]]:
     """The slip's header fields, printed the same in HTML and PDF."""
     rows = [
@@ -589,16 +601,7 @@ def render_html(slip: Slip) -> str:
         + "</section>"
         for title, texts in sections
     )
-    stub = grid(
-        [
-            ("转诊单号", slip.number),
-            ("患者姓名", slip.patient_name),
-            ("转入机构", slip.target.organization),
-            ("转入科室", slip.target.department),
-            ("转出医生", slip.source.doctor),
-            ("日期", slip.authored),
-        ]
-    )
+    stub = grid(_stub_rows(slip))
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <title>{e(slip.title)} {e(slip.number)}</title>
@@ -712,16 +715,7 @@ def render_pdf(slip: Slip) -> bytes:
             [
                 [
                     p("存根", heading),
-                    grid(
-                        [
-                            ("转诊单号", slip.number),
-                            ("患者姓名", slip.patient_name),
-                            ("转入机构", slip.target.organization),
-                            ("转入科室", slip.target.department),
-                            ("转出医生", slip.source.doctor),
-                            ("日期", slip.authored),
-                        ]
-                    ),
+                    grid(_stub_rows(slip)),
                 ]
             ]
         ],

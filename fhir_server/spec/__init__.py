@@ -15,12 +15,9 @@ def load(name: str) -> object:
 
 
 def _resource_types() -> frozenset[str]:
-    path = SPEC_DIR / "resource_types.json"
-    if path.exists():
-        data = load("resource_types.json")
-        assert isinstance(data, dict)
-        return frozenset(data["types"])
-    return frozenset()
+    data = load("resource_types.json")
+    assert isinstance(data, dict)
+    return frozenset(data["types"])
 
 
 RESOURCE_TYPES: frozenset[str] = _resource_types()
