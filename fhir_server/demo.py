@@ -5,8 +5,7 @@ consortium Organization, one 三级甲等 hospital, two secondary hospitals, fou
 OrganizationAffiliations, coordinators and doctors (Practitioner + PractitionerRole), 50
 patients, Schedules with reserved referral Slots for the next 14 days, and referral
 ServiceRequests. It then moves each referral's Task to its business state by calling the
-workflow operations in-process ($submit, $claim, $accept, ...), when they are registered;
-otherwise it writes the Tasks directly with consistent status pairs and milestones.
+workflow operations in-process ($submit, $claim, $accept, ...), as a client would.
 Everything random comes from one seeded generator, so two loads produce the same content.
 """
 
@@ -21,7 +20,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from .context import RequestContext
-from .errors import FhirError
 from .interactions import bundle
 from .operations.registry import Call, find
 from .services import Services
@@ -203,7 +201,6 @@ class Demo:
     slots: int = 0
     referrals: int = 0
     states: dict[str, str] = field(default_factory=dict)  # ServiceRequest id -> business state
-    via_workflow: bool = False
     resources: int = 0
 
 
@@ -381,10 +378,8 @@ class Builder:
         return f"role-{pid}"
 
     def people(self) -> None:
-        coordinator = {
-            "coding": [_coding(f"{CS}/yl-practitioner-role", "referral-coordinator", "转诊专员")]
-        }
-        family = {"coding": [_coding(f"{CS}/yl-practitioner-role", "family-doctor", "家庭医生")]}
+        coordinator = {"coding": [_ours("yl-practitioner-role", "referral-coordinator")]}
+        family = {"coding": [_ours("yl-practitioner-role", "family-doctor")]}
         doctor = {
             "coding": [
                 _coding(
@@ -470,9 +465,7 @@ class Builder:
     def schedules(self) -> None:
         pool = {
             "url": f"{SD}/yl-reserved-pool",
-            "valueCoding": _coding(
-                f"{CS}/yl-reserved-pool", "referral-consortium", "医联体转诊预留号源"
-            ),
+            "valueCoding": _ours("yl-reserved-pool", "referral-consortium"),
         }
         for oid, _n, level, _d, _deps in HOSPITALS:
             if level == "chc":
@@ -698,12 +691,8 @@ def load_demo(services: Services, today: date | None = None, seed: int = 2025030
         referrals=len(referrals),
         resources=len(b.resources),
     )
-    if _has_workflow():
-        demo.via_workflow = True
-        for r in referrals:
-            _drive(services, ctx, b, r)
-    else:
-        _transaction(services, ctx, [x for r in referrals for x in direct_task(b, r)])
+    for r in referrals:
+        _drive(services, ctx, b, r)
     demo.states = {r.sr_id: r.state for r in referrals}
     return demo
 
@@ -725,166 +714,33 @@ def _transaction(services: Services, ctx: RequestContext, resources: list[dict[s
     )
 
 
-# --- without the workflow operations: Tasks written directly -----------------------------
+# --- referrals through the workflow operations -----------------------------------------
 
 
-def _milestone(code: str, at: datetime, actor: str | None = None) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [
-        {"url": "code", "valueCoding": _coding(f"{CS}/yl-milestone", code)},
-        {"url": "dateTime", "valueDateTime": _instant(at)},
-    ]
-    if actor:
-        parts.append({"url": "actor", "valueReference": {"reference": actor}})
-    return {"url": f"{SD}/yl-milestones", "extension": parts}
-
-
-def direct_task(b: Builder, r: Referral) -> list[dict[str, Any]]:
-    """The Task (and Appointment, bed, ...) of a referral in its state, written as data, with the
-    ServiceRequest's status made consistent (referral-model.md §2.5 consistency table)."""
-    state, status = r.state, BUSINESS_STATUS[r.state]
-    t0 = r.submitted
-    rc = f"PractitionerRole/{b.coordinators[r.target]}"
-    milestones: list[dict[str, Any]] = []
-    if state != "drafted":
-        milestones.append(_milestone("submitted", t0, f"PractitionerRole/{r.requester}"))
-    if status not in ("draft", "requested") and state not in ("expired", "withdrawn", "booked"):
-        milestones.append(_milestone("received", t0 + timedelta(hours=1), rc))
-    if state == "info-requested":
-        milestones.append(_milestone("info-requested", t0 + timedelta(hours=2), rc))
-    decided = status in ("accepted", "in-progress", "completed", "failed", "rejected")
-    if decided:
-        hours = 0 if state == "booked" else 2 + int(r.sr_id[4:7]) % 5
-        milestones.append(_milestone("decided", t0 + timedelta(hours=hours), rc))
-    out: list[dict[str, Any]] = []
+def draft_task(r: Referral) -> list[dict[str, Any]]:
+    """A referral still being composed: its draft ServiceRequest and draft Task (no operation
+    leads there; $submit starts from it)."""
     task: dict[str, Any] = {
         "resourceType": "Task",
         "id": f"task-{r.sr_id}",
         "meta": {"profile": [TASK_PROFILE]},
-        "extension": [r.resource["extension"][0], *milestones],
+        "extension": [r.resource["extension"][0]],
         "identifier": r.resource["identifier"],
         "basedOn": [_ref("ServiceRequest", r.sr_id)],
-        "status": status,
-        "businessStatus": {"coding": [_ours("yl-referral-business-status", state)]},
+        "status": BUSINESS_STATUS["drafted"],
+        "businessStatus": {"coding": [_ours("yl-referral-business-status", "drafted")]},
         "intent": "order",
         "priority": r.resource["priority"],
         "code": {"coding": [_coding("http://hl7.org/fhir/CodeSystem/task-code", "fulfill")]},
         "focus": _ref("ServiceRequest", r.sr_id),
         "for": _ref("Patient", r.patient),
-        "authoredOn": _instant(t0),
-        "lastModified": _instant(t0 + timedelta(hours=3)),
+        "authoredOn": _instant(r.submitted),
+        "lastModified": _instant(r.submitted),
         "requester": _ref("PractitionerRole", r.requester),
-        "owner": {"reference": rc}
-        if status not in ("draft", "requested")
-        else _ref("Organization", r.target),
-        "restriction": {"period": {"end": _instant(t0 + timedelta(days=14))}},
+        "owner": _ref("Organization", r.target),
+        "restriction": {"period": {"end": _instant(r.submitted + timedelta(days=14))}},
     }
-    outputs: list[dict[str, Any]] = []
-    if (
-        r.rtype != "inpatient"
-        and state in ("booked", "arrived", "in-treatment", "no-show", "feedback-sent")
-        and b.slots.get(r.target)
-    ):
-        slot_id = b.slots[r.target].pop(0)
-        slot = next(x for x in b.resources if x["id"] == slot_id)
-        slot = {**slot, "status": "busy"}
-        appt_status = {
-            "booked": "booked",
-            "arrived": "arrived",
-            "in-treatment": "arrived",
-            "no-show": "noshow",
-            "feedback-sent": "fulfilled",
-        }[state]
-        appt = {
-            "resourceType": "Appointment",
-            "id": f"appt-{r.sr_id}",
-            "status": appt_status,
-            "basedOn": [_ref("ServiceRequest", r.sr_id)],
-            "slot": [_ref("Slot", slot_id)],
-            "start": slot["start"],
-            "end": slot["end"],
-            "participant": [{"actor": _ref("Patient", r.patient), "status": "accepted"}],
-        }
-        if appt_status == "noshow":
-            appt["cancelationReason"] = {"text": "患者未按时报到"}
-        out += [slot, appt]
-        outputs.append(
-            {
-                "type": {"coding": [_coding(f"{CS}/yl-task-output", "appointment")]},
-                "valueReference": _ref("Appointment", appt["id"]),
-            }
-        )
-    if state in ("bed-assigned", "admitted", "down-referred") and b.beds.get(r.target):
-        outputs.append(
-            {
-                "type": {"coding": [_coding(f"{CS}/yl-task-output", "bed")]},
-                "valueReference": _ref("Location", b.beds[r.target][0]),
-            }
-        )
-        outputs.append(
-            {
-                "type": {"coding": [_coding(f"{CS}/yl-task-output", "plannedAdmission")]},
-                "valueDateTime": _instant(t0 + timedelta(days=2)),
-            }
-        )
-    if status in ("in-progress", "completed"):
-        milestones.append(_milestone("arrived", t0 + timedelta(days=1), rc))
-    if status == "completed":
-        milestones.append(_milestone("completed", t0 + timedelta(days=3), rc))
-    task["extension"] = [r.resource["extension"][0], *milestones]
-    reasons = {
-        "rejected": ("yl-referral-rejection-reason", "no-capacity", "床位/号源已满"),
-        "redirected": ("yl-referral-rejection-reason", "beyond-capability", "超出本院诊疗能力"),
-        "withdrawn": ("yl-referral-cancel-reason", "patient-request", "患者要求"),
-        "expired": ("yl-referral-cancel-reason", "expired", "超时失效"),
-        "no-show": ("yl-referral-cancel-reason", "other", "患者未报到"),
-    }
-    if state in reasons:
-        system, code, display = reasons[state]
-        task["statusReason"] = {
-            "coding": [_coding(f"{CS}/{system}", code, display)],
-            "text": display,
-        }
-    if state == "redirected":
-        suggestion = next(h[0] for h in HOSPITALS if h[2] != "chc" and h[0] != r.target)
-        outputs.append(
-            {
-                "type": {"coding": [_coding(f"{CS}/yl-task-output", "suggestedOrganization")]},
-                "valueReference": _ref("Organization", suggestion),
-            }
-        )
-    if state == "feedback-sent":
-        outputs.append(
-            {
-                "type": {"coding": [_coding(f"{CS}/yl-task-output", "feedbackDocument")]},
-                "valueReference": _ref("DocumentReference", f"fb-{r.sr_id}"),
-            }
-        )
-    if outputs:
-        task["output"] = outputs
-    sr_status = {"draft": "draft", "completed": "completed", "cancelled": "revoked"}.get(
-        status, "active"
-    )
-    sr = {**r.resource, "status": sr_status}
-    if sr_status == "revoked":
-        sr["extension"] = [
-            *sr["extension"],
-            {"url": f"{SD}/yl-status-reason", "valueCodeableConcept": task["statusReason"]},
-        ]
-    out.append(sr)
-    out.append(task)
-    return out
-
-
-# --- with the workflow operations ---------------------------------------------------------
-
-
-def _has_workflow() -> bool:
-    try:
-        find("$submit", "instance", "ServiceRequest", "POST")
-        find("$claim", "instance", "Task", "POST")
-    except FhirError:
-        return False
-    return True
+    return [{**r.resource, "status": "draft"}, task]
 
 
 def _invoke(
@@ -934,7 +790,7 @@ PATHS: dict[str, tuple[str, ...]] = {
 def _drive(services: Services, ctx: RequestContext, b: Builder, r: Referral) -> None:
     """Reach the referral's state through the workflow operations, as a client would."""
     if r.state == "drafted":  # a Task being composed: nothing to call yet
-        _transaction(services, ctx, direct_task(b, r))
+        _transaction(services, ctx, draft_task(r))
         return
     steps = PATHS[r.state]
     if r.rtype != "outpatient":  # only outpatient referrals are booked into a Slot
@@ -1036,9 +892,7 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _coding(
-                        f"{CS}/yl-referral-rejection-reason", "no-capacity", "床位/号源已满"
-                    ),
+                    "valueCoding": _ours("yl-referral-rejection-reason", "no-capacity"),
                 },
                 {"name": "note", "valueString": "本周专家号源已满，建议下周重新申请。"},
             ],
@@ -1050,11 +904,7 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _coding(
-                        f"{CS}/yl-referral-rejection-reason",
-                        "beyond-capability",
-                        "超出本院诊疗能力",
-                    ),
+                    "valueCoding": _ours("yl-referral-rejection-reason", "beyond-capability"),
                 },
                 {"name": "suggestedOrganization", "valueReference": _ref("Organization", other)},
             ],
@@ -1065,9 +915,7 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _coding(
-                        f"{CS}/yl-referral-cancel-reason", "patient-request", "患者要求"
-                    ),
+                    "valueCoding": _ours("yl-referral-cancel-reason", "patient-request"),
                 }
             ],
         )
@@ -1103,9 +951,8 @@ def open_and_load(settings: Settings, only_if_empty: bool = False) -> Demo | Non
 
 
 def describe(demo: Demo) -> str:
-    how = "workflow operations" if demo.via_workflow else "Tasks written directly"
     return (
         f"demo consortium loaded: {demo.organizations} organizations, {demo.patients} patients, "
         f"{demo.slots} reserved slots, {demo.referrals} referrals in "
-        f"{len(set(demo.states.values()))} business states ({how})"
+        f"{len(set(demo.states.values()))} business states"
     )
