@@ -254,6 +254,7 @@ async def _read_load(base: str, ids: list[str], clients: int, seconds: float) ->
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
     return {
+        "tool": "asyncio client",
         "clients": clients,
         "requests": len(latencies),
         "errors": errors,
