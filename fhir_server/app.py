@@ -1,4 +1,7 @@
-"""build_app(settings): wires storage, the search registry and the routers into one ASGI app."""
+"""build_app(settings): wires storage, the core, the features and the routers into one ASGI app.
+
+This module and the console script are the only ones that import features: the core knows
+them only through what they register on Services (operations, write hooks)."""
 
 from __future__ import annotations
 
@@ -13,21 +16,37 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import conformance, operations  # noqa: F401  (operations register themselves)
+from . import bootstrap, conformance, referral
 from .api import http
 from .api.routes import router
 from .errors import FhirError, error
 from .model.resource import now
 from .operations.capabilities import capability_statement
-from .services import Services
+from .operations.core import core as core_operations
+from .referral.sweep import run_periodically
+from .services import Parts, Services
 from .settings import Settings
-from .workflow.sweep import run_periodically
 
 log = logging.getLogger("fhir_server")
 
 
+def wire(services: Services) -> Services:
+    """Register the core's and the features' operations and hooks, then store the guide."""
+    services.operations.extend(core_operations())
+    referral.register(services)
+    settings = services.settings
+    bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
+    return services
+
+
+def open_services(settings: Settings, parts: Parts | None = None) -> Services:
+    """Services as the server runs them, for the console script's commands too."""
+    return wire(Services.open(settings, parts))
+
+
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
-    """The FHIR API at /fhir; every error leaves as an OperationOutcome."""
+    """The FHIR API at /fhir; every error leaves as an OperationOutcome. `services`, when
+    given, must not be wired yet (tests pass their own, over shared Parts)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,11 +60,13 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(
         title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
-    app.state.services = services or Services.open(settings)
-    config = app.state.services.settings
-    conformance.load(app.state.services, [config.profiles_dir, config.terminology_dir])
+    app.state.services = wire(services) if services else open_services(settings)
+    services = app.state.services
     app.state.capabilities = capability_statement(
-        app.state.services.registry, now(), conformance.profiles([config.profiles_dir])
+        services.registry,
+        services.operations,
+        now(),
+        conformance.profiles([services.settings.profiles_dir]),
     )
     app.include_router(router, prefix="/fhir")
 

@@ -49,10 +49,10 @@ def _serve(settings: Settings) -> int:
 
 
 def _sweep(settings: Settings, at: str | None) -> int:
-    from .services import Services
-    from .workflow.sweep import sweep
+    from .app import open_services
+    from .referral.sweep import sweep
 
-    services = Services.open(settings)
+    services = open_services(settings)
     try:
         for change in sweep(services, at):
             print(change)
@@ -62,21 +62,24 @@ def _sweep(settings: Settings, at: str | None) -> int:
 
 
 def _demo(settings: Settings) -> int:
-    from .demo import describe, open_and_load
+    from .app import open_services
+    from .referral.demo import describe, load_demo
 
-    demo = open_and_load(settings)
-    assert demo is not None
-    print(describe(demo), file=sys.stderr)
+    services = open_services(settings)
+    try:
+        print(describe(load_demo(services)), file=sys.stderr)
+    finally:
+        services.close()
     return 0
 
 
 def _load(settings: Settings, files: list[Path]) -> int:
     from tqdm import tqdm
 
+    from .app import open_services
     from .loader import load
-    from .services import Services
 
-    services = Services.open(settings)
+    services = open_services(settings)
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
     total = failed = 0
     started = time.perf_counter()

@@ -1,18 +1,14 @@
-"""Our implementation guide (profiles/) and terminology (terminology/) as FHIR resources:
-read from disk at start-up and stored through the normal write path, so they are served,
-searched and versioned like any other resource (an unchanged file makes no new version)."""
+"""Our implementation guide (profiles/) and terminology (terminology/) as FHIR resources, read
+from disk. Only reading: bootstrap.py stores them, model/profiles.py and terminology.py compile
+them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
-
-from .context import RequestContext
-from .services import Services
 
 KINDS = frozenset(
     {
@@ -42,22 +38,3 @@ def profiles(dirs: Iterable[Path]) -> dict[str, list[str]]:
         if r["resourceType"] == "StructureDefinition" and r.get("kind") == "resource":
             out.setdefault(r["type"], []).append(r["url"])
     return {t: sorted(urls) for t, urls in out.items()}
-
-
-@cache
-def _bundle(dirs: tuple[Path, ...]) -> bytes:
-    entries = [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in resources(dirs)
-    ]
-    return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-
-
-def load(services: Services, dirs: Iterable[Path]) -> int:
-    """Store the conformance resources in one transaction; returns how many there are."""
-    from .interactions import bundle  # here: the write path itself reads our terminology
-
-    data = orjson.loads(_bundle(tuple(dirs)))
-    if data["entry"]:
-        bundle.process(services, RequestContext(base_url=""), data, "minimal")
-    return len(data["entry"])

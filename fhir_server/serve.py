@@ -28,9 +28,14 @@ class Config(uvicorn.Config):
 def serve(settings: Settings) -> int:
     SqliteStore(settings.database).close()  # create and migrate once, before workers start
     if settings.demo_on_empty:
-        from .demo import describe, open_and_load
+        from .app import open_services
+        from .referral.demo import describe, load_if_empty
 
-        demo = open_and_load(settings, only_if_empty=True)
+        services = open_services(settings)
+        try:
+            demo = load_if_empty(services)
+        finally:
+            services.close()
         if demo is not None:
             print(describe(demo), file=sys.stderr)
     os.environ.update(settings.to_env())  # workers build their app from the environment

@@ -18,9 +18,6 @@ from typing import Any
 
 from . import conformance
 
-#: the repo's terminology/ folder, which the lazy TERMINOLOGY singleton reads
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "terminology"
-
 #: (system, code, display); display is None when nobody gave one
 Entry = tuple[str, str, str | None]
 
@@ -90,13 +87,12 @@ class CodeSystem:
 class Terminology:
     """Our CodeSystems and ValueSets, indexed for dict-speed lookups.
 
-    Create with `Terminology.load(dirs)` (eager) or `Terminology.lazy(dirs)` (read on first
-    use; the module-level TERMINOLOGY is one). Instances are safe to share between threads:
-    they are read-only after loading, and value-set expansions are cached under a lock."""
+    Create with `Terminology.load(dirs)`; the Services of the app hold one. Instances are safe
+    to share between threads: they are read-only after loading, and value-set expansions are
+    cached under a lock."""
 
     def __init__(self, resources: Iterable[dict[str, Any]] = ()) -> None:
         self._lock = threading.RLock()
-        self._pending: list[Path] | None = None
         self._systems: dict[str, CodeSystem] = {}
         self._valuesets: dict[str, dict[str, Any]] = {}
         self._by_id: dict[tuple[str, str], dict[str, Any]] = {}
@@ -108,21 +104,7 @@ class Terminology:
         """Every CodeSystem/ValueSet json (single or in Bundles) under the folders."""
         return cls(conformance.resources(dirs))
 
-    @classmethod
-    def lazy(cls, dirs: Sequence[Path]) -> Terminology:
-        """Like `load`, but the files are read on first use."""
-        self = cls()
-        self._pending = list(dirs)
-        return self
-
     # --- loading ----------------------------------------------------------------------------
-
-    def _ready(self) -> None:
-        if self._pending is not None:
-            with self._lock:
-                if self._pending is not None:
-                    self._index(conformance.resources(self._pending))
-                    self._pending = None
 
     def _index(self, resources: Iterable[dict[str, Any]]) -> None:
         for r in resources:
@@ -145,21 +127,18 @@ class Terminology:
 
     def code_system(self, url: str, version: str | None = None) -> CodeSystem | None:
         """The CodeSystem with this canonical (`url`, `url|version`, or url plus version)."""
-        self._ready()
         base, suffix = split_canonical(url)
         version = version or suffix
         return self._systems.get(f"{base}|{version}" if version else base)
 
     def value_set(self, url: str, version: str | None = None) -> dict[str, Any] | None:
         """The ValueSet resource with this canonical, if we hold it."""
-        self._ready()
         base, suffix = split_canonical(url)
         version = version or suffix
         return self._valuesets.get(f"{base}|{version}" if version else base)
 
     def resource(self, kind: str, rid: str) -> dict[str, Any] | None:
         """A CodeSystem or ValueSet of ours by its logical id."""
-        self._ready()
         return self._by_id.get((kind, rid))
 
     def concept(self, system: str, code: str, version: str | None = None) -> Concept | None:
@@ -282,7 +261,6 @@ class Terminology:
         return key if key in codes else None
 
     def _expansion(self, url: str) -> dict[tuple[str, str], str | None] | None:
-        self._ready()
         if url in self._expansions:
             return self._expansions[url]
         with self._lock:
@@ -440,7 +418,3 @@ def _flatten_contains(items: list[dict[str, Any]]) -> dict[tuple[str, str], str 
             out[(item["system"], item["code"])] = item.get("display")
         out.update(_flatten_contains(item.get("contains") or []))
     return out
-
-
-#: our terminology/ folder, read on first use; for callers without Services
-TERMINOLOGY = Terminology.lazy([DEFAULT_DIR])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,9 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.app import build_app
-from fhir_server.search.registry import Registry
-from fhir_server.services import Services
+from fhir_server.app import build_app, open_services
+from fhir_server.services import Parts, Services
 from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import SqliteStore
 
@@ -34,32 +35,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+_TEMPLATE: list[Path] = []
+
+
 @pytest.fixture(scope="session")
-def registry() -> Registry:
-    return Registry.load([Path(__file__).parent.parent / "profiles"])
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Parts:
+    """The search registry, terminology and validator, built once; and a template database
+    holding the stored guide, which every test's database starts as a copy of."""
+    built = Parts.load(Settings())
+    template = tmp_path_factory.mktemp("template") / "fhir.db"
+    open_services(Settings(database=template), built).close()
+    with sqlite3.connect(template) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _TEMPLATE.append(template)
+    return built
 
 
-def make_services(path: Path, registry: Registry, **settings: object) -> Services:
+def make_services(path: Path, parts: Parts, **settings: object) -> Services:
+    """Services over a new database at `path` (a copy of the template), not yet wired."""
+    if _TEMPLATE and not path.exists():
+        shutil.copyfile(_TEMPLATE[0], path)
     config = Settings(database=path, **settings)  # type: ignore[arg-type]
-    return Services(config, SqliteStore(path), registry)
+    return Services(config, SqliteStore(path), parts.registry, parts.terminology, parts.validator)
 
 
 @pytest.fixture
-def client(tmp_path: Path, registry: Registry) -> Iterator[TestClient]:
+def client(tmp_path: Path, parts: Parts) -> Iterator[TestClient]:
     """A fresh server on its own database file; responses are checked, never raised."""
-    services = make_services(tmp_path / "fhir.db", registry)
+    services = make_services(tmp_path / "fhir.db", parts)
     app = build_app(services.settings, services)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
 @pytest.fixture
-def client_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., TestClient]]:
+def client_with(tmp_path: Path, parts: Parts) -> Iterator[Callable[..., TestClient]]:
     """A factory for a client over an app with some settings changed."""
     opened: list[TestClient] = []
 
     def make(**settings: object) -> TestClient:
-        services = make_services(tmp_path / f"custom{len(opened)}.db", registry, **settings)
+        services = make_services(tmp_path / f"custom{len(opened)}.db", parts, **settings)
         c = TestClient(build_app(services.settings, services), raise_server_exceptions=False)
         opened.append(c.__enter__())
         return c
@@ -70,11 +85,11 @@ def client_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., Te
 
 
 @pytest.fixture
-def live_server(tmp_path: Path, registry: Registry) -> Iterator[str]:
+def live_server(tmp_path: Path, parts: Parts) -> Iterator[str]:
     """uvicorn on a free loopback port, for tests that need real concurrent connections."""
     import uvicorn
 
-    services = make_services(tmp_path / "live.db", registry)
+    services = make_services(tmp_path / "live.db", parts)
     app = build_app(services.settings, services)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,10 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server.model import profiles
+from fhir_server.terminology import Terminology
 
 C = "https://yilian.health/fhir"
 SD = f"{C}/StructureDefinition/"
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+CATALOG = profiles.load_catalog([PROFILES_DIR])
+TERMINOLOGY = Terminology.load([PROFILES_DIR, PROFILES_DIR.parent / "terminology"])
 REQUEST = SD + "yl-referral-request"
 TASK = SD + "yl-referral-task"
 
@@ -160,9 +163,9 @@ def test_ig_resources_follow_the_canonical_conventions() -> None:
 
 
 def test_profiles_lists_our_resource_profiles_and_every_invariant_compiles() -> None:
-    assert REQUEST in profiles.PROFILES and TASK in profiles.PROFILES
-    assert len(profiles.PROFILES) == 10
-    catalog = profiles.load_catalog([PROFILES_DIR])
+    catalog = CATALOG
+    assert REQUEST in catalog.profiles and TASK in catalog.profiles
+    assert len(catalog.profiles) == 10
     keys = {c.key for p in catalog.profiles.values() for e in p.elements for c in e.constraints}
     assert {"yl-task-1", "yl-task-3", "yl-sr-2", "yl-sr-3", "yl-approval-1"} <= keys
     for p in catalog.profiles.values():  # every expression runs on an empty instance
@@ -397,11 +400,11 @@ def test_update_and_transaction_are_profile_checked_too(client: TestClient) -> N
 
 
 def test_profile_issues_is_empty_for_valid_instances() -> None:
-    assert profiles.profile_issues(referral()) == []
-    assert profiles.profile_issues(task()) == []
+    assert profiles.profile_issues(referral(), CATALOG, TERMINOLOGY) == []
+    assert profiles.profile_issues(task(), CATALOG, TERMINOLOGY) == []
     unclaimed = copy.deepcopy(task())
     del unclaimed["meta"], unclaimed["code"]
-    assert profiles.profile_issues(unclaimed) == []
+    assert profiles.profile_issues(unclaimed, CATALOG, TERMINOLOGY) == []
 
 
 # ----------------------------------------------------------------------------- search

@@ -18,7 +18,7 @@ from conftest import make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
-from fhir_server.search.registry import Registry
+from fhir_server.services import Parts
 
 SAMPLE = Path(__file__).parent / "data" / "synthea"
 
@@ -39,8 +39,8 @@ def of_type(rtype: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[TestClient]:
-    services = make_services(tmp_path_factory.mktemp("synthea") / "fhir.db", registry)
+def api(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[TestClient]:
+    services = make_services(tmp_path_factory.mktemp("synthea") / "fhir.db", parts)
     with TestClient(build_app(services.settings, services)) as client:
         for bundle in BUNDLES:
             r = client.post("/fhir", json=bundle)

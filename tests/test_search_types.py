@@ -22,7 +22,7 @@ from conftest import make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
-from fhir_server.search.registry import Registry
+from fhir_server.services import Parts
 
 EXAMPLES = Path(__file__).parent / "data" / "r4-examples"
 
@@ -56,9 +56,9 @@ OBS_2018 = {"bgpanel", "bloodgroup", "rhstatus", "trachcare"}
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[TestClient]:
+def loaded(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[TestClient]:
     """One server over all the R4 examples, PUT under their own ids."""
-    services = make_services(tmp_path_factory.mktemp("search-types") / "db", registry)
+    services = make_services(tmp_path_factory.mktemp("search-types") / "db", parts)
     app = build_app(services.settings, services)
     with TestClient(app, raise_server_exceptions=False) as c:
         files = sorted(EXAMPLES.glob("*.json"))

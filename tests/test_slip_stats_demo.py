@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.demo import STATES, load_demo, open_and_load
+from fhir_server.app import open_services
+from fhir_server.referral.demo import STATES, load_demo, load_if_empty
+from fhir_server.services import Parts
 from fhir_server.settings import Settings
 
 CANON = "https://yilian.health/fhir"
@@ -455,13 +457,22 @@ def test_demo_loads_hospitals_patients_and_every_business_state(client: TestClie
     assert up["submitted"] >= 17 and up["rejected"] >= 2
 
 
-def test_demo_is_deterministic_and_loads_only_into_an_empty_database(tmp_path: Path):
+def test_demo_is_deterministic_and_loads_only_into_an_empty_database(
+    tmp_path: Path, parts: Parts
+):
+    def load(settings: Settings, only_if_empty: bool) -> Any:
+        services = open_services(settings, parts)
+        try:
+            return load_if_empty(services) if only_if_empty else load_demo(services)
+        finally:
+            services.close()
+
     first = Settings(database=tmp_path / "a.db")
-    loaded = open_and_load(first, only_if_empty=True)
+    loaded = load(first, only_if_empty=True)
     assert loaded is not None and loaded.patients == 50
-    assert open_and_load(first, only_if_empty=True) is None  # Patients present: left alone
+    assert load(first, only_if_empty=True) is None  # Patients present: left alone
     second = Settings(database=tmp_path / "b.db")
-    assert open_and_load(second) is not None
+    assert load(second, only_if_empty=False) is not None
 
     from fhir_server.storage.sqlite import SqliteStore
 

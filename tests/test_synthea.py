@@ -19,7 +19,7 @@ from conftest import make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.loader import load
-from fhir_server.search.registry import Registry
+from fhir_server.services import Parts
 
 SAMPLE = Path(__file__).parent / "data" / "synthea"
 FULL = Path(__file__).parent.parent.parent / "shared" / "synthea"
@@ -118,10 +118,10 @@ def test_synthea_sample_reload_creates_no_duplicate_providers(
 
 
 @pytest.mark.slow
-def test_synthea_full_load(tmp_path: Path, registry: Registry) -> None:
+def test_synthea_full_load(tmp_path: Path, parts: Parts) -> None:
     if not FULL.is_dir():
         pytest.skip(f"{FULL} not present")
-    services = make_services(tmp_path / "synthea.db", registry)
+    services = make_services(tmp_path / "synthea.db", parts)
     files = ordered(FULL)
     assert sum(len(read_bundle(p)["entry"]) for p in files) == FULL_RESOURCES
     done = failed = 0

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.workflow.sweep import sweep
-from fhir_server.workflow.transitions import TRANSITIONS, allowed, find_transition
+from fhir_server.referral.sweep import sweep
+from fhir_server.referral.transitions import Table
+from fhir_server.terminology import Terminology
 
 CANON = "https://yilian.health/fhir"
 SD = f"{CANON}/StructureDefinition/"
@@ -214,6 +216,10 @@ def arrived(client: TestClient, world: Json) -> tuple[str, str, Json]:
 
 
 def test_table_has_every_transition_and_pure_lookups() -> None:
+    table = Table.load(Terminology.load([Path(__file__).resolve().parent.parent / "terminology"]))
+    allowed, find_transition = table.allowed, table.find
+    assert table.business_status["booked"] == "accepted"  # the CodeSystem's taskStatus
+    TRANSITIONS = table.transitions
     assert {t.number for t in TRANSITIONS} == {f"T{n}" for n in range(1, 20)}
     assert allowed("accept", "received", "under-review").target == ("accepted", "approved")
     assert allowed("accept", "requested", "submitted", "booked").target == ("accepted", "booked")

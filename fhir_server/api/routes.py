@@ -16,12 +16,12 @@ from ..context import RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import filter_elements
+from ..interactions.hooks import transaction
 from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
-from ..model.validate import check_body, check_id, check_type, validate
+from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call
-from ..operations.registry import find as find_operation
 from ..services import Services
 from ..storage.sqlite import Session
 from . import http
@@ -49,10 +49,10 @@ async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
 
 
 async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
-    store = _services(request).store
+    services = _services(request)
 
     def run() -> T:
-        with store.write() as session:
+        with transaction(services) as session:
             return work(session)
 
     return await run_in_threadpool(run)
@@ -70,11 +70,10 @@ async def _write(
     check_type(rtype)
     if rid is not None:
         check_id(rid)
+    services, ctx = _services(request), _context(request)
     resource = None
     if body:
-        resource = await _body(request, rtype)
-        validate(resource)
-    services, ctx = _services(request), _context(request)
+        resource = services.validator(await _body(request, rtype))
     result = await _in_write(request, lambda s: work(s, services, ctx, resource))
     return _result(request, ctx, result)
 
@@ -373,8 +372,8 @@ async def _operation(
         check_type(rtype)
     if rid is not None:
         check_id(rid)
-    op = find_operation(name, level, rtype, request.method)
     services, ctx = _services(request), _context(request)
+    op = services.operations.find(name, level, rtype, request.method)
     body: Any = None
     if request.method == "POST":
         raw = await http.read_body(request, services.settings.max_body_bytes)

@@ -18,11 +18,12 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, Issue, error, operation_outcome
 from ..model.resource import now
-from ..model.validate import check_body, check_id, check_type, validate
+from ..model.validate import Validated, check_body, check_id, check_type
 from ..services import Services
 from ..storage.sqlite import Session
 from . import read as reads
 from . import write
+from .hooks import transaction
 from .result import Result
 from .search import find, search
 
@@ -65,11 +66,14 @@ def process(
     if kind == "transaction":
         entries = [_parse_entry(ctx, i, e) for i, e in enumerate(raw_entries)]
         if entries and all(
-            e.method == "POST" and not e.request.get("ifNoneExist") for e in entries
+            e.method == "POST"
+            and not e.request.get("ifNoneExist")
+            and not services.hooks.for_type(e.rtype or "")
+            for e in entries
         ):
             _bulk_create(services, ctx, entries)
         else:
-            with services.store.write() as session:
+            with transaction(services) as session:
                 _transaction(session, services, ctx, entries)
     else:
         entries = _batch(services, ctx, raw_entries)
@@ -168,12 +172,11 @@ def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) 
     for e in entries:
         assert e.rtype is not None and e.rid is not None
         try:
-            e.resource = rewrite(e.resource, e.full_url)
-            validate(e.resource)
+            e.resource = services.validator(rewrite(e.resource, e.full_url))
         except FhirError as exc:
             raise _at_entry(exc, e.index) from None
         versions.append(write.prepare(services, e.rtype, e.rid, e.resource, 1, stamp, "POST"))
-    with services.store.write() as session:
+    with transaction(services) as session:
         rewrite.session = session
         if any(rewrite.conditional(ref) != target for ref, target in rewrite.resolved.items()):
             # a conditional reference changed meanwhile: do it all again under the lock
@@ -344,8 +347,7 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
             rid = found[0][1]
         e.result = write.patch(session, services, ctx, rtype, rid, doc, json_patch, if_match)
         return
-    resource = e.resource
-    validate(resource)
+    resource = services.validator(e.resource)
     assert e.rid is not None
     if e.method == "POST":
         if e.extra.get("existing"):
@@ -355,9 +357,8 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
         else:
             e.result = write.create(session, services, ctx, rtype, resource, rid=e.rid)
     else:
-        e.result = write.update(
-            session, services, ctx, rtype, e.rid, {**resource, "id": e.rid}, if_match
-        )
+        with_id = Validated({**resource, "id": e.rid})
+        e.result = write.update(session, services, ctx, rtype, e.rid, with_id, if_match)
 
 
 def _get(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
@@ -389,7 +390,7 @@ def _batch(services: Services, ctx: RequestContext, raw_entries: list[Any]) -> l
             out.append(failed)
     for entry in sorted(parsed, key=lambda e: _ORDER[e.method]):
         try:
-            with services.store.write() as session:
+            with transaction(services) as session:
                 _transaction_one(session, services, ctx, entry)
         except FhirError as exc:
             entry.extra["error"] = _at_entry(exc, entry.index)

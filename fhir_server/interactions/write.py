@@ -1,7 +1,9 @@
 """create, update, delete, patch and their conditional forms (http://hl7.org/fhir/R4/http.html).
 
 Each function runs inside a write Session the caller opened, so a transaction bundle can chain
-many of them in one database transaction. Bodies arrive already parsed and validated.
+many of them in one database transaction. Bodies arrive parsed and validated (`Validated`); the
+write hooks features registered (hooks.py) run on every write, and whatever they add or change
+is validated again before it is stored.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ from ..context import RequestContext
 from ..errors import error, information
 from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
 from ..model.resource import dumps, now, with_meta
-from ..model.validate import validate
+from ..model.validate import Validated
 from ..search.composite import composite_rows
 from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
-from ..workflow.rules import check_update as check_workflow
-from ..workflow.rules import provenance, record_plain_update
+from .hooks import Change
 from .result import Result
 from .search import find
 
@@ -35,7 +36,7 @@ def prepare(
     services: Services,
     rtype: str,
     rid: str,
-    resource: dict[str, Any] | None,
+    resource: Validated | None,
     version: int,
     stamp: str,
     method: str,
@@ -58,7 +59,7 @@ def save(
     services: Services,
     rtype: str,
     rid: str,
-    resource: dict[str, Any] | None,
+    resource: Validated | None,
     prev: tuple[int, Stored] | None,
     method: str,
 ) -> Stored:
@@ -98,7 +99,7 @@ def create(
     services: Services,
     ctx: RequestContext,
     rtype: str,
-    resource: dict[str, Any],
+    resource: Validated,
     if_none_exist: str | None = None,
     rid: str | None = None,
 ) -> Result:
@@ -111,7 +112,9 @@ def create(
             current = session.current(*found[0])
             assert current is not None
             return Result(200, current[1])
-    stored = save(session, services, rtype, rid or new_id(), resource, None, "POST")
+    rid = rid or new_id()
+    resource = _hooked(Change(session, services, ctx, "POST", rtype, rid, None, resource))
+    stored = save(session, services, rtype, rid, resource, None, "POST")
     return Result(201, stored, location=True)
 
 
@@ -121,7 +124,7 @@ def update(
     ctx: RequestContext,
     rtype: str,
     rid: str,
-    resource: dict[str, Any],
+    resource: Validated,
     if_match: str | None = None,
 ) -> Result:
     """PUT /Type/id: a new version, or update-as-create for a client-chosen id."""
@@ -132,27 +135,48 @@ def update(
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
     check_if_match(prev, if_match)
-    transition = check_workflow(rtype, prev, resource)
     if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
         return Result(200, prev[1])
-    if transition is not None:  # a referral Task moved by plain PUT/PATCH
-        stamp, agent = now(), {"display": ctx.principal}
-        resource = record_plain_update(resource, transition, stamp, agent)
-        trail = provenance(rid, transition.code, stamp, agent, label=transition.number)
-        save(session, services, "Provenance", new_id(), trail, None, "POST")
+    change = Change(session, services, ctx, "PUT", rtype, rid, prev[1] if prev else None, resource)
+    resource = _hooked(change)
     stored = save(session, services, rtype, rid, resource, prev, "PUT")
     created = prev is None or prev[1].deleted
     return Result(201 if created else 200, stored, location=True)
+
+
+def _hooked(change: Change) -> Validated:
+    """Run the features' write hooks: a resource a hook changed is validated again, and the
+    resources it adds are validated and created in the same transaction."""
+    assert change.resource is not None
+    resource = _run_hooks(change)
+    return resource if resource is not None else Validated(change.resource)
+
+
+def _run_hooks(change: Change) -> Validated | None:
+    """The hooks over one write; returns the resource to store (None for a delete)."""
+    services, session = change.services, change.session
+    resource = change.resource
+    for hook in services.hooks.for_type(change.rtype):
+        effect = hook(change)
+        if effect is None:
+            continue
+        if effect.resource is not None:
+            resource = change.resource = services.validator(effect.resource)
+        for extra in effect.extra:
+            kind = extra["resourceType"]
+            save(session, services, kind, new_id(), services.validator(extra), None, "POST")
+    return Validated(resource) if resource is not None else None
 
 
 def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
     """No new version for an identical resource (as HAPI does): compare all but meta stamps."""
     assert prev.json is not None
     old = orjson.loads(prev.json)
-    return _without_stamps(old) == _without_stamps(resource)
+    return without_stamps(old) == without_stamps(resource)
 
 
-def _without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
+def without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource without the server's meta.versionId and meta.lastUpdated."""
     meta = {
         k: v
         for k, v in (resource.get("meta") or {}).items()
@@ -170,7 +194,7 @@ def conditional_update(
     ctx: RequestContext,
     rtype: str,
     query: str,
-    resource: dict[str, Any],
+    resource: Validated,
     if_match: str | None = None,
 ) -> Result:
     """PUT /Type?criteria: update the single match, create when none, 412 when several."""
@@ -181,7 +205,8 @@ def conditional_update(
         rid = found[0][1]
         if resource.get("id", rid) != rid:
             raise error(400, "invalid", "Body id does not match the resource found", "id")
-        return update(session, services, ctx, rtype, rid, {**resource, "id": rid}, if_match)
+        with_id = Validated({**resource, "id": rid})
+        return update(session, services, ctx, rtype, rid, with_id, if_match)
     if "id" in resource:
         return update(session, services, ctx, rtype, resource["id"], resource, if_match)
     return create(session, services, ctx, rtype, resource)
@@ -202,6 +227,7 @@ def delete(
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
     if prev[1].deleted:
         return Result(204, prev[1])
+    _run_hooks(Change(session, services, ctx, "DELETE", rtype, rid, prev[1], None))
     stored = save(session, services, rtype, rid, None, prev, "DELETE")
     return Result(200, stored, information(f"Deleted {rtype}/{rid} (version {stored.version})"))
 
@@ -252,5 +278,4 @@ def patch(
         raise error(422, "processing", str(exc), exc.expression) from None
     if patched.get("resourceType") != rtype or patched.get("id") != rid:
         raise error(422, "processing", "A patch may not change resourceType or id")
-    validate(patched)
-    return update(session, services, ctx, rtype, rid, patched)
+    return update(session, services, ctx, rtype, rid, services.validator(patched))

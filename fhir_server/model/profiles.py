@@ -14,25 +14,27 @@ children (e.g. `Extension.extension:source.url`, `Task.output:bed.type`).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirpathpy import compile as fp_compile
 from fhirpathpy.models import models as fp_models
 
+from ..conformance import resources
 from ..errors import Issue
 
-__all__ = ["Catalog", "load_catalog", "matches_pattern", "profile_issues"]  # and PROFILES
+if TYPE_CHECKING:  # typing only: the terminology service answers the binding checks
+    from ..terminology import Terminology
+
+__all__ = ["Catalog", "load_catalog", "matches_pattern", "profile_issues"]
 
 log = logging.getLogger(__name__)
 
-CANONICAL_BASE = "https://yilian.health/fhir"
 CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 ERROR_SEVERITIES = frozenset({"error", "fatal"})
 
@@ -194,15 +196,11 @@ def _profile(sd: dict[str, Any], types_by_url: dict[str, str]) -> Profile:
 
 
 def load_catalog(dirs: Iterable[Path]) -> Catalog:
-    """Compile the constraint StructureDefinitions under our canonical base found in dirs."""
-    from .. import conformance  # late: conformance imports the write path, which imports us
-
+    """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs."""
     sds = [
         r
-        for r in conformance.resources(dirs)
-        if r.get("resourceType") == "StructureDefinition"
-        and r.get("derivation") == "constraint"
-        and str(r.get("url", "")).startswith(CANONICAL_BASE + "/")
+        for r in resources(dirs)
+        if r.get("resourceType") == "StructureDefinition" and r.get("derivation") == "constraint"
     ]
     types_by_url = {r["url"]: r["type"] for r in sds}
     catalog = Catalog({}, {})
@@ -210,20 +208,6 @@ def load_catalog(dirs: Iterable[Path]) -> Catalog:
         target = catalog.extensions if sd.get("type") == "Extension" else catalog.profiles
         target[sd["url"]] = _profile(sd, types_by_url)
     return catalog
-
-
-@cache
-def _default_catalog() -> Catalog:
-    from ..settings import Settings
-
-    return load_catalog([Settings.from_env().profiles_dir])
-
-
-def __getattr__(name: str) -> set[str]:
-    """`PROFILES`: the canonical URLs of our resource profiles (read on first use)."""
-    if name == "PROFILES":
-        return set(_default_catalog().profiles)
-    raise AttributeError(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,15 +267,6 @@ _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_histor
 # Checks
 
 
-def _terminology() -> Any:
-    """The terminology service, or None until fhir_server.terminology exists."""
-    try:
-        module = importlib.import_module("fhir_server.terminology")
-    except ImportError:
-        return None
-    return getattr(module, "TERMINOLOGY", None)
-
-
 def _codings(value: Any) -> list[tuple[str | None, str | None, str | None]]:
     """(system, code, display) of a code, Coding or CodeableConcept value."""
     if isinstance(value, str):
@@ -303,21 +278,19 @@ def _codings(value: Any) -> list[tuple[str | None, str | None, str | None]]:
     return [(value.get("system"), value.get("code"), value.get("display"))]
 
 
-def _binding_issue(valueset: str, value: Any, expr: str) -> Issue | None:
+def _binding_issue(
+    service: Terminology | None, valueset: str, value: Any, expr: str
+) -> Issue | None:
     """A required binding: a code/Coding must be in the value set; a CodeableConcept must have at
-    least one coding in it (terminologies.html#required)."""
-    service = _terminology()
+    least one coding in it (terminologies.html#required). A value set the terminology does not
+    know (or no terminology) cannot be checked here."""
     if service is None:
         return None
     verdicts: list[tuple[bool, str]] = []
     for system, code, _display in _codings(value):
         if code is None:
             continue
-        try:
-            verdict = service.validate_code(valueset, system, code)  # display: not checked
-        except Exception:  # noqa: BLE001 - terminology trouble must not block every write
-            log.exception("validate_code(%s, %s, %s) failed", valueset, system, code)
-            return None
+        verdict = service.validate_code(valueset, system, code)  # display: not checked
         if verdict is None:
             return None  # value set unknown: skip
         if verdict[0]:
@@ -335,7 +308,9 @@ def _binding_issue(valueset: str, value: Any, expr: str) -> Issue | None:
     )
 
 
-def _check_value(el: Element, value: Any, expr: str) -> Iterator[Issue]:
+def _check_value(
+    el: Element, value: Any, expr: str, service: Terminology | None
+) -> Iterator[Issue]:
     if el.fixed is not None and value != el.fixed:
         yield Issue("value", f"Value must be exactly {_show(el.fixed)} (element {el.id})", "error",
                     expr)  # fmt: skip
@@ -343,7 +318,7 @@ def _check_value(el: Element, value: Any, expr: str) -> Iterator[Issue]:
         yield Issue("value", f"Value must match the pattern {_show(el.pattern)} (element {el.id})",
                     "error", expr)  # fmt: skip
     if el.valueset is not None:
-        issue = _binding_issue(el.valueset, value, expr)
+        issue = _binding_issue(service, el.valueset, value, expr)
         if issue is not None:
             yield issue
     if el.targets and isinstance(value, dict) and isinstance(value.get("reference"), str):
@@ -376,15 +351,17 @@ def _check_constraints(el: Element, node: Node, resource: dict[str, Any]) -> Ite
     for c in el.constraints:
         try:
             result = c.run(node[0], env)
-        except Exception:  # noqa: BLE001 - a broken expression is our bug, not the client's
+        except Exception:  # noqa: BLE001 - fail closed: an unevaluable invariant is not met
             log.exception("invariant %s failed to evaluate: %s", c.key, c.expression)
-            continue
+            result = [False]
         if result == [False]:
             yield Issue("invariant", f"Constraint {c.key} failed: {c.human}",
                         "error" if c.severity == "error" else "warning", node[1])  # fmt: skip
 
 
-def check(profile: Profile, root: Node, resource: dict[str, Any]) -> list[Issue]:
+def check(
+    profile: Profile, root: Node, resource: dict[str, Any], service: Terminology | None = None
+) -> list[Issue]:
     """Every issue of one instance (a resource, or an extension) against one profile."""
     issues: list[Issue] = []
     for el in profile.elements:
@@ -414,7 +391,7 @@ def check(profile: Profile, root: Node, resource: dict[str, Any]) -> list[Issue]
                 ))  # fmt: skip
             issues.extend(_check_choice_types(el, parent))
             for node in nodes:
-                issues.extend(_check_value(el, node[0], node[1]))
+                issues.extend(_check_value(el, node[0], node[1], service))
                 issues.extend(_check_constraints(el, node, resource))
     return issues
 
@@ -434,14 +411,15 @@ def _extension_nodes(value: Any, expr: str) -> Iterator[Node]:
             yield from _extension_nodes(item, f"{expr}[{i}]")
 
 
-def profile_issues(resource: dict[str, Any], catalog: Catalog | None = None) -> list[Issue]:
+def profile_issues(
+    resource: dict[str, Any], catalog: Catalog, service: Terminology | None
+) -> list[Issue]:
     """The issues of a resource against those of its meta.profile that are ours (none when it
     claims none of them: only claimed profiles are checked, validation.html#profile)."""
     meta = resource.get("meta")
     claimed = meta.get("profile") if isinstance(meta, dict) else None
     if not claimed or not isinstance(claimed, list):
         return []
-    catalog = catalog or _default_catalog()
     ours = [
         catalog.profiles[url]
         for url in dict.fromkeys(str(p).split("|", 1)[0] for p in claimed)
@@ -456,11 +434,11 @@ def profile_issues(resource: dict[str, Any], catalog: Catalog | None = None) -> 
             issues.append(Issue("invalid", f"Profile {profile.url} is for {profile.type}, "
                                 f"not {rtype}", "error", f"{rtype}.meta.profile"))  # fmt: skip
             continue
-        issues.extend(check(profile, (resource, rtype), resource))
+        issues.extend(check(profile, (resource, rtype), resource, service))
     for ext, expr in _extension_nodes(resource, rtype):
         definition = catalog.extensions.get(str(ext.get("url"))) if isinstance(ext, dict) else None
         if definition is not None:
-            issues.extend(check(definition, (ext, expr), resource))
+            issues.extend(check(definition, (ext, expr), resource, service))
     return list(dict.fromkeys(issues))
 
 

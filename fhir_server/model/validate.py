@@ -7,15 +7,23 @@ R4B dropped are checked for the basics only (see README, "R4 types missing in R4
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NewType
 
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from ..errors import FhirError, Issue, error
 from ..spec import RESOURCE_TYPES
-from .profiles import has_errors, profile_issues
+from .profiles import Catalog, has_errors, load_catalog, profile_issues
+
+if TYPE_CHECKING:  # typing only: the terminology service answers the binding checks
+    from ..terminology import Terminology
+
+#: a resource that passed the Validator: the only kind the write path stores
+Validated = NewType("Validated", dict[str, Any])
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -91,16 +99,42 @@ def validation_issues(resource: dict[str, Any]) -> list[Issue]:
     return issues
 
 
-def validate(resource: dict[str, Any]) -> None:
-    """Raise 400 with every structural issue found (http.html: 'failed basic FHIR validation
-    rules'), then 422 when the resource violates one of our profiles that it claims in
-    meta.profile (http.html: 'violates applicable FHIR profiles or server business rules')."""
-    issues = validation_issues(resource)
-    if issues:
-        raise FhirError(400, issues)
-    issues = profile_issues(resource)
-    if has_errors(issues):
-        raise FhirError(422, issues)
+class Validator:
+    """Structure (fhir.resources models) and our profiles (with their bindings checked against
+    the terminology service), built once from the Settings' folders."""
+
+    def __init__(self, catalog: Catalog, terminology: Terminology | None) -> None:
+        self.catalog = catalog
+        self.terminology = terminology
+
+    @classmethod
+    def load(cls, dirs: Iterable[Path], terminology: Terminology | None) -> Validator:
+        return cls(load_catalog(dirs), terminology)
+
+    @property
+    def profiles(self) -> set[str]:
+        """The canonical URLs of the resource profiles this validator knows."""
+        return set(self.catalog.profiles)
+
+    def issues(self, resource: dict[str, Any]) -> list[Issue]:
+        """Structural issues, or when there are none, the issues against claimed profiles."""
+        return validation_issues(resource) or self.profile_issues(resource)
+
+    def profile_issues(self, resource: dict[str, Any]) -> list[Issue]:
+        return profile_issues(resource, self.catalog, self.terminology)
+
+    def __call__(self, resource: dict[str, Any]) -> Validated:
+        """Raise 400 with every structural issue found (http.html: 'failed basic FHIR
+        validation rules'), then 422 when the resource violates one of our profiles that it
+        claims in meta.profile (http.html: 'violates applicable FHIR profiles or server
+        business rules'); otherwise the resource, marked as validated."""
+        issues = validation_issues(resource)
+        if issues:
+            raise FhirError(400, issues)
+        issues = self.profile_issues(resource)
+        if has_errors(issues):
+            raise FhirError(422, issues)
+        return Validated(resource)
 
 
 def _expression(rtype: str, loc: tuple[Any, ...]) -> str:

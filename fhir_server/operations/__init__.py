@@ -1,7 +1,1 @@
-"""Operations: importing these modules registers every operation the server offers."""
-
-from .. import slip, stats
-from ..workflow import referral
-from . import terminology, validate
-
-__all__ = ["referral", "slip", "stats", "terminology", "validate"]
+"""Named operations: the registry (registry.py) and the core's generic operations."""

@@ -10,7 +10,7 @@ from .. import __version__
 from ..search import query as q
 from ..search.registry import Registry
 from ..spec import RESOURCE_TYPES
-from .registry import OPERATIONS
+from .registry import Operations
 
 INTERACTIONS = [
     "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
@@ -47,10 +47,10 @@ def _entry(registry: Registry, rtype: str, code: str) -> dict[str, Any] | None:
     return out
 
 
-def _operations(rtype: str | None) -> list[dict[str, Any]]:
+def _operations(operations: Operations, rtype: str | None) -> list[dict[str, Any]]:
     """The registered operations on a type (or, for None, at system level), once each."""
     out: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in operations:
         if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
             entry = {"name": op.name.lstrip("$")}
             if op.definition:
@@ -60,10 +60,19 @@ def _operations(rtype: str | None) -> list[dict[str, Any]]:
 
 
 def capability_statement(
-    registry: Registry, software_date: str, profiles: dict[str, list[str]] | None = None
+    registry: Registry,
+    operations: Operations,
+    software_date: str,
+    profiles: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """`profiles`: our IG's profile URLs per resource type (CapabilityStatement
     .rest.resource.supportedProfile)."""
+    revincludes: dict[str, list[str]] = {}  # target type -> Type:param that may point at it
+    for other in RESOURCE_TYPES:
+        for c, p in registry.for_type(other).items():
+            if p.type == "reference":
+                for target in p.targets:
+                    revincludes.setdefault(target, []).append(f"{other}:{c}")
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         codes = [*COMMON, *sorted(c for c in registry.for_type(rtype) if c not in COMMON)]
@@ -83,14 +92,9 @@ def capability_statement(
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "searchInclude": [f"{rtype}:{c}" for c in refs],
-                "searchRevInclude": sorted(
-                    f"{other}:{c}"
-                    for other in RESOURCE_TYPES
-                    for c, p in registry.for_type(other).items()
-                    if p.type == "reference" and rtype in p.targets
-                ),
+                "searchRevInclude": sorted(revincludes.get(rtype, ())),
                 "searchParam": params,
-                "operation": _operations(rtype),
+                "operation": _operations(operations, rtype),
             }
         )
     return {
@@ -114,7 +118,7 @@ def capability_statement(
                     {"code": "history-system"},
                 ],
                 "searchParam": SYSTEM_PARAMS,
-                "operation": _operations(None),
+                "operation": _operations(operations, None),
             }
         ],
     }

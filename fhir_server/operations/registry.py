@@ -3,13 +3,15 @@ HTTP layer dispatches `$name` at system, type and instance level through one tab
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import RequestContext
 from ..errors import error
-from ..services import Services
+
+if TYPE_CHECKING:  # typing only: Services holds the operations table
+    from ..services import Services
 
 
 @dataclass(frozen=True)
@@ -68,31 +70,43 @@ class Operation:
     definition: str | None = None
 
 
-OPERATIONS: list[Operation] = []
+class Operations:
+    """A set of operations. The core's and each feature's are built at import time with the
+    `operation` decorator; the app merges them into the one table of a Services."""
 
+    def __init__(self) -> None:
+        self._ops: list[Operation] = []
 
-def operation(
-    name: str,
-    level: str,
-    types: tuple[str, ...] | None = None,
-    methods: tuple[str, ...] = ("POST",),
-    definition: str | None = None,
-) -> Callable[[Handler], Handler]:
-    """Decorator: register a handler for `$name` at `level` on `types` (None: every type)."""
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self._ops)
 
-    def register(handler: Handler) -> Handler:
-        OPERATIONS.append(Operation(name, level, types, methods, handler, definition))
-        return handler
+    def operation(
+        self,
+        name: str,
+        level: str,
+        types: tuple[str, ...] | None = None,
+        methods: tuple[str, ...] = ("POST",),
+        definition: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: register a handler for `$name` at `level` on `types` (None: every type)."""
 
-    return register
+        def register(handler: Handler) -> Handler:
+            self._ops.append(Operation(name, level, types, methods, handler, definition))
+            return handler
 
+        return register
 
-def find(name: str, level: str, rtype: str | None, method: str) -> Operation:
-    """The registered operation, or 404 (unknown) / 405 (method not allowed)."""
-    for op in OPERATIONS:
-        if op.name == name and op.level == level and (op.types is None or rtype in op.types):
-            if method not in op.methods:
-                raise error(405, "not-supported", f"{name} does not accept {method}")
-            return op
-    where = f" on {rtype}" if rtype else ""
-    raise error(404, "not-supported", f"Operation {name} is not supported at {level} level{where}")
+    def extend(self, other: Iterable[Operation]) -> None:
+        self._ops.extend(other)
+
+    def find(self, name: str, level: str, rtype: str | None, method: str) -> Operation:
+        """The registered operation, or 404 (unknown) / 405 (method not allowed)."""
+        for op in self._ops:
+            if op.name == name and op.level == level and (op.types is None or rtype in op.types):
+                if method not in op.methods:
+                    raise error(405, "not-supported", f"{name} does not accept {method}")
+                return op
+        where = f" on {rtype}" if rtype else ""
+        raise error(
+            404, "not-supported", f"Operation {name} is not supported at {level} level{where}"
+        )

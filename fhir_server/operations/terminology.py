@@ -11,8 +11,6 @@ the answer says so in an OperationOutcome rather than guessing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,7 +18,7 @@ import orjson
 from ..errors import error
 from ..interactions.read import read
 from ..terminology import Terminology, split_canonical
-from .registry import Call, Outcome, operation
+from .registry import Call, Operations, Outcome
 
 LOOKUP = "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup"
 VS_VALIDATE = "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code"
@@ -30,15 +28,12 @@ Check = Callable[[str | None, str, str | None], tuple[bool, str] | None]
 ONLY_OURS = "this server only supports the CodeSystems and ValueSets of its own terminology/"
 
 
-@cache
-def _load(dirs: tuple[Path, ...]) -> Terminology:
-    return Terminology.load(list(dirs))
+OPERATIONS = Operations()
+operation = OPERATIONS.operation
 
 
 def terminology(call: Call) -> Terminology:
-    """The terminology of this server's folders, loaded once per set of folders."""
-    settings = call.services.settings
-    return _load((settings.profiles_dir, settings.terminology_dir))
+    return call.services.terminology
 
 
 # --- $lookup --------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Issue, error, information, operation_outcome
-from ..model.profiles import profile_issues
-from ..model.validate import check_body, validation_issues
-from .registry import Call, Outcome, operation
+from ..model.validate import Validator, check_body
+from .registry import Call, Operations, Outcome
+
+OPERATIONS = Operations()
+operation = OPERATIONS.operation
 
 MODES = ("create", "update", "delete")
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
@@ -21,10 +23,12 @@ DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 def validate_operation(call: Call) -> Outcome:
     """Validate the resource given directly or as the `resource` parameter of Parameters."""
     assert call.rtype is not None
-    return Outcome(_validate(call.body, call.rtype, call.rid))
+    return Outcome(_validate(call.services.validator, call.body, call.rtype, call.rid))
 
 
-def _validate(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
+def _validate(
+    validator: Validator, payload: Any, rtype: str, rid: str | None
+) -> dict[str, Any]:
     resource, mode = payload, None
     if isinstance(payload, dict) and payload.get("resourceType") == "Parameters":
         resource, mode = None, None
@@ -40,7 +44,7 @@ def _validate(payload: Any, rtype: str, rid: str | None) -> dict[str, Any]:
     if resource is None:
         raise error(400, "required", "$validate needs a resource", "resource")
     resource = check_body(resource, rtype)
-    issues = validation_issues(resource) or profile_issues(resource)
+    issues = validator.issues(resource)
     if mode == "update" and rid is not None and resource.get("id") != rid:
         issues.append(Issue("invalid", f"id must be '{rid}' for mode update", "error", "id"))
     if not any(i.severity in ("error", "fatal") for i in issues):

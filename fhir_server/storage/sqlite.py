@@ -76,6 +76,8 @@ class Session:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        #: every version this session wrote, in order (for after-commit hooks)
+        self.written: list[Stored] = []
 
     def current(self, rtype: str, rid: str) -> tuple[int, Stored] | None:
         """The current version (deleted or not) with its row id, or None if never stored."""
@@ -87,6 +89,14 @@ class Session:
         if row is None:
             return None
         return row[0], Stored(rtype, rid, row[1], row[2], bool(row[3]), row[4])
+
+    def any_current(self, rtype: str) -> bool:
+        """Whether some resource of the type exists and is not deleted."""
+        return bool(
+            self.conn.execute(
+                "SELECT 1 FROM resource WHERE type = ? AND deleted = 0 LIMIT 1", (rtype,)
+            ).fetchone()
+        )
 
     def version(self, rtype: str, rid: str, version: int) -> Stored | None:
         row = self.conn.execute(
@@ -147,6 +157,7 @@ class Session:
         executemany per table for the whole batch. `row` is the existing resource row id,
         or None for a new resource, whose row id is assigned here (under the write lock)."""
         conn = self.conn
+        self.written.extend(v.stored for _, v in writes)
         new = [v for row, v in writes if row is None]
         next_rid = (conn.execute("SELECT max(rid) FROM resource").fetchone()[0] or 0) + 1
         rows: list[int] = []

@@ -38,24 +38,26 @@ from typing import Any
 import orjson
 import segno
 
-from .errors import error
-from .interactions import read as reads
-from .operations.registry import Call, Outcome, operation
-from .storage.sqlite import Session
-from .terminology import TERMINOLOGY
-
-CANON = "https://yilian.health/fhir"
-DIRECTION_URL = f"{CANON}/StructureDefinition/yl-referral-direction"
-ORG_LEVEL_URL = f"{CANON}/StructureDefinition/yl-org-level"
-REFERRAL_NUMBER = f"{CANON}/sid/referral-number"
-HEALTH_RECORD_NUMBER = f"{CANON}/sid/health-record-number"
-SLIP_SECTION = f"{CANON}/CodeSystem/yl-referral-slip-section"
-REFERRAL_TYPE = f"{CANON}/CodeSystem/yl-referral-type"
+from ..errors import error
+from ..interactions import read as reads
+from ..operations.registry import Call, Operations, Outcome
+from ..storage.sqlite import Session
+from ..terminology import Terminology
+from .codes import (
+    BUSINESS_SYSTEM,
+    DIRECTION_URL,
+    HEALTH_RECORD_NUMBER,
+    ORG_LEVEL_URL,
+    REFERRAL_NUMBER,
+)
+from .codes import SLIP_SECTION_SYSTEM as SLIP_SECTION
+from .codes import TYPE_SYSTEM as REFERRAL_TYPE
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 FONT_FILE = FONT_DIR / "wqy-microhei.ttc"
 FONT_NAME = "WenQuanYiMicroHei"
-BUSINESS_SYSTEM = "https://yilian.health/fhir/CodeSystem/yl-referral-business-status"
+OPERATIONS = Operations()
+operation = OPERATIONS.operation
 
 #: printed titles by direction (公卫规范: 转出单 for 上转, 回转单 for 下转)
 TITLES = {
@@ -133,7 +135,7 @@ def referral_slip(call: Call) -> Outcome:
     if fmt not in ("html", "pdf", "text/html", "application/pdf"):
         raise error(400, "invalid", f"format must be 'html' or 'pdf', got '{fmt}'", "format")
     assert call.rid is not None
-    slip = build(call.services.store.reader(), call.rid)
+    slip = build(call.services.store.reader(), call.services.terminology, call.rid)
     if fmt.endswith("pdf"):
         return Outcome(content=render_pdf(slip), media_type="application/pdf")
     return Outcome(content=render_html(slip).encode(), media_type="text/html; charset=utf-8")
@@ -174,7 +176,7 @@ def referral_task(session: Session, sr_id: str) -> dict[str, Any] | None:
     return tasks[0] if tasks else None
 
 
-def build(session: Session, sr_id: str) -> Slip:
+def build(session: Session, terminology: Terminology, sr_id: str) -> Slip:
     """Collect the slip's contents from the ServiceRequest and what it references."""
     sr = _load(reads.read(session, "ServiceRequest", sr_id).json)
     task = referral_task(session, sr_id)
@@ -199,7 +201,7 @@ def build(session: Session, sr_id: str) -> Slip:
         title=title,
         subtitle=subtitle,
         number=_identifier(sr, REFERRAL_NUMBER) or sr_id,
-        referral_type=_referral_type(sr),
+        referral_type=_referral_type(terminology, sr),
         priority=PRIORITY_NAMES.get(str(sr.get("priority") or ""), str(sr.get("priority") or "")),
         authored=authored[:10],
         patient_name=_name(patient),
@@ -214,7 +216,7 @@ def build(session: Session, sr_id: str) -> Slip:
         sections=sections,
         qr_payload=f"Task/{task['id']}" if task else f"ServiceRequest/{sr_id}",
         valid_until=_valid_until(task),
-        status=_business_status(task) if task else str(sr.get("status") or ""),
+        status=_business_status(terminology, task) if task else str(sr.get("status") or ""),
         appointment=appointment,
         bed=bed,
     )
@@ -257,12 +259,12 @@ def _identifier(resource: dict[str, Any], system: str) -> str:
     return ""
 
 
-def _referral_type(sr: dict[str, Any]) -> str:
+def _referral_type(terminology: Terminology, sr: dict[str, Any]) -> str:
     for concept in sr.get("category") or []:
         for c in _codings(concept):
             if c.get("system") == REFERRAL_TYPE:
                 code = str(c.get("code") or "")
-                name = TERMINOLOGY.display(REFERRAL_TYPE, code, "zh-CN")
+                name = terminology.display(REFERRAL_TYPE, code, "zh-CN")
                 return name or str(c.get("display") or code)
     return ""
 
@@ -487,10 +489,10 @@ def _valid_until(task: dict[str, Any] | None) -> str:
     return str(end)[:10] if end else ""
 
 
-def _business_status(task: dict[str, Any]) -> str:
+def _business_status(terminology: Terminology, task: dict[str, Any]) -> str:
     concept = task.get("businessStatus")
     for c in _codings(concept):
-        name = TERMINOLOGY.display(BUSINESS_SYSTEM, str(c.get("code")), "zh-CN")
+        name = terminology.display(BUSINESS_SYSTEM, str(c.get("code")), "zh-CN")
         if c.get("system") == BUSINESS_SYSTEM and name:
             return name
     return _text(concept) or str(task.get("status") or "")

@@ -19,21 +19,24 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from .context import RequestContext
-from .interactions import bundle
-from .operations.registry import Call, find
-from .services import Services
-from .settings import Settings
-from .terminology import TERMINOLOGY
-from .workflow.transitions import BUSINESS_STATUS
+from ..context import RequestContext
+from ..interactions import bundle
+from ..interactions.hooks import transaction
+from ..model.resource import now
+from ..operations.registry import Call
+from ..services import Services
+from ..terminology import Terminology
+from . import codes
+from .operations import expire
+from .transitions import table_of
+from .work import Work
 
-CANON = "https://yilian.health/fhir"
-SID = f"{CANON}/sid"
-CS = f"{CANON}/CodeSystem"
-SD = f"{CANON}/StructureDefinition"
+SID = codes.SID.rstrip("/")
+CS = codes.CS.rstrip("/")
+SD = codes.SD.rstrip("/")
 CST = timezone(timedelta(hours=8), "CST")
-TASK_PROFILE = f"{SD}/yl-referral-task"
-SR_PROFILE = f"{SD}/yl-referral-request"
+TASK_PROFILE = codes.TASK_PROFILE
+SR_PROFILE = codes.REQUEST_PROFILE
 
 #: every business state the demo reaches (referral-model.md §2.5)
 STATES = (
@@ -57,12 +60,6 @@ STATES = (
     "no-show",
 )
 
-
-def _ours(codesystem: str, code: str) -> dict[str, str]:
-    """A Coding of one of our code systems, displayed by its zh-CN designation
-    (terminology/ is the one source of what our codes mean)."""
-    system = f"{CS}/{codesystem}"
-    return _coding(system, code, TERMINOLOGY.display(system, code, "zh-CN") or code)
 
 
 #: (id, name, level, district, departments)
@@ -231,8 +228,9 @@ def _name(rng: random.Random) -> tuple[str, str]:
 class Builder:
     """Builds the base resources; ids are fixed, content comes from the seeded generator."""
 
-    def __init__(self, today: date, seed: int) -> None:
+    def __init__(self, today: date, seed: int, terminology: Terminology) -> None:
         self.today = today
+        self.terminology = terminology
         self.rng = random.Random(seed)
         self.resources: list[dict[str, Any]] = []
         self.coordinators: dict[str, str] = {}  # org id -> coordinator PractitionerRole id
@@ -240,6 +238,12 @@ class Builder:
         self.slots: dict[str, list[str]] = {}  # org id -> free Slot ids, soonest first
         self.patients: list[str] = []
         self.beds: dict[str, list[str]] = {}
+
+    def ours(self, codesystem: str, code: str) -> dict[str, str]:
+        """A Coding of one of our code systems, displayed by its zh-CN designation
+        (terminology/ is the one source of what our codes mean)."""
+        system = f"{CS}/{codesystem}"
+        return _coding(system, code, self.terminology.display(system, code, "zh-CN") or code)
 
     def add(self, resource: dict[str, Any]) -> dict[str, Any]:
         self.resources.append(resource)
@@ -299,7 +303,7 @@ class Builder:
                     "extension": [
                         {
                             "url": f"{SD}/yl-org-level",
-                            "valueCoding": _ours("yl-org-level", level),
+                            "valueCoding": self.ours("yl-org-level", level),
                         }
                     ],
                     "telecom": [{"system": "phone", "value": f"0571-8{n + 1}{n + 2}{n + 3}0000"}],
@@ -378,8 +382,8 @@ class Builder:
         return f"role-{pid}"
 
     def people(self) -> None:
-        coordinator = {"coding": [_ours("yl-practitioner-role", "referral-coordinator")]}
-        family = {"coding": [_ours("yl-practitioner-role", "family-doctor")]}
+        coordinator = {"coding": [self.ours("yl-practitioner-role", "referral-coordinator")]}
+        family = {"coding": [self.ours("yl-practitioner-role", "family-doctor")]}
         doctor = {
             "coding": [
                 _coding(
@@ -465,7 +469,7 @@ class Builder:
     def schedules(self) -> None:
         pool = {
             "url": f"{SD}/yl-reserved-pool",
-            "valueCoding": _ours("yl-reserved-pool", "referral-consortium"),
+            "valueCoding": self.ours("yl-reserved-pool", "referral-consortium"),
         }
         for oid, _n, level, _d, _deps in HOSPITALS:
             if level == "chc":
@@ -601,7 +605,7 @@ def service_request(b: Builder, r: Referral) -> dict[str, Any]:
         "extension": [
             {
                 "url": f"{SD}/yl-referral-direction",
-                "valueCoding": _ours("yl-referral-direction", r.direction),
+                "valueCoding": b.ours("yl-referral-direction", r.direction),
             }
         ],
         "identifier": [{"system": f"{SID}/referral-number", "value": r.number}],
@@ -609,7 +613,7 @@ def service_request(b: Builder, r: Referral) -> dict[str, Any]:
         "intent": "order",
         "category": [
             {"coding": [_coding("http://snomed.info/sct", "3457005", "Patient referral")]},
-            {"coding": [_ours("yl-referral-type", r.rtype)]},
+            {"coding": [b.ours("yl-referral-type", r.rtype)]},
         ],
         "priority": "urgent"
         if r.rtype == "inpatient" and int(r.sr_id[4:7]) % 3 == 0
@@ -671,7 +675,7 @@ def feedback_document(r: Referral) -> dict[str, Any]:
 def load_demo(services: Services, today: date | None = None, seed: int = 20250301) -> Demo:
     """Write the demo consortium into the database and drive its referrals to their states."""
     today = today or datetime.now(CST).date()
-    b = Builder(today, seed)
+    b = Builder(today, seed, services.terminology)
     b.build()
     referrals = plan_referrals(b)
     for r in referrals:
@@ -717,7 +721,7 @@ def _transaction(services: Services, ctx: RequestContext, resources: list[dict[s
 # --- referrals through the workflow operations -----------------------------------------
 
 
-def draft_task(r: Referral) -> list[dict[str, Any]]:
+def draft_task(b: Builder, r: Referral, status: str) -> list[dict[str, Any]]:
     """A referral still being composed: its draft ServiceRequest and draft Task (no operation
     leads there; $submit starts from it)."""
     task: dict[str, Any] = {
@@ -727,8 +731,8 @@ def draft_task(r: Referral) -> list[dict[str, Any]]:
         "extension": [r.resource["extension"][0]],
         "identifier": r.resource["identifier"],
         "basedOn": [_ref("ServiceRequest", r.sr_id)],
-        "status": BUSINESS_STATUS["drafted"],
-        "businessStatus": {"coding": [_ours("yl-referral-business-status", "drafted")]},
+        "status": status,
+        "businessStatus": {"coding": [b.ours("yl-referral-business-status", "drafted")]},
         "intent": "order",
         "priority": r.resource["priority"],
         "code": {"coding": [_coding("http://hl7.org/fhir/CodeSystem/task-code", "fulfill")]},
@@ -751,7 +755,7 @@ def _invoke(
     name: str,
     parameters: list[dict[str, Any]] | None = None,
 ) -> Any:
-    op = find(name, "instance", rtype, "POST")
+    op = services.operations.find(name, "instance", rtype, "POST")
     body = {"resourceType": "Parameters", "parameter": parameters or []}
     return op.handler(Call(services, ctx, rtype, rid, "POST", body, body)).resource
 
@@ -790,7 +794,8 @@ PATHS: dict[str, tuple[str, ...]] = {
 def _drive(services: Services, ctx: RequestContext, b: Builder, r: Referral) -> None:
     """Reach the referral's state through the workflow operations, as a client would."""
     if r.state == "drafted":  # a Task being composed: nothing to call yet
-        _transaction(services, ctx, draft_task(r))
+        drafted = table_of(services).business_status["drafted"]
+        _transaction(services, ctx, draft_task(b, r, drafted))
         return
     steps = PATHS[r.state]
     if r.rtype != "outpatient":  # only outpatient referrals are booked into a Slot
@@ -892,7 +897,7 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _ours("yl-referral-rejection-reason", "no-capacity"),
+                    "valueCoding": b.ours("yl-referral-rejection-reason", "no-capacity"),
                 },
                 {"name": "note", "valueString": "本周专家号源已满，建议下周重新申请。"},
             ],
@@ -904,7 +909,7 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _ours("yl-referral-rejection-reason", "beyond-capability"),
+                    "valueCoding": b.ours("yl-referral-rejection-reason", "beyond-capability"),
                 },
                 {"name": "suggestedOrganization", "valueReference": _ref("Organization", other)},
             ],
@@ -915,39 +920,26 @@ def _step(
             [
                 {
                     "name": "reason",
-                    "valueCoding": _ours("yl-referral-cancel-reason", "patient-request"),
+                    "valueCoding": b.ours("yl-referral-cancel-reason", "patient-request"),
                 }
             ],
         )
     if step == "$no-show":
         return call(step, [{"name": "reason", "valueString": "患者未按预约时间报到"}])
     if step == "expire":
-        from .model.resource import now
-        from .workflow import referral as workflow
-
-        with services.store.write() as session:
-            work = workflow.Work(session, services, ctx, now())
-            workflow.expire(work, work.get("Task", task), "转诊申请超过72小时未处理，自动失效")
+        with transaction(services) as session:
+            work = Work(session, services, ctx, now())
+            expire(work, work.get("Task", task), "转诊申请超过72小时未处理，自动失效")
             work.commit()
         return None
     raise ValueError(f"unknown demo step {step!r}")
 
 
-def open_and_load(settings: Settings, only_if_empty: bool = False) -> Demo | None:
-    """Open the database as the server does (conformance resources loaded, operations
-    registered) and load the demo; with `only_if_empty`, only when it holds no Patient."""
-    from . import conformance, operations  # noqa: F401  (operations register themselves)
-
-    services = Services.open(settings)
-    try:
-        if only_if_empty and services.store.reader().query(
-            "SELECT 1 FROM resource WHERE type = 'Patient' AND deleted = 0 LIMIT 1"
-        ):
-            return None
-        conformance.load(services, [settings.profiles_dir, settings.terminology_dir])
-        return load_demo(services)
-    finally:
-        services.close()
+def load_if_empty(services: Services) -> Demo | None:
+    """Load the demo unless the database already holds a Patient."""
+    if services.store.reader().any_current("Patient"):
+        return None
+    return load_demo(services)
 
 
 def describe(demo: Demo) -> str:

@@ -50,16 +50,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import error
-from .operations.registry import Call, Outcome, operation
-from .search.values import date_bounds
-from .storage.sqlite import Session
+from ..errors import error
+from ..operations.registry import Call, Operations, Outcome
+from ..search.values import date_bounds
+from ..storage.sqlite import Session
+from .codes import BUSINESS_SYSTEM, DIRECTION_URL, MILESTONES_URL, TYPE_SYSTEM
 
-CANON = "https://yilian.health/fhir"
-DIRECTION_URL = f"{CANON}/StructureDefinition/yl-referral-direction"
-MILESTONES_URL = f"{CANON}/StructureDefinition/yl-milestones"
-BUSINESS_SYSTEM = f"{CANON}/CodeSystem/yl-referral-business-status"
-TYPE_SYSTEM = f"{CANON}/CodeSystem/yl-referral-type"
+OPERATIONS = Operations()
+operation = OPERATIONS.operation
 
 DIRECTIONS = ("up", "down", "lateral")
 GROUPS = ("source", "target", "type", "month")

@@ -11,10 +11,13 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from ..context import RequestContext
+from ..interactions.hooks import transaction
 from ..interactions.search import find
 from ..services import Services
-from .referral import SD, SYSTEM_AGENT, Work, expire, instant, linked, no_show, parse_instant
+from .codes import MILESTONES_URL
+from .operations import expire, no_show
 from .rules import is_referral_task
+from .work import SYSTEM_AGENT, Work, instant, linked, parse_instant
 
 log = logging.getLogger("fhir_server.sweep")
 
@@ -35,7 +38,7 @@ def sweep(services: Services, now: datetime | str | None = None) -> list[str]:
     )
     done = []
     for rtype, rid in sorted(candidates):
-        with services.store.write() as session:
+        with transaction(services) as session:
             work = Work(session, services, ctx, instant(at))
             task = work.load(rtype, rid)
             if task is None or not is_referral_task(task):
@@ -86,7 +89,7 @@ def _due(work: Work, task: dict[str, Any], at: datetime) -> str | None:
 
 def _milestone(task: dict[str, Any], code: str) -> datetime | None:
     for ext in task.get("extension") or []:
-        if ext.get("url") != f"{SD}yl-milestones":
+        if ext.get("url") != MILESTONES_URL:
             continue
         parts = {e.get("url"): e for e in ext.get("extension") or []}
         if (parts.get("code") or {}).get("valueCoding", {}).get("code") == code:

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..errors import error
-from ..storage.sqlite import Stored
-from .transitions import (
+from .codes import (
     BUSINESS_SYSTEM,
-    CANON,
-    MILESTONES,
+    MILESTONE_SYSTEM,
+    MILESTONES_URL,
+    TASK_PROFILE,
     TRANSITION_SYSTEM,
-    Transition,
-    find_transition,
 )
-
-TASK_PROFILE = f"{CANON}/StructureDefinition/yl-referral-task"
+from .transitions import MILESTONES, Table, Transition
 
 
 def business_status(task: dict[str, Any]) -> str | None:
@@ -38,7 +33,9 @@ def is_referral_task(task: dict[str, Any]) -> bool:
     return TASK_PROFILE in profiles or business_status(task) is not None
 
 
-def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> Transition | None:
+def check_task_change(
+    table: Table, old: dict[str, Any], new: dict[str, Any]
+) -> Transition | None:
     """409 business-rule unless old -> new status pair is unchanged or a table row; returns
     the row when the pair changes."""
     if not (is_referral_task(old) or is_referral_task(new)):
@@ -47,7 +44,7 @@ def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> Transition | 
     after = (new.get("status"), business_status(new))
     if before == after:
         return None
-    found = find_transition(before, after)  # type: ignore[arg-type]
+    found = table.find(before, after)  # type: ignore[arg-type]
     if found is None:
         raise error(
             409,
@@ -59,27 +56,18 @@ def check_task_change(old: dict[str, Any], new: dict[str, Any]) -> Transition | 
     return found
 
 
-def check_update(
-    rtype: str, prev: tuple[int, Stored] | None, resource: dict[str, Any]
-) -> Transition | None:
-    """The write-layer hook: check an update of a stored, live Task against the table."""
-    if rtype != "Task" or prev is None or prev[1].deleted or prev[1].json is None:
-        return None
-    return check_task_change(orjson.loads(prev[1].json), resource)
-
-
 def milestone(code: str, at: str, agent: dict[str, Any]) -> dict[str, Any]:
     """One yl-milestones extension entry: which milestone, when, and by whom."""
     parts: list[dict[str, Any]] = [
         {
             "url": "code",
-            "valueCoding": {"system": f"{CANON}/CodeSystem/yl-milestone", "code": code},
+            "valueCoding": {"system": MILESTONE_SYSTEM, "code": code},
         },
         {"url": "dateTime", "valueDateTime": at},
     ]
     if "reference" in agent:
         parts.append({"url": "actor", "valueReference": agent})
-    return {"url": f"{CANON}/StructureDefinition/yl-milestones", "extension": parts}
+    return {"url": MILESTONES_URL, "extension": parts}
 
 
 def provenance(
@@ -113,7 +101,7 @@ def record_plain_update(
     task: dict[str, Any], t: Transition, at: str, agent: dict[str, Any]
 ) -> dict[str, Any]:
     """A legal transition made by PUT/PATCH gets what the operations give it: its milestones
-    and lastModified on the Task (returned), and a Provenance (see write.update). Linked
+    and lastModified on the Task (returned), and a Provenance (see guard.py). Linked
     resources (Appointment, Encounter, ...) are changed only by the operations."""
     stamped = {**task, "lastModified": at}
     stamped["extension"] = [

@@ -4,467 +4,46 @@ their statuses consistent (§2.5 consistency table) and answering a collection B
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
-from ..context import RequestContext
 from ..errors import error
 from ..interactions.search import find
-from ..interactions.write import check_if_match, new_id, save
-from ..model.resource import now
-from ..model.validate import validate
-from ..operations.registry import Call, Outcome, operation
-from ..services import Services
-from ..storage.sqlite import Session, Stored
-from .rules import business_status, is_referral_task, milestone, provenance
-from .transitions import (
-    APPROVAL_DECISIONS,
-    APPROVAL_OPEN,
-    APPROVED,
-    BUSINESS_SYSTEM,
-    CANON,
-    MILESTONES,
-    TERMINAL,
-    Transition,
-    allowed,
+from ..operations.registry import Call, Operations, Outcome
+from .booking import attach_appointment, book, end_appointment
+from .codes import BUSINESS_SYSTEM, CS, OPDEF, OUTPUT_SYSTEM, REFERRAL_NUMBER, SD
+from .params import actor, bool_param, concept_param, reference_param, string_param
+from .rules import business_status, is_referral_task
+from .transitions import APPROVAL_DECISIONS, APPROVAL_OPEN, APPROVED
+from .work import (
+    ACT_CODE,
+    SYSTEM_AGENT,
+    TASK_CODES,
+    Json,
+    Work,
+    add_note,
+    add_output,
+    approval_tasks,
+    bundle,
+    close_approvals,
+    coding,
+    direction,
+    instant,
+    is_approval,
+    linked,
+    parse_instant,
+    ref,
+    referral_task,
+    referral_type,
+    revoke,
+    run,
+    service_request,
+    split,
+    transition,
 )
 
-SD = f"{CANON}/StructureDefinition/"
-CS = f"{CANON}/CodeSystem/"
-TASK_CODES = "http://hl7.org/fhir/CodeSystem/task-code"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-OUTPUT_SYSTEM = f"{CS}yl-task-output"
-OPDEF = f"{CANON}/OperationDefinition/"
-#: the agent of transitions the server makes on its own (timers, approval roll-up)
-SYSTEM_AGENT = {"display": "fhir-server (system)"}
-
-Json = dict[str, Any]
-Key = tuple[str, str]
-
-
-# --- time -----------------------------------------------------------------------------------
-
-
-def parse_instant(value: Any) -> datetime | None:
-    """A FHIR dateTime/instant as an aware datetime (UTC when no zone), None if unparseable."""
-    if not isinstance(value, str) or len(value) < 10:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def instant(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# --- references -----------------------------------------------------------------------------
-
-
-def ref(resource: Json) -> Json:
-    return {"reference": f"{resource['resourceType']}/{resource['id']}"}
-
-
-def split(reference: Any) -> Key | None:
-    """(type, id) of a literal relative or absolute reference, without its _history part."""
-    value = reference.get("reference") if isinstance(reference, dict) else reference
-    if not isinstance(value, str):
-        return None
-    parts = value.split("/_history/")[0].rstrip("/").split("/")
-    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
-
-
-# --- the unit of work -----------------------------------------------------------------------
-
-
-class Work:
-    """The resources one operation reads and writes inside one write transaction, and the
-    transitions it applied; `commit` writes Provenance, validates and saves everything."""
-
-    def __init__(self, session: Session, services: Services, ctx: RequestContext, at: str):
-        self.session, self.services, self.ctx, self.at = session, services, ctx, at
-        self.prev: dict[Key, tuple[int, Stored] | None] = {}
-        self.res: dict[Key, Json] = {}
-        self.order: list[Key] = []
-        #: (Task id, agent, yl-transition code, T-number, reason) of each transition applied
-        self.records: list[tuple[str, Json, str, str | None, Json | None]] = []
-        #: the Task the operation is about: first in the answer
-        self.lead: Key | None = None
-
-    def load(self, rtype: str, rid: str) -> Json | None:
-        key = (rtype, rid)
-        if key not in self.res:
-            prev = self.session.current(rtype, rid)
-            if prev is None or prev[1].deleted or prev[1].json is None:
-                return None
-            self.prev[key] = prev
-            self.res[key] = orjson.loads(prev[1].json)
-        return self.res[key]
-
-    def get(self, rtype: str, rid: str) -> Json:
-        found = self.load(rtype, rid)
-        if found is None:
-            raise error(404, "not-found", f"{rtype}/{rid} is not known")
-        return found
-
-    def resolve(self, reference: Any, rtype: str, name: str) -> Json:
-        """The resource a reference parameter/element points to; 422 if it does not resolve."""
-        key = split(reference)
-        found = self.load(*key) if key and key[0] == rtype else None
-        if found is None:
-            raise error(422, "processing", f"'{name}' must reference an existing {rtype}", name)
-        return found
-
-    def if_match(self, rtype: str, rid: str, value: str | None) -> None:
-        check_if_match(self.prev.get((rtype, rid)), value)
-
-    def changed(self, resource: Json) -> Json:
-        key = (resource["resourceType"], resource["id"])
-        self.res[key] = resource
-        if key not in self.order:
-            self.order.append(key)
-        return resource
-
-    def add(self, resource: Json) -> Json:
-        resource["id"] = new_id()
-        self.prev[(resource["resourceType"], resource["id"])] = None
-        return self.changed(resource)
-
-    def set_status(self, resource: Json | None, status: str, **fields: Any) -> None:
-        if resource is None or resource.get("status") == status:
-            return
-        resource["status"] = status
-        resource.update(fields)
-        self.changed(resource)
-
-    def record(self, task: Json, code: str, agent: Json, reason: Json | None) -> None:
-        self.records.append((task["id"], agent, code, None, reason))
-
-    def commit(self) -> list[Json]:
-        """One Provenance per transition (target = the Task + every other resource written),
-        then validate and save all; returns the stored resources, in order."""
-        if self.lead in self.order:
-            self.order.remove(self.lead)
-            self.order.insert(0, self.lead)
-        written = list(self.order)
-        for rid, agent, code, label, reason in self.records:
-            others = tuple(f"{rt}/{i}" for rt, i in written if (rt, i) != ("Task", rid))
-            self.add(provenance(rid, code, self.at, agent, others, reason, label))
-        out = []
-        for key in self.order:
-            validate(self.res[key])
-        for key in self.order:
-            method = "PUT" if self.prev.get(key) else "POST"
-            stored = save(self.session, self.services, *key, self.res[key], self.prev[key], method)
-            assert stored.json is not None
-            out.append(orjson.loads(stored.json))
-        return out
-
-
-def bundle(base: str, resources: list[Json]) -> Json:
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "timestamp": now(),
-        "entry": [
-            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
-        ],
-    }
-
-
-# --- reading a referral ---------------------------------------------------------------------
-
-
-def coding(system: str, code: str, display: str | None = None) -> Json:
-    out = {"system": system, "code": code}
-    if display:
-        out["display"] = display
-    return out
-
-
-def referral_type(sr: Json) -> str | None:
-    for category in sr.get("category") or []:
-        for c in category.get("coding") or []:
-            if c.get("system") == f"{CS}yl-referral-type":
-                return str(c.get("code"))
-    return None
-
-
-def direction(resource: Json) -> Json | None:
-    for ext in resource.get("extension") or []:
-        if ext.get("url") == f"{SD}yl-referral-direction":
-            value = ext.get("valueCoding")
-            return value if isinstance(value, dict) else None
-    return None
-
-
-def service_request(work: Work, task: Json) -> Json:
-    return work.resolve(
-        task.get("focus") or (task.get("basedOn") or [None])[0], "ServiceRequest", "Task.focus"
-    )
-
-
-def output(task: Json, name: str) -> list[Any]:
-    """The values of Task.output entries of one slice (yl-task-output code)."""
-    found: list[Any] = []
-    for out in task.get("output") or []:
-        codes = [c.get("code") for c in (out.get("type") or {}).get("coding") or []]
-        if name in codes:
-            found.extend(v for k, v in out.items() if k.startswith("value"))
-    return found
-
-
-def add_output(task: Json, name: str, value_key: str, value: Any) -> None:
-    task.setdefault("output", []).append(
-        {"type": {"coding": [coding(OUTPUT_SYSTEM, name)]}, value_key: value}
-    )
-
-
-def linked(work: Work, task: Json, name: str, rtype: str) -> Json | None:
-    for value in output(task, name):
-        key = split(value)
-        if key and key[0] == rtype:
-            return work.load(*key)
-    return None
-
-
-def approval_tasks(work: Work, task: Json) -> list[Json]:
-    """The approval sub-tasks (code approve, partOf this Task)."""
-    pairs = find(
-        work.session, work.services, work.ctx, "Task", f"part-of=Task/{task['id']}", limit=None
-    )
-    subs = [work.load(t, i) for t, i in pairs]
-    return [s for s in subs if s is not None and _has_code(s, TASK_CODES, "approve")]
-
-
-def _has_code(task: Json, system: str, code: str) -> bool:
-    codes = (task.get("code") or {}).get("coding") or []
-    return any(c.get("system") == system and c.get("code") == code for c in codes)
-
-
-# --- applying a transition ------------------------------------------------------------------
-
-
-def transition(
-    work: Work,
-    task: Json,
-    code: str,
-    agent: Json,
-    to: str | None = None,
-    reason: Json | None = None,
-    extra_milestones: tuple[str, ...] = (),
-) -> Transition:
-    """Check the table, set status/businessStatus/statusReason, stamp milestones and
-    lastModified, and record the Provenance to write (the shared step of every operation)."""
-    t = allowed(code, task.get("status", ""), business_status(task), to)
-    task["status"], business = t.target
-    task["businessStatus"] = {"coding": [coding(BUSINESS_SYSTEM, business)]}
-    if reason is not None:
-        task["statusReason"] = reason
-    else:
-        task.pop("statusReason", None)
-    for code_ in dict.fromkeys((*MILESTONES[code], *extra_milestones)):
-        task.setdefault("extension", []).append(milestone(code_, work.at, agent))
-    task["lastModified"] = work.at
-    work.changed(task)
-    work.lead = work.lead or ("Task", task["id"])
-    work.records.append((task["id"], agent, t.code, t.number, reason))
-    return t
-
-
-def revoke(work: Work, sr: Json, reason: Json | None, status: str = "revoked") -> None:
-    """SR -> revoked (or entered-in-error) with the yl-status-reason extension (yl-sr-2)."""
-    if sr.get("status") == status:
-        return
-    sr["status"] = status
-    if reason is not None:
-        url = f"{SD}yl-status-reason"
-        sr["extension"] = [e for e in sr.get("extension") or [] if e.get("url") != url]
-        sr["extension"].append({"url": url, "valueCodeableConcept": reason})
-    work.changed(sr)
-
-
-def release(work: Work, appointment: Json | None) -> None:
-    """Free every Slot an Appointment held."""
-    for slot_ref in (appointment or {}).get("slot") or []:
-        key = split(slot_ref)
-        slot = work.load(*key) if key else None
-        if slot is not None and slot.get("status") in ("busy", "busy-tentative"):
-            work.set_status(slot, "free")
-
-
-def end_appointment(work: Work, task: Json, status: str, reason: Json | None) -> None:
-    """Appointment -> cancelled / noshow / entered-in-error (with reason), its Slot freed."""
-    appointment = linked(work, task, "appointment", "Appointment")
-    if appointment is None or appointment.get("status") in (
-        "cancelled",
-        "noshow",
-        "entered-in-error",
-        "fulfilled",
-    ):
-        return
-    fields = {"cancelationReason": reason} if reason and status != "entered-in-error" else {}
-    work.set_status(appointment, status, **fields)
-    release(work, appointment)
-
-
-def close_approvals(work: Work, task: Json) -> None:
-    """Cancel the approval sub-tasks still open when the referral ends undecided by them."""
-    reason = {"text": f"Referral Task/{task['id']} is {task.get('status')}"}
-    for sub in approval_tasks(work, task):
-        if sub.get("status") in APPROVAL_OPEN:
-            work.set_status(sub, "cancelled", lastModified=work.at, statusReason=reason)
-
-
-def book(work: Work, task: Json, sr: Json, slot_ref: Any) -> Json:
-    """Book the referral into a free Slot: Appointment booked (basedOn SR), Slot busy."""
-    slot = work.resolve(slot_ref, "Slot", "slot")
-    if slot.get("status") != "free":
-        raise error(409, "business-rule", f"Slot/{slot['id']} is not free", "slot")
-    work.set_status(slot, "busy")
-    participants: list[Json] = [
-        {"actor": sr["subject"], "required": "required", "status": "accepted"}
-    ]
-    schedule_key = split(slot.get("schedule"))
-    schedule = work.load(*schedule_key) if schedule_key else None
-    for actor in (schedule or {}).get("actor") or []:
-        key = split(actor)
-        if key and key[0] in ("Practitioner", "PractitionerRole", "HealthcareService", "Location"):
-            participants.append({"actor": actor, "required": "required", "status": "accepted"})
-    appointment: Json = {
-        "resourceType": "Appointment",
-        "meta": {"profile": [f"{SD}yl-referral-appointment"]},
-        "status": "booked",
-        "basedOn": [ref(sr)],
-        "slot": [ref(slot)],
-        "start": slot.get("start"),
-        "end": slot.get("end"),
-        "created": work.at[:10],
-        "participant": participants,
-    }
-    for name in ("serviceType", "specialty", "appointmentType"):
-        if slot.get(name):
-            appointment[name] = slot[name]
-    work.add(appointment)
-    add_output(task, "appointment", "valueReference", ref(appointment))
-    return appointment
-
-
-def attach_appointment(work: Work, task: Json, sr: Json, reference: Any) -> Json:
-    """Accept with an Appointment booked elsewhere: it must be open; it becomes booked."""
-    appointment = work.resolve(reference, "Appointment", "appointment")
-    if appointment.get("status") not in ("proposed", "pending", "booked"):
-        raise error(409, "business-rule", "The appointment is not open for booking", "appointment")
-    based_on = appointment.setdefault("basedOn", [])
-    if ref(sr) not in based_on:
-        based_on.append(ref(sr))
-    appointment["status"] = "booked"
-    work.changed(appointment)
-    for slot_ref in appointment.get("slot") or []:
-        key = split(slot_ref)
-        slot = work.load(*key) if key else None
-        work.set_status(slot, "busy")
-    add_output(task, "appointment", "valueReference", ref(appointment))
-    return appointment
-
-
-# --- parameters -----------------------------------------------------------------------------
-
-
-def reference_param(call: Call, name: str) -> Json | None:
-    value = call.value(name)
-    if isinstance(value, str):
-        return {"reference": value}
-    if isinstance(value, dict) and "reference" in value:
-        return value
-    if value is not None:
-        raise error(400, "invalid", f"'{name}' must be a Reference", name)
-    return None
-
-
-def concept_param(call: Call, name: str, required: bool = False) -> Json | None:
-    """A Coding, CodeableConcept or string parameter as a CodeableConcept."""
-    for p in call.values(name):
-        if isinstance(p.get("valueCodeableConcept"), dict):
-            return dict(p["valueCodeableConcept"])
-        if isinstance(p.get("valueCoding"), dict):
-            return {"coding": [p["valueCoding"]]}
-        if isinstance(p.get("valueString"), str) and p["valueString"].strip():
-            return {"text": p["valueString"]}
-    if required:
-        raise error(
-            400, "required", f"Parameter '{name}' (Coding or CodeableConcept) is required", name
-        )
-    return None
-
-
-def string_param(call: Call, name: str) -> str | None:
-    value = call.value(name)
-    return value if isinstance(value, str) else None
-
-
-def bool_param(call: Call, name: str) -> bool:
-    value = call.value(name)
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
-def actor(call: Call, default: Any) -> Json:
-    """The agent of a transition: parameter `actor`, else the requester/owner reference."""
-    given = reference_param(call, "actor")
-    if given:
-        return given
-    return dict(default) if isinstance(default, dict) else SYSTEM_AGENT
-
-
-def add_note(work: Work, task: Json, text: str | None, author: Json) -> None:
-    if text:
-        note: Json = {"text": text, "time": work.at}
-        if "reference" in author:
-            note["authorReference"] = author
-        task.setdefault("note", []).append(note)
-
-
-# --- running an operation -------------------------------------------------------------------
-
-
-Body = Callable[[Work, Json], None]
-Repeat = Callable[[Work, Json], Json | None]
-
-
-def run(call: Call, rtype: str, body: Body, repeat: Repeat | None = None) -> Outcome:
-    """Load the instance, honour If-Match, apply `body`, commit: all in one transaction.
-    `repeat` may answer a finished Bundle first (an idempotent repeat writes nothing)."""
-    assert call.rid is not None
-    with call.services.store.write() as session:
-        work = Work(session, call.services, call.ctx, now())
-        resource = work.get(rtype, call.rid)
-        answer = repeat(work, resource) if repeat else None
-        if answer is not None:
-            return Outcome(answer)
-        work.if_match(rtype, call.rid, call.if_match)
-        if rtype == "Task":
-            work.lead = ("Task", call.rid)
-        body(work, resource)
-        saved = work.commit()
-    return Outcome(bundle(call.ctx.base_url, saved))
-
-
-def referral_task(task: Json) -> Json:
-    if not is_referral_task(task) or business_status(task) is None:
-        raise error(409, "business-rule", f"Task/{task['id']} is not a referral Task", "Task")
-    return task
-
-
-def is_approval(task: Json) -> bool:
-    return _has_code(task, TASK_CODES, "approve") and bool(task.get("partOf"))
-
-
-# --- the operations -------------------------------------------------------------------------
+OPERATIONS = Operations()
+operation = OPERATIONS.operation
 
 
 @operation(
@@ -534,7 +113,7 @@ def existing_draft(work: Work, sr: Json) -> Json | None:
 
 def number(work: Work, sr: Json) -> None:
     """Give a submitted SR its 转诊单号 when it has none (yl-sr-6)."""
-    system = f"{CANON}/sid/referral-number"
+    system = REFERRAL_NUMBER
     if any(i.get("system") == system for i in sr.get("identifier") or []):
         return
     value = f"ZZ{work.at[:10].replace('-', '')}-{sr['id'][:8]}"
@@ -661,7 +240,7 @@ def accept(call: Call) -> Outcome:
             if owner:
                 task["owner"] = owner
             if appointment or slot:
-                allowed("accept", task.get("status", ""), business, "booked")
+                work.table.allowed("accept", task.get("status", ""), business, "booked")
                 if slot:
                     book(work, task, sr, slot)
                 else:
@@ -680,7 +259,7 @@ def accept(call: Call) -> Outcome:
         if bed is not None:
             work.resolve(bed, "Location", "bed")
             planned = call.value("plannedAdmission")
-            allowed("assign-bed", task.get("status", ""), business_status(task))
+            work.table.allowed("assign-bed", task.get("status", ""), business_status(task))
             task["output"] = [
                 o
                 for o in task.get("output") or []
@@ -972,7 +551,7 @@ def complete(call: Call) -> Outcome:
         sr = service_request(work, task)
         agent = actor(call, task.get("owner"))
         code = "complete-down-referred" if down_value is not None else "complete"
-        allowed(code, task.get("status", ""), business_status(task))
+        work.table.allowed(code, task.get("status", ""), business_status(task))
         if feedback:
             add_output(task, "feedbackDocument", "valueReference", feedback)
         plan = reference_param(call, "followUpPlan")
@@ -1101,5 +680,3 @@ def in_error(work: Work, task: Json, agent: Json, reason: Json | None) -> None:
     work.set_status(linked(work, task, "encounter", "Encounter"), "entered-in-error")
     close_approvals(work, task)
 
-
-__all__ = ["TERMINAL", "Work", "expire", "no_show", "parse_instant", "instant"]

@@ -1,0 +1,79 @@
+"""The feature seam of the write path: features register hooks at start-up, and the core calls
+them on every create, update, patch and delete without knowing who they are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..context import RequestContext
+from ..storage.sqlite import Session, Stored
+
+if TYPE_CHECKING:  # typing only: Services holds the hooks
+    from ..services import Services
+
+
+@dataclass
+class Change:
+    """One write about to happen: `prev` is the stored current version (None when the resource
+    is new), `resource` what will be written (None for a delete)."""
+
+    session: Session
+    services: Services
+    ctx: RequestContext
+    method: str
+    rtype: str
+    rid: str
+    prev: Stored | None
+    resource: dict[str, Any] | None
+
+    @cached_property
+    def before(self) -> dict[str, Any] | None:
+        """The current version as JSON, None when there is none or it is deleted."""
+        if self.prev is None or self.prev.deleted or self.prev.json is None:
+            return None
+        parsed: dict[str, Any] = orjson.loads(self.prev.json)
+        return parsed
+
+
+@dataclass
+class Effect:
+    """What a hook adds to a write: a replacement for the resource (validated again before it
+    is stored) and further resources to create in the same transaction (validated too)."""
+
+    resource: dict[str, Any] | None = None
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+
+OnWrite = Callable[[Change], Effect | None]
+AfterCommit = Callable[[list[Stored]], None]
+
+
+@dataclass
+class Hooks:
+    #: (resource types or None for all, hook): called inside the write transaction before the
+    #: version is stored; a hook may raise a FhirError to refuse the write
+    on_write: list[tuple[frozenset[str] | None, OnWrite]] = field(default_factory=list)
+    #: called with every version a transaction wrote, once it has committed
+    after_commit: list[AfterCommit] = field(default_factory=list)
+
+    def add_on_write(self, hook: OnWrite, types: Iterable[str] | None = None) -> None:
+        self.on_write.append((frozenset(types) if types is not None else None, hook))
+
+    def for_type(self, rtype: str) -> list[OnWrite]:
+        """The on-write hooks that take part in writes of this type."""
+        return [hook for types, hook in self.on_write if types is None or rtype in types]
+
+
+@contextmanager
+def transaction(services: Services) -> Iterator[Session]:
+    """One write transaction of the store, followed by the after-commit hooks."""
+    with services.store.write() as session:
+        yield session
+    for hook in services.hooks.after_commit:
+        hook(session.written)

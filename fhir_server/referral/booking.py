@@ -1,0 +1,86 @@
+"""Booking: a referral's Appointment in a reserved Slot, and freeing it again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import error
+from .codes import SD
+from .work import Json, Work, add_output, linked, ref, split
+
+
+def release(work: Work, appointment: Json | None) -> None:
+    """Free every Slot an Appointment held."""
+    for slot_ref in (appointment or {}).get("slot") or []:
+        key = split(slot_ref)
+        slot = work.load(*key) if key else None
+        if slot is not None and slot.get("status") in ("busy", "busy-tentative"):
+            work.set_status(slot, "free")
+
+
+def end_appointment(work: Work, task: Json, status: str, reason: Json | None) -> None:
+    """Appointment -> cancelled / noshow / entered-in-error (with reason), its Slot freed."""
+    appointment = linked(work, task, "appointment", "Appointment")
+    if appointment is None or appointment.get("status") in (
+        "cancelled",
+        "noshow",
+        "entered-in-error",
+        "fulfilled",
+    ):
+        return
+    fields = {"cancelationReason": reason} if reason and status != "entered-in-error" else {}
+    work.set_status(appointment, status, **fields)
+    release(work, appointment)
+
+
+def book(work: Work, task: Json, sr: Json, slot_ref: Any) -> Json:
+    """Book the referral into a free Slot: Appointment booked (basedOn SR), Slot busy."""
+    slot = work.resolve(slot_ref, "Slot", "slot")
+    if slot.get("status") != "free":
+        raise error(409, "business-rule", f"Slot/{slot['id']} is not free", "slot")
+    work.set_status(slot, "busy")
+    participants: list[Json] = [
+        {"actor": sr["subject"], "required": "required", "status": "accepted"}
+    ]
+    schedule_key = split(slot.get("schedule"))
+    schedule = work.load(*schedule_key) if schedule_key else None
+    for actor in (schedule or {}).get("actor") or []:
+        key = split(actor)
+        if key and key[0] in ("Practitioner", "PractitionerRole", "HealthcareService", "Location"):
+            participants.append({"actor": actor, "required": "required", "status": "accepted"})
+    appointment: Json = {
+        "resourceType": "Appointment",
+        "meta": {"profile": [f"{SD}yl-referral-appointment"]},
+        "status": "booked",
+        "basedOn": [ref(sr)],
+        "slot": [ref(slot)],
+        "start": slot.get("start"),
+        "end": slot.get("end"),
+        "created": work.at[:10],
+        "participant": participants,
+    }
+    for name in ("serviceType", "specialty", "appointmentType"):
+        if slot.get(name):
+            appointment[name] = slot[name]
+    work.add(appointment)
+    add_output(task, "appointment", "valueReference", ref(appointment))
+    return appointment
+
+
+def attach_appointment(work: Work, task: Json, sr: Json, reference: Any) -> Json:
+    """Accept with an Appointment booked elsewhere: it must be open; it becomes booked."""
+    appointment = work.resolve(reference, "Appointment", "appointment")
+    if appointment.get("status") not in ("proposed", "pending", "booked"):
+        raise error(409, "business-rule", "The appointment is not open for booking", "appointment")
+    based_on = appointment.setdefault("basedOn", [])
+    if ref(sr) not in based_on:
+        based_on.append(ref(sr))
+    appointment["status"] = "booked"
+    work.changed(appointment)
+    for slot_ref in appointment.get("slot") or []:
+        key = split(slot_ref)
+        slot = work.load(*key) if key else None
+        work.set_status(slot, "busy")
+    add_output(task, "appointment", "valueReference", ref(appointment))
+    return appointment
+

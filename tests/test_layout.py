@@ -1,0 +1,142 @@
+"""The house rules of ARCHITECTURE.md, checked on the source: imports point one way (core <-
+features <- integrations <- apps) and the modules of fhir_server form no import circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "fhir_server"
+#: feature packages: the core may not import them
+FEATURES = ("fhir_server.referral",)
+#: the wiring (app factory, console script, process set-up): may import everything
+APPS = ("fhir_server.app", "fhir_server.cli", "fhir_server.serve")
+INTEGRATIONS = ("integrations",)
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement (also inside functions), except typing-only ones."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def walk(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    walk(other)
+                continue
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                found.append(child)
+            walk(child)
+
+    walk(tree)
+    return found
+
+
+def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The modules an import statement loads (a `from x import y` counts y when y is a module)."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    out = set()
+    for alias in node.names:
+        candidate = f"{target}.{alias.name}"
+        as_path = ROOT / candidate.replace(".", "/")
+        out.add(candidate if as_path.with_suffix(".py").exists() or as_path.is_dir() else target)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        targets: set[str] = set()
+        for node in _runtime_imports(tree):
+            targets |= _targets(module, path.name == "__init__.py", node)
+        graph[module] = {t for t in targets if t.split(".")[0] in ("fhir_server", "integrations")}
+    return graph
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_core_imports_no_feature_and_features_no_app_or_integration() -> None:
+    wrong = []
+    for module, targets in import_graph().items():
+        if _within(module, APPS):
+            continue
+        for target in targets:
+            if _within(module, FEATURES):
+                if _within(target, APPS + INTEGRATIONS):
+                    wrong.append(f"feature {module} imports {target}")
+            elif _within(target, FEATURES + APPS + INTEGRATIONS):
+                wrong.append(f"core module {module} imports {target}")
+    assert wrong == []
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), or self-imports."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph.get(v, ()):
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_modules_of_fhir_server_form_no_import_circle() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_checks_see_a_circle_and_a_wrong_direction() -> None:
+    """The checker itself: a planted circle and a planted core -> feature import are found."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = import_graph()
+    assert "fhir_server.interactions.hooks" in graph["fhir_server.interactions.write"]
+    assert "fhir_server.referral.guard" in graph["fhir_server.referral"]
