@@ -20,44 +20,33 @@ Where each section comes from:
 * The QR code carries `Task/{id}` of the referral Task for `$check-in` (the ServiceRequest
   reference while no Task exists); 有效期 is the Task's `restriction.period.end`.
 
-The PDF embeds (subsets) WenQuanYi Micro Hei from `fhir_server/fonts/` (Apache-2.0), so Chinese
+The PDF (pdf.py) embeds (subsets) WenQuanYi Micro Hei from `fhir_server/referral/fonts/`
+(Apache-2.0), so Chinese
 text renders on machines without CJK fonts.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
-import segno
 
-from ..errors import error
-from ..interactions import read as reads
-from ..operations.registry import Call, Operations, Outcome
-from ..storage.sqlite import Session
-from ..terminology import Terminology
-from .codes import (
+from ...interactions import read as reads
+from ...storage.sqlite import Session
+from ...terminology import Terminology
+from ..codes import (
     BUSINESS_SYSTEM,
     DIRECTION_URL,
     HEALTH_RECORD_NUMBER,
     ORG_LEVEL_URL,
     REFERRAL_NUMBER,
 )
-from .codes import SLIP_SECTION_SYSTEM as SLIP_SECTION
-from .codes import TYPE_SYSTEM as REFERRAL_TYPE
-
-FONT_DIR = Path(__file__).resolve().parent / "fonts"
-FONT_FILE = FONT_DIR / "wqy-microhei.ttc"
-FONT_NAME = "WenQuanYiMicroHei"
-OPERATIONS = Operations()
-operation = OPERATIONS.operation
+from ..codes import SLIP_SECTION_SYSTEM as SLIP_SECTION
+from ..codes import TYPE_SYSTEM as REFERRAL_TYPE
 
 #: printed titles by direction (公卫规范: 转出单 for 上转, 回转单 for 下转)
 TITLES = {
@@ -65,8 +54,13 @@ TITLES = {
     "down": ("双向转诊单（下转单）", "回转单"),
     "lateral": ("双向转诊单（平转单）", "转出单"),
 }
+
+
 PRIORITY_NAMES = {"routine": "普通", "urgent": "紧急", "asap": "尽快", "stat": "急诊"}
+
+
 GENDER_NAMES = {"male": "男", "female": "女", "other": "其他", "unknown": "未知"}
+
 
 #: narrative sections: (slip-section code, printed title)
 SECTIONS = (
@@ -76,6 +70,8 @@ SECTIONS = (
     ("results", "主要检查结果"),
     ("plan", "下一步治疗方案及康复建议"),
 )
+
+
 _BY_TYPE = {
     "Condition": "past-history",
     "Procedure": "treatment",
@@ -84,7 +80,11 @@ _BY_TYPE = {
     "Observation": "results",
     "DiagnosticReport": "results",
 }
+
+
 _TAGS = re.compile(r"<[^>]+>")
+
+
 _LABEL = re.compile(r"^\s*([^:：\n]{1,20})[:：]\s*(.*)$", re.S)
 
 
@@ -128,22 +128,6 @@ class Slip:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-@operation("$referral-slip", "instance", types=("ServiceRequest",), methods=("GET", "POST"))
-def referral_slip(call: Call) -> Outcome:
-    """Render the slip of one ServiceRequest; `format` = html (default) or pdf."""
-    fmt = str(call.value("format") or "html").lower()
-    if fmt not in ("html", "pdf", "text/html", "application/pdf"):
-        raise error(400, "invalid", f"format must be 'html' or 'pdf', got '{fmt}'", "format")
-    assert call.rid is not None
-    slip = build(call.services.store.reader(), call.services.terminology, call.rid)
-    if fmt.endswith("pdf"):
-        return Outcome(content=render_pdf(slip), media_type="application/pdf")
-    return Outcome(content=render_html(slip).encode(), media_type="text/html; charset=utf-8")
-
-
-# --- gathering ----------------------------------------------------------------------------
-
-
 def _load(stored_json: bytes | None) -> dict[str, Any]:
     return orjson.loads(stored_json) if stored_json else {}
 
@@ -176,8 +160,40 @@ def referral_task(session: Session, sr_id: str) -> dict[str, Any] | None:
     return tasks[0] if tasks else None
 
 
+#: What one slip prints at most: a field must fit its table cell (a longer one made reportlab
+#: fail with LayoutError) and a section its pages (thousands of lines took minutes to lay out).
+FIELD_CHARS = 200
+SECTION_LINES = 300
+LINE_CHARS = 1000
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded(texts: list[str]) -> list[str]:
+    """A section's texts cut to SECTION_LINES lines of at most LINE_CHARS characters."""
+    lines = [_clip(line, LINE_CHARS) for t in texts for line in t.splitlines()]
+    if len(lines) > SECTION_LINES:
+        rest = len(lines) - SECTION_LINES + 1
+        lines = [*lines[: SECTION_LINES - 1], f"……（另有 {rest} 行未打印）"]
+    return lines
+
+
+def _bound(slip: Slip) -> Slip:
+    """Every printed field clipped to FIELD_CHARS, every section to its bounds."""
+    for obj in (slip, slip.source, slip.target):
+        for name, value in vars(obj).items():
+            if isinstance(value, str) and name != "impression":
+                setattr(obj, name, _clip(value, FIELD_CHARS))
+    slip.impression = "\n".join(_bounded([slip.impression]))
+    slip.sections = {code: _bounded(texts) for code, texts in slip.sections.items()}
+    return slip
+
+
 def build(session: Session, terminology: Terminology, sr_id: str) -> Slip:
-    """Collect the slip's contents from the ServiceRequest and what it references."""
+    """Collect the slip's contents from the ServiceRequest and what it references, bounded
+    so that any content prints in linear time."""
     sr = _load(reads.read(session, "ServiceRequest", sr_id).json)
     task = referral_task(session, sr_id)
     direction = _direction(sr) or (_direction(task) if task else None) or "up"
@@ -196,7 +212,7 @@ def build(session: Session, terminology: Terminology, sr_id: str) -> Slip:
     sections = _sections(session, sr)
     appointment, bed = _task_outputs(session, task) if task else ("", "")
     authored = str(sr.get("authoredOn") or "")
-    return Slip(
+    slip = Slip(
         direction=direction,
         title=title,
         subtitle=subtitle,
@@ -220,6 +236,7 @@ def build(session: Session, terminology: Terminology, sr_id: str) -> Slip:
         appointment=appointment,
         bed=bed,
     )
+    return _bound(slip)
 
 
 def _codings(concept: Any) -> list[dict[str, Any]]:
@@ -541,16 +558,6 @@ def _when(value: str) -> str:
         return value[:16].replace("T", " ")
 
 
-# --- rendering ----------------------------------------------------------------------------
-
-
-def qr_svg(payload: str) -> str:
-    """An inline SVG QR code (segno, error correction M)."""
-    qr = segno.make(payload, error="m", micro=False)
-    svg = qr.svg_inline(scale=3, border=2, omitsize=False)
-    return str(svg)
-
-
 def _rows(slip: Slip) -> list[tuple[str, str]]:
     return [
         ("姓名", slip.patient_name),
@@ -582,178 +589,3 @@ def _parties(slip: Slip) -> list[tuple[str, str]]:
 def _impression_title(slip: Slip) -> str:
     return "诊断结果（初步印象）" if slip.direction == "down" else "初步印象"
 
-
-def render_html(slip: Slip) -> str:
-    """A self-contained, print-ready A4 page (inline CSS and SVG, no external assets)."""
-    e = html.escape
-
-    def grid(rows: list[tuple[str, str]]) -> str:
-        cells = "".join(
-            f'<div class="f"><span class="k">{e(k)}：</span>{e(v) or "&#160;"}</div>'
-            for k, v in rows
-        )
-        return f'<div class="grid">{cells}</div>'
-
-    meta = _meta_rows(slip)
-    sections = [(_impression_title(slip), [slip.impression] if slip.impression else [])]
-    sections += [(title, slip.sections.get(code, [])) for code, title in SECTIONS]
-    body = "".join(
-        f"<section><h3>{e(title)}</h3>"
-        + ("".join(f"<p>{e(t)}</p>" for t in texts) if texts else '<p class="none">无</p>')
-        + "</section>"
-        for title, texts in sections
-    )
-    stub = grid(_stub_rows(slip))
-    return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<title>{e(slip.title)} {e(slip.number)}</title>
-<style>
-@page {{ size: A4; margin: 15mm; }}
-body {{ font-family: "WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC",
-  "Microsoft YaHei", sans-serif; font-size: 11pt; color: #000; max-width: 180mm; margin: auto; }}
-h1 {{ text-align: center; font-size: 18pt; margin: 4mm 0 1mm; }}
-h2 {{ text-align: center; font-size: 13pt; margin: 0 0 3mm; font-weight: normal; }}
-h3 {{ font-size: 11pt; margin: 3mm 0 1mm; border-bottom: 1px solid #999; }}
-.stub {{ border: 1px dashed #666; padding: 2mm 3mm; margin-bottom: 3mm; }}
-.cut {{ text-align: center; color: #666; font-size: 9pt; margin-bottom: 3mm; }}
-.grid {{ display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 1mm 4mm; }}
-.k {{ color: #333; }}
-.head {{ display: flex; justify-content: space-between; align-items: flex-start; }}
-.qr {{ text-align: center; font-size: 8pt; }}
-p {{ margin: 0.5mm 0; white-space: pre-wrap; }} .none {{ color: #777; }}
-.sign {{ margin-top: 8mm; display: grid; grid-template-columns: 1fr 1fr 1fr; }}
-</style></head>
-<body class="referral-slip direction-{e(slip.direction)}">
-<div class="stub"><strong>存根</strong>{stub}</div>
-<div class="cut">- - - - - - - - - - - - 沿此线剪开 - - - - - - - - - - - -</div>
-<div class="head">
-<div><h1>{e(slip.title)}</h1><h2>{e(slip.subtitle)}</h2>{grid(meta)}</div>
-<div class="qr" data-qr="{e(slip.qr_payload)}">{qr_svg(slip.qr_payload)}<br>
-报到扫码 {e(slip.qr_payload)}</div>
-</div>
-<section><h3>患者信息</h3>{grid(_rows(slip))}</section>
-<section><h3>转出 / 转入</h3>{grid(_parties(slip))}</section>
-{body}
-<div class="sign"><div>转诊医生（签字）：</div><div>联系电话：{e(slip.source.phone)}</div>
-<div>日期：{e(slip.authored)}</div></div>
-</body></html>
-"""
-
-
-@cache
-def register_font() -> str:
-    """Register the vendored CJK TrueType font with reportlab once; its name."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    pdfmetrics.registerFont(TTFont(FONT_NAME, str(FONT_FILE), subfontIndex=0))
-    return FONT_NAME
-
-
-def render_pdf(slip: Slip) -> bytes:
-    """An A4 PDF with the font embedded (subset) and the QR code drawn as vector squares."""
-    from reportlab.graphics.shapes import Drawing, Rect
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-
-    font = register_font()
-    e = html.escape
-    base = ParagraphStyle("base", fontName=font, fontSize=10, leading=14, wordWrap="CJK")
-    small = ParagraphStyle("small", parent=base, fontSize=8, leading=10)
-    title = ParagraphStyle("title", parent=base, fontSize=17, leading=22, alignment=1)
-    subtitle = ParagraphStyle("subtitle", parent=base, fontSize=12, leading=16, alignment=1)
-    heading = ParagraphStyle(
-        "heading", parent=base, fontSize=11, leading=15, spaceBefore=5, textColor=colors.black
-    )
-
-    def p(text: str, style: ParagraphStyle = base) -> Paragraph:
-        return Paragraph(e(text).replace("\n", "<br/>"), style)
-
-    def grid(rows: list[tuple[str, str]], columns: int = 3) -> Table:
-        cells = [p(f"{k}：{v}") for k, v in rows]
-        while len(cells) % columns:
-            cells.append(p(""))
-        data = [cells[i : i + columns] for i in range(0, len(cells), columns)]
-        table = Table(data, colWidths=[180 * mm / columns] * columns)
-        table.setStyle(
-            TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 2)])
-        )
-        return table
-
-    qr = segno.make(slip.qr_payload, error="m", micro=False)
-    matrix = [list(row) for row in qr.matrix]
-    module = 1.0 * mm
-    size = (len(matrix) + 4) * module
-    drawing = Drawing(size, size)
-    for y, row in enumerate(matrix):
-        for x, dark in enumerate(row):
-            if dark:
-                drawing.add(
-                    Rect(
-                        (x + 2) * module,
-                        size - (y + 3) * module,
-                        module,
-                        module,
-                        fillColor=colors.black,
-                        strokeColor=None,
-                    )
-                )
-    meta = _meta_rows(slip)
-    head = Table(
-        [
-            [
-                [p(slip.title, title), p(slip.subtitle, subtitle), grid(meta, 2)],
-                [drawing, p(f"报到扫码 {slip.qr_payload}", small)],
-            ]
-        ],
-        colWidths=[180 * mm - size - 4 * mm, size + 4 * mm],
-    )
-    head.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    stub = Table(
-        [
-            [
-                [
-                    p("存根", heading),
-                    grid(_stub_rows(slip)),
-                ]
-            ]
-        ],
-        colWidths=[180 * mm],
-    )
-    stub.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.5, colors.grey)]))
-    story: list[Any] = [
-        stub,
-        p("- - - - - - - - 沿此线剪开 - - - - - - - -", small),
-        Spacer(1, 3 * mm),
-        head,
-        p("患者信息", heading),
-        grid(_rows(slip)),
-        p("转出 / 转入", heading),
-        grid(_parties(slip)),
-    ]
-    sections = [(_impression_title(slip), [slip.impression] if slip.impression else [])]
-    sections += [(t, slip.sections.get(code, [])) for code, t in SECTIONS]
-    for section_title, texts in sections:
-        story.append(p(section_title, heading))
-        story.extend([p(t) for t in texts] or [p("无")])
-    story += [
-        Spacer(1, 8 * mm),
-        grid([("转诊医生（签字）", ""), ("联系电话", slip.source.phone), ("日期", slip.authored)]),
-    ]
-    out = io.BytesIO()
-    doc = SimpleDocTemplate(
-        out,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=12 * mm,
-        bottomMargin=12 * mm,
-        title=f"{slip.title} {slip.number}",
-        author="fhir-server",
-        subject=slip.qr_payload,
-    )
-    doc.build(story)
-    return out.getvalue()
