@@ -9,11 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app, open_services
+from fhir_server.interactions.hooks import transaction
+from fhir_server.interactions.write import save
 from fhir_server.services import Parts, Services
 from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import SqliteStore
@@ -57,6 +60,18 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
         shutil.copyfile(_TEMPLATE[0], path)
     config = Settings(database=path, **settings)  # type: ignore[arg-type]
     return Services(config, SqliteStore(path), parts.registry, parts.terminology, parts.validator)
+
+
+def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:
+    """Store resources as they are, as history imported from elsewhere: validated like every
+    write, but not through REST, so the workflow rules for new referrals (which must start as
+    drafts) do not apply. For fixtures holding referrals in later states."""
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    with transaction(services) as session:
+        for r in resources:
+            valid = services.validator(r)
+            prev = session.current(r["resourceType"], r["id"])
+            save(session, services, r["resourceType"], r["id"], valid, prev, "PUT")
 
 
 @pytest.fixture

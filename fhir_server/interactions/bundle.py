@@ -68,7 +68,7 @@ def process(
         if entries and all(
             e.method == "POST"
             and not e.request.get("ifNoneExist")
-            and not services.hooks.for_type(e.rtype or "")
+            and not services.hooks.any_for(e.rtype or "", e.resource)
             for e in entries
         ):
             _bulk_create(services, ctx, entries)

@@ -51,23 +51,35 @@ class Effect:
 
 
 OnWrite = Callable[[Change], Effect | None]
+#: which resources a hook is about (cheap: bulk ingest asks it of every resource)
+Where = Callable[[dict[str, Any]], bool]
 AfterCommit = Callable[[list[Stored]], None]
 
 
 @dataclass
 class Hooks:
-    #: (resource types or None for all, hook): called inside the write transaction before the
-    #: version is stored; a hook may raise a FhirError to refuse the write
-    on_write: list[tuple[frozenset[str] | None, OnWrite]] = field(default_factory=list)
+    #: (resource types, which resources, hook): called inside the write transaction before the
+    #: version is stored, when the old or the new version is one the hook is about; a hook may
+    #: raise a FhirError to refuse the write
+    on_write: list[tuple[frozenset[str], Where, OnWrite]] = field(default_factory=list)
     #: called with every version a transaction wrote, once it has committed
     after_commit: list[AfterCommit] = field(default_factory=list)
 
-    def add_on_write(self, hook: OnWrite, types: Iterable[str] | None = None) -> None:
-        self.on_write.append((frozenset(types) if types is not None else None, hook))
+    def add_on_write(self, hook: OnWrite, types: Iterable[str], where: Where) -> None:
+        self.on_write.append((frozenset(types), where, hook))
 
-    def for_type(self, rtype: str) -> list[OnWrite]:
-        """The on-write hooks that take part in writes of this type."""
-        return [hook for types, hook in self.on_write if types is None or rtype in types]
+    def for_change(self, change: Change) -> list[OnWrite]:
+        """The on-write hooks that take part in this write."""
+        return [
+            hook
+            for types, where, hook in self.on_write
+            if change.rtype in types
+            and any(r is not None and where(r) for r in (change.resource, change.before))
+        ]
+
+    def any_for(self, rtype: str, resource: dict[str, Any]) -> bool:
+        """Whether some hook takes part in creating this resource."""
+        return any(rtype in types and where(resource) for types, where, _ in self.on_write)
 
 
 @contextmanager

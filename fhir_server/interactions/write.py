@@ -156,7 +156,7 @@ def _run_hooks(change: Change) -> Validated | None:
     """The hooks over one write; returns the resource to store (None for a delete)."""
     services, session = change.services, change.session
     resource = change.resource
-    for hook in services.hooks.for_type(change.rtype):
+    for hook in services.hooks.for_change(change):
         effect = hook(change)
         if effect is None:
             continue

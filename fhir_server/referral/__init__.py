@@ -15,5 +15,5 @@ def register(services: Services) -> None:
     services.operations.extend(operations.OPERATIONS)
     services.operations.extend(slip.OPERATIONS)
     services.operations.extend(stats.OPERATIONS)
-    services.hooks.add_on_write(guard.on_write, types=("Task",))
+    services.hooks.add_on_write(guard.on_write, ("Task", "ServiceRequest"), guard.is_ours)
 
