@@ -19,7 +19,7 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         return cls(
             settings,
-            SqliteStore(settings.database),
+            SqliteStore(settings.database, settings.lock_timeout_seconds),
             Registry.load([settings.profiles_dir]),
         )
 
