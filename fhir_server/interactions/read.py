@@ -14,7 +14,6 @@ from ..search.values import date_bounds
 from ..services import Services
 from ..storage.sqlite import Session, Stored
 
-
 #: a version id this server can have written (ASCII digits: str.isdigit() takes '²')
 _VERSION = re.compile(r"[0-9]{1,18}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -88,7 +87,8 @@ def history(
     here = [("_page", args["_page"])] if key else [("_offset", str(offset))] if offset else []
     links = [{"relation": "self", "url": url(here)}, {"relation": "first", "url": url([])}]
     if offset and key is None:
-        links.append({"relation": "previous", "url": url([("_offset", str(max(0, offset - count)))])})
+        before = [("_offset", str(max(0, offset - count)))]
+        links.append({"relation": "previous", "url": url(before)})
     if len(versions) == count and (key is not None or offset + count < total):
         last = versions[-1]
         cursor = Cursor((last.last_updated, last.type, last.id, last.version))

@@ -178,10 +178,10 @@ def lookup(
     if sp is None or sp.type == "special":
         raise Unknown(f"Unknown or unsupported search parameter '{code}'")
     if sp.type == "composite":
-        types = component_types(sp, registry)
-        if types is None:
+        components = component_types(sp, registry)
+        if components is None:
             raise Unknown(f"Composite parameter '{code}' has unknown components")
-        return Param(sp.code, sp.type, components=types)
+        return Param(sp.code, sp.type, components=components)
     return Param(sp.code, sp.type, tuple(sp.targets))
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import error
+from .fulltext import MAX_TERM_LENGTH, MAX_TERMS
 from .paging import SortKey
 from .query import SPECIAL, Clause, Param, Query, split_composite, split_prefix, split_token
-from .fulltext import MAX_TERM_LENGTH, MAX_TERMS
 from .ucum import UCUM, factor
 from .values import date_bounds, normalize_string, number_bounds
 

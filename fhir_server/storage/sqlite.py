@@ -137,7 +137,8 @@ class Session:
         """Versions newest first (HISTORY_ORDER), with the total count, for instance/type/system
         history. `page` is an offset, or the key of the row to continue after (keyset paging,
         whose cost does not grow with depth)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if rtype is not None:
             where.append("type = ?")
             args.append(rtype)
@@ -215,7 +216,11 @@ class Session:
                 conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
         conn.executemany(
             "UPDATE history SET superseded_at = ? WHERE type = ? AND id = ? AND version = ?",
-            [(s.last_updated, s.type, s.id, s.version - 1) for _, (s, *_) in writes if s.version > 1],
+            [
+                (s.last_updated, s.type, s.id, s.version - 1)
+                for _, (s, *_) in writes
+                if s.version > 1
+            ],
         )
         conn.executemany(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
