@@ -83,10 +83,14 @@ def _load(settings: Settings, files: list[Path]) -> int:
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
     total = failed = 0
     started = time.perf_counter()
+
+    def report(line: str) -> None:
+        tqdm.write(f"failed: {line}", file=sys.stderr)
+
     try:
         with tqdm(files, unit="file", file=sys.stderr) as bar:
             for path in bar:
-                done, bad = load(services, path, base)
+                done, bad = load(services, path, base, report)
                 total += done
                 failed += bad
                 bar.set_postfix(resources=total, failed=failed)
@@ -94,7 +98,7 @@ def _load(settings: Settings, files: list[Path]) -> int:
         services.close()
     seconds = time.perf_counter() - started
     print(
-        f"loaded {total} entries ({failed} failed) in {seconds:.1f} s "
+        f"loaded {total} entries, failed {failed} in {seconds:.1f} s "
         f"({total / max(seconds, 1e-9):.0f}/s)",
         file=sys.stderr,
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .context import RequestContext
+from .errors import FhirError, operation_outcome
 from .interactions import bundle
 from .services import Services
 
@@ -57,15 +58,40 @@ def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-def load(services: Services, path: Path, base_url: str) -> tuple[int, int]:
-    """Load one file; returns (entries processed, entries failed)."""
+def load(
+    services: Services, path: Path, base_url: str, report: Callable[[str], None] = print
+) -> tuple[int, int]:
+    """Load one file; returns (entries processed, entries failed). A bundle that fails (a
+    transaction is all or nothing) is reported with its OperationOutcome's diagnostics and
+    loading goes on with the next one."""
     done = failed = 0
-    for data in bundles(path):
-        ctx = RequestContext(base_url=base_url)
-        result = bundle.process(services, ctx, data, "minimal")
-        for entry in result["entry"]:
-            if entry["response"]["status"][:1] in ("2", "3"):
-                done += 1
-            else:
-                failed += 1
+    number = 0
+    try:
+        for number, data in enumerate(bundles(path), start=1):
+            ctx = RequestContext(base_url=base_url)
+            try:
+                result = bundle.process(services, ctx, data, "minimal")
+            except FhirError as exc:
+                failed += max(1, len(data.get("entry") or []))
+                outcome = operation_outcome(exc.issues)
+                report(f"{path.name} (bundle {number}): HTTP {exc.status}: {_diagnostics(outcome)}")
+                continue
+            for entry in result["entry"]:
+                if entry["response"]["status"][:1] in ("2", "3"):
+                    done += 1
+                else:
+                    failed += 1
+                    outcome = entry["response"].get("outcome") or {}
+                    report(f"{path.name} (bundle {number}): {_diagnostics(outcome)}")
+    except (OSError, ValueError) as exc:  # unreadable, not JSON (orjson's error is a ValueError)
+        failed += 1
+        report(f"{path.name} (after bundle {number}): cannot read: {exc}")
     return done, failed
+
+
+def _diagnostics(outcome: dict[str, Any]) -> str:
+    """Each issue's diagnostics and where it is (its expression)."""
+    return "; ".join(
+        f"{i.get('diagnostics', '')} (at {', '.join(i.get('expression') or ['?'])})"
+        for i in outcome.get("issue", [])
+    )

@@ -53,7 +53,7 @@ class Services:
         parts = parts or Parts.load(settings)
         return cls(
             settings,
-            SqliteStore(settings.database),
+            SqliteStore(settings.database, settings.lock_timeout_seconds),
             parts.registry,
             parts.terminology,
             parts.validator,

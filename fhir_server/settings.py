@@ -24,6 +24,9 @@ class Settings:
     allow_multiple_delete: bool = False
     #: public base URL override, e.g. behind a proxy; default: taken from the request
     public_base_url: str | None = None
+    #: seconds a write waits for the database lock held by another process before it
+    #: answers 503 with Retry-After
+    lock_timeout_seconds: float = 10.0
     #: server processes sharing the database (SQLite WAL: many readers, one writer at a time)
     workers: int = 1
     #: `serve` loads the demo consortium (fhir_server/demo.py) into a database without Patients
@@ -61,6 +64,8 @@ def _coerce(type_name: Any, raw: str) -> Any:
     name = str(type_name)
     if name == "int":
         return int(raw)
+    if name == "float":
+        return float(raw)
     if name == "bool":
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "Path":

@@ -59,7 +59,8 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
     if _TEMPLATE and not path.exists():
         shutil.copyfile(_TEMPLATE[0], path)
     config = Settings(database=path, **settings)  # type: ignore[arg-type]
-    return Services(config, SqliteStore(path), parts.registry, parts.terminology, parts.validator)
+    store = SqliteStore(path, config.lock_timeout_seconds)
+    return Services(config, store, parts.registry, parts.terminology, parts.validator)
 
 
 def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:

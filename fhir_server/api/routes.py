@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from starlette.responses import Response
 from ..context import RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
-from ..interactions.elements import filter_elements
+from ..interactions.elements import shape_read
 from ..interactions.hooks import transaction
 from ..interactions.result import Result
 from ..interactions.search import search
@@ -119,7 +118,10 @@ async def batch_or_transaction(request: Request) -> Response:
     ctx = _context(request)
     services = _services(request)
     preference = http.prefer(request).get("return", "minimal")
-    result = await run_in_threadpool(bundle.process, services, ctx, body, preference)
+    capabilities = request.app.state.capabilities
+    result = await run_in_threadpool(
+        bundle.process, services, ctx, body, preference, capabilities
+    )
     return http.fhir_response(request, result)
 
 
@@ -187,8 +189,11 @@ async def _history(request: Request, rtype: str | None, rid: str | None) -> Resp
     services, ctx = _services(request), _context(request)
     pairs = list(request.query_params.multi_items())
     path = "/".join(p for p in ("", rtype, rid, "_history") if p is not None)
-    body = read.history(services.store.reader(), services, ctx, rtype, rid, pairs, path)
-    return http.fhir_response(request, body)
+
+    def run() -> bytes:  # off the event loop: a long history must not stall other requests
+        return read.history(services.store.reader(), services, ctx, rtype, rid, pairs, path)
+
+    return http.fhir_response(request, await run_in_threadpool(run))
 
 
 @router.post("/{rtype}")
@@ -256,7 +261,8 @@ async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    stored = read.read(_services(request).store.reader(), rtype, rid)
+    store = _services(request).store
+    stored = await run_in_threadpool(lambda: read.read(store.reader(), rtype, rid))
     return _read_response(request, stored)
 
 
@@ -264,14 +270,7 @@ def _read_response(request: Request, stored: Any) -> Response:
     headers = http.resource_headers(stored, "", False)
     if http.not_modified(request, stored):
         return Response(status_code=304, headers=headers)
-    body = stored.json
-    summary = request.query_params.get("_summary")
-    elements = request.query_params.get("_elements")
-    if (summary and summary != "false") or elements:
-        if summary not in (None, "true", "false", "text", "data", "count"):
-            raise error(400, "invalid", f"Invalid _summary '{summary}'", "_summary")
-        chosen = [e.strip() for e in elements.split(",")] if elements else None
-        body = orjson.dumps(filter_elements(orjson.loads(body), summary, chosen))
+    body = shape_read(stored.json, dict(request.query_params))
     return http.fhir_response(request, body, 200, headers)
 
 
@@ -280,7 +279,8 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
     http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    stored = read.vread(_services(request).store.reader(), rtype, rid, version)
+    store = _services(request).store
+    stored = await run_in_threadpool(lambda: read.vread(store.reader(), rtype, rid, version))
     return _read_response(request, stored)
 
 

@@ -1,17 +1,21 @@
 """batch and transaction (http://hl7.org/fhir/R4/http.html#transaction).
 
 A transaction runs in one database transaction: ids are assigned first, `urn:uuid:` and other
-fullUrls and conditional references are rewritten in every resource, then entries are processed
-in the spec's order (DELETE, POST, PUT/PATCH, GET). Any failure rolls back everything and the
-error names the failing entry. A batch processes each entry on its own.
+fullUrls and conditional references are rewritten in every resource, then the writes are processed
+in the spec's order (DELETE, POST, PUT/PATCH). Any failure rolls back everything and the
+error names the failing entry. The reads (GET, processed last by the spec) run after the commit
+on a reader connection, so that no search holds the write lock; a read that fails then answers
+in its own entry, the writes being already durable. A batch processes each entry on its own,
+its reads outside the write lock.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -20,9 +24,11 @@ from ..errors import FhirError, Issue, error, operation_outcome
 from ..model.resource import now
 from ..model.validate import Validated, check_body, check_id, check_type
 from ..services import Services
+from ..spec import RESOURCE_TYPES
 from ..storage.sqlite import Session
 from . import read as reads
 from . import write
+from .elements import shape_read
 from .hooks import transaction
 from .result import Result
 from .search import find, search
@@ -33,6 +39,9 @@ _RESTFUL = re.compile(r"^(.*)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 #: links in the narrative that may point at bundle entries
 _LINK = re.compile(r'\b(href|src)="([^"]+)"')
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_READS = ("GET", "HEAD")
+#: Bundle.entry.request elements that are strings (bundle.html#Bundle.entry.request)
+_REQUEST_STRINGS = ("ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince")
 
 
 @dataclass
@@ -49,14 +58,23 @@ class Entry:
     request: dict[str, Any]
     full_url: str | None
     result: Result | None = None
-    search_body: bytes | None = None
+    #: the response resource when it is not a stored version (a Bundle, a subsetted read)
+    body: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: GET: the URL's path segments and which read interaction they name
+    path: list[str] = field(default_factory=list)
+    read: str = ""
 
 
 def process(
-    services: Services, ctx: RequestContext, bundle: dict[str, Any], prefer_return: str
+    services: Services,
+    ctx: RequestContext,
+    bundle: dict[str, Any],
+    prefer_return: str,
+    capabilities: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run a batch or transaction Bundle and return the response Bundle."""
+    """Run a batch or transaction Bundle and return the response Bundle; `capabilities` is
+    what `GET metadata` answers."""
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise error(400, "invalid", "Bundle.type must be 'batch' or 'transaction'", "Bundle.type")
@@ -65,18 +83,22 @@ def process(
         raise error(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
     if kind == "transaction":
         entries = [_parse_entry(ctx, i, e) for i, e in enumerate(raw_entries)]
-        if entries and all(
+        writes = [e for e in entries if e.method not in _READS]
+        if writes and all(
             e.method == "POST"
             and not e.request.get("ifNoneExist")
             and not services.hooks.any_for(e.rtype or "", e.resource)
-            for e in entries
+            for e in writes
         ):
-            _bulk_create(services, ctx, entries)
-        else:
+            _bulk_create(services, ctx, writes)
+        elif writes:
             with transaction(services) as session:
-                _transaction(session, services, ctx, entries)
+                _transaction(session, services, ctx, writes)
+        for e in entries:
+            if e.method in _READS:
+                _read_entry(services, ctx, e, capabilities)
     else:
-        entries = _batch(services, ctx, raw_entries)
+        entries = _batch(services, ctx, raw_entries, capabilities)
     return {
         "resourceType": "Bundle",
         "type": f"{kind}-response",
@@ -91,28 +113,89 @@ def _parse_entry(ctx: RequestContext, index: int, raw: Any) -> Entry:
     request = raw["request"]
     method = request.get("method")
     url = request.get("url")
-    if method not in _ORDER or not isinstance(url, str) or not url:
+    if not isinstance(method, str) or method not in _ORDER or not isinstance(url, str) or not url:
         raise error(400, "invalid", f"{where}: invalid request method or url", f"{where}.request")
+    for name in _REQUEST_STRINGS:
+        if name in request and not isinstance(request[name], str):
+            raise error(
+                400, "structure", f"{where}: request.{name} must be a string",
+                f"{where}.request.{name}",
+            )  # fmt: skip
+    full_url = raw.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        raise error(400, "structure", f"{where}: fullUrl must be a string", f"{where}.fullUrl")
     path, _, query = _relative(ctx, url).partition("?")
     parts = [p for p in path.split("/") if p]
     rtype = parts[0] if parts else None
     rid = parts[1] if len(parts) > 1 else None
     version = parts[3] if len(parts) == 4 and parts[2] == "_history" else None
     resource = raw.get("resource")
+    read = ""
     try:
-        if rtype is not None and rtype not in ("metadata",) and not rtype.startswith("$"):
-            check_type(rtype)
-        if rid is not None:
-            check_id(rid)
+        if method in _READS:
+            read = _read_kind(parts)
+        else:
+            if rtype is not None:
+                check_type(rtype)
+            if rid is not None:
+                check_id(rid)
         if method in ("POST", "PUT"):
             check_body(resource, rtype)
+        if method == "PATCH":
+            resource = _patch_document(resource)
         if method in ("PUT", "DELETE", "PATCH") and rid is None and not query:
             raise error(400, "invalid", f"{method} needs an id or search criteria")
     except FhirError as exc:
         raise _at_entry(exc, index) from None
-    return Entry(
-        index, method, rtype, rid, query or None, version, resource, request, raw.get("fullUrl")
-    )
+    entry = Entry(index, method, rtype, rid, query or None, version, resource, request, full_url)
+    entry.path, entry.read = parts, read
+    return entry
+
+
+def _read_kind(parts: list[str]) -> str:
+    """Which read interaction a GET entry's path names (http.html#summary): the same URLs as
+    the REST API."""
+    if any(p.startswith("$") for p in parts):
+        raise error(400, "not-supported", "Operations are not supported in a bundle", "request")
+    n = len(parts)
+    if n == 0:
+        return "search-system"
+    if n == 1 and parts[0] in ("metadata", "_history"):
+        return "capabilities" if parts[0] == "metadata" else "history-system"
+    check_type(parts[0])
+    if n == 1:
+        return "search-type"
+    if n == 2 and parts[1] == "_history":
+        return "history-type"
+    check_id(parts[1])
+    if n == 2:
+        return "read"
+    if parts[2] == "_history" and n in (3, 4):
+        return "history-instance" if n == 3 else "vread"
+    if n == 3:
+        check_type(parts[2])
+        return "search-compartment"
+    raise error(400, "not-supported", f"No read interaction at '{'/'.join(parts)}'", "request")
+
+
+def _patch_document(resource: Any) -> tuple[Any, bool]:
+    """(patch document, is JSON Patch) of a PATCH entry: a Parameters resource (FHIRPath
+    Patch) or a Binary whose data is a JSON Patch in base64 (http.html#patch)."""
+    if not isinstance(resource, dict):
+        raise error(
+            400, "structure", "A PATCH entry needs a resource: Parameters or Binary", "resource"
+        )
+    if resource.get("resourceType") != "Binary":
+        return resource, False
+    data = resource.get("data")
+    if not isinstance(data, str) or not data:
+        raise error(400, "required", "Binary.data must hold the JSON Patch (base64)", "Binary.data")
+    try:
+        return orjson.loads(base64.b64decode(data, validate=True)), True
+    except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        raise error(
+            400, "invalid", "Binary.data is not a JSON Patch document in base64", "Binary.data"
+        ) from None
 
 
 def _relative(ctx: RequestContext, url: str) -> str:
@@ -127,18 +210,33 @@ def _relative(ctx: RequestContext, url: str) -> str:
 
 
 def _at_entry(exc: FhirError, index: int) -> FhirError:
-    """Prefix every issue with the failing entry so the client can find it."""
+    """Prefix every issue with the failing entry so the client can find it; an expression on
+    the resource (`Observation.code`) becomes one on the entry's resource
+    (`Bundle.entry[1].resource.code`), so that it stays FHIRPath."""
     where = f"Bundle.entry[{index}]"
     issues = [
         Issue(
             i.code,
-            f"{where}: {i.diagnostics}",
+            i.diagnostics if i.diagnostics.startswith(where) else f"{where}: {i.diagnostics}",
             i.severity,
-            f"{where}.{i.expression}" if i.expression else where,
+            _in_entry(where, i.expression),
         )
         for i in exc.issues
     ]
     return FhirError(exc.status, issues, exc.headers)
+
+
+def _in_entry(where: str, expression: str | None) -> str:
+    if not expression:
+        return where
+    if expression.startswith("Bundle.entry["):
+        return expression
+    head, dot, rest = expression.partition(".")
+    if head == "resourceType":
+        return f"{where}.resource.resourceType"
+    if head in RESOURCE_TYPES:
+        return f"{where}.resource{dot}{rest}"
+    return f"{where}.{expression}"
 
 
 def _transaction(
@@ -312,10 +410,7 @@ class Rewriter:
 def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
     rtype = e.rtype
     if_match = e.request.get("ifMatch")
-    if e.method == "GET" or e.method == "HEAD":
-        _get(session, services, ctx, e)
-        return
-    assert rtype is not None
+    assert rtype is not None and e.method not in _READS
     if e.method == "DELETE":
         if e.rid:
             try:
@@ -329,15 +424,7 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
             e.result = write.conditional_delete(session, services, ctx, rtype, e.query)
         return
     if e.method == "PATCH":
-        doc = e.resource
-        if doc is None:
-            raise error(400, "required", "PATCH entry needs a resource (Parameters or Binary)")
-        json_patch = False
-        if doc.get("resourceType") == "Binary":
-            json_patch = True
-            import base64
-
-            doc = orjson.loads(base64.b64decode(doc.get("data", "")))
+        doc, json_patch = e.resource  # checked and decoded by _patch_document
         rid = e.rid
         if rid is None:
             assert e.query is not None
@@ -361,24 +448,61 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
         e.result = write.update(session, services, ctx, rtype, e.rid, with_id, if_match)
 
 
-def _get(session: Session, services: Services, ctx: RequestContext, e: Entry) -> None:
-    if e.rtype is None:
-        raise error(400, "not-supported", "GET entry needs a resource type")
-    if e.rid is None:
-        from urllib.parse import parse_qsl
+def _read_entry(
+    services: Services, ctx: RequestContext, e: Entry, capabilities: dict[str, Any] | None
+) -> None:
+    """A GET entry, on a reader connection (never under the write lock); its failure is
+    that entry's outcome."""
+    try:
+        _read(services.store.reader(), services, ctx, e, capabilities)
+    except FhirError as exc:
+        e.extra["error"] = _at_entry(exc, e.index)
 
-        pairs = parse_qsl(e.query or "", keep_blank_values=True)
-        e.search_body = search(session, services, ctx, e.rtype, pairs, False, f"/{e.rtype}")
-        e.result = Result(200)
-        return
-    if e.version is not None:
-        e.result = Result(200, reads.vread(session, e.rtype, e.rid, e.version))
+
+def _read(
+    session: Session,
+    services: Services,
+    ctx: RequestContext,
+    e: Entry,
+    capabilities: dict[str, Any] | None,
+) -> None:
+    """Every read interaction of the REST API, answered as the REST call would be."""
+    parts, kind = e.path, e.read
+    pairs = parse_qsl(e.query or "", keep_blank_values=True)
+    path = "".join(f"/{p}" for p in parts)
+    e.result = Result(200)
+    if kind == "capabilities":
+        if capabilities is None:
+            raise error(400, "not-supported", "metadata is not available here", "request")
+        e.body = orjson.dumps(capabilities)
+    elif kind.startswith("search"):
+        compartment = (parts[0], parts[1]) if kind == "search-compartment" else None
+        rtype = parts[-1] if parts else None
+        e.body = search(session, services, ctx, rtype, pairs, False, path, compartment)
+    elif kind.startswith("history"):
+        rtype = parts[0] if kind != "history-system" else None
+        rid = parts[1] if kind == "history-instance" else None
+        e.body = reads.history(session, services, ctx, rtype, rid, pairs, path)
     else:
-        e.result = Result(200, reads.read(session, e.rtype, e.rid))
+        rtype, rid = parts[0], parts[1]
+        if kind == "vread":
+            stored = reads.vread(session, rtype, rid, parts[3])
+        else:
+            stored = reads.read(session, rtype, rid)
+        e.result = Result(200, stored)
+        assert stored.json is not None
+        shaped = shape_read(stored.json, dict(pairs))
+        e.body = shaped if shaped is not stored.json else None
 
 
-def _batch(services: Services, ctx: RequestContext, raw_entries: list[Any]) -> list[Entry]:
-    """Each entry in its own transaction; failures become that entry's OperationOutcome."""
+def _batch(
+    services: Services,
+    ctx: RequestContext,
+    raw_entries: list[Any],
+    capabilities: dict[str, Any] | None,
+) -> list[Entry]:
+    """Each entry in its own transaction, reads on a reader connection; failures become
+    that entry's OperationOutcome."""
     out: list[Entry] = []
     parsed: list[Entry] = []
     for i, raw in enumerate(raw_entries):
@@ -389,11 +513,14 @@ def _batch(services: Services, ctx: RequestContext, raw_entries: list[Any]) -> l
             failed.extra["error"] = exc
             out.append(failed)
     for entry in sorted(parsed, key=lambda e: _ORDER[e.method]):
-        try:
-            with transaction(services) as session:
-                _transaction_one(session, services, ctx, entry)
-        except FhirError as exc:
-            entry.extra["error"] = _at_entry(exc, entry.index)
+        if entry.method in _READS:
+            _read_entry(services, ctx, entry, capabilities)
+        else:
+            try:
+                with transaction(services) as session:
+                    _transaction_one(session, services, ctx, entry)
+            except FhirError as exc:
+                entry.extra["error"] = _at_entry(exc, entry.index)
         out.append(entry)
     return sorted(out, key=lambda e: e.index)
 
@@ -430,8 +557,8 @@ def _response(ctx: RequestContext, e: Entry, prefer_return: str) -> dict[str, An
             e.method in ("GET", "HEAD") or prefer_return == "representation"
         ):
             entry["resource"] = orjson.loads(stored.json)
-    if e.search_body is not None:
-        entry["resource"] = orjson.loads(e.search_body)
+    if e.body is not None:
+        entry["resource"] = orjson.loads(e.body)
     if isinstance(result.body, dict) and prefer_return == "OperationOutcome":
         response["outcome"] = result.body
     entry["response"] = response

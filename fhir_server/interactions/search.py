@@ -62,7 +62,7 @@ def search(
     )
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
-    compiler = Compiler(ctx.base_url)
+    compiler = Compiler(ctx.base_url, tuple(query.types))
     needs_resource = any(p.code in ("_id", "_lastUpdated") for p, _ in query.sort)
     relation, where, args = compiler.source(rtype, query.clauses, needs_resource)
     if query.types:
@@ -162,10 +162,11 @@ def _walk_sort_index(
             member = " ".join(f"AND {sql}" for sql, _ in pairs)
             member_args = [a for _, pair_args in pairs for a in pair_args]
     rows: list[tuple[Any, ...]] = []
-    if cursor is None or cursor.values[0] is not None:
+    key = _walk_key(cursor) if cursor is not None else None
+    if key is None or key[0] is not None:
         beyond, beyond_args = "", []
-        if cursor is not None:
-            value, rid = cursor.values
+        if key is not None:
+            value, rid = key
             beyond = f"AND (s.{col} {'<' if desc else '>'} ? OR (s.{col} = ? AND s.rid > ?))"
             beyond_args = [value, value, rid]
         found = session.query(
@@ -177,7 +178,7 @@ def _walk_sort_index(
         )
         rows += found
     if len(rows) < limit:
-        after_rid = cursor.values[1] if cursor is not None and cursor.values[0] is None else 0
+        after_rid = key[1] if key is not None and key[0] is None else 0
         rows += session.query(
             f"SELECT r.rid, NULL, r.rid FROM {relation} r WHERE {where} AND r.rid > ? AND NOT "
             f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND x.param = ?) "
@@ -185,6 +186,13 @@ def _walk_sort_index(
             [*args, after_rid, code, limit - len(rows)],
         )
     return rows
+
+
+def _walk_key(cursor: Cursor) -> tuple[Any, int]:
+    """(sort value, row id) of a cursor made by _walk_sort_index; else the cursor is bad."""
+    if len(cursor.values) != 2 or not isinstance(cursor.values[1], int):
+        raise error(400, "invalid", "Page cursor does not fit this search", "_page")
+    return cursor.values[0], cursor.values[1]
 
 
 def _with_json(session: Session, page: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -231,27 +239,29 @@ def _includes(
             break
         first = False
         found: list[tuple[int, str, str, bytes]] = []
-        rids = [m[0] for m in frontier]
-        marks = ", ".join("?" * len(rids))
+        # the page's keys go in as one JSON array: a list of 1,000 OR'd conditions is more
+        # than SQLite's expression tree takes
+        rids = orjson.dumps([m[0] for m in frontier]).decode()
         for source, code, target, _ in includes:
             sql = (
                 "SELECT t.rid, t.type, t.id, t.json FROM idx_reference i JOIN resource t "
                 "ON t.type = i.target_type AND t.id = i.target_id AND t.deleted = 0 "
-                f"WHERE i.rid IN ({marks}) AND i.type = ? AND i.param = ?"
+                "WHERE i.rid IN (SELECT value FROM json_each(?)) AND i.type = ? AND i.param = ?"
             )
-            args: list[Any] = [*rids, source, code]
+            args: list[Any] = [rids, source, code]
             if target:
                 sql += " AND i.target_type = ?"
                 args.append(target)
             found += session.query(sql, args)
-        keys = [(m[1], m[2]) for m in frontier]
+        keys = orjson.dumps([[m[1], m[2]] for m in frontier]).decode()
         for source, code, _target, _ in revincludes:
-            cond = " OR ".join("(i.target_type = ? AND i.target_id = ?)" for _ in keys)
             found += session.query(
-                "SELECT s.rid, s.type, s.id, s.json FROM idx_reference i JOIN resource s "
-                "ON s.rid = i.rid AND s.deleted = 0 "
-                f"WHERE i.type = ? AND i.param = ? AND ({cond})",
-                [source, code, *[k for pair in keys for k in pair]],
+                "SELECT s.rid, s.type, s.id, s.json FROM json_each(?) k "
+                "CROSS JOIN idx_reference i ON i.type = ? AND i.param = ? "
+                "AND i.target_id = json_extract(k.value, '$[1]') "
+                "AND i.target_type = json_extract(k.value, '$[0]') "
+                "JOIN resource s ON s.rid = i.rid AND s.deleted = 0",
+                [keys, source, code],
             )
         frontier = []
         for rid, t, i, raw in found:

@@ -8,6 +8,9 @@ from typing import Any
 
 from .values import normalize_string
 
+#: bounds on one `_text`/`_content` parameter (each value is a substring scan of the text)
+MAX_TERMS = 10
+MAX_TERM_LENGTH = 100
 _TAG = re.compile(r"<[^>]+>")
 _ENTITY = re.compile(r"&(nbsp|amp|lt|gt|quot|#\d+);")
 _ENTITIES = {"nbsp": " ", "amp": "&", "lt": "<", "gt": ">", "quot": '"'}

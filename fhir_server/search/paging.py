@@ -34,11 +34,27 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
+        """The cursor a page link carries; anything else (tampered, truncated) is a 400,
+        including values SQLite cannot bind (objects, lists, integers beyond 64 bits)."""
         try:
             data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            return cls(tuple(data[1:]), bool(data[0]))
-        except (ValueError, TypeError, IndexError, orjson.JSONDecodeError):
-            raise error(400, "invalid", "Invalid or expired page cursor", "_page") from None
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            data = None
+        if (
+            not isinstance(data, list)
+            or data[:1] not in ([0], [1])
+            or not all(_bindable(v) for v in data[1:])
+        ):
+            raise error(400, "invalid", "Invalid or expired page cursor", "_page")
+        return cls(tuple(data[1:]), bool(data[0]))
+
+
+def _bindable(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return value is None or isinstance(value, (str, float))
 
 
 def order_by(keys: list[SortKey], forward: bool) -> tuple[str, list[Any]]:

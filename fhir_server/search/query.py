@@ -63,6 +63,7 @@ SPECIAL_MODIFIERS: dict[str, frozenset[str]] = {
 }
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -159,27 +160,40 @@ class Unknown(Exception):
     """A parameter the server does not know or support (handled leniently or strictly)."""
 
 
-def lookup(registry: Registry, rtype: str | None, code: str) -> Param:
+def lookup(
+    registry: Registry, rtype: str | None, code: str, types: tuple[str, ...] = ()
+) -> Param:
+    """The parameter `code` of `rtype`; in a system search restricted by `_type`, one defined,
+    with the same type, for every type listed (search.html#all)."""
+    if rtype is None and types and code not in SPECIAL:
+        found = {lookup(registry, t, code) for t in types}
+        kinds = {p.type for p in found}
+        if len(kinds) != 1 or "composite" in kinds:
+            raise Unknown(f"'{code}' is not a parameter of the same type for every _type")
+        targets = sorted({t for p in found for t in p.targets})
+        return Param(code, kinds.pop(), tuple(targets))
     if code in SPECIAL:
         return Param(code, SPECIAL[code])
     sp: SearchParam | None = registry.get(rtype or "Resource", code)
     if sp is None or sp.type == "special":
         raise Unknown(f"Unknown or unsupported search parameter '{code}'")
     if sp.type == "composite":
-        types = component_types(sp, registry)
-        if types is None:
+        components = component_types(sp, registry)
+        if components is None:
             raise Unknown(f"Composite parameter '{code}' has unknown components")
-        return Param(sp.code, sp.type, components=types)
+        return Param(sp.code, sp.type, components=components)
     return Param(sp.code, sp.type, tuple(sp.targets))
 
 
-def parse_clause(registry: Registry, rtype: str | None, name: str, raw: str) -> Clause:
+def parse_clause(
+    registry: Registry, rtype: str | None, name: str, raw: str, types: tuple[str, ...] = ()
+) -> Clause:
     """One `name[:modifier][.chain]=value` pair into a Clause (raises Unknown)."""
     if name.startswith("_has:"):
         return _parse_has(registry, rtype, name, raw)
     head, dot, rest = name.partition(".")
     code, colon, modifier = head.partition(":")
-    param = lookup(registry, rtype, code)
+    param = lookup(registry, rtype, code, types)
     mod = modifier if colon else None
     if dot:
         if param.type != "reference":
@@ -241,7 +255,12 @@ def parse(
 ) -> Query:
     """All query pairs into a Query; unknown parameters are ignored or, if strict, a 400."""
     q = Query(rtype, count=default_count)
+    for name, raw in pairs:  # first, since the types decide which parameters exist
+        if name == "_type" and rtype is None:
+            _apply(q, registry, name, raw, max_count)
     for name, raw in pairs:
+        if name == "_type" and rtype is None:
+            continue
         try:
             _apply(q, registry, name, raw, max_count)
         except Unknown as exc:
@@ -276,14 +295,14 @@ def _apply(q: Query, registry: Registry, name: str, raw: str, max_count: int) ->
     elif name == "_sort":
         for key in raw.split(","):
             desc = key.startswith("-")
-            q.sort.append((lookup(registry, q.rtype, key.lstrip("-")), desc))
+            q.sort.append((lookup(registry, q.rtype, key.lstrip("-"), tuple(q.types)), desc))
     elif name.startswith("_include") or name.startswith("_revinclude"):
         _parse_include(q, registry, name, raw)
         return
     elif name in RESULT_PARAMS:
         raise Unknown(f"Result parameter '{name}' is not supported")
     else:
-        q.clauses.append(parse_clause(registry, q.rtype, name, raw))
+        q.clauses.append(parse_clause(registry, q.rtype, name, raw, tuple(q.types)))
     q.applied.append((name, raw))
 
 
@@ -306,6 +325,7 @@ def _parse_include(q: Query, registry: Registry, name: str, raw: str) -> None:
 
 
 def _int(name: str, raw: str) -> int:
-    if not raw.isdigit():
+    """ASCII digits only (str.isdigit() takes '²'); huge values are clamped by the caller."""
+    if not _DIGITS.fullmatch(raw):
         raise error(400, "invalid", f"'{name}' must be a non-negative integer", name)
-    return int(raw)
+    return int(raw) if len(raw) <= 18 else 10**18

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import error
+from .fulltext import MAX_TERM_LENGTH, MAX_TERMS
 from .paging import SortKey
 from .query import SPECIAL, Clause, Param, Query, split_composite, split_prefix, split_token
 from .ucum import UCUM, factor
@@ -39,8 +41,17 @@ class Compiler:
     The base URL lets absolute references to this server match relative ones.
     """
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, types: tuple[str, ...] = ()) -> None:
         self.base_url = base_url.rstrip("/") + "/"
+        #: system search: the `_type` list, which scopes index lookups made without a type
+        self.types = types
+
+    def _scope(self, rtype: str | None, p: Param) -> tuple[str, list[Any]]:
+        if rtype is None and self.types:
+            head, args = _scope(None, p)
+            marks = ", ".join("?" * len(self.types))
+            return f"type IN ({marks}) AND {head}", [*self.types, *args]
+        return _scope(rtype, p)
 
     def where(self, rtype: str | None, clauses: list[Clause], alias: str = "r") -> tuple[str, list]:
         """All clauses ANDed. When one of them selects row ids from an index, SQLite must
@@ -84,7 +95,7 @@ class Compiler:
                 args += a
             return "(" + " OR ".join(ors) + ")", args
         table = f"idx_{p.type}"
-        scope, scope_args = _scope(rtype, p)
+        scope, scope_args = self._scope(rtype, p)
         if c.modifier == "missing":
             if c.values[0] not in ("true", "false"):
                 raise error(400, "invalid", ":missing takes true or false", p.code)
@@ -133,11 +144,11 @@ class Compiler:
     def _index_lookup(self, rtype: str | None, c: Clause) -> tuple[str, list]:
         p = c.param
         table = f"idx_{p.type}"
-        scope, scope_args = _scope(rtype, p)
+        scope, scope_args = self._scope(rtype, p)
         if c.modifier == "identifier":  # Reference.identifier rows live in the token table
             table, p = "idx_token", Param(p.code, "token")
         elif c.modifier == "of-type":
-            scope, scope_args = _scope(rtype, Param(f"{p.code}:of-type", "token"))
+            scope, scope_args = self._scope(rtype, Param(f"{p.code}:of-type", "token"))
         ors, args = [], []
         for v in c.values:
             sql, a = self._value(p, None if c.modifier == "not" else c.modifier, v)
@@ -190,7 +201,7 @@ class Compiler:
             for j, (kind, part) in enumerate(zip(p.components, parts, strict=True)):
                 component = Param(f"{p.code}${j}", kind)
                 cond, a = self._value(component, None, part)
-                scope, scope_args = _scope(rtype, component)
+                scope, scope_args = self._scope(rtype, component)
                 subs.append(f"(SELECT rid, grp FROM idx_{kind} WHERE {scope} AND ({cond}))")
                 args += [*scope_args, *a]
             joins = " ".join(
@@ -215,6 +226,7 @@ class Compiler:
     def _fulltext(self, c: Clause, alias: str) -> tuple[str, list]:
         """Substring match on the trigram FTS table; LIKE uses the index from 3 characters."""
         column = "narrative" if c.param.code == "_text" else "content"
+        _check_terms(c)
         ors = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in c.values)
         args = [f"%{_like(normalize_string(v))}%" for v in c.values]
         neg = "NOT " if c.modifier == "not" else ""
@@ -382,6 +394,17 @@ def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
     return f"{head}param = ?", [*args, p.code]
 
 
+def _check_terms(c: Clause) -> None:
+    """A LIKE over the stored text costs pattern length x text size per pattern: bound both."""
+    name = f"{c.param.code}:{c.modifier}" if c.modifier else c.param.code
+    if len(c.values) > MAX_TERMS:
+        raise error(400, "too-costly", f"'{name}' takes at most {MAX_TERMS} values", name)
+    if any(len(v) > MAX_TERM_LENGTH for v in c.values):
+        raise error(
+            400, "too-costly", f"'{name}' values may be at most {MAX_TERM_LENGTH} characters", name
+        )
+
+
 def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -423,7 +446,7 @@ def _number_condition(value: str, code: str) -> tuple[str, list]:
     Stored numbers are points (low = high); stored Ranges are ranges."""
     prefix, v = split_prefix(value)
     try:
-        qlo, qhi = number_bounds(v)
+        qlo, qhi = _finite(number_bounds(v))
         exact = float(v)
     except ValueError:
         raise error(400, "invalid", f"Invalid number '{v}'", code) from None
@@ -441,6 +464,13 @@ def _number_condition(value: str, code: str) -> tuple[str, list]:
     return f"{column} {op} ?", [exact]
 
 
+def _finite(bounds: tuple[float, float]) -> tuple[float, float]:
+    """A search value beyond a double (1e1000000) is refused rather than compared as inf."""
+    if not all(math.isfinite(b) for b in bounds):
+        raise ValueError("number out of range")
+    return bounds
+
+
 def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
     margin = abs(v) * 0.1
     return min(qlo, v - margin), max(qhi, v + margin)
@@ -451,7 +481,7 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     text, system, unit = (value.split("|") + ["", ""])[:3]
     prefix, v = split_prefix(text)
     try:
-        qlo, qhi = number_bounds(v)
+        qlo, qhi = _finite(number_bounds(v))
     except ValueError:
         raise error(400, "invalid", f"Invalid quantity '{value}'", code) from None
     if prefix == "ap":

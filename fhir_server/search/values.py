@@ -10,7 +10,7 @@ import calendar
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 __all__ = ["MAX_INSTANT", "MIN_INSTANT", "date_bounds", "normalize_string", "number_bounds"]
 
@@ -136,11 +136,12 @@ def number_bounds(value: str) -> tuple[float, float]:
     """
     try:
         d = Decimal(value.strip())
-    except (InvalidOperation, AttributeError) as exc:
+        if not d.is_finite():
+            raise ValueError(f"invalid number: {value!r}")
+        exp = d.as_tuple().exponent
+        assert isinstance(exp, int)
+        half = Decimal(5).scaleb(exp - 1)
+        low, high = float(d - half), float(d + half)
+    except (ArithmeticError, AttributeError) as exc:  # InvalidOperation, Overflow
         raise ValueError(f"invalid number: {value!r}") from exc
-    if not d.is_finite():
-        raise ValueError(f"invalid number: {value!r}")
-    exp = d.as_tuple().exponent
-    assert isinstance(exp, int)
-    half = Decimal(5).scaleb(exp - 1)
-    return float(d - half), float(d + half)
+    return low, high

@@ -66,6 +66,20 @@ MIGRATIONS: list[str] = [
     -- _text and _content: FTS5 trigram (substrings, CJK included); rowid = resource rid
     CREATE VIRTUAL TABLE fulltext USING fts5(narrative, content, tokenize = 'trigram');
     """,
+    # 2: history rows know when the next version replaced them, so `_at=T` (the versions
+    # current at T) is `last_updated <= T AND (superseded_at IS NULL OR superseded_at > T)`,
+    # read from one index instead of a correlated subquery per row. Both history indexes end
+    # in superseded_at, so counting and filtering never touch the JSON.
+    """
+    ALTER TABLE history ADD COLUMN superseded_at TEXT;
+    UPDATE history SET superseded_at = (
+        SELECT n.last_updated FROM history n WHERE n.type = history.type
+        AND n.id = history.id AND n.version > history.version ORDER BY n.version LIMIT 1);
+    DROP INDEX history_updated;
+    DROP INDEX history_type_updated;
+    CREATE INDEX history_updated ON history (last_updated, superseded_at);
+    CREATE INDEX history_type_updated ON history (type, last_updated, superseded_at);
+    """,
 ]
 
 #: value columns per index table, as search.extract.index_rows fills them (plus `grp`, set

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..errors import FhirError, error
 from .schema import INDEX_TABLES, migrate
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
@@ -21,7 +22,6 @@ IndexRows = dict[str, list[tuple[Any, ...]]]
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
-    "PRAGMA busy_timeout = 10000",
     "PRAGMA cache_size = -65536",
     "PRAGMA temp_store = MEMORY",
     "PRAGMA mmap_size = 268435456",
@@ -62,13 +62,40 @@ class Stored:
     deleted: bool
     json: bytes | None
     method: str = ""
+    #: this version created the resource (its first, or the first after a delete)
+    created: bool = False
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+#: history order, newest first, made total: (last_updated, type, id, version) is unique
+HISTORY_ORDER = "last_updated DESC, type, id, version DESC"
+
+
+def _connect(path: Path, lock_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=lock_timeout
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
     for pragma in _PRAGMAS:
         conn.execute(pragma)
     return conn
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """SQLite gave up waiting for a lock another connection (or process) holds."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def lock_error(lock_timeout: float) -> FhirError:
+    """503 + Retry-After: the write lock stayed taken for the whole wait (http.html: a
+    transient condition the client may retry; issue type `lock-error`)."""
+    exc = error(
+        503,
+        "lock-error",
+        f"The database stayed locked by other writers for {lock_timeout:g} s; retry later",
+    )
+    exc.headers["Retry-After"] = str(max(1, round(lock_timeout)))
+    return exc
 
 
 class Session:
@@ -114,11 +141,14 @@ class Session:
         rid: str | None,
         since: str | None,
         at: str | None,
-        offset: int,
+        page: tuple[int, tuple[str, str, str, int] | None],
         count: int,
     ) -> tuple[list[Stored], int]:
-        """Versions newest first, with the total count, for instance/type/system history."""
-        where, args = [], []
+        """Versions newest first (HISTORY_ORDER), with the total count, for instance/type/system
+        history. `page` is an offset, or the key of the row to continue after (keyset paging,
+        whose cost does not grow with depth)."""
+        where: list[str] = []
+        args: list[Any] = []
         if rtype is not None:
             where.append("type = ?")
             args.append(rtype)
@@ -130,20 +160,30 @@ class Session:
             args.append(since)
         if at is not None:
             # the versions current at that instant: written at or before it, not yet superseded
-            where.append(
-                "last_updated <= ? AND NOT EXISTS (SELECT 1 FROM history h2 WHERE "
-                "h2.type = history.type AND h2.id = history.id AND h2.version > history.version "
-                "AND h2.last_updated <= ?)"
-            )
+            where.append("last_updated <= ? AND (superseded_at IS NULL OR superseded_at > ?)")
             args += [at, at]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT count(*) FROM history {clause}", args).fetchone()[0]
+        offset, key = page
+        if key is not None:
+            stamp, ktype, kid, kversion = key
+            where.append(
+                "last_updated <= ? AND (last_updated < ? OR type > ? OR (type = ? AND "
+                "(id > ? OR (id = ? AND version < ?))))"
+            )
+            args += [stamp, stamp, ktype, ktype, kid, kid, kversion]
+            clause = f"WHERE {' AND '.join(where)}"
         rows = self.conn.execute(
-            "SELECT type, id, version, last_updated, deleted, json, method FROM history "
-            f"{clause} ORDER BY last_updated DESC, type, id, version DESC LIMIT ? OFFSET ?",
+            "SELECT type, id, version, last_updated, deleted, json, method, "
+            "(SELECT p.deleted FROM history p WHERE p.type = h.type AND p.id = h.id "
+            "AND p.version = h.version - 1) "
+            f"FROM history h {clause} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?",
             [*args, count, offset],
         ).fetchall()
-        return [Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows], total
+        return [
+            Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[2] == 1 or bool(r[7]))
+            for r in rows
+        ], total
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
@@ -186,6 +226,14 @@ class Session:
                     conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
                 conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
         conn.executemany(
+            "UPDATE history SET superseded_at = ? WHERE type = ? AND id = ? AND version = ?",
+            [
+                (s.last_updated, s.type, s.id, s.version - 1)
+                for _, (s, *_) in writes
+                if s.version > 1
+            ],
+        )
+        conn.executemany(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -221,9 +269,11 @@ class Session:
 class SqliteStore:
     """The database file: migrations at open, a write lock, thread-local read connections."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lock_timeout: float = 10.0) -> None:
         self.path = path
-        self._writer = _connect(path)
+        #: seconds a connection waits for a lock before giving up (then: 503, Retry-After)
+        self.lock_timeout = lock_timeout
+        self._writer = _connect(path, lock_timeout)
         migrate(self._writer)
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -232,7 +282,7 @@ class SqliteStore:
     def reader(self) -> Session:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.lock_timeout)
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
             self._readers.append(conn)
@@ -240,16 +290,25 @@ class SqliteStore:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One write transaction; any exception rolls everything back."""
+        """One write transaction; any exception rolls everything back. A lock that another
+        process holds past `lock_timeout` becomes a 503 (lock_error), never a 500."""
         with self._lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if is_lock_error(exc):
+                    raise lock_error(self.lock_timeout) from None
+                raise
             try:
                 yield Session(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if is_lock_error(exc):
+                    raise lock_error(self.lock_timeout) from None
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         for conn in [self._writer, *self._readers]:
