@@ -386,7 +386,7 @@ def test_sort_on_multi_valued_parameter_uses_first_value_in_sort_order(
 def test_sorted_pages_are_the_same_when_rows_are_checked_one_by_one(
     client: TestClient, monkeypatch: Any
 ) -> None:
-    from fhir_server.interactions import search as search_module
+    from fhir_server.storage.sqlite import search as search_module
 
     for i, born in enumerate(["1990", "1980", "2000", "1970", "1985", "1995", "1975"]):
         put(client, {"resourceType": "Patient", "id": f"w{i}", "gender": "male" if i % 3 else

@@ -22,7 +22,7 @@ def referral_slip(call: Call) -> Outcome:
     if fmt not in ("html", "pdf", "text/html", "application/pdf"):
         raise error(400, "invalid", f"format must be 'html' or 'pdf', got '{fmt}'", "format")
     assert call.rid is not None
-    slip = build(call.services.store.reader(), call.services.terminology, call.rid)
+    slip = build(call.services, call.services.store.reader(), call.rid)
     if fmt.endswith("pdf"):
         return Outcome(content=render_pdf(slip), media_type="application/pdf")
     return Outcome(content=render_html(slip).encode(), media_type="text/html; charset=utf-8")

@@ -35,7 +35,10 @@ from typing import Any
 
 import orjson
 
+from ...context import RequestContext
 from ...interactions import read as reads
+from ...interactions.search import find
+from ...services import Services
 from ...storage.sqlite import Session
 from ...terminology import Terminology
 from ..codes import (
@@ -144,15 +147,13 @@ def _resolve(session: Session, ref: Any) -> dict[str, Any] | None:
     return _load(found[1].json)
 
 
-def referral_task(session: Session, sr_id: str) -> dict[str, Any] | None:
+def referral_task(services: Services, session: Session, sr_id: str) -> dict[str, Any] | None:
     """The newest non-deleted Task whose focus is the ServiceRequest (a fulfil Task first)."""
-    rows = session.query(
-        "SELECT r.json FROM idx_reference x JOIN resource r ON r.rid = x.rid "
-        "WHERE x.type = 'Task' AND x.param = 'focus' AND x.target_type = 'ServiceRequest' "
-        "AND x.target_id = ? AND r.deleted = 0 ORDER BY r.last_updated DESC",
-        (sr_id,),
-    )
-    tasks = [_load(row[0]) for row in rows]
+    ctx = RequestContext(base_url="")
+    found = find(session, services, ctx, "Task", f"focus=ServiceRequest/{sr_id}", limit=None)
+    stored = [s[1] for t, i in found if (s := session.current(t, i)) is not None]
+    stored.sort(key=lambda s: s.last_updated, reverse=True)
+    tasks = [_load(s.json) for s in stored]
     tasks = [t for t in tasks if not t.get("partOf")]
     for task in tasks:
         if any(c.get("code") == "fulfill" for c in _codings(task.get("code"))):
@@ -191,11 +192,12 @@ def _bound(slip: Slip) -> Slip:
     return slip
 
 
-def build(session: Session, terminology: Terminology, sr_id: str) -> Slip:
+def build(services: Services, session: Session, sr_id: str) -> Slip:
     """Collect the slip's contents from the ServiceRequest and what it references, bounded
     so that any content prints in linear time."""
     sr = _load(reads.read(session, "ServiceRequest", sr_id).json)
-    task = referral_task(session, sr_id)
+    terminology = services.terminology
+    task = referral_task(services, session, sr_id)
     direction = _direction(sr) or (_direction(task) if task else None) or "up"
     title, subtitle = TITLES.get(direction, TITLES["up"])
     patient = _resolve(session, sr.get("subject")) or {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import FhirError, error
+from ...errors import FhirError, error
 from .schema import INDEX_TABLES, migrate
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
