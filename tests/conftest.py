@@ -69,12 +69,10 @@ def client_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., Te
         c.__exit__(None, None, None)
 
 
-@pytest.fixture
-def live_server(tmp_path: Path, registry: Registry) -> Iterator[str]:
-    """uvicorn on a free loopback port, for tests that need real concurrent connections."""
+def _serve_live(services: Services) -> Iterator[str]:
+    """uvicorn (with the server's own config) on a free loopback port, in a thread."""
     import uvicorn
 
-    services = make_services(tmp_path / "live.db", registry)
     app = build_app(services.settings, services)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,3 +86,24 @@ def live_server(tmp_path: Path, registry: Registry) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}/fhir"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, registry: Registry) -> Iterator[str]:
+    """uvicorn on a free loopback port, for tests that need real concurrent connections."""
+    yield from _serve_live(make_services(tmp_path / "live.db", registry))
+
+
+@pytest.fixture
+def live_server_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., str]]:
+    """A factory for live servers with some settings changed; each gets its own database."""
+    running: list[Iterator[str]] = []
+
+    def make(**settings: object) -> str:
+        services = make_services(tmp_path / f"live{len(running)}.db", registry, **settings)
+        running.append(_serve_live(services))
+        return next(running[-1])
+
+    yield make
+    for server in running:
+        next(server, None)

@@ -107,11 +107,16 @@ def fhir_response(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A FHIR JSON response; `_pretty=true` re-indents (only then do we re-parse)."""
-    if isinstance(body, dict):
-        body = orjson.dumps(body)
-    if body is not None and request.query_params.get("_pretty") == "true":
-        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    """A FHIR JSON response ending in a newline, as text files do; `_pretty=true` re-indents
+    (only then do we re-parse)."""
+    pretty = request.query_params.get("_pretty") == "true"
+    if isinstance(body, dict) and not pretty:
+        body = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+    elif body is not None and pretty:
+        parsed = orjson.loads(body) if isinstance(body, bytes) else body
+        body = orjson.dumps(parsed, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    elif isinstance(body, bytes):
+        body += b"\n"
     return Response(
         content=body if body is not None else b"",
         status_code=status,

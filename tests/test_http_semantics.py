@@ -1,0 +1,79 @@
+"""HTTP-level semantics found by real clients: request parsing, preconditions, HEAD, content
+negotiation, Binary raw content, proxies and hosts, body limits and timeouts, safety headers."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+PATIENT: dict[str, Any] = {
+    "resourceType": "Patient",
+    "name": [{"family": "张", "given": ["三"]}],
+    "gender": "male",
+}
+
+
+def outcome(r: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body
+
+
+def diagnostics(r: httpx.Response) -> str:
+    return " ".join(i.get("diagnostics", "") for i in outcome(r)["issue"])
+
+
+def exchange(base: str, data: bytes, wait: float = 8.0) -> tuple[bytes, float]:
+    """Send raw bytes to a live server and read until it closes or `wait` passes; the answer
+    and the seconds it took (the request is sent as is: no client library rewrites it)."""
+    parts = urlsplit(base)
+    assert parts.hostname is not None and parts.port is not None
+    started = time.monotonic()
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+def status_of(answer: bytes) -> int | None:
+    if not answer.startswith(b"HTTP/1.1 "):
+        return None
+    return int(answer[9:12])
+
+
+def body_of(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n\r\n")[2]
+
+
+# --- 2. a trailing newline --------------------------------------------------------------------
+
+
+def test_fhir_json_bodies_end_with_a_newline(client: TestClient) -> None:
+    created = client.post("/fhir/Patient", json=PATIENT)
+    for r in (
+        created,
+        client.get(f"/fhir/Patient/{created.json()['id']}"),
+        client.get("/fhir/Patient"),
+        client.get("/fhir/metadata?_pretty=true"),
+        client.get("/fhir/Patient/nope"),
+    ):
+        assert r.content.endswith(b"\n"), r.content[-40:]
+        assert not r.content.endswith(b"\n\n")
+        orjson.loads(r.content)
