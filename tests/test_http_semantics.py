@@ -77,3 +77,16 @@ def test_fhir_json_bodies_end_with_a_newline(client: TestClient) -> None:
         assert r.content.endswith(b"\n"), r.content[-40:]
         assert not r.content.endswith(b"\n\n")
         orjson.loads(r.content)
+
+
+# --- 13. form bodies that are not UTF-8 ---------------------------------------------------------
+
+
+def test_search_form_body_that_is_not_utf8_is_400(client: TestClient) -> None:
+    r = client.post(
+        "/fhir/Patient/_search",
+        content=b"family=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400
+    outcome(r)

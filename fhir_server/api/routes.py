@@ -150,7 +150,13 @@ async def search_post(request: Request, rtype: str) -> Response:
     check_type(rtype)
     http.check_content_type(request, ("application/x-www-form-urlencoded",))
     raw = await http.read_body(request, _services(request).settings.max_body_bytes)
-    form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            400, "invalid", f"The form body is not UTF-8 (byte {exc.start}): {exc.reason}"
+        ) from None
+    form = parse_qsl(text, keep_blank_values=True)
     return await _search(request, rtype, list(request.query_params.multi_items()) + form)
 
 
