@@ -79,6 +79,42 @@ def test_fhir_json_bodies_end_with_a_newline(client: TestClient) -> None:
         orjson.loads(r.content)
 
 
+# --- 12. duplicate JSON keys --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType":"Patient","gender":"male","gender":"female"}',
+        b'{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}',
+        b'{"resourceType":"Patient","gender" : "male","gender"\n: "female"}',
+        b'{"resourceType":"Patient","gender":"male","\\u0067ender":"female"}',
+    ],
+)
+def test_duplicate_json_keys_are_refused(client: TestClient, body: bytes) -> None:
+    """RFC 8259 §4: names SHOULD be unique; a FHIR resource never repeats a property."""
+    r = client.post("/fhir/Patient", content=body, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 400, r.text
+    text = diagnostics(r)
+    assert "Duplicate" in text and ("'gender'" in text or "'family'" in text)
+    assert client.get("/fhir/Patient?_summary=count").json()["total"] == 0
+
+
+def test_quotes_and_colons_inside_strings_are_not_duplicates(client: TestClient) -> None:
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"text": 'he said "a": "b" : \\" :'}, {"text": "\u0022:x"}],
+        "gender": "male",
+    }
+    r = client.post("/fhir/Patient", content=orjson.dumps(patient),
+                    headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 201, r.text
+    escaped = b'{"resourceType":"Patient","name":[{"text":"\\u5f20\\u0022:"}]}'
+    r = client.post("/fhir/Patient", content=escaped,
+                    headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 201, r.text
+
+
 # --- 13. form bodies that are not UTF-8 ---------------------------------------------------------
 
 
