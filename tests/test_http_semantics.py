@@ -79,6 +79,80 @@ def test_fhir_json_bodies_end_with_a_newline(client: TestClient) -> None:
         orjson.loads(r.content)
 
 
+# --- 3. preconditions on PUT --------------------------------------------------------------------
+
+
+def test_if_none_match_star_on_put_only_creates(client: TestClient) -> None:
+    """RFC 9110 §13.1.2: If-None-Match: * fails when a current representation exists."""
+    body = {**PATIENT, "id": "only-once"}
+    first = client.put("/fhir/Patient/only-once", json=body, headers={"If-None-Match": "*"})
+    assert first.status_code == 201
+    again = client.put(
+        "/fhir/Patient/only-once", json={**body, "gender": "female"}, headers={"If-None-Match": "*"}
+    )
+    assert again.status_code == 412
+    assert outcome(again)["issue"][0]["code"] in ("conflict", "processing")
+    assert client.get("/fhir/Patient/only-once").json()["meta"]["versionId"] == "1"
+
+
+def test_if_none_match_etag_list_on_put_fails_when_one_matches(client: TestClient) -> None:
+    body = {**PATIENT, "id": "tagged"}
+    assert client.put("/fhir/Patient/tagged", json=body).status_code == 201
+    changed = {**body, "gender": "female"}
+    matching = client.put(
+        "/fhir/Patient/tagged", json=changed, headers={"If-None-Match": 'W/"7", W/"1"'}
+    )
+    assert matching.status_code == 412
+    other = client.put("/fhir/Patient/tagged", json=changed, headers={"If-None-Match": 'W/"7"'})
+    assert other.status_code == 200
+    assert other.json()["meta"]["versionId"] == "2"
+
+
+def test_if_none_match_star_on_put_after_delete_creates(client: TestClient) -> None:
+    body = {**PATIENT, "id": "gone"}
+    assert client.put("/fhir/Patient/gone", json=body).status_code == 201
+    assert client.delete("/fhir/Patient/gone").status_code in (200, 204)
+    again = client.put("/fhir/Patient/gone", json=body, headers={"If-None-Match": "*"})
+    assert again.status_code == 201
+
+
+def test_if_match_that_is_not_a_plain_version_number_fails_the_precondition(
+    live_server: str,
+) -> None:
+    """Over a real socket, so the header bytes arrive as sent (latin-1 is the header charset)."""
+    body = {**PATIENT, "id": "guarded"}
+    assert httpx.put(f"{live_server}/Patient/guarded", json=body).status_code == 201
+    for tag in (
+        b'W/"' + b"9" * 5000 + b'"',
+        b"9" * 5000,
+        b'W/"1\xb2"',  # '1\u00b2' in latin-1: str.isdigit() accepts it, int() does not
+        'W/"\u0661"'.encode(),  # an Arabic-Indic digit one, as UTF-8 bytes
+    ):
+        headers = {"If-Match": tag}
+        r = httpx.put(f"{live_server}/Patient/guarded", json=body, headers=headers)
+        assert r.status_code in (400, 412), (tag[:20], r.text)
+        outcome(r)
+        r = httpx.delete(f"{live_server}/Patient/guarded", headers=headers)
+        assert r.status_code in (400, 412), (tag[:20], r.text)
+
+
+def test_if_match_with_a_superscript_digit_in_a_batch_entry_is_not_500(client: TestClient) -> None:
+    assert client.put("/fhir/Patient/b1", json={**PATIENT, "id": "b1"}).status_code == 201
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {**PATIENT, "id": "b1"},
+                "request": {"method": "PUT", "url": "Patient/b1", "ifMatch": 'W/"1²"'},
+            }
+        ],
+    }
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][0]["response"]["status"].startswith(("400", "412"))
+
+
 # --- 12. duplicate JSON keys --------------------------------------------------------------------
 
 

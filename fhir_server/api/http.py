@@ -84,12 +84,18 @@ def http_date(instant: str) -> str:
     return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
 
 
+def none_match_fails(header: str, stored: Stored) -> bool:
+    """Whether If-None-Match names this version (weak comparison, RFC 9110 §13.1.2); `*`
+    names any current version."""
+    tags = {t.strip() for t in header.split(",")}
+    return "*" in tags or etag(stored) in tags or f'"{stored.version}"' in tags
+
+
 def not_modified(request: Request, stored: Stored) -> bool:
     """If-None-Match / If-Modified-Since on read (http.html#cread)."""
     inm = request.headers.get("if-none-match")
     if inm is not None:
-        tags = {t.strip() for t in inm.split(",")}
-        return etag(stored) in tags or f'"{stored.version}"' in tags or "*" in tags
+        return none_match_fails(inm, stored)
     ims = request.headers.get("if-modified-since")
     if ims is not None:
         try:

@@ -301,12 +301,26 @@ async def history_instance(request: Request, rtype: str, rid: str) -> Response:
 @router.put("/{rtype}/{rid}")
 async def update(request: Request, rtype: str, rid: str) -> Response:
     if_match = request.headers.get("if-match")
-    return await _write(
-        request,
-        rtype,
-        rid,
-        lambda s, sv, ctx, body: write.update(s, sv, ctx, rtype, rid, body, if_match),
-    )
+    if_none_match = request.headers.get("if-none-match")
+
+    def work(s: Session, sv: Services, ctx: RequestContext, body: Any) -> Result:
+        if if_none_match is not None:
+            _check_none_match(s, rtype, rid, if_none_match)
+        return write.update(s, sv, ctx, rtype, rid, body, if_match)
+
+    return await _write(request, rtype, rid, work)
+
+
+def _check_none_match(session: Session, rtype: str, rid: str, header: str) -> None:
+    """412 when If-None-Match names the current version: `*` on PUT means "only create"
+    (RFC 9110 §13.1.2); a deleted resource has no current version."""
+    current = session.current(rtype, rid)
+    if current is not None and not current[1].deleted and http.none_match_fails(header, current[1]):
+        raise error(
+            412,
+            "conflict",
+            f"If-None-Match {header}: {rtype}/{rid} exists at version {current[1].version}",
+        )
 
 
 @router.delete("/{rtype}/{rid}")

@@ -6,6 +6,7 @@ many of them in one database transaction. Bodies arrive already parsed and valid
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -85,12 +86,14 @@ def check_if_match(prev: tuple[int, Stored] | None, if_match: str | None) -> Non
         )
 
 
+#: W/"3", "3" or 3; ASCII digits only (str.isdigit() accepts "²"), few enough for int()
+_ETAG = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
+
+
 def parse_etag(value: str) -> int | None:
-    tag = value.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    return int(tag) if tag.isdigit() else None
+    """The version an ETag names, or None when it names none (so the precondition fails)."""
+    match = _ETAG.fullmatch(value.strip())
+    return int(match.group(1)) if match else None
 
 
 def create(
