@@ -153,6 +153,32 @@ def test_if_match_with_a_superscript_digit_in_a_batch_entry_is_not_500(client: T
     assert r.json()["entry"][0]["response"]["status"].startswith(("400", "412"))
 
 
+# --- 5. DELETE of what never existed ------------------------------------------------------------
+
+
+def test_delete_of_an_unknown_id_is_204(client: TestClient) -> None:
+    """http.html#delete: deleting a resource that does not exist answers 200 or 204."""
+    r = client.delete("/fhir/Patient/never-was")
+    assert r.status_code == 204
+    assert r.content == b""
+    asked = client.delete(
+        "/fhir/Patient/never-was", headers={"Prefer": "return=OperationOutcome"}
+    )
+    assert asked.status_code == 200
+    assert outcome(asked)["issue"][0]["severity"] == "information"
+
+
+def test_batch_delete_of_an_unknown_id_is_204(client: TestClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "DELETE", "url": "Patient/never-was"}}],
+    }
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200
+    assert r.json()["entry"][0]["response"]["status"].startswith("204")
+
+
 # --- 12. duplicate JSON keys --------------------------------------------------------------------
 
 

@@ -89,6 +89,7 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
         )
     preference = http.prefer(request).get("return", "representation")
     body: bytes | dict[str, Any] | None
+    status = result.status
     if preference == "minimal":
         body = None
     elif preference == "OperationOutcome":
@@ -97,11 +98,12 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
             if isinstance(result.body, dict)
             else information(f"{request.method} succeeded with status {result.status}")
         )
+        status = 200 if status == 204 else status  # a 204 has no body to carry it
     elif stored is not None and stored.json is not None:
         body = stored.json
     else:
         body = result.body
-    return http.fhir_response(request, body, result.status, headers)
+    return http.fhir_response(request, body, status, headers)
 
 
 # --- whole system -------------------------------------------------------------------------

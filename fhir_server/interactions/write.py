@@ -198,11 +198,12 @@ def delete(
     rid: str,
     if_match: str | None = None,
 ) -> Result:
-    """DELETE: a deletion version; history stays, reads answer 410 (http.html#delete)."""
+    """DELETE: a deletion version; history stays, reads answer 410. Deleting what does not
+    exist (or no longer does) succeeds with 204 (http.html#delete: 200 or 204)."""
     prev = session.current(rtype, rid)
     check_if_match(prev, if_match)
     if prev is None:
-        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+        return Result(204)
     if prev[1].deleted:
         return Result(204, prev[1])
     stored = save(session, services, rtype, rid, None, prev, "DELETE")
