@@ -179,6 +179,42 @@ def test_batch_delete_of_an_unknown_id_is_204(client: TestClient) -> None:
     assert r.json()["entry"][0]["response"]["status"].startswith("204")
 
 
+# --- 6. the fhirVersion parameter -------------------------------------------------------------
+
+
+def test_accept_with_another_fhir_version_is_406(client: TestClient) -> None:
+    """http.html#version-parameter: a server that cannot honour the version answers 406."""
+    for accept in ("application/fhir+json;fhirVersion=3.0", "application/fhir+json; fhirVersion=1.0"):
+        r = client.get("/fhir/metadata", headers={"Accept": accept})
+        assert r.status_code == 406, accept
+        outcome(r)
+    for accept in (
+        "application/fhir+json;fhirVersion=4.0",
+        "application/fhir+json; fhirVersion=4.0.1",
+        "application/fhir+json;fhirVersion=3.0, application/fhir+json;fhirVersion=4.0",
+    ):
+        assert client.get("/fhir/metadata", headers={"Accept": accept}).status_code == 200
+    r = client.get("/fhir/metadata", params={"_format": "application/fhir+json;fhirVersion=3.0"})
+    assert r.status_code == 406
+
+
+def test_content_type_with_another_fhir_version_is_415(client: TestClient) -> None:
+    body = orjson.dumps(PATIENT)
+    r = client.post(
+        "/fhir/Patient",
+        content=body,
+        headers={"Content-Type": "application/fhir+json; fhirVersion=3.0"},
+    )
+    assert r.status_code == 415
+    outcome(r)
+    ok = client.post(
+        "/fhir/Patient",
+        content=body,
+        headers={"Content-Type": "application/fhir+json; fhirVersion=4.0"},
+    )
+    assert ok.status_code == 201
+
+
 # --- 12. duplicate JSON keys --------------------------------------------------------------------
 
 

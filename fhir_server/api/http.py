@@ -25,32 +25,56 @@ _JSON_TYPES = (
 _ANY = ("*/*", "application/*")
 
 
+#: the fhirVersion parameter values of R4 (http.html#version-parameter)
+FHIR_VERSIONS = ("4.0", "4.0.1")
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """'application/fhir+json; fhirVersion=4.0' -> ('application/fhir+json', {'fhirversion':
+    '4.0'}): the type in lower case and its parameters by lower-case name."""
+    kind, *parts = value.split(";")
+    params = {}
+    for part in parts:
+        name, _, param = part.partition("=")
+        params[name.strip().lower()] = param.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def _our_version(params: dict[str, str]) -> bool:
+    return params.get("fhirversion", FHIR_VERSIONS[0]) in FHIR_VERSIONS
+
+
 def negotiate(request: Request) -> None:
-    """406 when neither _format nor Accept allows JSON (the only format we produce)."""
+    """406 when neither _format nor Accept allows JSON (the only format we produce) of FHIR R4
+    (a fhirVersion parameter names another version: http.html#version-parameter)."""
     fmt = request.query_params.get("_format")
     if fmt is not None:
-        if fmt.split(";")[0].strip() not in _JSON_TYPES:
+        kind, params = media_type(fmt)
+        if kind not in _JSON_TYPES:
             raise error(
                 406, "not-supported", f"_format '{fmt}' is not supported; use json", "_format"
             )
+        if not _our_version(params):
+            raise error(406, "not-supported", f"_format '{fmt}': this server is FHIR R4 (4.0)")
         return
     accept = request.headers.get("accept")
     if not accept:
         return
-    kinds = [part.split(";")[0].strip() for part in accept.split(",")]
-    if not any(k in _JSON_TYPES or k in _ANY for k in kinds):
+    kinds = [media_type(part) for part in accept.split(",")]
+    if not any((k in _JSON_TYPES or k in _ANY) and _our_version(p) for k, p in kinds):
         raise error(
             406,
             "not-supported",
-            f"Cannot produce '{accept}'; this server speaks application/fhir+json",
+            f"Cannot produce '{accept}'; this server speaks application/fhir+json, "
+            f"fhirVersion={FHIR_VERSIONS[0]}",
         )
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> str:
-    """415 for bodies in a format we cannot read; returns the media type."""
+    """415 for bodies in a format (or a FHIR version) we cannot read; returns the media type."""
     raw = request.headers.get("content-type", FHIR_JSON)
-    media = raw.split(";")[0].strip().lower()
-    if media not in allowed:
+    media, params = media_type(raw)
+    if media not in allowed or not _our_version(params):
         raise error(415, "not-supported", f"Content-Type '{raw}' is not supported")
     return media
 
