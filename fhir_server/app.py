@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from . import conformance, operations  # noqa: F401  (operations register themselves)
 from .api import http
@@ -60,7 +61,11 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
             404: f"No route for {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        return http.error_response(request, error(exc.status_code, code, detail))
+        failure = error(exc.status_code, code, detail)
+        failure.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110 §15.5.6: Allow lists what the path accepts
+            failure.headers["Allow"] = _allowed_methods(app, request)
+        return http.error_response(request, failure)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -74,6 +79,20 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route accepts on this path. Starlette names only the first route's
+    methods, and routes sit in an included router, so ask each route about each method."""
+    allowed = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 def app_from_env() -> FastAPI:

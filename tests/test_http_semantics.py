@@ -153,6 +153,38 @@ def test_if_match_with_a_superscript_digit_in_a_batch_entry_is_not_500(client: T
     assert r.json()["entry"][0]["response"]["status"].startswith(("400", "412"))
 
 
+# --- 4. HEAD and Allow ------------------------------------------------------------------------
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=PATIENT).json()["id"]
+    for path in (
+        "/fhir/metadata",
+        "/fhir/Patient",
+        f"/fhir/Patient/{pid}",
+        f"/fhir/Patient/{pid}/_history/1",
+        f"/fhir/Patient/{pid}/_history",
+        "/fhir/Patient?family=张",
+    ):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, (path, head.status_code)
+        assert head.content == b""
+        for name in ("content-type", "etag", "last-modified"):
+            assert head.headers.get(name) == get.headers.get(name), (path, name)
+        if path == "/fhir/metadata" or "_history/1" in path or path.endswith(pid):
+            assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_405_carries_an_allow_header_with_every_method_of_the_path(client: TestClient) -> None:
+    r = client.delete("/fhir/Patient/123/_history/1")
+    assert r.status_code == 405
+    assert outcome(r)["issue"][0]["code"] == "not-supported"
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD"}
+    r = client.put("/fhir")
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD", "POST"}
+
+
 # --- 5. DELETE of what never existed ------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ from . import http
 
 router = APIRouter()
 T = TypeVar("T")
+#: HEAD wherever GET (http.html: HEAD answers as GET would, without the body)
+_READ = ["GET", "HEAD"]
 _PATCH_TYPES = ("application/json-patch+json", *http._JSON_TYPES)
 
 
@@ -109,7 +111,7 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
 # --- whole system -------------------------------------------------------------------------
 
 
-@router.get("/metadata")
+@router.api_route("/metadata", methods=_READ)
 async def capabilities(request: Request) -> Response:
     http.negotiate(request)
     return http.fhir_response(request, request.app.state.capabilities)
@@ -126,12 +128,12 @@ async def batch_or_transaction(request: Request) -> Response:
     return http.fhir_response(request, result)
 
 
-@router.get("")
+@router.api_route("", methods=_READ)
 async def search_system(request: Request) -> Response:
     return await _search(request, None)
 
 
-@router.get("/_history")
+@router.api_route("/_history", methods=_READ)
 async def history_system(request: Request) -> Response:
     return await _history(request, None, None)
 
@@ -139,7 +141,7 @@ async def history_system(request: Request) -> Response:
 # --- type level ---------------------------------------------------------------------------
 
 
-@router.get("/{rtype}")
+@router.api_route("/{rtype}", methods=_READ)
 async def search_type(request: Request, rtype: str) -> Response:
     if rtype.startswith("$"):  # GET /fhir/$name: a system-level operation
         return await _operation(request, "system", None, None, rtype)
@@ -185,7 +187,7 @@ async def _search(
     return http.fhir_response(request, await run_in_threadpool(run))
 
 
-@router.get("/{rtype}/_history")
+@router.api_route("/{rtype}/_history", methods=_READ)
 async def history_type(request: Request, rtype: str) -> Response:
     check_type(rtype)
     return await _history(request, rtype, None)
@@ -258,7 +260,7 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
 # --- instance level -----------------------------------------------------------------------
 
 
-@router.get("/{rtype}/{rid}")
+@router.api_route("/{rtype}/{rid}", methods=_READ)
 async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     if rid.startswith("$"):  # a type-level operation invoked with GET
         return await _operation(request, "type", rtype, None, rid)
@@ -284,7 +286,7 @@ def _read_response(request: Request, stored: Any) -> Response:
     return http.fhir_response(request, body, 200, headers)
 
 
-@router.get("/{rtype}/{rid}/_history/{version}")
+@router.api_route("/{rtype}/{rid}/_history/{version}", methods=_READ)
 async def vread(request: Request, rtype: str, rid: str, version: str) -> Response:
     http.negotiate(request)
     check_type(rtype)
@@ -293,7 +295,7 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
     return _read_response(request, stored)
 
 
-@router.get("/{rtype}/{rid}/_history")
+@router.api_route("/{rtype}/{rid}/_history", methods=_READ)
 async def history_instance(request: Request, rtype: str, rid: str) -> Response:
     check_type(rtype)
     check_id(rid)
@@ -361,7 +363,7 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
 
 
 # after the instance routes, so /Type/id/_history is not taken for a compartment
-@router.get("/{ctype}/{cid}/{rtype}")
+@router.api_route("/{ctype}/{cid}/{rtype}", methods=_READ)
 async def search_compartment(request: Request, ctype: str, cid: str, rtype: str) -> Response:
     """Compartment search, e.g. GET /Patient/123/Observation (search.html#compartments),
     or an instance-level operation invoked with GET."""
@@ -395,7 +397,8 @@ async def _operation(
         check_type(rtype)
     if rid is not None:
         check_id(rid)
-    op = find_operation(name, level, rtype, request.method)
+    method = "GET" if request.method == "HEAD" else request.method
+    op = find_operation(name, level, rtype, method)
     services, ctx = _services(request), _context(request)
     body: Any = None
     if request.method == "POST":
@@ -419,9 +422,7 @@ async def _operation(
                 *({"name": k, "valueString": v} for k, v in query),
             ],
         }
-    call = Call(
-        services, ctx, rtype, rid, request.method, parameters, body, request.headers.get("if-match")
-    )
+    call = Call(services, ctx, rtype, rid, method, parameters, body, request.headers.get("if-match"))
     outcome = await run_in_threadpool(op.handler, call)
     if outcome.content is not None:
         return Response(outcome.content, outcome.status, outcome.headers, outcome.media_type)

@@ -92,7 +92,9 @@ def find(name: str, level: str, rtype: str | None, method: str) -> Operation:
     for op in OPERATIONS:
         if op.name == name and op.level == level and (op.types is None or rtype in op.types):
             if method not in op.methods:
-                raise error(405, "not-supported", f"{name} does not accept {method}")
+                refused = error(405, "not-supported", f"{name} does not accept {method}")
+                refused.headers["Allow"] = ", ".join(op.methods)
+                raise refused
             return op
     where = f" on {rtype}" if rtype else ""
     raise error(404, "not-supported", f"Operation {name} is not supported at {level} level{where}")
