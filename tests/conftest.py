@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
 from fhir_server.search.registry import Registry
+from fhir_server.serve import uvicorn_config
 from fhir_server.services import Services
 from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import SqliteStore
@@ -70,14 +72,15 @@ def client_with(tmp_path: Path, registry: Registry) -> Iterator[Callable[..., Te
 
 
 def _serve_live(services: Services) -> Iterator[str]:
-    """uvicorn (with the server's own config) on a free loopback port, in a thread."""
+    """uvicorn, configured as `serve` does, on a free loopback port, in a thread."""
     import uvicorn
 
     app = build_app(services.settings, services)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = uvicorn_config(app, replace(services.settings, host="127.0.0.1", port=port))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10

@@ -62,6 +62,40 @@ def body_of(answer: bytes) -> bytes:
     return answer.partition(b"\r\n\r\n")[2]
 
 
+# --- 1. raw UTF-8 in the request target -------------------------------------------------------
+
+
+def test_raw_utf8_in_the_query_is_read_as_percent_encoded_utf8(live_server: str) -> None:
+    """curl sends `?family=张` as raw UTF-8 bytes; browsers would percent-encode them. The
+    server reads both the same way (RFC 3986 §2.5: UTF-8 then percent-encoding)."""
+    assert httpx.post(f"{live_server}/Patient", json=PATIENT).status_code == 201
+    request = (
+        "GET /fhir/Patient?family=张 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer, _ = exchange(live_server, request)
+    assert status_of(answer) == 200, answer[:300]
+    assert orjson.loads(body_of(answer))["total"] == 1
+
+
+def test_raw_utf8_split_across_packets_and_in_the_path(live_server: str) -> None:
+    request = "GET /fhir/Patient/张 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    data = request.encode()
+    split = data.index(b"\xbc")  # in the middle of the character
+    parts = urlsplit(live_server)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=8) as s:
+        s.sendall(data[:split])
+        time.sleep(0.2)
+        s.sendall(data[split:])
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    # the id is not a valid FHIR id, so the server's own 400 (an OperationOutcome), not the
+    # HTTP parser's plain-text one
+    assert status_of(answer) == 400, answer[:300]
+    assert b"OperationOutcome" in answer
+
+
 # --- 2. a trailing newline --------------------------------------------------------------------
 
 
@@ -245,6 +279,60 @@ def test_content_type_with_another_fhir_version_is_415(client: TestClient) -> No
         headers={"Content-Type": "application/fhir+json; fhirVersion=4.0"},
     )
     assert ok.status_code == 201
+
+
+# --- 9. the body limit applies while streaming --------------------------------------------------
+
+
+def test_chunked_body_over_the_limit_is_refused_before_it_ends(
+    live_server_with: Callable[..., str],
+) -> None:
+    base = live_server_with(max_body_bytes=1000)
+    head = (
+        b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"400\r\n" + b" " * 1024 + b"\r\n"
+    # two chunks, 2048 bytes, and the body never ends: the server must answer anyway
+    answer, took = exchange(base, head + chunk + chunk, wait=6)
+    assert status_of(answer) == 413, answer[:200]
+    assert b"too-costly" in answer
+    assert took < 5
+
+
+# --- 10. slow clients ---------------------------------------------------------------------------
+
+
+def test_a_body_that_stops_arriving_gets_408(live_server_with: Callable[..., str]) -> None:
+    base = live_server_with(read_timeout_seconds=1)
+    head = (
+        b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/fhir+json\r\nContent-Length: 100\r\n\r\n"
+    )
+    answer, took = exchange(base, head + b'{"resourceType"', wait=8)
+    assert status_of(answer) == 408, answer[:200]
+    assert took < 5
+
+
+def test_a_request_head_that_stops_arriving_is_closed(live_server_with: Callable[..., str]) -> None:
+    base = live_server_with(read_timeout_seconds=1)
+    answer, took = exchange(base, b"GET /fhir/metadata HTTP/1.1\r\nHost: 12", wait=8)
+    assert took < 5
+    assert status_of(answer) == 408, answer[:200]
+
+
+def test_connections_over_the_cap_get_503(live_server_with: Callable[..., str]) -> None:
+    base = live_server_with(max_connections=2)
+    parts = urlsplit(base)
+    idle = [socket.create_connection((parts.hostname, parts.port)) for _ in range(2)]  # type: ignore[arg-type]
+    try:
+        time.sleep(0.2)
+        assert httpx.get(f"{base}/metadata", timeout=5).status_code == 503
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.2)
+    assert httpx.get(f"{base}/metadata", timeout=5).status_code == 200
 
 
 # --- 12. duplicate JSON keys --------------------------------------------------------------------

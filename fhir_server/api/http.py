@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import FhirError, error, operation_outcome
+from ..settings import Settings
 from ..storage.sqlite import Stored
 
 FHIR_JSON = "application/fhir+json"
@@ -79,15 +81,37 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES)
     return media
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """413 above the configured limit, checked before and while reading."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes")
-    return body
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, streamed: 413 as soon as it exceeds `max_body_bytes` (a chunked upload is never
+    held whole), 408 when the client pauses longer than `read_timeout_seconds`. Both close the
+    connection, since the rest of the body is left unread."""
+    limit = settings.max_body_bytes
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
+        raise _closing(error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes"))
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), settings.read_timeout_seconds)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except TimeoutError:
+            raise _closing(
+                error(408, "timeout", f"No body data for {settings.read_timeout_seconds} s")
+            ) from None
+        size += len(chunk)
+        if size > limit:
+            raise _closing(
+                error(413, "too-costly", f"Request body exceeds the limit of {limit} bytes")
+            )
+        chunks.append(chunk)
+
+
+def _closing(exc: FhirError) -> FhirError:
+    exc.headers["Connection"] = "close"
+    return exc
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -46,7 +46,7 @@ def _context(request: Request) -> RequestContext:
 
 async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
     http.check_content_type(request)
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    raw = await http.read_body(request, _services(request).settings)
     return check_body(parse_json(raw), rtype)
 
 
@@ -153,7 +153,7 @@ async def search_post(request: Request, rtype: str) -> Response:
     """POST /Type/_search: parameters in the URL and/or a form body (search.html#search)."""
     check_type(rtype)
     http.check_content_type(request, ("application/x-www-form-urlencoded",))
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    raw = await http.read_body(request, _services(request).settings)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -350,7 +350,7 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
     """JSON Patch (application/json-patch+json) or FHIRPath Patch (a Parameters body)."""
     http.negotiate(request)
     media = http.check_content_type(request, _PATCH_TYPES)
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    raw = await http.read_body(request, _services(request).settings)
     document = parse_json(raw)
     services, ctx = _services(request), _context(request)
     if_match = request.headers.get("if-match")
@@ -402,7 +402,7 @@ async def _operation(
     services, ctx = _services(request), _context(request)
     body: Any = None
     if request.method == "POST":
-        raw = await http.read_body(request, services.settings.max_body_bytes)
+        raw = await http.read_body(request, services.settings)
         if raw:
             http.check_content_type(request)
             body = parse_json(raw)
@@ -422,7 +422,8 @@ async def _operation(
                 *({"name": k, "valueString": v} for k, v in query),
             ],
         }
-    call = Call(services, ctx, rtype, rid, method, parameters, body, request.headers.get("if-match"))
+    if_match = request.headers.get("if-match")
+    call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)
     if outcome.content is not None:
         return Response(outcome.content, outcome.status, outcome.headers, outcome.media_type)
