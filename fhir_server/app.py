@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import conformance, operations  # noqa: F401  (operations register themselves)
 from .api import http
@@ -40,7 +41,12 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services.close()
 
     app = FastAPI(
-        title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+        title="FHIR R4 server",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,  # a 307 built from the Host header; _Edge serves the path
     )
     app.state.services = services or Services.open(settings)
     config = app.state.services.settings
@@ -49,6 +55,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services.registry, now(), conformance.profiles([config.profiles_dir])
     )
     app.include_router(router, prefix="/fhir")
+    app.add_middleware(_Edge, settings=config)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
@@ -74,11 +81,48 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return http.error_response(
-            request, error(500, "exception", "Internal server error; see the server log")
-        )
+        failure = error(500, "exception", "Internal server error; see the server log")
+        failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge
+        return http.error_response(request, failure)
 
     return app
+
+
+class _Edge:
+    """What holds for every request before routing: the public base URL by one rule (400 for
+    a Host not allowed), a trailing slash served as the path without it (as HAPI does; no
+    redirect), and `X-Content-Type-Options: nosniff` on every response."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if _NOSNIFF not in headers:
+                    headers.append(_NOSNIFF)
+                message["headers"] = headers
+            await send(message)
+
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            raw = scope.get("raw_path") or path.encode()
+            scope = {**scope, "path": path.rstrip("/") or "/", "raw_path": raw.rstrip(b"/") or b"/"}
+        try:
+            base = http.public_base(scope, self.settings)
+        except FhirError as exc:
+            await http.error_response(Request(scope), exc)(scope, receive, nosniff)
+            return
+        scope = {**scope, "state": {**scope.get("state", {}), "base_url": base}}
+        await self.app(scope, receive, nosniff)
+
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:

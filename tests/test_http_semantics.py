@@ -281,6 +281,70 @@ def test_content_type_with_another_fhir_version_is_415(client: TestClient) -> No
     assert ok.status_code == 201
 
 
+# --- 8. base URL, proxies and Host --------------------------------------------------------------
+
+
+def test_host_not_allowed_is_400(client: TestClient) -> None:
+    r = client.get("/fhir/metadata", headers={"Host": "evil.example"})
+    assert r.status_code == 400
+    assert "Host not allowed" in diagnostics(r)
+    r = client.get("/fhir/Patient", headers={"X-Forwarded-Host": "evil.example"})
+    assert r.status_code == 400
+
+
+def test_trailing_slash_is_served_not_redirected_to_the_host(client: TestClient) -> None:
+    r = client.get("/fhir/Patient/", follow_redirects=False)
+    assert r.status_code == 200
+    assert r.json()["resourceType"] == "Bundle"
+    evil = client.get("/fhir/Patient/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert evil.status_code == 400
+    assert "location" not in evil.headers
+
+
+def test_forwarded_headers_give_consistent_links(client_with: Callable[..., TestClient]) -> None:
+    c = client_with(allowed_hosts="fhir.example.org")
+    for headers in (
+        {"X-Forwarded-Host": "fhir.example.org", "X-Forwarded-Proto": "https"},
+        {"Forwarded": 'for=10.0.0.1;proto=https;host="fhir.example.org"'},
+    ):
+        r = c.post("/fhir/Patient", json=PATIENT, headers=headers)
+        assert r.status_code == 201, r.text
+        assert r.headers["location"].startswith("https://fhir.example.org/fhir/Patient/")
+        bundle = c.get("/fhir/Patient", headers=headers).json()
+        assert bundle["link"][0]["url"].startswith("https://fhir.example.org/fhir/Patient")
+        assert bundle["entry"][0]["fullUrl"].startswith("https://fhir.example.org/fhir/Patient/")
+    with_port = c.get(
+        "/fhir/Patient",
+        headers={
+            "X-Forwarded-Host": "fhir.example.org",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Port": "8443",
+            "X-Forwarded-Prefix": "/api",
+        },
+    ).json()
+    assert with_port["link"][0]["url"].startswith("https://fhir.example.org:8443/api/fhir/Patient")
+    # the default Host of the test client is not in this server's allowed_hosts
+    assert c.get("/fhir/metadata").status_code == 400
+
+
+def test_public_base_url_wins_over_request_headers(client_with: Callable[..., TestClient]) -> None:
+    c = client_with(public_base_url="https://records.example.org/fhir")
+    r = c.post(
+        "/fhir/Patient",
+        json=PATIENT,
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+    )
+    assert r.status_code == 201
+    assert r.headers["location"].startswith("https://records.example.org/fhir/Patient/")
+
+
+def test_allowed_hosts_star_allows_every_host(client_with: Callable[..., TestClient]) -> None:
+    c = client_with(allowed_hosts="*")
+    r = c.post("/fhir/Patient", json=PATIENT, headers={"Host": "anything.example:8080"})
+    assert r.status_code == 201
+    assert r.headers["location"].startswith("http://anything.example:8080/fhir/Patient/")
+
+
 # --- 9. the body limit applies while streaming --------------------------------------------------
 
 
@@ -333,6 +397,39 @@ def test_connections_over_the_cap_get_503(live_server_with: Callable[..., str]) 
             s.close()
     time.sleep(0.2)
     assert httpx.get(f"{base}/metadata", timeout=5).status_code == 200
+
+
+# --- 11. safety headers -------------------------------------------------------------------------
+
+
+def test_every_response_says_nosniff(client: TestClient) -> None:
+    for r in (
+        client.get("/fhir/metadata"),
+        client.get("/fhir/Patient/nope"),
+        client.get("/nowhere"),
+        client.get("/fhir/metadata", headers={"Host": "evil.example"}),
+    ):
+        assert r.headers.get("x-content-type-options") == "nosniff", r.url
+
+
+def test_referral_slip_html_is_served_with_a_restrictive_csp(client: TestClient) -> None:
+    from tests.test_slip_stats_demo import fixture_resources
+
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in fixture_resources()
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    assert client.post("/fhir", json=bundle).status_code == 200
+    page = client.get("/fhir/ServiceRequest/sr-1/$referral-slip")
+    assert page.status_code == 200
+    csp = {
+        d.strip().split(" ", 1)[0]: d.strip()
+        for d in page.headers["content-security-policy"].split(";")
+    }
+    assert csp["default-src"] == "default-src 'none'"
+    assert "script-src" not in csp  # no script may run in the slip
+    assert page.headers["x-content-type-options"] == "nosniff"
 
 
 # --- 12. duplicate JSON keys --------------------------------------------------------------------

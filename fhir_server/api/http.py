@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ..errors import FhirError, error, operation_outcome
 from ..settings import Settings
@@ -112,6 +115,78 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 def _closing(exc: FhirError) -> FhirError:
     exc.headers["Connection"] = "close"
     return exc
+
+
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def public_base(scope: Scope, settings: Settings) -> str:
+    """The FHIR base URL for links, Location and fullUrl (one rule for every request): the
+    configured public_base_url; else what the client used, from Forwarded (RFC 7239) or
+    X-Forwarded-Host/-Proto/-Port/-Prefix or Host, but only for a host in allowed_hosts
+    (400 otherwise), so a spoofed Host never reaches a link."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    headers = Headers(scope=scope)
+    forwarded = _forwarded(headers.get("forwarded", ""))
+    proto = forwarded.get("proto") or _first(headers, "x-forwarded-proto") or scope["scheme"]
+    host = forwarded.get("host") or _first(headers, "x-forwarded-host") or headers.get("host")
+    if not host and scope.get("server"):
+        host = "{}:{}".format(*scope["server"])
+    port = _first(headers, "x-forwarded-port")
+    prefix = _first(headers, "x-forwarded-prefix").rstrip("/")
+    match = _HOST.fullmatch(host or "")
+    if (
+        proto not in _DEFAULT_PORTS
+        or match is None
+        or not (port == "" or (port.isascii() and port.isdigit() and len(port) <= 5))
+        or not _PREFIX.fullmatch(prefix)
+    ):
+        raise error(400, "invalid", "Malformed Host, Forwarded or X-Forwarded-* header")
+    if not _allowed(match.group(1), settings):
+        raise error(400, "invalid", f"Host not allowed: {match.group(1)} (see allowed_hosts)")
+    netloc = match.group(0)
+    if port and not match.group(2) and port != _DEFAULT_PORTS[proto]:
+        netloc += f":{port}"
+    return f"{proto}://{netloc}{prefix}/fhir"
+
+
+def _forwarded(value: str) -> dict[str, str]:
+    """The first (client-side) element of a Forwarded header as {parameter: value}."""
+    out = {}
+    for pair in value.split(",")[0].split(";"):
+        name, _, param = pair.partition("=")
+        if param:
+            out[name.strip().lower()] = param.strip().strip('"')
+    return out
+
+
+def _first(headers: Headers, name: str) -> str:
+    """The first value of a comma-separated X-Forwarded-* header (the client-side proxy's)."""
+    return headers.get(name, "").split(",")[0].strip()
+
+
+def _allowed(hostname: str, settings: Settings) -> bool:
+    allowed = {h.strip().lower() for h in settings.allowed_hosts.split(",")}
+    allowed.add(settings.host.lower())
+    name = hostname.lower()
+    return "*" in allowed or name in allowed or name.strip("[]") in allowed
+
+
+#: for documents a browser renders (the referral slip's HTML needs its inline styles and an
+#: inline SVG): nothing else loads, nothing runs, no form posts
+DOCUMENT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; " \
+    "form-action 'none'"
+
+
+def document_headers(media: str | None) -> dict[str, str]:
+    """A restrictive CSP for a non-FHIR document; none for a PDF, which runs no script in our
+    origin and which some browsers' built-in viewers refuse to show under a CSP."""
+    if media is not None and media_type(media)[0] == "application/pdf":
+        return {}
+    return {"Content-Security-Policy": DOCUMENT_CSP}
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -39,9 +39,9 @@ def _services(request: Request) -> Services:
 
 
 def _context(request: Request) -> RequestContext:
-    settings = _services(request).settings
-    base = settings.public_base_url or str(request.base_url).rstrip("/") + "/fhir"
-    return RequestContext(base_url=base.rstrip("/"))
+    """The base URL was worked out once for the request (app.py, http.public_base)."""
+    base: str = request.state.base_url
+    return RequestContext(base_url=base)
 
 
 async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
@@ -426,6 +426,7 @@ async def _operation(
     call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)
     if outcome.content is not None:
-        return Response(outcome.content, outcome.status, outcome.headers, outcome.media_type)
+        headers = {**outcome.headers, **http.document_headers(outcome.media_type)}
+        return Response(outcome.content, outcome.status, headers, outcome.media_type)
     http.negotiate(request)
     return http.fhir_response(request, outcome.resource, outcome.status, outcome.headers)
