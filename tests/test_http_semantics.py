@@ -15,6 +15,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+FHIR_JSON = "application/fhir+json"
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
     "name": [{"family": "张", "given": ["三"]}],
@@ -250,7 +251,10 @@ def test_batch_delete_of_an_unknown_id_is_204(client: TestClient) -> None:
 
 def test_accept_with_another_fhir_version_is_406(client: TestClient) -> None:
     """http.html#version-parameter: a server that cannot honour the version answers 406."""
-    for accept in ("application/fhir+json;fhirVersion=3.0", "application/fhir+json; fhirVersion=1.0"):
+    for accept in (
+        "application/fhir+json;fhirVersion=3.0",
+        "application/fhir+json; fhirVersion=1.0",
+    ):
         r = client.get("/fhir/metadata", headers={"Accept": accept})
         assert r.status_code == 406, accept
         outcome(r)
@@ -279,6 +283,52 @@ def test_content_type_with_another_fhir_version_is_415(client: TestClient) -> No
         headers={"Content-Type": "application/fhir+json; fhirVersion=4.0"},
     )
     assert ok.status_code == 201
+
+
+# --- 7. Binary raw content ----------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+
+def test_binary_posted_raw_is_stored_and_served_raw(client: TestClient) -> None:
+    """binary.html#rest: raw content in, a Binary stored; raw content out unless FHIR asked."""
+    r = client.post(
+        "/fhir/Binary",
+        content=PNG,
+        headers={"Content-Type": "image/png", "X-Security-Context": "Patient/p1"},
+    )
+    assert r.status_code == 201, r.text
+    stored = r.json()
+    assert stored["resourceType"] == "Binary"
+    assert stored["contentType"] == "image/png"
+    assert base64.b64decode(stored["data"]) == PNG
+    assert stored["securityContext"] == {"reference": "Patient/p1"}
+    bid = stored["id"]
+    raw = client.get(f"/fhir/Binary/{bid}", headers={"Accept": "image/png"})
+    assert raw.status_code == 200
+    assert raw.content == PNG
+    assert raw.headers["content-type"] == "image/png"
+    assert raw.headers["x-security-context"] == "Patient/p1"
+    assert raw.headers["etag"] == 'W/"1"'
+    assert client.get(f"/fhir/Binary/{bid}", headers={"Accept": "*/*"}).content == PNG
+    fhir = client.get(f"/fhir/Binary/{bid}", headers={"Accept": "application/fhir+json"})
+    assert fhir.json()["contentType"] == "image/png"
+    assert client.get(f"/fhir/Binary/{bid}?_format=json").json()["resourceType"] == "Binary"
+
+
+def test_binary_put_raw_creates_and_updates(client: TestClient) -> None:
+    r = client.put(
+        "/fhir/Binary/note", content="第一版".encode(), headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 201, r.text
+    r = client.put(
+        "/fhir/Binary/note", content="第二版".encode(), headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 200
+    raw = client.get("/fhir/Binary/note", headers={"Accept": "text/plain"})
+    assert raw.content.decode() == "第二版"
+    assert raw.headers["content-type"].startswith("text/plain")
+    assert "x-security-context" not in raw.headers
 
 
 # --- 8. base URL, proxies and Host --------------------------------------------------------------
@@ -446,7 +496,7 @@ def test_referral_slip_html_is_served_with_a_restrictive_csp(client: TestClient)
 )
 def test_duplicate_json_keys_are_refused(client: TestClient, body: bytes) -> None:
     """RFC 8259 §4: names SHOULD be unique; a FHIR resource never repeats a property."""
-    r = client.post("/fhir/Patient", content=body, headers={"Content-Type": "application/fhir+json"})
+    r = client.post("/fhir/Patient", content=body, headers={"Content-Type": FHIR_JSON})
     assert r.status_code == 400, r.text
     text = diagnostics(r)
     assert "Duplicate" in text and ("'gender'" in text or "'family'" in text)
@@ -459,12 +509,12 @@ def test_quotes_and_colons_inside_strings_are_not_duplicates(client: TestClient)
         "name": [{"text": 'he said "a": "b" : \\" :'}, {"text": "\u0022:x"}],
         "gender": "male",
     }
-    r = client.post("/fhir/Patient", content=orjson.dumps(patient),
-                    headers={"Content-Type": "application/fhir+json"})
+    r = client.post(
+        "/fhir/Patient", content=orjson.dumps(patient), headers={"Content-Type": FHIR_JSON}
+    )
     assert r.status_code == 201, r.text
     escaped = b'{"resourceType":"Patient","name":[{"text":"\\u5f20\\u0022:"}]}'
-    r = client.post("/fhir/Patient", content=escaped,
-                    headers={"Content-Type": "application/fhir+json"})
+    r = client.post("/fhir/Patient", content=escaped, headers={"Content-Type": FHIR_JSON})
     assert r.status_code == 201, r.text
 
 

@@ -28,6 +28,7 @@ _JSON_TYPES = (
     "text/json",
 )
 _ANY = ("*/*", "application/*")
+_XML_TYPES = ("application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir")
 
 
 #: the fhirVersion parameter values of R4 (http.html#version-parameter)
@@ -73,6 +74,22 @@ def negotiate(request: Request) -> None:
             f"Cannot produce '{accept}'; this server speaks application/fhir+json, "
             f"fhirVersion={FHIR_VERSIONS[0]}",
         )
+
+
+def wants_raw(request: Request) -> bool:
+    """Read of a Binary: its raw content unless _format or Accept names a FHIR format
+    (binary.html#rest); as HAPI does, `*/*` or no Accept at all means the raw content."""
+    if request.query_params.get("_format") is not None:
+        return False
+    kinds = [media_type(part)[0] for part in request.headers.get("accept", "").split(",")]
+    return not any(k in _JSON_TYPES or k in _XML_TYPES for k in kinds)
+
+
+def fhir_body(request: Request) -> bool:
+    """Whether a body is FHIR (or has no Content-Type); any other body of a Binary
+    create/update is its raw content. XML counts as FHIR (then 415), as HAPI reads it."""
+    raw = request.headers.get("content-type")
+    return raw is None or media_type(raw)[0] in (*_JSON_TYPES, *_XML_TYPES)
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> str:

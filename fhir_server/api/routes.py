@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -44,10 +45,30 @@ def _context(request: Request) -> RequestContext:
     return RequestContext(base_url=base)
 
 
-async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
+async def _body(
+    request: Request, rtype: str | None = None, rid: str | None = None
+) -> dict[str, Any]:
+    settings = _services(request).settings
+    if rtype == "Binary" and not http.fhir_body(request):
+        return _binary(request, await http.read_body(request, settings), rid)
     http.check_content_type(request)
-    raw = await http.read_body(request, _services(request).settings)
+    raw = await http.read_body(request, settings)
     return check_body(parse_json(raw), rtype)
+
+
+def _binary(request: Request, raw: bytes, rid: str | None) -> dict[str, Any]:
+    """A body in its own media type, stored as a Binary (binary.html#rest); like HAPI, the
+    X-Security-Context header gives its securityContext."""
+    content_type = " ".join(request.headers["content-type"].split())
+    binary: dict[str, Any] = {"resourceType": "Binary", "contentType": content_type}
+    if rid is not None:
+        binary["id"] = rid
+    if raw:
+        binary["data"] = base64.b64encode(raw).decode("ascii")
+    context = request.headers.get("x-security-context", "").strip()
+    if context:
+        binary["securityContext"] = {"reference": context}
+    return binary
 
 
 async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
@@ -74,7 +95,7 @@ async def _write(
         check_id(rid)
     resource = None
     if body:
-        resource = await _body(request, rtype)
+        resource = await _body(request, rtype, rid)
         validate(resource)
     services, ctx = _services(request), _context(request)
     result = await _in_write(request, lambda s: work(s, services, ctx, resource))
@@ -264,17 +285,21 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
 async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     if rid.startswith("$"):  # a type-level operation invoked with GET
         return await _operation(request, "type", rtype, None, rid)
-    http.negotiate(request)
+    raw = rtype == "Binary" and http.wants_raw(request)
+    if not raw:
+        http.negotiate(request)
     check_type(rtype)
     check_id(rid)
     stored = read.read(_services(request).store.reader(), rtype, rid)
-    return _read_response(request, stored)
+    return _read_response(request, stored, raw)
 
 
-def _read_response(request: Request, stored: Any) -> Response:
+def _read_response(request: Request, stored: Any, raw: bool = False) -> Response:
     headers = http.resource_headers(stored, "", False)
     if http.not_modified(request, stored):
         return Response(status_code=304, headers=headers)
+    if raw:
+        return _raw_binary(stored, headers)
     body = stored.json
     summary = request.query_params.get("_summary")
     elements = request.query_params.get("_elements")
@@ -286,13 +311,27 @@ def _read_response(request: Request, stored: Any) -> Response:
     return http.fhir_response(request, body, 200, headers)
 
 
+def _raw_binary(stored: Any, headers: dict[str, str]) -> Response:
+    """A Binary's content in its own media type, with its securityContext in
+    X-Security-Context (binary.html#rest)."""
+    binary = orjson.loads(stored.json)
+    media = binary.get("contentType") or "application/octet-stream"
+    headers = {**headers, **http.document_headers(media)}
+    context = (binary.get("securityContext") or {}).get("reference")
+    if context:
+        headers["X-Security-Context"] = context
+    return Response(base64.b64decode(binary.get("data", "")), 200, headers, media)
+
+
 @router.api_route("/{rtype}/{rid}/_history/{version}", methods=_READ)
 async def vread(request: Request, rtype: str, rid: str, version: str) -> Response:
-    http.negotiate(request)
+    raw = rtype == "Binary" and http.wants_raw(request)
+    if not raw:
+        http.negotiate(request)
     check_type(rtype)
     check_id(rid)
     stored = read.vread(_services(request).store.reader(), rtype, rid, version)
-    return _read_response(request, stored)
+    return _read_response(request, stored, raw)
 
 
 @router.api_route("/{rtype}/{rid}/_history", methods=_READ)
