@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import bootstrap, conformance, referral
 from .api import http
@@ -58,7 +60,12 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services.close()
 
     app = FastAPI(
-        title="FHIR R4 server", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+        title="FHIR R4 server",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,  # a 307 built from the Host header; _Edge serves the path
     )
     app.state.services = wire(services) if services else open_services(settings)
     services = app.state.services
@@ -69,6 +76,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         conformance.profiles([services.settings.profiles_dir]),
     )
     app.include_router(router, prefix="/fhir")
+    app.add_middleware(_Edge, settings=services.settings)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
@@ -81,7 +89,11 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
             404: f"No route for {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        return http.error_response(request, error(exc.status_code, code, detail))
+        failure = error(exc.status_code, code, detail)
+        failure.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110 §15.5.6: Allow lists what the path accepts
+            failure.headers["Allow"] = _allowed_methods(app, request)
+        return http.error_response(request, failure)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -90,11 +102,62 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return http.error_response(
-            request, error(500, "exception", "Internal server error; see the server log")
-        )
+        failure = error(500, "exception", "Internal server error; see the server log")
+        failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge
+        return http.error_response(request, failure)
 
     return app
+
+
+class _Edge:
+    """What holds for every request before routing: the public base URL by one rule (400 for
+    a Host not allowed), a trailing slash served as the path without it (as HAPI does; no
+    redirect), and `X-Content-Type-Options: nosniff` on every response."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if _NOSNIFF not in headers:
+                    headers.append(_NOSNIFF)
+                message["headers"] = headers
+            await send(message)
+
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            raw = scope.get("raw_path") or path.encode()
+            scope = {**scope, "path": path.rstrip("/") or "/", "raw_path": raw.rstrip(b"/") or b"/"}
+        try:
+            base = http.public_base(scope, self.settings)
+        except FhirError as exc:
+            await http.error_response(Request(scope), exc)(scope, receive, nosniff)
+            return
+        scope = {**scope, "state": {**scope.get("state", {}), "base_url": base}}
+        await self.app(scope, receive, nosniff)
+
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route accepts on this path. Starlette names only the first route's
+    methods, and routes sit in an included router, so ask each route about each method."""
+    allowed = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 def app_from_env() -> FastAPI:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import socket
 import sys
+from typing import Any
 
+import h11
+import orjson
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
+from .errors import Issue, operation_outcome
 from .settings import Settings
 from .storage.sqlite import SqliteStore
 
@@ -19,10 +26,104 @@ class Config(uvicorn.Config):
     client's delayed ACK (about 40 ms). Set it on the listening socket: Linux passes it on to
     the accepted connections."""
 
+    #: seconds for a request head to arrive (read by FhirH11Protocol)
+    read_timeout: float = 30.0
+
     def bind_socket(self) -> socket.socket:
         sock = super().bind_socket()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> Config:
+    """The one uvicorn configuration, used by `serve` and by the tests' live servers. Proxy
+    headers are left to the app (api/http.py public_base), which checks them against
+    allowed_hosts; connections beyond max_connections get 503."""
+    config = Config(
+        app,
+        **{
+            "host": settings.host,
+            "port": settings.port,
+            "http": FhirH11Protocol,
+            "limit_concurrency": settings.max_connections,
+            "proxy_headers": False,
+            "log_level": "warning",
+            **options,
+        },
+    )
+    config.read_timeout = settings.read_timeout_seconds
+    return config
+
+
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+
+def _percent_encode(line: bytes) -> bytes:
+    return _NON_ASCII.sub(lambda m: b"%%%02X" % m.group()[0], line)
+
+
+def _request_timeout() -> bytes:
+    body = orjson.dumps(
+        operation_outcome([Issue("timeout", "The request head did not arrive in time")])
+    )
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Content-Type: application/fhir+json; charset=utf-8\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class FhirH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with two additions for real clients.
+
+    - Raw UTF-8 in the request line (`curl 'http://…/Patient?family=张'`) is percent-encoded
+      before h11 parses it, as a browser would have sent it (RFC 3986 §2.5); h11 (and
+      httptools) refuse such bytes. Only a request line that starts a packet is rewritten, so
+      a pipelined request after another one still gets the parser's 400.
+    - A request head must arrive within `read_timeout` seconds (uvicorn has no such timeout:
+      a client trickling header bytes held its connection forever); then 408 and close.
+    """
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _in_request_line = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            self._in_request_line |= not self.conn.trailing_data[0]
+            self._start_head_timer()
+        if self._in_request_line:
+            line, newline, rest = data.partition(b"\n")
+            data = _percent_encode(line) + newline + rest
+            self._in_request_line = not newline
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._stop_head_timer()
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            timeout = getattr(self.config, "read_timeout", Config.read_timeout)
+            self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.write(_request_timeout())
+            self.transport.close()
 
 
 def serve(settings: Settings) -> int:
@@ -44,13 +145,8 @@ def serve(settings: Settings) -> int:
         f"(database {settings.database}, {settings.workers} worker(s))",
         file=sys.stderr,
     )
-    config = Config(
-        "fhir_server.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
+    config = uvicorn_config(
+        "fhir_server.app:app_from_env", settings, factory=True, workers=settings.workers
     )
     if settings.workers > 1:
         Multiprocess(config, sockets=[config.bind_socket()]).run()

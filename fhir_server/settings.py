@@ -27,6 +27,13 @@ class Settings:
     #: seconds a write waits for the database lock held by another process before it
     #: answers 503 with Retry-After
     lock_timeout_seconds: float = 10.0
+    #: hosts (comma-separated) the server answers for when public_base_url is unset, besides
+    #: `host`; links are built from the Host / Forwarded headers only for these; `*`: any
+    allowed_hosts: str = "127.0.0.1,localhost,testserver"
+    #: seconds a client may take to send a request head, or pause while sending a body (408)
+    read_timeout_seconds: int = 30
+    #: open connections at most (per worker); requests beyond get 503
+    max_connections: int = 1000
     #: server processes sharing the database (SQLite WAL: many readers, one writer at a time)
     workers: int = 1
     #: `serve` loads the demo consortium (fhir_server/demo.py) into a database without Patients

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from fhir_server.app import build_app, open_services
 from fhir_server.interactions.hooks import transaction
 from fhir_server.interactions.write import save
+from fhir_server.serve import uvicorn_config
 from fhir_server.services import Parts, Services
 from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import SqliteStore
@@ -100,17 +102,16 @@ def client_with(tmp_path: Path, parts: Parts) -> Iterator[Callable[..., TestClie
         c.__exit__(None, None, None)
 
 
-@pytest.fixture
-def live_server(tmp_path: Path, parts: Parts) -> Iterator[str]:
-    """uvicorn on a free loopback port, for tests that need real concurrent connections."""
+def _serve_live(services: Services) -> Iterator[str]:
+    """uvicorn, configured as `serve` does, on a free loopback port, in a thread."""
     import uvicorn
 
-    services = make_services(tmp_path / "live.db", parts)
     app = build_app(services.settings, services)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = uvicorn_config(app, replace(services.settings, host="127.0.0.1", port=port))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
@@ -119,3 +120,24 @@ def live_server(tmp_path: Path, parts: Parts) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}/fhir"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, parts: Parts) -> Iterator[str]:
+    """uvicorn on a free loopback port, for tests that need real concurrent connections."""
+    yield from _serve_live(make_services(tmp_path / "live.db", parts))
+
+
+@pytest.fixture
+def live_server_with(tmp_path: Path, parts: Parts) -> Iterator[Callable[..., str]]:
+    """A factory for live servers with some settings changed; each gets its own database."""
+    running: list[Iterator[str]] = []
+
+    def make(**settings: object) -> str:
+        services = make_services(tmp_path / f"live{len(running)}.db", parts, **settings)
+        running.append(_serve_live(services))
+        return next(running[-1])
+
+    yield make
+    for server in running:
+        next(server, None)

@@ -38,7 +38,7 @@ def test_example_roundtrips_put_then_get(client: TestClient, path: Path) -> None
                    headers={"Content-Type": "application/fhir+json"})
     assert r.status_code == 201, r.text[:3000]
     assert r.headers["etag"] == 'W/"1"'
-    got = client.get(url)
+    got = client.get(url, headers={"Accept": "application/fhir+json"})  # else a Binary is raw
     assert got.status_code == 200, got.text[:3000]
     body = got.json()
     assert body["meta"]["versionId"] == "1" and body["meta"]["lastUpdated"]

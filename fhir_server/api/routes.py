@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,6 +29,8 @@ from . import http
 
 router = APIRouter()
 T = TypeVar("T")
+#: HEAD wherever GET (http.html: HEAD answers as GET would, without the body)
+_READ = ["GET", "HEAD"]
 _PATCH_TYPES = ("application/json-patch+json", *http._JSON_TYPES)
 
 
@@ -36,15 +40,35 @@ def _services(request: Request) -> Services:
 
 
 def _context(request: Request) -> RequestContext:
+    """The base URL was worked out once for the request (app.py, http.public_base)."""
+    base: str = request.state.base_url
+    return RequestContext(base_url=base)
+
+
+async def _body(
+    request: Request, rtype: str | None = None, rid: str | None = None
+) -> dict[str, Any]:
     settings = _services(request).settings
-    base = settings.public_base_url or str(request.base_url).rstrip("/") + "/fhir"
-    return RequestContext(base_url=base.rstrip("/"))
-
-
-async def _body(request: Request, rtype: str | None = None) -> dict[str, Any]:
+    if rtype == "Binary" and not http.fhir_body(request):
+        return _binary(request, await http.read_body(request, settings), rid)
     http.check_content_type(request)
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    raw = await http.read_body(request, settings)
     return check_body(parse_json(raw), rtype)
+
+
+def _binary(request: Request, raw: bytes, rid: str | None) -> dict[str, Any]:
+    """A body in its own media type, stored as a Binary (binary.html#rest); like HAPI, the
+    X-Security-Context header gives its securityContext."""
+    content_type = " ".join(request.headers["content-type"].split())
+    binary: dict[str, Any] = {"resourceType": "Binary", "contentType": content_type}
+    if rid is not None:
+        binary["id"] = rid
+    if raw:
+        binary["data"] = base64.b64encode(raw).decode("ascii")
+    context = request.headers.get("x-security-context", "").strip()
+    if context:
+        binary["securityContext"] = {"reference": context}
+    return binary
 
 
 async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
@@ -72,7 +96,7 @@ async def _write(
     services, ctx = _services(request), _context(request)
     resource = None
     if body:
-        resource = services.validator(await _body(request, rtype))
+        resource = services.validator(await _body(request, rtype, rid))
     result = await _in_write(request, lambda s: work(s, services, ctx, resource))
     return _result(request, ctx, result)
 
@@ -87,6 +111,7 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
         )
     preference = http.prefer(request).get("return", "representation")
     body: bytes | dict[str, Any] | None
+    status = result.status
     if preference == "minimal":
         body = None
     elif preference == "OperationOutcome":
@@ -95,17 +120,18 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
             if isinstance(result.body, dict)
             else information(f"{request.method} succeeded with status {result.status}")
         )
+        status = 200 if status == 204 else status  # a 204 has no body to carry it
     elif stored is not None and stored.json is not None:
         body = stored.json
     else:
         body = result.body
-    return http.fhir_response(request, body, result.status, headers)
+    return http.fhir_response(request, body, status, headers)
 
 
 # --- whole system -------------------------------------------------------------------------
 
 
-@router.get("/metadata")
+@router.api_route("/metadata", methods=_READ)
 async def capabilities(request: Request) -> Response:
     http.negotiate(request)
     return http.fhir_response(request, request.app.state.capabilities)
@@ -125,12 +151,12 @@ async def batch_or_transaction(request: Request) -> Response:
     return http.fhir_response(request, result)
 
 
-@router.get("")
+@router.api_route("", methods=_READ)
 async def search_system(request: Request) -> Response:
     return await _search(request, None)
 
 
-@router.get("/_history")
+@router.api_route("/_history", methods=_READ)
 async def history_system(request: Request) -> Response:
     return await _history(request, None, None)
 
@@ -138,7 +164,7 @@ async def history_system(request: Request) -> Response:
 # --- type level ---------------------------------------------------------------------------
 
 
-@router.get("/{rtype}")
+@router.api_route("/{rtype}", methods=_READ)
 async def search_type(request: Request, rtype: str) -> Response:
     if rtype.startswith("$"):  # GET /fhir/$name: a system-level operation
         return await _operation(request, "system", None, None, rtype)
@@ -150,8 +176,14 @@ async def search_post(request: Request, rtype: str) -> Response:
     """POST /Type/_search: parameters in the URL and/or a form body (search.html#search)."""
     check_type(rtype)
     http.check_content_type(request, ("application/x-www-form-urlencoded",))
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
-    form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    raw = await http.read_body(request, _services(request).settings)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            400, "invalid", f"The form body is not UTF-8 (byte {exc.start}): {exc.reason}"
+        ) from None
+    form = parse_qsl(text, keep_blank_values=True)
     return await _search(request, rtype, list(request.query_params.multi_items()) + form)
 
 
@@ -178,7 +210,7 @@ async def _search(
     return http.fhir_response(request, await run_in_threadpool(run))
 
 
-@router.get("/{rtype}/_history")
+@router.api_route("/{rtype}/_history", methods=_READ)
 async def history_type(request: Request, rtype: str) -> Response:
     check_type(rtype)
     return await _history(request, rtype, None)
@@ -254,37 +286,55 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
 # --- instance level -----------------------------------------------------------------------
 
 
-@router.get("/{rtype}/{rid}")
+@router.api_route("/{rtype}/{rid}", methods=_READ)
 async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     if rid.startswith("$"):  # a type-level operation invoked with GET
         return await _operation(request, "type", rtype, None, rid)
-    http.negotiate(request)
+    raw = rtype == "Binary" and http.wants_raw(request)
+    if not raw:
+        http.negotiate(request)
     check_type(rtype)
     check_id(rid)
     store = _services(request).store
     stored = await run_in_threadpool(lambda: read.read(store.reader(), rtype, rid))
-    return _read_response(request, stored)
+    return _read_response(request, stored, raw)
 
 
-def _read_response(request: Request, stored: Any) -> Response:
+def _read_response(request: Request, stored: Any, raw: bool = False) -> Response:
     headers = http.resource_headers(stored, "", False)
     if http.not_modified(request, stored):
         return Response(status_code=304, headers=headers)
+    if raw:
+        return _raw_binary(stored, headers)
     body = shape_read(stored.json, dict(request.query_params))
     return http.fhir_response(request, body, 200, headers)
 
 
-@router.get("/{rtype}/{rid}/_history/{version}")
+def _raw_binary(stored: Any, headers: dict[str, str]) -> Response:
+    """A Binary's content in its own media type, with its securityContext in
+    X-Security-Context (binary.html#rest)."""
+    binary = orjson.loads(stored.json)
+    media = binary.get("contentType") or "application/octet-stream"
+    headers = {**headers, **http.document_headers(media)}
+    context = (binary.get("securityContext") or {}).get("reference")
+    if context:
+        headers["X-Security-Context"] = context
+    return Response(base64.b64decode(binary.get("data", "")), 200, headers, media)
+
+
+@router.api_route("/{rtype}/{rid}/_history/{version}", methods=_READ)
 async def vread(request: Request, rtype: str, rid: str, version: str) -> Response:
-    http.negotiate(request)
+    raw = rtype == "Binary" and http.wants_raw(request)
+    if not raw:
+        http.negotiate(request)
     check_type(rtype)
     check_id(rid)
     store = _services(request).store
     stored = await run_in_threadpool(lambda: read.vread(store.reader(), rtype, rid, version))
-    return _read_response(request, stored)
+    return _read_response(request, stored, raw)
 
 
-@router.get("/{rtype}/{rid}/_history")
+@router.api_route("/{rtype}/{rid}/_history", methods=_READ)
 async def history_instance(request: Request, rtype: str, rid: str) -> Response:
     check_type(rtype)
     check_id(rid)
@@ -294,12 +344,26 @@ async def history_instance(request: Request, rtype: str, rid: str) -> Response:
 @router.put("/{rtype}/{rid}")
 async def update(request: Request, rtype: str, rid: str) -> Response:
     if_match = request.headers.get("if-match")
-    return await _write(
-        request,
-        rtype,
-        rid,
-        lambda s, sv, ctx, body: write.update(s, sv, ctx, rtype, rid, body, if_match),
-    )
+    if_none_match = request.headers.get("if-none-match")
+
+    def work(s: Session, sv: Services, ctx: RequestContext, body: Any) -> Result:
+        if if_none_match is not None:
+            _check_none_match(s, rtype, rid, if_none_match)
+        return write.update(s, sv, ctx, rtype, rid, body, if_match)
+
+    return await _write(request, rtype, rid, work)
+
+
+def _check_none_match(session: Session, rtype: str, rid: str, header: str) -> None:
+    """412 when If-None-Match names the current version: `*` on PUT means "only create"
+    (RFC 9110 §13.1.2); a deleted resource has no current version."""
+    current = session.current(rtype, rid)
+    if current is not None and not current[1].deleted and http.none_match_fails(header, current[1]):
+        raise error(
+            412,
+            "conflict",
+            f"If-None-Match {header}: {rtype}/{rid} exists at version {current[1].version}",
+        )
 
 
 @router.delete("/{rtype}/{rid}")
@@ -325,7 +389,7 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
     """JSON Patch (application/json-patch+json) or FHIRPath Patch (a Parameters body)."""
     http.negotiate(request)
     media = http.check_content_type(request, _PATCH_TYPES)
-    raw = await http.read_body(request, _services(request).settings.max_body_bytes)
+    raw = await http.read_body(request, _services(request).settings)
     document = parse_json(raw)
     services, ctx = _services(request), _context(request)
     if_match = request.headers.get("if-match")
@@ -338,7 +402,7 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
 
 
 # after the instance routes, so /Type/id/_history is not taken for a compartment
-@router.get("/{ctype}/{cid}/{rtype}")
+@router.api_route("/{ctype}/{cid}/{rtype}", methods=_READ)
 async def search_compartment(request: Request, ctype: str, cid: str, rtype: str) -> Response:
     """Compartment search, e.g. GET /Patient/123/Observation (search.html#compartments),
     or an instance-level operation invoked with GET."""
@@ -373,10 +437,11 @@ async def _operation(
     if rid is not None:
         check_id(rid)
     services, ctx = _services(request), _context(request)
-    op = services.operations.find(name, level, rtype, request.method)
+    method = "GET" if request.method == "HEAD" else request.method
+    op = services.operations.find(name, level, rtype, method)
     body: Any = None
     if request.method == "POST":
-        raw = await http.read_body(request, services.settings.max_body_bytes)
+        raw = await http.read_body(request, services.settings)
         if raw:
             http.check_content_type(request)
             body = parse_json(raw)
@@ -396,11 +461,11 @@ async def _operation(
                 *({"name": k, "valueString": v} for k, v in query),
             ],
         }
-    call = Call(
-        services, ctx, rtype, rid, request.method, parameters, body, request.headers.get("if-match")
-    )
+    if_match = request.headers.get("if-match")
+    call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)
     if outcome.content is not None:
-        return Response(outcome.content, outcome.status, outcome.headers, outcome.media_type)
+        headers = {**outcome.headers, **http.document_headers(outcome.media_type)}
+        return Response(outcome.content, outcome.status, headers, outcome.media_type)
     http.negotiate(request)
     return http.fhir_response(request, outcome.resource, outcome.status, outcome.headers)

@@ -8,6 +8,7 @@ is validated again before it is stored.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -86,12 +87,14 @@ def check_if_match(prev: tuple[int, Stored] | None, if_match: str | None) -> Non
         )
 
 
+#: W/"3", "3" or 3; ASCII digits only (str.isdigit() accepts "²"), few enough for int()
+_ETAG = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
+
+
 def parse_etag(value: str) -> int | None:
-    tag = value.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    return int(tag) if tag.isdigit() else None
+    """The version an ETag names, or None when it names none (so the precondition fails)."""
+    match = _ETAG.fullmatch(value.strip())
+    return int(match.group(1)) if match else None
 
 
 def create(
@@ -220,11 +223,12 @@ def delete(
     rid: str,
     if_match: str | None = None,
 ) -> Result:
-    """DELETE: a deletion version; history stays, reads answer 410 (http.html#delete)."""
+    """DELETE: a deletion version; history stays, reads answer 410. Deleting what does not
+    exist (or no longer does) succeeds with 204 (http.html#delete: 200 or 204)."""
     prev = session.current(rtype, rid)
     check_if_match(prev, if_match)
     if prev is None:
-        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+        return Result(204)
     if prev[1].deleted:
         return Result(204, prev[1])
     _run_hooks(Change(session, services, ctx, "DELETE", rtype, rid, prev[1], None))

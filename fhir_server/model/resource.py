@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +12,40 @@ from ..errors import error
 
 
 def parse_json(body: bytes) -> Any:
-    """400 with the parser's position for anything that is not JSON."""
+    """400 with the parser's position for anything that is not JSON, and for an object that
+    repeats a name (RFC 8259 §4: names SHOULD be unique; a FHIR resource never repeats one)."""
     if not body:
         raise error(400, "structure", "The request body is empty")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise error(400, "structure", f"Malformed JSON: {exc}") from None
+    if _may_repeat_a_name(body, value):
+        _refuse_repeated_names(body)
+    return value
+
+
+def _may_repeat_a_name(body: bytes, value: Any) -> bool:
+    """A cheap test that is never wrong when it says no. A colon is a name's end or a character
+    of a string; without \\u escapes the body spells each such character `:`, as orjson does.
+    A repeated name is a member (with its colon) that the parsed object no longer has, so equal
+    colon counts in the body and in orjson's output prove that no name repeats."""
+    return b"\\u" in body or body.count(b":") != orjson.dumps(value).count(b":")
+
+
+def _refuse_repeated_names(body: bytes) -> None:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in pairs:
+            if name in out:
+                raise error(400, "structure", f"Duplicate JSON key '{name}' in an object")
+            out[name] = value
+        return out
+
+    try:
+        json.loads(body, object_pairs_hook=unique)
+    except (ValueError, RecursionError):
+        raise error(400, "structure", "Malformed JSON") from None
 
 
 def now() -> str:

@@ -100,11 +100,13 @@ class Operations:
         self._ops.extend(other)
 
     def find(self, name: str, level: str, rtype: str | None, method: str) -> Operation:
-        """The registered operation, or 404 (unknown) / 405 (method not allowed)."""
+        """The registered operation, or 404 (unknown) / 405 (method not allowed, with Allow)."""
         for op in self._ops:
             if op.name == name and op.level == level and (op.types is None or rtype in op.types):
                 if method not in op.methods:
-                    raise error(405, "not-supported", f"{name} does not accept {method}")
+                    refused = error(405, "not-supported", f"{name} does not accept {method}")
+                    refused.headers["Allow"] = ", ".join(op.methods)
+                    raise refused
                 return op
         where = f" on {rtype}" if rtype else ""
         raise error(
