@@ -20,7 +20,7 @@ from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type, validate
-from ..operations.registry import Call
+from ..operations.registry import Call, operation_input
 from ..operations.registry import find as find_operation
 from ..services import Services
 from ..storage.sqlite import Session
@@ -381,22 +381,10 @@ async def _operation(
         if raw:
             http.check_content_type(request)
             body = parse_json(raw)
-    parameters = (
-        body
-        if isinstance(body, dict) and body.get("resourceType") == "Parameters"
-        else {"resourceType": "Parameters", "parameter": []}
-    )
     query = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
     ]
-    if query:
-        parameters = {
-            **parameters,
-            "parameter": [
-                *(parameters.get("parameter") or []),
-                *({"name": k, "valueString": v} for k, v in query),
-            ],
-        }
+    parameters = operation_input(body, query)
     call = Call(
         services, ctx, rtype, rid, request.method, parameters, body, request.headers.get("if-match")
     )
