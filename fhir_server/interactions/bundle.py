@@ -329,12 +329,7 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
         doc = e.resource
         if doc is None:
             raise error(400, "required", "PATCH entry needs a resource (Parameters or Binary)")
-        json_patch = False
-        if doc.get("resourceType") == "Binary":
-            json_patch = True
-            import base64
-
-            doc = orjson.loads(base64.b64decode(doc.get("data", "")))
+        json_patch = doc.get("resourceType") == "Binary"  # write.patch decodes Binary.data
         rid = e.rid
         if rid is None:
             assert e.query is not None

@@ -13,9 +13,9 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import error, information
-from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
+from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch, json_patch_in_binary
 from ..model.resource import dumps, now, with_meta
-from ..model.validate import validate
+from ..model.validate import check_depth, validate
 from ..search.composite import composite_rows
 from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
@@ -230,7 +230,11 @@ def patch(
     json_patch: bool,
     if_match: str | None = None,
 ) -> Result:
-    """PATCH with JSON Patch or FHIRPath Patch; the result is validated like any update."""
+    """PATCH with JSON Patch (in a batch: inside a Binary) or FHIRPath Patch; the result is
+    validated like any update."""
+    check_depth(document)
+    if json_patch and isinstance(document, dict) and document.get("resourceType") == "Binary":
+        validate(document)
     prev = session.current(rtype, rid)
     if prev is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
@@ -241,6 +245,8 @@ def patch(
     current = orjson.loads(prev[1].json)
     try:
         if json_patch:
+            if isinstance(document, dict) and document.get("resourceType") == "Binary":
+                document = json_patch_in_binary(document)
             if not isinstance(document, list):
                 raise PatchError("A JSON Patch document must be an array of operations", None)
             patched = apply_json_patch(current, document)
