@@ -321,3 +321,15 @@ def test_batch_json_patch_in_a_binary_still_applies(client: TestClient) -> None:
     r = client.post("/fhir", json=batch_patch("Patient", patient["id"], binary))
     assert r.json()["entry"][0]["response"]["status"] == "200", r.text
     assert client.get(f"/fhir/Patient/{patient['id']}").json()["active"] is False
+
+
+def test_a_number_where_a_url_is_needed_is_400(client: TestClient) -> None:
+    endpoint = {
+        "resourceType": "Endpoint",
+        "status": "active",
+        "connectionType": {"code": "hl7-fhir-rest"},
+        "payloadType": [{"text": "any"}],
+        "address": 5,
+    }
+    refused(client.post("/fhir/Endpoint", json=endpoint), "Endpoint")
+    assert count(client, "Endpoint") == 0

@@ -248,8 +248,11 @@ def _model_issues(model: Any, resource: dict[str, Any], where: str) -> list[Issu
                     _expression(where, loc),
                 )
             )
-    except (ValueError, TypeError, KeyError) as exc:  # validators outside pydantic's protocol
-        issues.append(Issue("invalid", str(exc), "error", where))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # a fhir.resources validator failing outside pydantic's error protocol, e.g. the url
+        # type calling .startswith on a number: the element is unknown, the resource is not
+        message = f"A value does not have the JSON type its element needs ({exc})"
+        issues.append(Issue("invalid", message, "error", where))
     return issues
 
 
