@@ -22,7 +22,7 @@ from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type
-from ..operations.registry import Call
+from ..operations.registry import Call, operation_input
 from ..services import Services
 from ..storage.sqlite import Session
 from . import http
@@ -445,22 +445,10 @@ async def _operation(
         if raw:
             http.check_content_type(request)
             body = parse_json(raw)
-    parameters = (
-        body
-        if isinstance(body, dict) and body.get("resourceType") == "Parameters"
-        else {"resourceType": "Parameters", "parameter": []}
-    )
     query = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
     ]
-    if query:
-        parameters = {
-            **parameters,
-            "parameter": [
-                *(parameters.get("parameter") or []),
-                *({"name": k, "valueString": v} for k, v in query),
-            ],
-        }
+    parameters = operation_input(body, query)
     if_match = request.headers.get("if-match")
     call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)

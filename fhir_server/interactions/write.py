@@ -18,7 +18,7 @@ from ..context import RequestContext
 from ..errors import error, information
 from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
 from ..model.resource import dumps, now, with_meta
-from ..model.validate import Validated
+from ..model.validate import Validated, check_depth
 from ..search.composite import composite_rows
 from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
@@ -260,7 +260,9 @@ def patch(
     json_patch: bool,
     if_match: str | None = None,
 ) -> Result:
-    """PATCH with JSON Patch or FHIRPath Patch; the result is validated like any update."""
+    """PATCH with JSON Patch or FHIRPath Patch (a batch entry's Binary is decoded by
+    bundle.py); the result is validated like any update."""
+    check_depth(document)
     prev = session.current(rtype, rid)
     if prev is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")

@@ -229,10 +229,12 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -
     doc = copy.deepcopy(resource)
     params = parameters.get("parameter", [])
     if not isinstance(params, list):
-        raise PatchError("Parameters.parameter must be an array")
+        raise PatchError("Parameters.parameter must be an array", "Parameters.parameter")
     for number, param in enumerate(params):
         if not isinstance(param, dict) or param.get("name") != "operation":
-            raise PatchError(f"parameter {number} is not named 'operation'")
+            raise PatchError(
+                f"parameter {number} is not named 'operation'", f"Parameters.parameter[{number}]"
+            )
         _FhirPathOperation(param, number).apply(doc)
     return doc
 
@@ -242,23 +244,36 @@ class _FhirPathOperation:
 
     def __init__(self, param: dict[str, Any], number: int) -> None:
         self.path = ""
+        #: where the operation's parts are in the Parameters, for errors in their shape
+        self.where = f"Parameters.parameter[{number}].part"
         self.parts: dict[str, dict[str, Any]] = {}
-        for part in param.get("part", []):
-            name = part.get("name") if isinstance(part, dict) else None
+        self.index: dict[str, int] = {}
+        parts = param.get("part", [])
+        if not isinstance(parts, list):
+            raise PatchError(f"operation {number}: part must be an array", self.where)
+        for i, part in enumerate(parts):
+            if not isinstance(part, dict):
+                raise PatchError(f"operation {number}: a part must be an object", self._at(i))
+            name = part.get("name")
             if name not in _OPERATION_PARTS:
-                raise PatchError(f"operation {number}: unknown part {name!r}")
+                raise PatchError(f"operation {number}: unknown part {name!r}", self._at(i))
             if name in self.parts:
-                raise PatchError(f"operation {number}: part {name!r} repeats")
+                raise PatchError(f"operation {number}: part {name!r} repeats", self._at(i))
             self.parts[name] = part
+            self.index[name] = i
         self.type = self._string("type", required=True)
         self.path = self._string("path", required=True)
+
+    def _at(self, index: int) -> str:
+        return f"{self.where}[{index}]"
 
     def _string(self, name: str, *, required: bool = False) -> str:
         part = self.parts.get(name)
         values = [v for k, v in (part or {}).items() if k.startswith("value")]
         if len(values) != 1 or not isinstance(values[0], str) or not values[0]:
             if required or part is not None:
-                raise PatchError(f"operation part {name!r} is missing or not a string", self.path)
+                where = self.where if part is None else self._at(self.index[name])
+                raise PatchError(f"operation part {name!r} is missing or not a string", where)
             return ""
         return values[0]
 
@@ -399,8 +414,8 @@ class _FhirPathOperation:
     def _value(self, klass: type | None) -> tuple[JSON, JSON]:
         part = self.parts.get("value")
         if part is None:
-            raise PatchError(f"{self.type} needs a 'value' part", self.path)
-        return _part_value(part, klass, self.path)
+            raise PatchError(f"{self.type} needs a 'value' part", self.where)
+        return _part_value(part, klass, self._at(self.index["value"]))
 
 
 class _ChildInfo(typing.NamedTuple):
@@ -412,7 +427,7 @@ class _ChildInfo(typing.NamedTuple):
 def _part_value(part: dict[str, Any], klass: type | None, path: str) -> tuple[JSON, JSON]:
     """Value of a Parameters part: ``value[x]`` (with ``_value[x]`` extensions), ``resource``,
     or -- for anonymous/backbone types -- nested parts, one per child element (fhirpatch.html
-    "value" row)."""
+    "value" row). ``path`` is the part's location in the Parameters, for errors."""
     values = [(k, v) for k, v in part.items() if k.startswith("value")]
     if len(values) > 1:
         raise PatchError(f"part {part.get('name')!r} has several value[x]", path)
@@ -423,22 +438,27 @@ def _part_value(part: dict[str, Any], klass: type | None, path: str) -> tuple[JS
         return copy.deepcopy(part["resource"]), None
     if "part" not in part:
         raise PatchError(f"part {part.get('name')!r} has no value", path)
+    if not isinstance(part["part"], list):
+        raise PatchError("a value's parts must be an array of parts", f"{path}.part")
     result: dict[str, Any] = {}
     fields = _fields(klass) if klass is not None else {}
-    for sub in part["part"]:
+    for i, sub in enumerate(part["part"]):
+        at = f"{path}.part[{i}]"
+        if not isinstance(sub, dict):
+            raise PatchError("a nested value part must be an object", at)
         name = sub.get("name")
         if not isinstance(name, str):
-            raise PatchError("nested value part without a name", path)
+            raise PatchError("nested value part without a name", f"{at}.name")
         suffix = next((k[5:] for k in sub if k.startswith("value") and len(k) > 5), None)
         if klass is not None:
-            info = _field_child(klass, fields, name, suffix, path)
+            info = _field_child(klass, fields, name, suffix, f"{at}.name")
         else:
             info = _ChildInfo(name, name in result and isinstance(result[name], list), None)
-        value, ext = _part_value(sub, info.klass, path)
+        value, ext = _part_value(sub, info.klass, at)
         if info.is_list:
             _list_insert(result, info.key, len(result.get(info.key, [])), value, ext)
         elif info.key in result:
-            raise PatchError(f"element {name!r} repeats but is not a list", path)
+            raise PatchError(f"element {name!r} repeats but is not a list", at)
         else:
             _set(result, info.key, None, value, ext)
     return result, None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import RequestContext
 from ..errors import error
+from ..model.validate import check_depth
 
 if TYPE_CHECKING:  # typing only: Services holds the operations table
     from ..services import Services
@@ -29,6 +30,9 @@ class Call:
     body: Any = None
     if_match: str | None = None
 
+    def __post_init__(self) -> None:
+        check_parameters(self.parameters.get("parameter"), "Parameters.parameter")
+
     def values(self, name: str) -> list[dict[str, Any]]:
         """Every parameter called `name` (each a Parameters.parameter object)."""
         return [p for p in self.parameters.get("parameter") or [] if p.get("name") == name]
@@ -43,6 +47,41 @@ class Call:
                     return v
             return p.get("part")
         return None
+
+
+def operation_input(body: Any, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """The input of an invocation as one Parameters resource: the body if it is one, plus the
+    query parameters as valueString parameters (operations.html#executing). 400 when the body
+    nests too deeply or its parameters are not parameter objects."""
+    if body is not None:
+        check_depth(body)
+    parameters = (
+        body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters"
+        else {"resourceType": "Parameters"}
+    )
+    check_parameters(parameters.get("parameter"), "Parameters.parameter")
+    given = list(parameters.get("parameter") or [])
+    return {**parameters, "parameter": given + [{"name": k, "valueString": v} for k, v in query]}
+
+
+def check_parameters(parameters: Any, where: str) -> None:
+    """400 unless `parameters` (Parameters.parameter or a .part) is absent or a list of objects,
+    each with a string name and parts of the same shape. Checked once here, so operation
+    handlers can rely on the shape."""
+    pending = [(parameters, where)]
+    while pending:
+        items, at = pending.pop()
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise error(400, "structure", "Must be an array of parameter objects", at)
+        for i, p in enumerate(items):
+            if not isinstance(p, dict):
+                raise error(400, "structure", "A parameter must be a JSON object", f"{at}[{i}]")
+            if not isinstance(p.get("name"), str):
+                raise error(400, "required", "A parameter needs a string name", f"{at}[{i}].name")
+            pending.append((p.get("part"), f"{at}[{i}].part"))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ SQLite FTS5 trigram table so that substrings, Chinese included, are found as use
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -12,8 +13,6 @@ from .values import normalize_string
 MAX_TERMS = 10
 MAX_TERM_LENGTH = 100
 _TAG = re.compile(r"<[^>]+>")
-_ENTITY = re.compile(r"&(nbsp|amp|lt|gt|quot|#\d+);")
-_ENTITIES = {"nbsp": " ", "amp": "&", "lt": "<", "gt": ">", "quot": '"'}
 
 
 def narrative_text(resource: dict[str, Any]) -> str:
@@ -22,13 +21,8 @@ def narrative_text(resource: dict[str, Any]) -> str:
     div = text.get("div") if isinstance(text, dict) else None
     if not isinstance(div, str):
         return ""
-    plain = _ENTITY.sub(_entity, _TAG.sub(" ", div))
-    return normalize_string(plain)
-
-
-def _entity(m: re.Match[str]) -> str:
-    name = m.group(1)
-    return chr(int(name[1:])) if name.startswith("#") else _ENTITIES[name]
+    # html.unescape never fails: a reference to no character becomes U+FFFD (HTML5 rules)
+    return normalize_string(html.unescape(_TAG.sub(" ", div)))
 
 
 def content_text(resource: dict[str, Any]) -> str:
