@@ -333,3 +333,20 @@ def test_a_number_where_a_url_is_needed_is_400(client: TestClient) -> None:
     }
     refused(client.post("/fhir/Endpoint", json=endpoint), "Endpoint")
     assert count(client, "Endpoint") == 0
+
+
+def test_a_transaction_entry_nested_hundreds_deep_is_400(client: TestClient) -> None:
+    """Reference rewriting walks an entry before it is validated: 400 levels deep that walk
+    overflowed Python's stack (500)."""
+    depth = 200  # 400 JSON levels, built by hand: json.dumps itself cannot go this deep
+    node = '{"url":"http://example.org/x","extension":[' * depth + '{"valueString":"x"}'
+    node += "]}" * depth
+    body = (
+        '{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:1",'
+        f'"resource":{{"resourceType":"Patient","extension":[{node}]}},'
+        '"request":{"method":"PUT","url":"Patient/deep"}}]}'
+    )
+    headers = {"Content-Type": "application/fhir+json"}
+    response = client.post("/fhir", content=body.encode(), headers=headers)
+    assert response.status_code == 400, response.text
+    assert client.get("/fhir/Patient/deep").status_code == 404

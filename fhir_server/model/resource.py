@@ -12,8 +12,9 @@ from ..errors import error
 
 
 def parse_json(body: bytes) -> Any:
-    """400 with the parser's position for anything that is not JSON, and for an object that
-    repeats a name (RFC 8259 §4: names SHOULD be unique; a FHIR resource never repeats one)."""
+    """400 with the parser's position for anything that is not JSON, for an object that
+    repeats a name (RFC 8259 §4: names SHOULD be unique; a FHIR resource never repeats one),
+    and for nesting deeper than 255 levels, which bounds every walker of a body."""
     if not body:
         raise error(400, "structure", "The request body is empty")
     try:
@@ -30,7 +31,11 @@ def _may_repeat_a_name(body: bytes, value: Any) -> bool:
     of a string; without \\u escapes the body spells each such character `:`, as orjson does.
     A repeated name is a member (with its colon) that the parsed object no longer has, so equal
     colon counts in the body and in orjson's output prove that no name repeats."""
-    return b"\\u" in body or body.count(b":") != orjson.dumps(value).count(b":")
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255): no FHIR is
+        raise error(400, "structure", "The JSON is too deeply nested") from None
+    return b"\\u" in body or body.count(b":") != again.count(b":")
 
 
 def _refuse_repeated_names(body: bytes) -> None:
