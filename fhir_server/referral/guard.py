@@ -49,7 +49,7 @@ def on_write(change: Change) -> Effect | None:
         transition = check_task_change(table, before, after)
     if transition is None:
         return None
-    stamp, agent = now(), {"display": change.ctx.principal}
+    stamp, agent = now(), {"display": change.ctx.principal.label}
     stamped = record_plain_update(after, transition, stamp, agent, created=before is None)
     trail = provenance(change.rid, transition.code, stamp, agent, label=transition.number)
     return Effect(stamped, [trail])
