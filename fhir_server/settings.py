@@ -36,7 +36,7 @@ class Settings:
     max_connections: int = 1000
     #: server processes sharing the database (SQLite WAL: many readers, one writer at a time)
     workers: int = 1
-    #: `serve` loads the demo consortium (fhir_server/demo.py) into a database without Patients
+    #: `serve` loads the demo consortium (referral/demo/) into a database without Patients
     demo_on_empty: bool = True
     #: referral workflow: hours a requested/received referral Task may wait before it expires
     referral_response_hours: int = 72

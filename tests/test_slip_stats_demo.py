@@ -1,5 +1,5 @@
 """The printable referral slip ($referral-slip), referral statistics ($referral-stats) and the
-demo consortium (fhir_server/demo.py), over the real app and SQLite."""
+demo consortium (fhir_server/referral/demo/), over the real app and SQLite."""
 
 from __future__ import annotations
 
