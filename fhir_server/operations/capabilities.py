@@ -52,10 +52,7 @@ def _operations(operations: Operations, rtype: str | None) -> list[dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for op in operations:
         if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
-            entry = {"name": op.name.lstrip("$")}
-            if op.definition:
-                entry["definition"] = op.definition
-            out.setdefault(op.name, entry)
+            out.setdefault(op.name, {"name": op.name.lstrip("$"), "definition": op.definition})
     return list(out.values())
 
 
