@@ -1,6 +1,7 @@
-"""The CapabilityStatement (/metadata): every operation it lists names a resolvable
-OperationDefinition (capabilitystatement.html), which declares what the operation reads and
-answers (operationdefinition.html)."""
+"""The CapabilityStatement (/metadata) is valid R4 as independent models read it
+(capabilitystatement.html), and every operation it lists names a resolvable
+OperationDefinition, which declares what the operation reads and answers
+(operationdefinition.html)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from typing import Any
 import pytest
 from conftest import seed
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement as R4BCapabilityStatement
+from fhirclient import client as smart_client
+from fhirclient.models import capabilitystatement as r4_capability
+from fhirclient.models import operationdefinition as r4_operation
+from fhirclient.models import patient as r4_patient
 from test_slip_stats_demo import fixture_resources
 
 from fhir_server.operations.registry import Call, Operations, Outcome
@@ -59,6 +65,51 @@ def test_our_operation_definitions_are_served_and_match_the_operation(client: Te
         definition = entries[0]
         assert definition["code"] == op["name"], url
         assert rtype in definition["resource"], url
+
+
+def test_capability_statement_is_valid_for_the_smart_on_fhir_r4_models(client: TestClient) -> None:
+    """fhirclient (SMART on FHIR's Python client) parses strictly: a missing 1..1 element or an
+    unknown element raises."""
+    statement = metadata(client)
+    parsed = r4_capability.CapabilityStatement(statement, strict=True)
+    assert parsed.fhirVersion == "4.0.1"
+    assert parsed.rest[0].mode == "server"
+
+
+def test_capability_statement_is_valid_for_the_fhir_resources_r4b_model(client: TestClient) -> None:
+    statement = metadata(client)
+    parsed = R4BCapabilityStatement.model_validate(statement)
+    assert parsed.rest is not None and parsed.rest[0].resource
+
+
+def test_fhirclient_prepares_and_reads_a_patient_over_real_http(live_server: str) -> None:
+    """The issue: "Python fhirclient cannot even connect (FHIRClient.prepare() fails validating
+    it)". prepare() fetches /metadata and parses it strictly."""
+    import httpx
+
+    created = httpx.post(
+        f"{live_server}/Patient",
+        json={"resourceType": "Patient", "name": [{"family": "Zhang", "given": ["Wei"]}]},
+    )
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    fhir = smart_client.FHIRClient(settings={"app_id": "x", "api_base": live_server})
+    assert fhir.prepare() is True
+    patient = r4_patient.Patient.read(pid, fhir.server)
+    assert patient.id == pid
+    assert patient.name[0].family == "Zhang"
+
+
+def test_served_operation_definitions_are_valid_for_the_smart_on_fhir_r4_models(
+    client: TestClient,
+) -> None:
+    """What a client resolves `definition` to parses strictly as an R4 OperationDefinition."""
+    found = client.get("/fhir/OperationDefinition", params={"_count": "100"}).json()
+    definitions = [e["resource"] for e in found["entry"]]
+    assert len(definitions) == len({d["url"] for d in definitions}) >= 15
+    for definition in definitions:
+        parsed = r4_operation.OperationDefinition(definition, strict=True)
+        assert parsed.parameter, definition["url"]
 
 
 # ----------------------------------------------------------------------------- start-up
