@@ -1,7 +1,7 @@
 """The CapabilityStatement (/metadata) is valid R4 as independent models read it
-(capabilitystatement.html), and every operation it lists names a resolvable
-OperationDefinition, which declares what the operation reads and answers
-(operationdefinition.html)."""
+(capabilitystatement.html), every operation it lists names a resolvable OperationDefinition
+that declares what the operation reads and answers (operationdefinition.html), and what it
+claims matches the server's settings."""
 
 from __future__ import annotations
 
@@ -129,6 +129,28 @@ def test_registering_an_operation_without_a_definition_fails_at_start_up(
     with pytest.raises(ValueError, match=r"\$x .*OperationDefinition"):
         table.operation("$x", "instance", types=("Task",), definition=definition)(_handler)
     assert list(table) == []
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_conditional_delete_is_single_by_default(client: TestClient) -> None:
+    resources = metadata(client)["rest"][0]["resource"]
+    assert {r["conditionalDelete"] for r in resources} == {"single"}
+
+
+def test_conditional_delete_is_multiple_when_multiple_deletes_are_allowed(
+    client_with: Any,
+) -> None:
+    """conditional-delete-status: `multiple` when several matches may be deleted at once."""
+    client = client_with(allow_multiple_delete=True)
+    resources = metadata(client)["rest"][0]["resource"]
+    assert {r["conditionalDelete"] for r in resources} == {"multiple"}
+    for pid in ("a", "b"):
+        body = {"resourceType": "Patient", "id": pid, "gender": "other"}
+        assert client.put(f"/fhir/Patient/{pid}", json=body).status_code == 201
+    assert client.delete("/fhir/Patient?gender=other").status_code in (200, 204)
+    assert client.get("/fhir/Patient/a").status_code == 410
 
 
 # ----------------------------------------------------------------------------- definitions
