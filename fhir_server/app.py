@@ -74,6 +74,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         services.operations,
         now(),
         conformance.profiles([services.settings.profiles_dir]),
+        services.settings.allow_multiple_delete,
     )
     app.include_router(router, prefix="/fhir")
     app.add_middleware(_Edge, settings=services.settings)

@@ -52,10 +52,7 @@ def _operations(operations: Operations, rtype: str | None) -> list[dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for op in operations:
         if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
-            entry = {"name": op.name.lstrip("$")}
-            if op.definition:
-                entry["definition"] = op.definition
-            out.setdefault(op.name, entry)
+            out.setdefault(op.name, {"name": op.name.lstrip("$"), "definition": op.definition})
     return list(out.values())
 
 
@@ -64,9 +61,11 @@ def capability_statement(
     operations: Operations,
     software_date: str,
     profiles: dict[str, list[str]] | None = None,
+    multiple_delete: bool = False,
 ) -> dict[str, Any]:
     """`profiles`: our IG's profile URLs per resource type (CapabilityStatement
-    .rest.resource.supportedProfile)."""
+    .rest.resource.supportedProfile); `multiple_delete`: whether a conditional delete may remove
+    several matches (conditional-delete-status `multiple`) or only one (`single`)."""
     revincludes: dict[str, list[str]] = {}  # target type -> Type:param that may point at it
     for other in RESOURCE_TYPES:
         for c, p in registry.for_type(other).items():
@@ -90,7 +89,7 @@ def capability_statement(
                 "conditionalCreate": True,
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
-                "conditionalDelete": "single",
+                "conditionalDelete": "multiple" if multiple_delete else "single",
                 "searchInclude": [f"{rtype}:{c}" for c in refs],
                 "searchRevInclude": sorted(revincludes.get(rtype, ())),
                 "searchParam": params,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..context import RequestContext
 from ..errors import error
@@ -106,7 +107,18 @@ class Operation:
     types: tuple[str, ...] | None
     methods: tuple[str, ...]
     handler: Handler
-    definition: str | None = None
+    definition: str
+
+    def __post_init__(self) -> None:
+        """Refuse, at start-up, an operation the CapabilityStatement could not list: R4's
+        rest.resource.operation.definition is 1..1, the canonical URL of an
+        OperationDefinition."""
+        url = urlsplit(self.definition if isinstance(self.definition, str) else "")
+        if not (url.scheme in ("http", "https") and url.netloc):
+            raise ValueError(
+                f"{self.name} ({self.level} level) needs definition=<the canonical URL of its "
+                f"OperationDefinition>, got {self.definition!r}"
+            )
 
 
 class Operations:
@@ -125,9 +137,11 @@ class Operations:
         level: str,
         types: tuple[str, ...] | None = None,
         methods: tuple[str, ...] = ("POST",),
-        definition: str | None = None,
+        *,
+        definition: str,
     ) -> Callable[[Handler], Handler]:
-        """Decorator: register a handler for `$name` at `level` on `types` (None: every type)."""
+        """Decorator: register a handler for `$name` at `level` on `types` (None: every type),
+        described by the OperationDefinition at the canonical URL `definition`."""
 
         def register(handler: Handler) -> Handler:
             self._ops.append(Operation(name, level, types, methods, handler, definition))

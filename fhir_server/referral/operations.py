@@ -493,7 +493,9 @@ def new_encounter(
     return encounter
 
 
-@operation("$start-treatment", "instance", types=("Task",))
+@operation(
+    "$start-treatment", "instance", types=("Task",), definition=f"{OPDEF}Task-start-treatment"
+)
 def start_treatment(call: Call) -> Outcome:
     """T14: arrived -> in-treatment, or admitted (`admitted` true, default for inpatient);
     Encounter in-progress."""
@@ -661,7 +663,9 @@ def fail(call: Call) -> Outcome:
     return run(call, "Task", body)
 
 
-@operation("$enter-in-error", "instance", types=("Task",))
+@operation(
+    "$enter-in-error", "instance", types=("Task",), definition=f"{OPDEF}Task-enter-in-error"
+)
 def enter_in_error(call: Call) -> Outcome:
     """T19: created in error: Task, SR, Appointment, Encounter entered-in-error; Slot freed."""
 
