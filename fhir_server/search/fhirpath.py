@@ -131,7 +131,8 @@ def _lookup(owner: str, name: str) -> tuple[str | None, list[tuple[str, str]] | 
 def _is_type(node_type: str | None, value: Any, wanted: str) -> bool:
     t = node_type
     if (t is None or t == "Resource") and isinstance(value, dict):
-        t = value.get("resourceType", t)
+        rtype = value.get("resourceType")
+        t = rtype if type(rtype) is str else t
     while t:
         if t == wanted:
             return True
@@ -240,13 +241,12 @@ def _op_where_eq(field: str, literal: Any) -> Op:
 
 def _op_extension(url: str) -> Op:
     def op(nodes: list[Node]) -> list[Node]:
-        return [
-            (e, "Extension")
-            for v, _t in nodes
-            if type(v) is dict
-            for e in v.get("extension") or ()
-            if type(e) is dict and e.get("url") == url
-        ]
+        out: list[Node] = []
+        for v, _t in nodes:
+            exts = v.get("extension") if type(v) is dict else None
+            if type(exts) is list:
+                out += [(e, "Extension") for e in exts if type(e) is dict and e.get("url") == url]
+        return out
 
     return op
 

@@ -35,6 +35,23 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
+# Builders are total over any JSON: validation decides what a resource may hold (the R4 types
+# R4B lacks are checked for their common elements only), so an element of the wrong shape just
+# gives no row, and every cell is a str, int, float or None, which is all the store binds.
+
+
+def _text(x: Any) -> str | None:
+    """A string element's value; any other JSON shape counts as absent."""
+    return x if type(x) is str else None
+
+
+def _list(x: Any) -> list[Any]:
+    return x if type(x) is list else []
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if type(x) is dict else {}
+
 
 def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
     out = tables["string"]
@@ -69,10 +86,11 @@ def _cjk_full_name(name: dict[str, Any]) -> str | None:
     return None if full == family or full == name.get("text") else full
 
 
-def _coding_row(code: str, c: Any, text: Any, out: list[Row]) -> None:
-    if type(c) is dict and (c.get("code") is not None or c.get("system") is not None):
-        display = c.get("display")
-        out.append((code, c.get("system"), c.get("code"), text or display))
+def _coding_row(code: str, c: Any, text: str | None, out: list[Row]) -> None:
+    c = _dict(c)
+    system, value, display = _text(c.get("system")), _text(c.get("code")), _text(c.get("display"))
+    if value is not None or system is not None:
+        out.append((code, system, value, text or display))
         if text and display and display != text:  # :text also searches Coding.display
             out.append((code, None, None, display))
 
@@ -89,37 +107,36 @@ def _tokens(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None
             out.append((code, None, str(v), None))
         elif tv is dict:
             if t == "CodeableConcept" or (t is None and ("coding" in v or set(v) == {"text"})):
-                text = v.get("text")
-                codings = v.get("coding") or ()
+                text = _text(v.get("text"))
+                codings = _list(v.get("coding"))
                 for c in codings:
                     _coding_row(code, c, text, out)
-                if not codings and type(text) is str:
+                if not codings and text is not None:
                     out.append((code, None, None, text))
             elif t == "Identifier" or (
                 t is None
                 and "value" in v
                 and "system" in v
-                and v.get("system") not in _CONTACT_SYSTEMS
+                and _text(v.get("system")) not in _CONTACT_SYSTEMS
             ):
-                typ = v.get("type")
-                out.append(
-                    (
-                        code,
-                        v.get("system"),
-                        v.get("value"),
-                        typ.get("text") if type(typ) is dict else None,
-                    )
-                )
-                # :of-type (search.html#token): the type's codings with the value as text
-                if type(typ) is dict and v.get("value") is not None:
-                    for c in typ.get("coding") or ():
-                        if type(c) is dict and c.get("code") is not None:
-                            out.append((f"{code}:of-type", c.get("system"), c["code"], v["value"]))
-            elif t == "ContactPoint" or (t is None and v.get("system") in _CONTACT_SYSTEMS):
-                if v.get("value") is not None:
-                    out.append((code, None, v["value"], None))
+                _identifier_rows(code, v, out)
+            elif t == "ContactPoint" or (t is None and _text(v.get("system")) in _CONTACT_SYSTEMS):
+                value = _text(v.get("value"))
+                if value is not None:
+                    out.append((code, None, value, None))
             elif t in ("Coding", None):
                 _coding_row(code, v, None, out)
+
+
+def _identifier_rows(code: str, v: dict[str, Any], out: list[Row]) -> None:
+    value, typ = _text(v.get("value")), _dict(v.get("type"))
+    out.append((code, _text(v.get("system")), value, _text(typ.get("text"))))
+    if value is None:
+        return
+    for c in _list(typ.get("coding")):  # :of-type (search.html#token): value as the text
+        c = _dict(c)
+        if _text(c.get("code")) is not None:
+            out.append((f"{code}:of-type", _text(c.get("system")), c["code"], value))
 
 
 def _references(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
@@ -133,16 +150,12 @@ def _references(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
                 parsed = parse_reference(ref)
                 if parsed is not None:
                     out.append((code, *parsed))
-            ident = v.get("identifier")
-            if type(ident) is dict and ident.get("value") is not None:
-                typ = ident.get("type")
+            ident = _dict(v.get("identifier"))
+            value = _text(ident.get("value"))
+            if value is not None:
+                typ = _dict(ident.get("type"))
                 tables["token"].append(
-                    (
-                        code,
-                        ident.get("system"),
-                        ident["value"],
-                        typ.get("text") if type(typ) is dict else None,
-                    )
+                    (code, _text(ident.get("system")), value, _text(typ.get("text")))
                 )
             rtype, rid = v.get("resourceType"), v.get("id")
             if type(rtype) is str and type(rid) is str:  # Bundle.entry[0].resource
@@ -157,7 +170,7 @@ def _references(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
 
 
 def _period(v: dict[str, Any]) -> tuple[str, str] | None:
-    start, end = v.get("start"), v.get("end")
+    start, end = v.get("start"), v.get("end")  # date_bounds rejects what is not a string
     try:
         low = date_bounds(start)[0] if start else MIN_INSTANT
         high = date_bounds(end)[1] if end else MAX_INSTANT
@@ -180,13 +193,12 @@ def _dates(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
                 if b is not None:
                     out.append((code, *b))
             elif t == "Timing" or (t is None and ("event" in v or "repeat" in v)):
-                for e in v.get("event") or ():
+                for e in _list(v.get("event")):
                     try:
                         out.append((code, *date_bounds(e)))
                     except ValueError:
                         continue
-                rep = v.get("repeat")
-                bp = rep.get("boundsPeriod") if type(rep) is dict else None
+                bp = _dict(v.get("repeat")).get("boundsPeriod")
                 if type(bp) is dict:
                     b = _period(bp)
                     if b is not None:
@@ -210,8 +222,8 @@ def _numbers(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
                 if s is not None:
                     out.append((code, float(s), float(s)))
             elif "low" in v or "high" in v:  # Range: open ends are unbounded
-                lo = _num_text((v.get("low") or {}).get("value"))
-                hi = _num_text((v.get("high") or {}).get("value"))
+                lo = _num_text(_dict(v.get("low")).get("value"))
+                hi = _num_text(_dict(v.get("high")).get("value"))
                 if lo is not None or hi is not None:
                     out.append(
                         (
@@ -234,15 +246,12 @@ def _quantities(code: str, values: list[Node], tables: dict[str, list[Row]]) -> 
             if s is None:
                 continue  # SampledData, Range and value-less quantities are not indexed
             if t == "Money" or (t is None and "currency" in v):
-                out.append((code, float(s), "urn:iso:std:iso:4217", v.get("currency"), None))
+                out.append((code, float(s), "urn:iso:std:iso:4217", _text(v.get("currency")), None))
             else:
-                out.append((code, float(s), v.get("system"), v.get("code"), v.get("unit")))
-                canonical = (
-                    factor(v["code"])
-                    if v.get("system") == UCUM and type(v.get("code")) is str
-                    else None
-                )
-                if canonical is not None and canonical != (1.0, v["code"]):
+                system, unit = _text(v.get("system")), _text(v.get("code"))
+                out.append((code, float(s), system, unit, _text(v.get("unit"))))
+                canonical = factor(unit) if system == UCUM and unit is not None else None
+                if canonical is not None and canonical != (1.0, unit):
                     out.append(
                         (f"{code}:canonical", float(s) * canonical[0], UCUM, canonical[1], None)
                     )
