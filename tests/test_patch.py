@@ -1,4 +1,5 @@
-"""Conformance tests for fhir_server.model.patch against HL7's fhir-test-cases (r4/patch).
+"""Conformance tests for fhir_server.model.json_patch and .fhirpath_patch against HL7's
+fhir-test-cases (r4/patch).
 
 ``json-patch-tests.json`` is vendored unchanged; ``fhir-patch-tests.json`` is generated from
 ``fhir-patch-tests.xml`` by ``scripts/convert_fhirpath_patch_tests.py``. Results are compared as
@@ -20,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from fhir_server.model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
+from fhir_server.model.fhirpath_patch import apply_fhirpath_patch
+from fhir_server.model.json_patch import apply_json_patch
+from fhir_server.model.patch_error import PatchError
 
 DATA = Path(__file__).parent / "data" / "patch"
 JSON_CASES: list[dict[str, Any]] = json.loads((DATA / "json-patch-tests.json").read_text("utf-8"))

@@ -19,14 +19,13 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_server.search.extract import (
+from fhir_server.search.fhirpath import (
     compile_expression,
     compile_fhirpath,
-    index_rows,
     parse_reference,
-    plan_for,
     split_union,
 )
+from fhir_server.search.index import index_rows, plan_for
 from fhir_server.search.registry import Registry
 from fhir_server.search.values import (
     MAX_INSTANT,

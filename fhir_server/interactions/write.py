@@ -16,12 +16,14 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import error, information
-from ..model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
+from ..model.fhirpath_patch import apply_fhirpath_patch
+from ..model.json_patch import apply_json_patch
+from ..model.patch_error import PatchError
 from ..model.resource import dumps, now, with_meta
 from ..model.validate import Validated, check_depth
 from ..search.composite import composite_rows
-from ..search.extract import index_rows
 from ..search.fulltext import content_text, narrative_text
+from ..search.index import index_rows
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
 from .hooks import Change

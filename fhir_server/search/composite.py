@@ -7,7 +7,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from .extract import _BUILDERS, Extractor, compile_expression
+from .fhirpath import Extractor, compile_expression
+from .index import BUILDERS
 from .registry import Registry, SearchParam
 
 #: (focus element or None for the whole resource, [(component table, extractor)])
@@ -22,7 +23,7 @@ def component_types(param: SearchParam, registry: Registry) -> tuple[str, ...] |
     types = []
     for c in param.components:
         sp = registry.by_url(c.definition)
-        if sp is None or sp.type not in _BUILDERS:
+        if sp is None or sp.type not in BUILDERS:
             return None
         types.append(sp.type)
     return tuple(types)
@@ -80,7 +81,7 @@ def composite_rows(
                 rows: list[tuple[str, list[tuple[Any, ...]]]] = []
                 for j, (table, ex) in enumerate(extractors):
                     tables: dict[str, list[tuple[Any, ...]]] = {table: []}
-                    _BUILDERS[table](f"{code}${j}", ex(item), tables)
+                    BUILDERS[table](f"{code}${j}", ex(item), tables)
                     if not tables[table]:
                         break
                     rows.append((table, tables[table]))

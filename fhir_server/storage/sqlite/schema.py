@@ -82,7 +82,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-#: value columns per index table, as search.extract.index_rows fills them (plus `grp`, set
+#: value columns per index table, as search.index.index_rows fills them (plus `grp`, set
 #: only on composite component rows)
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "string": ("value", "original"),

@@ -1,65 +1,31 @@
-"""Search-index extraction: SearchParameter expressions compiled once into fast extractors.
-
-Nearly every R4 expression is a plain path, a ``|`` union of paths, a type filter (``as``,
-``.as()``, ``.ofType()``) or a simple ``.where()``. Those are compiled here into a short list of
-dictionary look-ups, with element types resolved statically from the FHIRPath R4 model that ships
-with ``fhirpathpy`` (so ``Observation.value`` knows to read ``valueQuantity``, ``valueString``...).
-Anything else is handed to ``fhirpathpy``, compiled once per (expression part, resource type).
-
-Unions are split on their resource-type prefix (``AllergyIntolerance.patient | CarePlan.subject``)
-so each type evaluates only its own part; ``Resource.``/``DomainResource.`` parts go to every type.
-
-``resolve()`` is not evaluated against the database: ``.where(resolve() is Patient)`` keeps the
-references whose literal ``reference`` names a Patient (relative or absolute URL), which is what
-every FHIR server does at index time.
-
-Row conventions (see the builders at the end):
-- contained references (``#id``) are not indexed: they have no server id to match, and chaining
-  into contained resources is not supported;
-- ``Reference.identifier`` is written to the *token* table under the reference parameter's code,
-  for ``subject:identifier=system|value``;
-- Range values are not written to the quantity table (one row holds one value); number params
-  index a Range as (low, high) with open ends at +/-inf;
-- JSON numbers arrive as float, so ``100.00`` has lost its trailing zeros and gets the implicit
-  precision of ``100.0``.
-"""
+"""FHIRPath-subset compiler for SearchParameter expressions (http://hl7.org/fhir/R4/fhirpath.html,
+searchparameter.html): each expression becomes, once per resource type, a fast extractor of
+(value, FHIR type) pairs; what the subset cannot express is evaluated by fhirpathpy."""
 
 from __future__ import annotations
 
-import math
 import re
-import weakref
-from collections.abc import Callable, Iterable
-from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from fhirpathpy import compile as fp_compile
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fp_models
 
-from fhir_server.search.registry import COMMON_BASES, Registry, SearchParam
-from fhir_server.search.ucum import UCUM, factor
-from fhir_server.search.values import (
-    MAX_INSTANT,
-    MIN_INSTANT,
-    date_bounds,
-    normalize_string,
-    number_bounds,
-)
+from fhir_server.search.registry import COMMON_BASES
 
 __all__ = [
     "Extractor",
+    "Node",
     "Unsupported",
     "compile_expression",
     "compile_fhirpath",
-    "index_rows",
     "parse_reference",
     "split_union",
 ]
 
 Node = tuple[Any, str | None]  # (JSON value, FHIR type name or None when unknown)
 Op = Callable[[list[Node]], list[Node]]
-Row = tuple[Any, ...]
 
 _MODEL: dict[str, Any] = fp_models["r4"]
 _PATH2TYPE: dict[str, str] = _MODEL["path2Type"]
@@ -70,10 +36,6 @@ _PARENT: dict[str, str] = _MODEL["type2Parent"]
 _BACKBONES: frozenset[str] = frozenset(
     p.rsplit(".", i)[0] for p in _PATH2TYPE for i in range(1, p.count(".") + 1)
 )
-
-SKIPPED_CODES = frozenset({"_id", "_lastUpdated", "_text", "_content"})
-SKIPPED_TYPES = frozenset({"composite", "special"})
-TABLES = ("string", "token", "reference", "date", "number", "quantity", "uri")
 
 
 class Unsupported(Exception):
@@ -169,7 +131,8 @@ def _lookup(owner: str, name: str) -> tuple[str | None, list[tuple[str, str]] | 
 def _is_type(node_type: str | None, value: Any, wanted: str) -> bool:
     t = node_type
     if (t is None or t == "Resource") and isinstance(value, dict):
-        t = value.get("resourceType", t)
+        rtype = value.get("resourceType")
+        t = rtype if type(rtype) is str else t
     while t:
         if t == wanted:
             return True
@@ -278,13 +241,12 @@ def _op_where_eq(field: str, literal: Any) -> Op:
 
 def _op_extension(url: str) -> Op:
     def op(nodes: list[Node]) -> list[Node]:
-        return [
-            (e, "Extension")
-            for v, _t in nodes
-            if type(v) is dict
-            for e in v.get("extension") or ()
-            if type(e) is dict and e.get("url") == url
-        ]
+        out: list[Node] = []
+        for v, _t in nodes:
+            exts = v.get("extension") if type(v) is dict else None
+            if type(exts) is list:
+                out += [(e, "Extension") for e in exts if type(e) is dict and e.get("url") == url]
+        return out
 
     return op
 
@@ -559,6 +521,21 @@ def compile_fhirpath(part: str, resource_type: str) -> Callable[[dict[str, Any]]
 class Extractor:
     """A compiled expression for one resource type: call it to get [(value, type), ...].
 
+    Nearly every R4 expression is a plain path, a ``|`` union of paths, a type filter (``as``,
+    ``.as()``, ``.ofType()``) or a simple ``.where()``. Those are compiled into a short list of
+    dictionary look-ups, with element types resolved statically from the FHIRPath R4 model that
+    ships with ``fhirpathpy`` (so ``Observation.value`` knows to read ``valueQuantity``,
+    ``valueString``...). Anything else is handed to ``fhirpathpy``, compiled once per
+    (expression part, resource type).
+
+    Unions are split on their resource-type prefix (``AllergyIntolerance.patient |
+    CarePlan.subject``) so each type evaluates only its own part; ``Resource.``/
+    ``DomainResource.`` parts go to every type.
+
+    ``resolve()`` is not evaluated against the database: ``.where(resolve() is Patient)`` keeps
+    the references whose literal ``reference`` names a Patient (relative or absolute URL), which
+    is what every FHIR server does at index time.
+
     ``native_parts`` and ``fallback_parts`` list the union parts each side handles (tests and
     the report use them); ``type`` is None for values fhirpathpy produced.
     """
@@ -613,297 +590,3 @@ class Extractor:
 def compile_expression(expression: str, resource_type: str) -> Extractor:
     """Compile ``expression`` for ``resource_type`` (only that type's union parts)."""
     return Extractor(expression, resource_type)
-
-
-# --------------------------------------------------------------------------------------------
-# Values -> index rows
-
-_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
-_CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
-
-
-def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["string"]
-    for v, t in values:
-        if type(v) is str:
-            out.append((code, normalize_string(v), v))
-        elif type(v) is dict:
-            if t == "HumanName" or (t is None and ("family" in v or "given" in v)):
-                keys: Iterable[str] = _NAME_PARTS
-            elif t == "Address" or (t is None and ("line" in v or "city" in v)):
-                keys = _ADDRESS_PARTS
-            else:
-                continue
-            for k in keys:
-                x = v.get(k)
-                for s in x if type(x) is list else (x,):
-                    if type(s) is str:
-                        out.append((code, normalize_string(s), s))
-            if keys is _NAME_PARTS:
-                full = _cjk_full_name(v)
-                if full:
-                    out.append((code, normalize_string(full), full))
-
-
-def _cjk_full_name(name: dict[str, Any]) -> str | None:
-    """张 + 三 -> 张三: Chinese names are typed family-then-given with no space, so that form
-    is indexed too (unless HumanName.text already carries it)."""
-    family, given = name.get("family"), name.get("given")
-    if type(family) is not str or type(given) is not list or not _CJK.search(family):
-        return None
-    full = family + "".join(g for g in given if type(g) is str)
-    return None if full == family or full == name.get("text") else full
-
-
-def _coding_row(code: str, c: Any, text: Any, out: list[Row]) -> None:
-    if type(c) is dict and (c.get("code") is not None or c.get("system") is not None):
-        display = c.get("display")
-        out.append((code, c.get("system"), c.get("code"), text or display))
-        if text and display and display != text:  # :text also searches Coding.display
-            out.append((code, None, None, display))
-
-
-def _tokens(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["token"]
-    for v, t in values:
-        tv = type(v)
-        if tv is str:
-            out.append((code, None, v, None))
-        elif tv is bool:
-            out.append((code, None, "true" if v else "false", None))
-        elif tv is int:
-            out.append((code, None, str(v), None))
-        elif tv is dict:
-            if t == "CodeableConcept" or (t is None and ("coding" in v or set(v) == {"text"})):
-                text = v.get("text")
-                codings = v.get("coding") or ()
-                for c in codings:
-                    _coding_row(code, c, text, out)
-                if not codings and type(text) is str:
-                    out.append((code, None, None, text))
-            elif t == "Identifier" or (
-                t is None
-                and "value" in v
-                and "system" in v
-                and v.get("system") not in _CONTACT_SYSTEMS
-            ):
-                typ = v.get("type")
-                out.append(
-                    (
-                        code,
-                        v.get("system"),
-                        v.get("value"),
-                        typ.get("text") if type(typ) is dict else None,
-                    )
-                )
-                # :of-type (search.html#token): the type's codings with the value as text
-                if type(typ) is dict and v.get("value") is not None:
-                    for c in typ.get("coding") or ():
-                        if type(c) is dict and c.get("code") is not None:
-                            out.append((f"{code}:of-type", c.get("system"), c["code"], v["value"]))
-            elif t == "ContactPoint" or (t is None and v.get("system") in _CONTACT_SYSTEMS):
-                if v.get("value") is not None:
-                    out.append((code, None, v["value"], None))
-            elif t in ("Coding", None):
-                _coding_row(code, v, None, out)
-
-
-def _references(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    """Reference rows; ``Reference.identifier`` goes to the token table under the same code,
-    which is where a ``subject:identifier=system|value`` search looks."""
-    out = tables["reference"]
-    for v, _t in values:
-        if type(v) is dict:
-            ref = v.get("reference")
-            if type(ref) is str:
-                parsed = parse_reference(ref)
-                if parsed is not None:
-                    out.append((code, *parsed))
-            ident = v.get("identifier")
-            if type(ident) is dict and ident.get("value") is not None:
-                typ = ident.get("type")
-                tables["token"].append(
-                    (
-                        code,
-                        ident.get("system"),
-                        ident["value"],
-                        typ.get("text") if type(typ) is dict else None,
-                    )
-                )
-            rtype, rid = v.get("resourceType"), v.get("id")
-            if type(rtype) is str and type(rid) is str:  # Bundle.entry[0].resource
-                out.append((code, rtype, rid, None))
-        elif type(v) is str and v:  # canonical / uri: kept as given, |version included
-            target = v.partition("|")[0]
-            parsed = None if "://" in target else parse_reference(target)
-            if parsed is not None and parsed[0] is not None:  # relative: Type/id searchable
-                out.append((code, parsed[0], parsed[1], v))
-            else:
-                out.append((code, None, None, v))
-
-
-def _period(v: dict[str, Any]) -> tuple[str, str] | None:
-    start, end = v.get("start"), v.get("end")
-    try:
-        low = date_bounds(start)[0] if start else MIN_INSTANT
-        high = date_bounds(end)[1] if end else MAX_INSTANT
-    except ValueError:
-        return None
-    return (low, high) if start or end else None
-
-
-def _dates(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["date"]
-    for v, t in values:
-        if type(v) is str:
-            try:
-                out.append((code, *date_bounds(v)))
-            except ValueError:
-                continue
-        elif type(v) is dict:
-            if t == "Period" or (t is None and ("start" in v or "end" in v)):
-                b = _period(v)
-                if b is not None:
-                    out.append((code, *b))
-            elif t == "Timing" or (t is None and ("event" in v or "repeat" in v)):
-                for e in v.get("event") or ():
-                    try:
-                        out.append((code, *date_bounds(e)))
-                    except ValueError:
-                        continue
-                rep = v.get("repeat")
-                bp = rep.get("boundsPeriod") if type(rep) is dict else None
-                if type(bp) is dict:
-                    b = _period(bp)
-                    if b is not None:
-                        out.append((code, *b))
-
-
-def _num_text(x: Any) -> str | None:
-    if type(x) is bool or not isinstance(x, int | float | Decimal):
-        return None
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x)
-
-
-def _numbers(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["number"]
-    for v, _t in values:
-        if type(v) is dict:
-            if "value" in v:  # Quantity-like
-                s = _num_text(v["value"])
-                if s is not None:
-                    out.append((code, float(s), float(s)))
-            elif "low" in v or "high" in v:  # Range: open ends are unbounded
-                lo = _num_text((v.get("low") or {}).get("value"))
-                hi = _num_text((v.get("high") or {}).get("value"))
-                if lo is not None or hi is not None:
-                    out.append(
-                        (
-                            code,
-                            number_bounds(lo)[0] if lo is not None else -math.inf,
-                            number_bounds(hi)[1] if hi is not None else math.inf,
-                        )
-                    )
-        else:
-            s = _num_text(v)
-            if s is not None:  # a stored number is exact (search.html#number)
-                out.append((code, float(s), float(s)))
-
-
-def _quantities(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["quantity"]
-    for v, t in values:
-        if type(v) is dict:
-            s = _num_text(v.get("value"))
-            if s is None:
-                continue  # SampledData, Range and value-less quantities are not indexed
-            if t == "Money" or (t is None and "currency" in v):
-                out.append((code, float(s), "urn:iso:std:iso:4217", v.get("currency"), None))
-            else:
-                out.append((code, float(s), v.get("system"), v.get("code"), v.get("unit")))
-                canonical = (
-                    factor(v["code"])
-                    if v.get("system") == UCUM and type(v.get("code")) is str
-                    else None
-                )
-                if canonical is not None and canonical != (1.0, v["code"]):
-                    out.append(
-                        (f"{code}:canonical", float(s) * canonical[0], UCUM, canonical[1], None)
-                    )
-        else:
-            s = _num_text(v)
-            if s is not None:
-                out.append((code, float(s), None, None, None))
-
-
-def _uris(code: str, values: list[Node], tables: dict[str, list[Row]]) -> None:
-    out = tables["uri"]
-    for v, _t in values:
-        if type(v) is str:
-            out.append((code, v))
-
-
-Builder = Callable[[str, list[Node], dict[str, list[Row]]], None]
-_BUILDERS: dict[str, Builder] = {
-    "string": _strings,
-    "token": _tokens,
-    "reference": _references,
-    "date": _dates,
-    "number": _numbers,
-    "quantity": _quantities,
-    "uri": _uris,
-}
-
-Plan = list[tuple[str, str, Extractor]]  # (code, table, extractor)
-_PLANS: weakref.WeakKeyDictionary[Registry, dict[str, Plan]] = weakref.WeakKeyDictionary()
-
-
-def indexed_params(resource_type: str, registry: Registry) -> list[SearchParam]:
-    """The parameters that produce index rows for a type (sorted by code, deterministic)."""
-    return [
-        p
-        for code, p in sorted(registry.for_type(resource_type).items())
-        if p.expression
-        and p.type not in SKIPPED_TYPES
-        and code not in SKIPPED_CODES
-        and p.type in _BUILDERS
-    ]
-
-
-def plan_for(resource_type: str, registry: Registry) -> Plan:
-    """Compiled extractors for a type, built on first use and cached per registry."""
-    plans = _PLANS.setdefault(registry, {})
-    plan = plans.get(resource_type)
-    if plan is None:
-        plan = []
-        for p in indexed_params(resource_type, registry):
-            assert p.expression is not None
-            ex = compile_expression(p.expression, resource_type)
-            if ex:
-                plan.append((p.code, p.type, ex))
-        plans[resource_type] = plan
-    return plan
-
-
-def index_rows(
-    resource_type: str, resource: dict[str, Any], registry: Registry
-) -> dict[str, list[tuple[Any, ...]]]:
-    """Extract the search-index rows of one resource, grouped by table.
-
-    Rows lack the resource row id (the storage layer prepends it) and are de-duplicated.
-    Every table key is present, possibly with an empty list.
-    """
-    tables: dict[str, list[Row]] = {t: [] for t in TABLES}
-    keys = resource.keys()
-    for code, table, ex in plan_for(resource_type, registry):
-        needs = ex.needs
-        if needs is not None and keys.isdisjoint(needs):
-            continue  # none of the top-level elements the expression reads is present
-        values = ex(resource)
-        if values:
-            _BUILDERS[table](code, values, tables)
-    return {t: list(dict.fromkeys(rows)) if len(rows) > 1 else rows for t, rows in tables.items()}
