@@ -10,8 +10,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import bootstrap, conformance, referral
 from .api import http
+from .api.access import AccessLog
 from .api.routes import router
 from .errors import FhirError, error
 from .model.resource import now
@@ -77,7 +80,10 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         services.settings.allow_multiple_delete,
     )
     app.include_router(router, prefix="/fhir")
+    app.add_api_route("/health", health, methods=["GET", "HEAD"])
+    app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
     app.add_middleware(_Edge, settings=services.settings)
+    app.add_middleware(AccessLog)  # outermost: every response carries the request id
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
@@ -102,12 +108,31 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        failure = error(500, "exception", "Internal server error; see the server log")
-        failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge
+        rid = request.state.request_id
+        log.exception("unhandled error on %s %s (%s)", request.method, request.url.path, rid)
+        failure = error(500, "exception", f"Internal server error; see the server log ({rid})")
+        failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge, AccessLog
+        failure.headers["X-Request-ID"] = rid
         return http.error_response(request, failure)
 
     return app
+
+
+async def health() -> Response:
+    """Liveness: the process answers requests. Touches no database, so a busy or broken
+    database never gets a live server restarted; /ready reports that."""
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 when the database answers a read and has this server's schema; else
+    503 with the reason, so a load balancer sends requests elsewhere meanwhile."""
+    store = request.app.state.services.store
+    reason = await run_in_threadpool(store.unready)
+    if reason is None:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+    body = orjson.dumps({"status": "unavailable", "reason": reason})
+    return Response(body, status_code=503, media_type="application/json")
 
 
 class _Edge:
@@ -132,6 +157,9 @@ class _Edge:
             await send(message)
 
         path = scope["path"]
+        if path in _PROBES:  # probes name the server by its pod or host address
+            await self.app(scope, receive, nosniff)
+            return
         if len(path) > 1 and path.endswith("/"):
             raw = scope.get("raw_path") or path.encode()
             scope = {**scope, "path": path.rstrip("/") or "/", "raw_path": raw.rstrip(b"/") or b"/"}
@@ -145,6 +173,8 @@ class _Edge:
 
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+#: liveness and readiness, outside /fhir: answered whatever the Host header (no links in them)
+_PROBES = frozenset({"/health", "/ready"})
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:

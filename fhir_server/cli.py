@@ -1,4 +1,4 @@
-"""fhir-server serve | load | sweep | demo: the console script."""
+"""fhir-server serve | load | sweep | demo | backup | restore: the console script."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--database", type=Path)
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.add_argument("--tls-cert", type=Path, help="HTTPS: certificate chain (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="HTTPS: the certificate's private key (PEM)")
     load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--database", type=Path)
@@ -26,15 +28,27 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--now", help="the instant to sweep at (default: now)")
     demo = sub.add_parser("demo", help="load the demo consortium (hospitals, patients, referrals)")
     demo.add_argument("--database", type=Path)
+    backup = sub.add_parser("backup", help="copy the database to PATH, also while it serves")
+    backup.add_argument("path", type=Path)
+    backup.add_argument("--database", type=Path)
+    restore = sub.add_parser("restore", help="replace the (stopped) database with backup PATH")
+    restore.add_argument("path", type=Path)
+    restore.add_argument("--database", type=Path)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         database=args.database,
         workers=getattr(args, "workers", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
     )
     if args.command == "serve":
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            parser.error("HTTPS needs both --tls-cert and --tls-key")
         return _serve(settings)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args.command, settings.database, args.path)
     if args.command == "sweep":
         return _sweep(settings, args.now)
     if args.command == "demo":
@@ -46,6 +60,22 @@ def _serve(settings: Settings) -> int:
     from .serve import serve
 
     return serve(settings)
+
+
+def _backup_or_restore(command: str, database: Path, path: Path) -> int:
+    from .storage.sqlite.backup import BackupError, backup, restore
+
+    try:
+        if command == "backup":
+            size = backup(database, path)
+            print(f"backed up {database} to {path} ({size} bytes)", file=sys.stderr)
+        else:
+            version = restore(path, database)
+            print(f"restored {database} from {path} (schema {version})", file=sys.stderr)
+    except BackupError as exc:
+        print(f"fhir-server {command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _sweep(settings: Settings, at: str | None) -> int:

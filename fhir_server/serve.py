@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import re
 import socket
+import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import h11
 import orjson
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
@@ -38,7 +42,18 @@ class Config(uvicorn.Config):
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> Config:
     """The one uvicorn configuration, used by `serve` and by the tests' live servers. Proxy
     headers are left to the app (api/http.py public_base), which checks them against
-    allowed_hosts; connections beyond max_connections get 503."""
+    allowed_hosts; connections beyond max_connections get 503. With tls_cert and tls_key
+    uvicorn speaks HTTPS itself (TLS 1.2 or newer, see tls_context). uvicorn's own access log
+    stays off: it would log query strings, whose search values are PHI (api/access.py logs)."""
+    tls: dict[str, Any] = {}
+    if settings.tls_cert or settings.tls_key:
+        if not (settings.tls_cert and settings.tls_key):
+            raise ValueError("HTTPS needs both tls_cert and tls_key")
+        tls = {
+            "ssl_certfile": str(settings.tls_cert),
+            "ssl_keyfile": str(settings.tls_key),
+            "ssl_context_factory": tls_context,
+        }
     config = Config(
         app,
         **{
@@ -48,10 +63,29 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> Config:
             "limit_concurrency": settings.max_connections,
             "proxy_headers": False,
             "log_level": "warning",
+            "access_log": False,
+            **tls,
             **options,
         },
     )
     config.read_timeout = settings.read_timeout_seconds
+    return config
+
+
+def tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's context from the certificate and key, refusing TLS 1.0 and 1.1 (RFC 8996
+    deprecates them; SMART App Launch requires TLS 1.2 or newer) whatever OpenSSL's system
+    configuration allows."""
+    context = default()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up, plus our loggers (the access log among them) at INFO on
+    stderr, so that `serve` prints one line per request."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["fhir_server"] = {"handlers": ["default"], "level": "INFO"}
     return config
 
 
@@ -140,13 +174,18 @@ def serve(settings: Settings) -> int:
         if demo is not None:
             print(describe(demo), file=sys.stderr)
     os.environ.update(settings.to_env())  # workers build their app from the environment
+    scheme = "https" if settings.tls_cert else "http"
     print(
-        f"FHIR R4 server on http://{settings.host}:{settings.port}/fhir "
+        f"FHIR R4 server on {scheme}://{settings.host}:{settings.port}/fhir "
         f"(database {settings.database}, {settings.workers} worker(s))",
         file=sys.stderr,
     )
     config = uvicorn_config(
-        "fhir_server.app:app_from_env", settings, factory=True, workers=settings.workers
+        "fhir_server.app:app_from_env",
+        settings,
+        factory=True,
+        workers=settings.workers,
+        log_config=log_config(),
     )
     if settings.workers > 1:
         Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -46,6 +46,9 @@ class Settings:
     follow_up_days: str = "7,30,90"
     #: minutes between runs of the referral sweep in the server (0: never)
     sweep_minutes: int = 15
+    #: HTTPS: the server's certificate chain (PEM) and its private key; both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""
@@ -75,6 +78,6 @@ def _coerce(type_name: Any, raw: str) -> Any:
         return float(raw)
     if name == "bool":
         return raw.strip().lower() in ("1", "true", "yes", "on")
-    if name == "Path":
+    if name in ("Path", "Path | None"):
         return Path(raw)
     return raw

@@ -40,9 +40,10 @@ def _services(request: Request) -> Services:
 
 
 def _context(request: Request) -> RequestContext:
-    """The base URL was worked out once for the request (app.py, http.public_base)."""
+    """The base URL and the request id were worked out once for the request (app.py _Edge,
+    http.public_base; api/access.py)."""
     base: str = request.state.base_url
-    return RequestContext(base_url=base)
+    return RequestContext(base_url=base, request_id=request.state.request_id)
 
 
 async def _body(

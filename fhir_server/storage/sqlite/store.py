@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...errors import FhirError, error
-from .schema import INDEX_TABLES, migrate
+from .schema import INDEX_TABLES, MIGRATIONS, migrate
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
 
@@ -309,6 +309,23 @@ class SqliteStore:
                 if is_lock_error(exc):
                     raise lock_error(self.lock_timeout) from None
                 raise
+
+    def unready(self) -> str | None:
+        """Why the database cannot serve now, or None when it can: a fresh connection (never
+        creating the file) must read the schema version this server migrates to and a row.
+        Waits at most one second for a lock, so a readiness probe answers promptly."""
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, timeout=1)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("SELECT rid FROM resource LIMIT 1").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return f"the database does not answer: {exc}"
+        if version != len(MIGRATIONS):
+            return f"the database has schema version {version}, this server needs {len(MIGRATIONS)}"
+        return None
 
     def close(self) -> None:
         for conn in [self._writer, *self._readers]:
