@@ -46,6 +46,10 @@ class Settings:
     follow_up_days: str = "7,30,90"
     #: minutes between runs of the referral sweep in the server (0: never)
     sweep_minutes: int = 15
+    #: `on`: FHIR requests need a bearer token (401 without); `off` (for now the default, until
+    #: the policy module enforces scopes): a request without a token is served anonymously.
+    #: A token that is sent is checked either way.
+    auth: str = "off"
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..context import RequestContext
+from ..context import ANONYMOUS, RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import shape_read
@@ -40,9 +40,11 @@ def _services(request: Request) -> Services:
 
 
 def _context(request: Request) -> RequestContext:
-    """The base URL was worked out once for the request (app.py, http.public_base)."""
+    """The base URL was worked out once for the request (app.py, http.public_base); the
+    principal from its bearer token, when it had one (auth/bearer.py)."""
     base: str = request.state.base_url
-    return RequestContext(base_url=base)
+    principal = getattr(request.state, "principal", ANONYMOUS)
+    return RequestContext(base_url=base, principal=principal)
 
 
 async def _body(
@@ -134,7 +136,12 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
 @router.api_route("/metadata", methods=_READ)
 async def capabilities(request: Request) -> Response:
     http.negotiate(request)
-    return http.fhir_response(request, request.app.state.capabilities)
+    body = request.app.state.capabilities
+    security = getattr(request.app.state, "capability_security", None)
+    if security is not None:  # endpoints of the authorization server, absolute per base
+        rest = {**body["rest"][0], "security": security(request.state.base_url)}
+        body = {**body, "rest": [rest, *body["rest"][1:]]}
+    return http.fhir_response(request, body)
 
 
 @router.post("")

@@ -61,12 +61,18 @@ class AuthStore:
                 (key, client_id, _json(data), expires_at),
             )
 
-    def take_grant(self, table: str, key: str, now: float) -> dict[str, Any] | None:
-        """The grant, deleted as it is read (single use), if unexpired; with its client_id."""
+    def take_grant(
+        self, table: str, key: str, now: float, consume: bool = True
+    ) -> dict[str, Any] | None:
+        """The grant, deleted as it is read (single use) unless only looked at, if unexpired;
+        with its client_id."""
         assert table in GRANT_TABLES
+        verb = "DELETE FROM" if consume else "UPDATE"
         with self.store.write() as s:
             row = s.conn.execute(
-                f"DELETE FROM {table} WHERE hash = ? RETURNING client_id, data, expires_at", (key,)
+                f"{verb} {table} {'' if consume else 'SET hash = hash'} WHERE hash = ? "
+                "RETURNING client_id, data, expires_at",
+                (key,),
             ).fetchone()
             s.conn.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,))
         if row is None or row[2] < now:
@@ -160,6 +166,18 @@ class AuthStore:
             s.conn.execute("DELETE FROM auth_failure WHERE at < ?", (forget_before,))
             s.conn.executemany("INSERT INTO auth_failure VALUES (?, ?)", [(w, at) for w in who])
 
+    def patients_of(self, organization_id: str, limit: int = 200) -> list[tuple[str, str]]:
+        """(Patient/id, display name) of current Patients whose managingOrganization is the
+        organization, from the reference index (search parameter `organization`)."""
+        rows = self.store.reader().query(
+            "SELECT r.id, r.json FROM idx_reference i JOIN resource r ON r.rid = i.rid "
+            "WHERE i.type = 'Patient' AND i.param = 'organization' "
+            "AND i.target_type = 'Organization' AND i.target_id = ? AND r.deleted = 0 "
+            "ORDER BY r.id LIMIT ?",
+            (organization_id, limit),
+        )
+        return [(f"Patient/{r[0]}", _name(orjson.loads(r[1]))) for r in rows]
+
     def _one(self, sql: str, key: str) -> dict[str, Any] | None:
         rows = self.store.reader().query(sql, (key,))
         return orjson.loads(rows[0][0]) if rows else None
@@ -167,3 +185,13 @@ class AuthStore:
 
 def _json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode()
+
+
+def _name(patient: dict[str, Any]) -> str:
+    for name in patient.get("name") or ():
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*name.get("family", "").split(), *name.get("given", ())]
+        if parts:
+            return " ".join(str(p) for p in parts)
+    return str(patient.get("id", ""))
