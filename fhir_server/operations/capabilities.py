@@ -52,10 +52,10 @@ def _operations(operations: Operations, rtype: str | None) -> list[dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for op in operations:
         if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
-            entry = {"name": op.name.lstrip("$")}
+            # operation.definition is 1..1 (R4); strict clients (Python fhirclient) reject
+            # an entry without it, so an operation without a definition is not listed
             if op.definition:
-                entry["definition"] = op.definition
-            out.setdefault(op.name, entry)
+                out.setdefault(op.name, {"name": op.name.lstrip("$"), "definition": op.definition})
     return list(out.values())
 
 
