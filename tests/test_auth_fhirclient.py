@@ -45,28 +45,77 @@ def test_python_fhirclient_ehr_launch(
     web = requests.Session()
     for resource in (
         {"resourceType": "Organization", "id": "h1"},
-        {"resourceType": "PractitionerRole", "id": "dr1",
-         "organization": {"reference": "Organization/h1"}},
+        {
+            "resourceType": "PractitionerRole",
+            "id": "dr1",
+            "organization": {"reference": "Organization/h1"},
+        },
         {"resourceType": "Patient", "id": "p1", "name": [{"family": "Wang"}]},
     ):
         r = web.put(f"{live_server}/{resource['resourceType']}/{resource['id']}", json=resource)
         assert r.status_code in (200, 201), r.text
     database = ["--database", str(tmp_path / "live.db")]
     run: Any = cli.main
-    assert run(["client", "add", "--client-id", "ehr-app", "--redirect-uri", REDIRECT,
-                "--secret", "app-secret", *database]) == 0
-    assert run(["user", "add", "--username", "drwang", "--password", PASSWORD,
-                "--practitioner-role", "PractitionerRole/dr1", *database]) == 0
+    assert (
+        run(
+            [
+                "client",
+                "add",
+                "--client-id",
+                "ehr-app",
+                "--redirect-uri",
+                REDIRECT,
+                "--secret",
+                "app-secret",
+                *database,
+            ]
+        )
+        == 0
+    )
+    assert (
+        run(
+            [
+                "user",
+                "add",
+                "--username",
+                "drwang",
+                "--password",
+                PASSWORD,
+                "--practitioner-role",
+                "PractitionerRole/dr1",
+                *database,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert run(["launch", "--client-id", "ehr-app", "--user", "drwang",
-                "--patient", "Patient/p1", *database]) == 0
+    assert (
+        run(
+            [
+                "launch",
+                "--client-id",
+                "ehr-app",
+                "--user",
+                "drwang",
+                "--patient",
+                "Patient/p1",
+                *database,
+            ]
+        )
+        == 0
+    )
     launch = capsys.readouterr().out.strip()
 
-    smart = fhirclient.FHIRClient(settings={
-        "app_id": "ehr-app", "app_secret": "app-secret", "api_base": live_server,
-        "redirect_uri": REDIRECT, "launch_token": launch,
-        "scope": "openid fhirUser patient/*.rs offline_access",
-    })
+    smart = fhirclient.FHIRClient(
+        settings={
+            "app_id": "ehr-app",
+            "app_secret": "app-secret",
+            "api_base": live_server,
+            "redirect_uri": REDIRECT,
+            "launch_token": launch,
+            "scope": "openid fhirUser patient/*.rs offline_access",
+        }
+    )
     url = smart.authorize_url
     assert "code_challenge_method=S256" in url and "aud=" in url
     smart.handle_callback(_browser(web, url))

@@ -136,12 +136,18 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
 @router.api_route("/metadata", methods=_READ)
 async def capabilities(request: Request) -> Response:
     http.negotiate(request)
-    body = request.app.state.capabilities
+    return http.fhir_response(request, _capabilities(request))
+
+
+def _capabilities(request: Request) -> dict[str, Any]:
+    """The CapabilityStatement, with the authorization server's endpoints (absolute, so per
+    base URL) in rest.security when a feature registered them."""
+    body: dict[str, Any] = request.app.state.capabilities
     security = getattr(request.app.state, "capability_security", None)
-    if security is not None:  # endpoints of the authorization server, absolute per base
+    if security is not None:
         rest = {**body["rest"][0], "security": security(request.state.base_url)}
         body = {**body, "rest": [rest, *body["rest"][1:]]}
-    return http.fhir_response(request, body)
+    return body
 
 
 @router.post("")
@@ -151,7 +157,7 @@ async def batch_or_transaction(request: Request) -> Response:
     ctx = _context(request)
     services = _services(request)
     preference = http.prefer(request).get("return", "minimal")
-    capabilities = request.app.state.capabilities
+    capabilities = _capabilities(request)
     result = await run_in_threadpool(
         bundle.process, services, ctx, body, preference, capabilities
     )

@@ -51,11 +51,11 @@ def _operations(operations: Operations, rtype: str | None) -> list[dict[str, Any
     """The registered operations on a type (or, for None, at system level), once each."""
     out: dict[str, dict[str, Any]] = {}
     for op in operations:
-        if (op.level == "system") == (rtype is None) and (op.types is None or rtype in op.types):
-            # operation.definition is 1..1 (R4); strict clients (Python fhirclient) reject
-            # an entry without it, so an operation without a definition is not listed
-            if op.definition:
-                out.setdefault(op.name, {"name": op.name.lstrip("$"), "definition": op.definition})
+        # operation.definition is 1..1 (R4); strict clients (Python fhirclient) reject an
+        # entry without it, so an operation without a definition is not listed
+        at_level = (op.level == "system") == (rtype is None)
+        if at_level and (op.types is None or rtype in op.types) and op.definition:
+            out.setdefault(op.name, {"name": op.name.lstrip("$"), "definition": op.definition})
     return list(out.values())
 
 
