@@ -57,7 +57,7 @@ from ..operations.registry import Call, Operations, Outcome
 from ..search.values import date_bounds
 from ..storage.sqlite import Session
 from ..storage.sqlite.stats import referral_stats_rows
-from .codes import BUSINESS_SYSTEM, DIRECTION_URL, MILESTONES_URL, TYPE_SYSTEM
+from .codes import BUSINESS_SYSTEM, DIRECTION_URL, MILESTONES_URL, OPDEF, TYPE_SYSTEM
 
 OPERATIONS = Operations()
 operation = OPERATIONS.operation
@@ -75,7 +75,13 @@ COUNTS = (
     "pending",
 )
 
-@operation("$referral-stats", "type", types=("ServiceRequest",), methods=("GET", "POST"))
+@operation(
+    "$referral-stats",
+    "type",
+    types=("ServiceRequest",),
+    methods=("GET", "POST"),
+    definition=f"{OPDEF}ServiceRequest-referral-stats",
+)
 def referral_stats_operation(call: Call) -> Outcome:
     """Parse the inputs, run the query, answer a Parameters resource."""
     start, end = call.value("periodStart"), call.value("periodEnd")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ...errors import error
 from ...operations.registry import Call, Operations, Outcome
+from ..codes import OPDEF
 from .gather import build
 from .html import render_html
 from .pdf import render_pdf
@@ -15,7 +16,13 @@ OPERATIONS = Operations()
 operation = OPERATIONS.operation
 
 
-@operation("$referral-slip", "instance", types=("ServiceRequest",), methods=("GET", "POST"))
+@operation(
+    "$referral-slip",
+    "instance",
+    types=("ServiceRequest",),
+    methods=("GET", "POST"),
+    definition=f"{OPDEF}ServiceRequest-referral-slip",
+)
 def referral_slip(call: Call) -> Outcome:
     """Render the slip of one ServiceRequest; `format` = html (default) or pdf."""
     fmt = str(call.value("format") or "html").lower()
