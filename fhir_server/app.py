@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import bootstrap, conformance, referral
+from . import auth, bootstrap, conformance, referral
 from .api import http
 from .api.access import AccessLog
 from .api.routes import router
@@ -39,6 +39,7 @@ def wire(services: Services) -> Services:
     """Register the core's and the features' operations and hooks, then store the guide."""
     services.operations.extend(core_operations())
     referral.register(services)
+    auth.register(services)
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
     return services
@@ -79,9 +80,14 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         conformance.profiles([services.settings.profiles_dir]),
         services.settings.allow_multiple_delete,
     )
+    # SMART: the endpoints in rest.security (oauth-uris) are absolute, so built per base URL
+    app.state.capability_security = auth.security
+    app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
     app.include_router(router, prefix="/fhir")
     app.add_api_route("/health", health, methods=["GET", "HEAD"])
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
+    required = services.settings.auth == "on"
+    app.add_middleware(auth.Bearer, auth=services.features["auth"], required=required)
     app.add_middleware(_Edge, settings=services.settings)
     app.add_middleware(AccessLog)  # outermost: every response carries the request id
 

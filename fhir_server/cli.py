@@ -1,11 +1,14 @@
-"""fhir-server serve | load | sweep | demo | backup | restore: the console script."""
+"""fhir-server serve | load | sweep | demo | backup | restore | client | user | launch: the
+console script."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .settings import Settings
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     restore = sub.add_parser("restore", help="replace the (stopped) database with backup PATH")
     restore.add_argument("path", type=Path)
     restore.add_argument("--database", type=Path)
+    _auth_commands(sub)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
         host=getattr(args, "host", None),
@@ -53,7 +57,82 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep(settings, args.now)
     if args.command == "demo":
         return _demo(settings)
+    if args.command in ("client", "user", "launch"):
+        return _auth(settings, args)
     return _load(settings, args.files)
+
+
+def _auth_commands(sub: Any) -> None:
+    """client add|list|remove, user add, launch: the SMART authorization server's data."""
+    client = sub.add_parser("client", help="register, list or remove SMART client apps")
+    csub = client.add_subparsers(dest="action", required=True)
+    add = csub.add_parser("add", help="register a client; prints it as JSON")
+    add.add_argument("--client-id", required=True)
+    add.add_argument("--redirect-uri", action="append", default=[])
+    how = add.add_mutually_exclusive_group(required=True)
+    how.add_argument("--secret", help="confidential client (client_secret_basic); stored hashed")
+    how.add_argument("--jwks", type=Path, help="JWKS file: private_key_jwt (backend services)")
+    how.add_argument("--public", action="store_true", help="public client (PKCE only)")
+    add.add_argument("--scope", help="scopes the client may be granted (space-separated)")
+    add.add_argument("--trusted", action="store_true", help="no consent screen")
+    csub.add_parser("list", help="registered clients as JSON")
+    remove = csub.add_parser("remove", help="remove a client and revoke its tokens")
+    remove.add_argument("client_id")
+    user = sub.add_parser("user", help="add users (practitioners and patients)")
+    usub = user.add_subparsers(dest="action", required=True)
+    uadd = usub.add_parser("add", help="add or replace a user")
+    uadd.add_argument("--username", required=True)
+    uadd.add_argument("--password", required=True)
+    link = uadd.add_mutually_exclusive_group(required=True)
+    link.add_argument("--practitioner-role", help="PractitionerRole/ID (and so an Organization)")
+    link.add_argument("--patient", help="Patient/ID")
+    uadd.add_argument("--role", action="append", choices=["auditor"], default=[])
+    launch = sub.add_parser("launch", help="print a one-time EHR launch value")
+    launch.add_argument("--client-id", required=True)
+    launch.add_argument("--user", required=True)
+    launch.add_argument("--patient")
+    launch.add_argument("--encounter")
+    for p in (add, *csub.choices.values(), uadd, launch):
+        if not any(a.dest == "database" for a in p._actions):
+            p.add_argument("--database", type=Path)
+
+
+def _auth(settings: Settings, args: argparse.Namespace) -> int:
+    from .auth import admin
+    from .storage.sqlite import SqliteStore
+    from .storage.sqlite.auth import AuthStore
+
+    store = SqliteStore(settings.database, settings.lock_timeout_seconds)
+    auth = AuthStore(store)
+    try:
+        out: Any
+        if args.command == "launch":
+            out = admin.create_launch(auth, args.client_id, args.user, args.patient, args.encounter)
+            print(out)
+            return 0
+        if args.command == "user":
+            role = args.practitioner_role or args.patient
+            out = admin.add_user(auth, args.username, args.password, role, args.role)
+        elif args.action == "add":
+            jwks = json.loads(args.jwks.read_text()) if args.jwks else None
+            out = admin.add_client(
+                auth, args.client_id, args.redirect_uri, args.secret, jwks, args.public,
+                args.scope, args.trusted,
+            )
+        elif args.action == "list":
+            out = auth.clients()
+        elif not auth.remove_client(args.client_id):
+            print(f"no such client: {args.client_id}", file=sys.stderr)
+            return 1
+        else:
+            out = {"removed": args.client_id}
+    except (admin.AdminError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
 
 
 def _serve(settings: Settings) -> int:

@@ -49,6 +49,10 @@ class Settings:
     #: HTTPS: the server's certificate chain (PEM) and its private key; both or neither
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: `on`: FHIR requests need a bearer token (401 without); `off` (for now the default, until
+    #: the policy module enforces scopes): a request without a token is served anonymously.
+    #: A token that is sent is checked either way.
+    auth: str = "off"
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

@@ -94,7 +94,12 @@ def test_fhirclient_prepares_and_reads_a_patient_over_real_http(live_server: str
     assert created.status_code == 201, created.text
     pid = created.json()["id"]
     fhir = smart_client.FHIRClient(settings={"app_id": "x", "api_base": live_server})
-    assert fhir.prepare() is True
+    fhir.prepare()  # fetches /metadata and parses it with the strict R4 models (raised before)
+    assert fhir.server.capabilityStatement.fhirVersion == "4.0.1"
+    # the server advertises SMART (rest.security oauth-uris), so the client knows where to
+    # authorize; with `auth` off (the default) it may still read without a token
+    assert fhir.server.auth is not None
+    assert fhir.server.auth._authorize_uri.endswith("/auth/authorize")
     patient = r4_patient.Patient.read(pid, fhir.server)
     assert patient.id == pid
     assert patient.name[0].family == "Zhang"

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..context import RequestContext
+from ..context import ANONYMOUS, RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import shape_read
@@ -41,9 +41,11 @@ def _services(request: Request) -> Services:
 
 def _context(request: Request) -> RequestContext:
     """The base URL and the request id were worked out once for the request (app.py _Edge,
-    http.public_base; api/access.py)."""
+    http.public_base; api/access.py); the principal from its bearer token, when it had one
+    (auth/bearer.py)."""
     base: str = request.state.base_url
-    return RequestContext(base_url=base, request_id=request.state.request_id)
+    principal = getattr(request.state, "principal", ANONYMOUS)
+    return RequestContext(base_url=base, principal=principal, request_id=request.state.request_id)
 
 
 async def _body(
@@ -135,7 +137,18 @@ def _result(request: Request, ctx: RequestContext, result: Result) -> Response:
 @router.api_route("/metadata", methods=_READ)
 async def capabilities(request: Request) -> Response:
     http.negotiate(request)
-    return http.fhir_response(request, request.app.state.capabilities)
+    return http.fhir_response(request, _capabilities(request))
+
+
+def _capabilities(request: Request) -> dict[str, Any]:
+    """The CapabilityStatement, with the authorization server's endpoints (absolute, so per
+    base URL) in rest.security when a feature registered them."""
+    body: dict[str, Any] = request.app.state.capabilities
+    security = getattr(request.app.state, "capability_security", None)
+    if security is not None:
+        rest = {**body["rest"][0], "security": security(request.state.base_url)}
+        body = {**body, "rest": [rest, *body["rest"][1:]]}
+    return body
 
 
 @router.post("")
@@ -145,7 +158,7 @@ async def batch_or_transaction(request: Request) -> Response:
     ctx = _context(request)
     services = _services(request)
     preference = http.prefer(request).get("return", "minimal")
-    capabilities = request.app.state.capabilities
+    capabilities = _capabilities(request)
     result = await run_in_threadpool(
         bundle.process, services, ctx, body, preference, capabilities
     )

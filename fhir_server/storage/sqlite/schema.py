@@ -80,6 +80,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_updated ON history (last_updated, superseded_at);
     CREATE INDEX history_type_updated ON history (type, last_updated, superseded_at);
     """,
+    # 3: the SMART authorization server (fhir_server/auth). Secrets, passwords, codes, tokens
+    # and launch values are stored only as hashes; `data` is the JSON of what each grants.
+    """
+    CREATE TABLE auth_client (client_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE auth_user (username TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE auth_code (hash TEXT PRIMARY KEY, client_id TEXT NOT NULL,
+        data TEXT NOT NULL, expires_at REAL NOT NULL);
+    CREATE TABLE auth_token (hash TEXT PRIMARY KEY, client_id TEXT NOT NULL,
+        kind TEXT NOT NULL, data TEXT NOT NULL, expires_at REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE auth_launch (hash TEXT PRIMARY KEY, client_id TEXT NOT NULL,
+        data TEXT NOT NULL, expires_at REAL NOT NULL);
+    -- RFC 7523 §3: a client assertion's jti may be used once within its lifetime
+    CREATE TABLE auth_jti (issuer TEXT NOT NULL, jti TEXT NOT NULL, expires_at REAL NOT NULL,
+        PRIMARY KEY (issuer, jti));
+    -- the id_token signing key, made on first start
+    CREATE TABLE auth_key (kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL);
+    -- failed logins, for the rate limit per user and per client
+    CREATE TABLE auth_failure (who TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX auth_failure_who ON auth_failure (who, at);
+    """,
 ]
 
 #: value columns per index table, as search.index.index_rows fills them (plus `grp`, set

@@ -1,0 +1,88 @@
+"""The resource-server side (RFC 6750): an `Authorization: Bearer` header on a FHIR request
+becomes the request's Principal; a malformed, unknown, expired or revoked token, or one issued
+for another FHIR base, is a 401 with `WWW-Authenticate: Bearer error="invalid_token"`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..api import http
+from ..context import Principal
+from ..errors import error
+from .secrets import token_hash
+from .server import Auth, active_token, organization_of
+
+#: FHIR paths readable without a token even when `auth` is on (discovery)
+_OPEN = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+
+
+def principal(auth: Auth, client_id: str, data: dict[str, Any], value: str) -> Principal:
+    fhir_user = data.get("fhir_user")
+    kind = "system" if data.get("system") else "user"
+    if fhir_user and fhir_user.startswith("Patient/"):
+        kind = "patient"
+    patient = data.get("patient")
+    return Principal(
+        kind=kind,
+        client_id=client_id,
+        user=data.get("username"),
+        fhir_user=fhir_user,
+        organization=organization_of(auth.services, fhir_user) if fhir_user else None,
+        patient=f"Patient/{patient}" if patient else None,
+        encounter=f"Encounter/{data['encounter']}" if data.get("encounter") else None,
+        scopes=tuple(data["scope"].split()),
+        roles=frozenset(data.get("roles") or ()),
+        token_id=token_hash(value)[:16],
+    )
+
+
+class Bearer:
+    """ASGI middleware inside _Edge (which sets the base URL): resolves the token once per
+    request and leaves the Principal in `scope["state"]["principal"]` for routes._context.
+    With `auth` off a request without a token is anonymous; with it on, 401."""
+
+    def __init__(self, app: ASGIApp, auth: Auth, required: bool) -> None:
+        self.app, self.auth, self.required = app, auth, required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/fhir"):
+            await self.app(scope, receive, send)
+            return
+        header = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"),
+            None,
+        )
+        if header is None:
+            if self.required and path not in _OPEN:
+                await self._refuse(scope, receive, send, None, "a bearer token is required")
+                return
+            await self.app(scope, receive, send)
+            return
+        kind, _, value = header.partition(" ")
+        value = value.strip()
+        found = None
+        if kind.lower() == "bearer" and value:
+            base = scope["state"]["base_url"]
+            found = await run_in_threadpool(active_token, self.auth, value, base)
+        if found is None:
+            why = "malformed, unknown, expired or revoked token, or issued for another server"
+            await self._refuse(scope, receive, send, "invalid_token", why)
+            return
+        who = await run_in_threadpool(principal, self.auth, found[0], found[1], value)
+        scope = {**scope, "state": {**scope["state"], "principal": who}}
+        await self.app(scope, receive, send)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, code: str | None, why: str
+    ) -> None:
+        failure = error(401, "login", why)
+        challenge = 'Bearer realm="fhir-server"'
+        if code:
+            challenge += f', error="{code}", error_description="{why}"'
+        failure.headers["WWW-Authenticate"] = challenge
+        await http.error_response(Request(scope), failure)(scope, receive, send)
