@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..context import RequestContext
+from ..context import ANONYMOUS, RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import shape_read
@@ -23,6 +23,7 @@ from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call, operation_input
+from ..policy.enforce import check_operation
 from ..services import Services
 from ..storage.sqlite import Session
 from . import http
@@ -41,9 +42,17 @@ def _services(request: Request) -> Services:
 
 def _context(request: Request) -> RequestContext:
     """The base URL and the request id were worked out once for the request (app.py _Edge,
-    http.public_base; api/access.py)."""
+    http.public_base; api/access.py). The principal is anonymous until the authorization
+    server turns bearer tokens into one.
+
+    TEST SEAM (to be replaced by the auth server): when a test set `app.state.test_principals`
+    (build_app never does, and no setting reaches it), a Principal its ASGI wrapper put in
+    `request.state.principal` is used."""
     base: str = request.state.base_url
-    return RequestContext(base_url=base, request_id=request.state.request_id)
+    principal = ANONYMOUS
+    if getattr(request.app.state, "test_principals", False):
+        principal = getattr(request.state, "principal", ANONYMOUS)
+    return RequestContext(base_url=base, principal=principal, request_id=request.state.request_id)
 
 
 async def _body(
@@ -272,7 +281,7 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
     query = request.url.query
 
     def target(s: Session) -> str:
-        found = write.find(s, services, ctx, rtype, query)
+        found = write.find(s, services, ctx, rtype, query, interaction="patch")
         if len(found) != 1:
             raise error(
                 412,
@@ -296,8 +305,10 @@ async def read_instance(request: Request, rtype: str, rid: str) -> Response:
         http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    store = _services(request).store
-    stored = await run_in_threadpool(lambda: read.read(store.reader(), rtype, rid))
+    services, ctx = _services(request), _context(request)
+    stored = await run_in_threadpool(
+        lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid)
+    )
     return _read_response(request, stored, raw)
 
 
@@ -330,8 +341,10 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
         http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    store = _services(request).store
-    stored = await run_in_threadpool(lambda: read.vread(store.reader(), rtype, rid, version))
+    services, ctx = _services(request), _context(request)
+    stored = await run_in_threadpool(
+        lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid, version)
+    )
     return _read_response(request, stored, raw)
 
 
@@ -440,6 +453,9 @@ async def _operation(
     services, ctx = _services(request), _context(request)
     method = "GET" if request.method == "HEAD" else request.method
     op = services.operations.find(name, level, rtype, method)
+    await run_in_threadpool(
+        check_operation, services.store.reader(), ctx, services.registry, name, rtype, rid
+    )
     body: Any = None
     if request.method == "POST":
         raw = await http.read_body(request, services.settings)
