@@ -113,6 +113,29 @@ def test_type_search_is_narrowed_to_the_patient_compartment(api: Any) -> None:
     assert found["total"] == 2  # the count does not tell of the hidden ones
     assert ids(client.get("/fhir/Patient")) == {"Patient/p1"}
     assert ids(client.get("/fhir/Observation", params={"identifier": "urn:test|o2-lab"})) == set()
+    for order in ("code", "-_lastUpdated", "_id"):  # the sorted paths (index walk) as well
+        got = ids(client.get("/fhir/Observation", params={"_sort": order}))
+        assert got == {"Observation/o1-lab", "Observation/o1-vital"}, order
+
+
+def test_every_page_is_narrowed(api: Any) -> None:
+    client, as_ = api
+    as_.principal = READER
+    first = client.get("/fhir/Observation", params={"_count": "1", "_sort": "_id"}).json()
+    seen = {e["resource"]["id"] for e in first["entry"]}
+    link = next(x["url"] for x in first["link"] if x["relation"] == "next")
+    second = client.get(link.replace("http://testserver", "")).json()
+    seen |= {e["resource"]["id"] for e in second["entry"]}
+    assert seen == {"o1-lab", "o1-vital"}
+    assert not any(x["relation"] == "next" for x in second["link"])
+
+
+def test_a_wildcard_patient_scope_covers_compartment_types(api: Any) -> None:
+    client, as_ = api
+    as_.principal = patient("patient/*.rs")
+    got = ids(client.get("/fhir", params={"_type": "Observation,Patient"}))
+    assert got == {"Patient/p1", "Observation/o1-lab", "Observation/o1-vital"}
+    forbidden(client.get("/fhir/ValueSet"))  # not in the Patient compartment: fail closed
 
 
 def test_includes_outside_the_compartment_are_dropped(api: Any) -> None:
