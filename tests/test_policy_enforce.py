@@ -118,6 +118,21 @@ def test_type_search_is_narrowed_to_the_patient_compartment(api: Any) -> None:
         assert got == {"Observation/o1-lab", "Observation/o1-vital"}, order
 
 
+def test_a_patient_linking_to_the_context_patient_stays_hidden(api: Any) -> None:
+    """The R4 Patient compartment lists Patients whose `link` points at it; links never
+    widen access (security.md §3.2)."""
+    client, as_ = api
+    linked = {
+        "resourceType": "Patient",
+        "id": "p3",
+        "link": [{"other": {"reference": "Patient/p1"}, "type": "seealso"}],
+    }
+    assert client.put("/fhir/Patient/p3", json=linked).status_code == 201
+    as_.principal = READER
+    assert ids(client.get("/fhir/Patient")) == {"Patient/p1"}
+    assert client.get("/fhir/Patient/p3").status_code == 404
+
+
 def test_every_page_is_narrowed(api: Any) -> None:
     client, as_ = api
     as_.principal = READER

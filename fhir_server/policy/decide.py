@@ -73,7 +73,7 @@ def narrowing(
     if grant.level == "patient":
         pid = patient_id(principal)
         assert pid is not None  # allowed() dropped patient grants without a patient
-        clauses.append(q.compartment_clause("Patient", pid, rtype))
+        clauses.append(_compartment(pid, rtype))
     # TODO(consortium rule, security.md §3.2): user/ and system/ grants must also be confined
     # to resources their organization owns or holds an access_grant for; that needs resource
     # ownership (owner_org), which the store does not record yet. Until then they add nothing.
@@ -83,6 +83,14 @@ def narrowing(
         except q.Unknown:
             return None
     return clauses
+
+
+def _compartment(pid: str, rtype: str) -> q.Clause:
+    """The patient compartment; for Patient itself, that patient alone: the R4 definition also
+    lists Patients that `link` to it, but links never widen access (security.md §3.2)."""
+    if rtype == "Patient":
+        return q.Clause(q.Param("_compartment", "special"), (), compartment=("Patient", pid, ()))
+    return q.compartment_clause("Patient", pid, rtype)
 
 
 def combine(options: list[list[q.Clause]]) -> list[q.Clause]:
