@@ -23,6 +23,7 @@ from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call, operation_input
+from ..policy.enforce import check_operation
 from ..services import Services
 from ..storage.sqlite import Session
 from . import http
@@ -285,7 +286,7 @@ async def conditional_patch(request: Request, rtype: str) -> Response:
     query = request.url.query
 
     def target(s: Session) -> str:
-        found = write.find(s, services, ctx, rtype, query)
+        found = write.find(s, services, ctx, rtype, query, interaction="patch")
         if len(found) != 1:
             raise error(
                 412,
@@ -309,8 +310,10 @@ async def read_instance(request: Request, rtype: str, rid: str) -> Response:
         http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    store = _services(request).store
-    stored = await run_in_threadpool(lambda: read.read(store.reader(), rtype, rid))
+    services, ctx = _services(request), _context(request)
+    stored = await run_in_threadpool(
+        lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid)
+    )
     return _read_response(request, stored, raw)
 
 
@@ -343,8 +346,10 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
         http.negotiate(request)
     check_type(rtype)
     check_id(rid)
-    store = _services(request).store
-    stored = await run_in_threadpool(lambda: read.vread(store.reader(), rtype, rid, version))
+    services, ctx = _services(request), _context(request)
+    stored = await run_in_threadpool(
+        lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid, version)
+    )
     return _read_response(request, stored, raw)
 
 
@@ -453,6 +458,9 @@ async def _operation(
     services, ctx = _services(request), _context(request)
     method = "GET" if request.method == "HEAD" else request.method
     op = services.operations.find(name, level, rtype, method)
+    await run_in_threadpool(
+        check_operation, services.store.reader(), ctx, services.registry, name, rtype, rid
+    )
     body: Any = None
     if request.method == "POST":
         raw = await http.read_body(request, services.settings)

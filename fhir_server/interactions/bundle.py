@@ -23,6 +23,7 @@ from ..context import RequestContext
 from ..errors import FhirError, Issue, error, operation_outcome
 from ..model.resource import now
 from ..model.validate import Validated, check_body, check_id, check_type
+from ..policy.enforce import check_written
 from ..services import Services
 from ..spec import RESOURCE_TYPES
 from ..storage.sqlite import Session
@@ -283,6 +284,12 @@ def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) 
             _transaction(session, services, ctx, entries)
             return
         session.save_many([(None, v) for v in versions])
+        for e in entries:  # inside the transaction: a refusal rolls every create back
+            assert e.rtype is not None and e.rid is not None
+            try:
+                check_written(session, ctx, services.registry, "create", e.rtype, e.rid)
+            except FhirError as exc:
+                raise _at_entry(exc, e.index) from None
     for e, v in zip(entries, versions, strict=True):
         e.result = Result(201, v.stored, location=True)
 
@@ -300,7 +307,7 @@ def _assign_ids(
             if e.method == "POST" and e.rtype:
                 none_exist = e.request.get("ifNoneExist")
                 found = (
-                    find(session, services, ctx, e.rtype, none_exist.lstrip("?"))
+                    find(session, services, ctx, e.rtype, none_exist.lstrip("?"), 2, "create")
                     if (none_exist)
                     else []
                 )
@@ -312,7 +319,7 @@ def _assign_ids(
                 else:
                     e.rid = write.new_id()
             elif e.method == "PUT" and e.rtype and e.rid is None and e.query:
-                found = find(session, services, ctx, e.rtype, e.query)
+                found = find(session, services, ctx, e.rtype, e.query, interaction="update")
                 if len(found) > 1:
                     raise error(
                         412, "multiple-matches", f"Conditional update matched several {e.rtype}"
@@ -352,7 +359,7 @@ class Rewriter:
     def conditional(self, ref: str) -> str:
         head, _, query = ref.partition("?")
         check_type(head)
-        found = find(self.session, self.services, self.ctx, head, query)
+        found = find(self.session, self.services, self.ctx, head, query, 2, "search-type")
         if len(found) != 1:
             raise error(
                 412 if found else 404,
@@ -428,7 +435,7 @@ def _execute(session: Session, services: Services, ctx: RequestContext, e: Entry
         rid = e.rid
         if rid is None:
             assert e.query is not None
-            found = find(session, services, ctx, rtype, e.query)
+            found = find(session, services, ctx, rtype, e.query, interaction="patch")
             if len(found) != 1:
                 raise error(412, "multiple-matches", "Conditional patch needs exactly one match")
             rid = found[0][1]
@@ -485,10 +492,8 @@ def _read(
         e.body = reads.history(session, services, ctx, rtype, rid, pairs, path)
     else:
         rtype, rid = parts[0], parts[1]
-        if kind == "vread":
-            stored = reads.vread(session, rtype, rid, parts[3])
-        else:
-            stored = reads.read(session, rtype, rid)
+        version = parts[3] if kind == "vread" else None
+        stored = reads.read_as(session, services, ctx, rtype, rid, version)
         e.result = Result(200, stored)
         assert stored.json is not None
         shaped = shape_read(stored.json, dict(pairs))

@@ -9,6 +9,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, error
+from ..policy.enforce import check_history, check_instance
 from ..search.paging import Cursor
 from ..search.values import date_bounds
 from ..services import Services
@@ -43,6 +44,17 @@ def vread(session: Session, rtype: str, rid: str, version: str) -> Stored:
     return stored
 
 
+def read_as(
+    session: Session, services: Services, ctx: RequestContext, rtype: str, rid: str,
+    version: str | None = None,
+) -> Stored:
+    """read (or vread of `version`) on behalf of ctx's principal: 404 for what it may not see.
+    A version is judged by the resource's current state (the compartment it is in now)."""
+    check_instance(session, ctx, services.registry, "read" if version is None else "vread",
+                   rtype, rid)
+    return read(session, rtype, rid) if version is None else vread(session, rtype, rid, version)
+
+
 def _gone(stored: Stored) -> FhirError:
     exc = error(410, "deleted", f"{stored.type}/{stored.id} has been deleted")
     exc.headers["ETag"] = f'W/"{stored.version}"'
@@ -74,8 +86,12 @@ def history(
     key = _key(args["_page"]) if "_page" in args else None
     since = _instant(args, "_since", 0)
     at = _instant(args, "_at", 1)
-    if rid is not None and rtype is not None and session.current(rtype, rid) is None:
-        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+    if rid is not None and rtype is not None:
+        if session.current(rtype, rid) is None:
+            raise error(404, "not-found", f"{rtype}/{rid} is not known")
+        check_instance(session, ctx, services.registry, "history-instance", rtype, rid)
+    else:
+        check_history(ctx, services.registry, rtype)
     versions, total = session.history(rtype, rid, since, at, (offset, key), count)
     base = ctx.base_url
     entries = [_entry(base, v) for v in versions]

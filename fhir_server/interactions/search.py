@@ -10,6 +10,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import Issue, error, operation_outcome
+from ..policy import enforce
 from ..search import query as q
 from ..search.paging import Cursor
 from ..services import Services
@@ -25,17 +26,23 @@ def find(
     rtype: str,
     query_string: str,
     limit: int | None = 2,
+    interaction: str | None = None,
 ) -> list[tuple[str, str]]:
     """(type, id) of current resources matching a conditional URL's query (at most `limit`:
     callers only need to tell none, one and several apart). Unknown parameters are an error
-    here, since ignoring one could update or delete the wrong resource."""
+    here, since ignoring one could update or delete the wrong resource. `interaction` is the
+    caller's (a conditional create, update, ...): the matches are confined to what the
+    principal may do it on; without it (a feature's own lookup) nothing is confined."""
     pairs = parse_qsl(query_string, keep_blank_values=True)
     if not pairs:
         raise error(412, "invalid", "A conditional request needs search criteria")
     query = q.parse(services.registry, rtype, pairs, 1, 1, strict=True)
     if not query.clauses:
         raise error(412, "invalid", "A conditional request needs search criteria")
-    return sql.match_ids(session, ctx.base_url, rtype, query.clauses, limit)
+    clauses = query.clauses
+    if interaction is not None:
+        clauses = enforce.narrow(ctx, services.registry, interaction, rtype, clauses)
+    return sql.match_ids(session, ctx.base_url, rtype, clauses, limit)
 
 
 def search(
@@ -57,6 +64,7 @@ def search(
     )
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
+    query.clauses = _confined(services, ctx, rtype, query, compartment is not None)
     compiler = sql.Compiler(ctx.base_url, tuple(query.types))
     needs_resource = any(p.code in ("_id", "_lastUpdated") for p, _ in query.sort)
     relation, where, args = compiler.source(rtype, query.clauses, needs_resource)
@@ -81,7 +89,8 @@ def search(
     for row in rows:
         t, i, raw = row[1], row[2], row[3]
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"match"))
-    for t, i, raw in sql.includes(session, query, [(r[0], r[1], r[2]) for r in rows]):
+    included = sql.includes(session, query, [(r[0], r[1], r[2]) for r in rows])
+    for t, i, raw in enforce.keep_visible(session, ctx, services.registry, included):
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
     if query.ignored:
         outcome = operation_outcome(
@@ -94,6 +103,16 @@ def search(
         head["total"] = total
     head["link"] = links
     return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def _confined(
+    services: Services, ctx: RequestContext, rtype: str | None, query: q.Query, compartment: bool
+) -> list[q.Clause]:
+    """The query's clauses confined to what the principal may search (policy/enforce.py)."""
+    if rtype is None:
+        return enforce.narrow_system(ctx, services.registry, query.types, query.clauses)
+    interaction = "search-compartment" if compartment else "search-type"
+    return enforce.narrow(ctx, services.registry, interaction, rtype, query.clauses)
 
 
 def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:

@@ -21,6 +21,7 @@ from ..model.json_patch import apply_json_patch
 from ..model.patch_error import PatchError
 from ..model.resource import dumps, now, with_meta
 from ..model.validate import Validated, check_depth
+from ..policy.enforce import authorize, check_instance, check_written
 from ..search.composite import composite_rows
 from ..search.fulltext import content_text, narrative_text
 from ..search.index import index_rows
@@ -110,7 +111,9 @@ def create(
 ) -> Result:
     """POST: a new resource with a server id; If-None-Exist makes it conditional."""
     if if_none_exist:
-        found = find(session, services, ctx, rtype, if_none_exist.lstrip("?"))
+        found = find(
+            session, services, ctx, rtype, if_none_exist.lstrip("?"), interaction="create"
+        )
         if len(found) > 1:
             raise error(412, "duplicate", f"Conditional create matched several {rtype}")
         if found:
@@ -118,8 +121,10 @@ def create(
             assert current is not None
             return Result(200, current[1])
     rid = rid or new_id()
+    authorize(ctx, services.registry, "create", rtype)
     resource = _hooked(Change(session, services, ctx, "POST", rtype, rid, None, resource))
     stored = save(session, services, rtype, rid, resource, None, "POST")
+    check_written(session, ctx, services.registry, "create", rtype, rid)
     return Result(201, stored, location=True)
 
 
@@ -139,12 +144,17 @@ def update(
     if body_id != rid:
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
+    if prev is not None and not prev[1].deleted:
+        check_instance(session, ctx, services.registry, "update", rtype, rid)
+    else:  # update-as-create: the update permission covers it (SMART v2 `u`)
+        authorize(ctx, services.registry, "update", rtype)
     check_if_match(prev, if_match)
     if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
         return Result(200, prev[1])
     change = Change(session, services, ctx, "PUT", rtype, rid, prev[1] if prev else None, resource)
     resource = _hooked(change)
     stored = save(session, services, rtype, rid, resource, prev, "PUT")
+    check_written(session, ctx, services.registry, "update", rtype, rid)
     created = prev is None or prev[1].deleted
     return Result(201 if created else 200, stored, location=True)
 
@@ -203,7 +213,7 @@ def conditional_update(
     if_match: str | None = None,
 ) -> Result:
     """PUT /Type?criteria: update the single match, create when none, 412 when several."""
-    found = find(session, services, ctx, rtype, query)
+    found = find(session, services, ctx, rtype, query, interaction="update")
     if len(found) > 1:
         raise error(412, "multiple-matches", f"Conditional update matched several {rtype}")
     if found:
@@ -228,6 +238,10 @@ def delete(
     """DELETE: a deletion version; history stays, reads answer 410. Deleting what does not
     exist (or no longer does) succeeds with 204 (http.html#delete: 200 or 204)."""
     prev = session.current(rtype, rid)
+    if prev is not None and not prev[1].deleted:
+        check_instance(session, ctx, services.registry, "delete", rtype, rid)
+    else:
+        authorize(ctx, services.registry, "delete", rtype)
     check_if_match(prev, if_match)
     if prev is None:
         return Result(204)
@@ -242,7 +256,7 @@ def conditional_delete(
     session: Session, services: Services, ctx: RequestContext, rtype: str, query: str
 ) -> Result:
     """DELETE /Type?criteria: several matches need `allow_multiple_delete` (else 412)."""
-    pairs_found = find(session, services, ctx, rtype, query, limit=None)
+    pairs_found = find(session, services, ctx, rtype, query, limit=None, interaction="delete")
     if len(pairs_found) > 1 and not services.settings.allow_multiple_delete:
         raise error(412, "multiple-matches", f"Conditional delete matched several {rtype}")
     if not pairs_found:
@@ -265,6 +279,7 @@ def patch(
     """PATCH with JSON Patch or FHIRPath Patch (a batch entry's Binary is decoded by
     bundle.py); the result is validated like any update."""
     check_depth(document)
+    check_instance(session, ctx, services.registry, "patch", rtype, rid)
     prev = session.current(rtype, rid)
     if prev is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")

@@ -91,6 +91,9 @@ class Clause:
     has: tuple[str, str, Clause] | None = None
     #: for compartment search: (compartment type, id, the parameters that link into it)
     compartment: tuple[str, str, tuple[str, ...]] | None = None
+    #: a system search confined per type (policy/enforce.py): (type, clauses ANDed) branches,
+    #: ORed; a resource matches when its type's branch does
+    by_type: tuple[tuple[str, tuple[Clause, ...]], ...] | None = None
 
 
 @dataclass

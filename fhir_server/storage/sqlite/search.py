@@ -89,6 +89,8 @@ class Compiler:
             return f"{alias}.rid IN ({sub[0]})", sub[1]
         if c.compartment is not None:
             return self._compartment(rtype, c.compartment, alias)
+        if c.by_type is not None:
+            return self._by_type(c.by_type, alias)
         if c.has is not None:
             return self._has(rtype, c, alias)
         p = c.param
@@ -124,7 +126,7 @@ class Compiler:
         """For clauses that select matches straight from the index tables, the subquery
         giving their row ids, else None. Index rows exist only for current, undeleted
         resources, so with a type these ids need no check against the resource table."""
-        if c.compartment is not None:
+        if c.compartment is not None or c.by_type is not None:
             return None
         if c.has is not None:
             return self._has_targets(rtype, c, alias) if rtype else None
@@ -140,7 +142,7 @@ class Compiler:
     def correlated(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list] | None:
         """A plain index lookup as a condition on one given row (EXISTS through the rid
         index), for when checking candidate rows one by one beats listing every match."""
-        if c.chain or c.has or c.compartment or c.param.code in SPECIAL_CODES:
+        if c.chain or c.has or c.compartment or c.by_type or c.param.code in SPECIAL_CODES:
             return None
         if c.modifier in ("missing", "not") or c.param.type == "composite":
             return None
@@ -332,6 +334,17 @@ class Compiler:
         if rtype == ctype:
             ors.append(f"{alias}.id = ?")
             args.append(cid)
+        return "(" + " OR ".join(ors) + ")", args
+
+    def _by_type(
+        self, branches: tuple[tuple[str, tuple[Clause, ...]], ...], alias: str
+    ) -> tuple[str, list]:
+        """One branch per type, each its own type's conditions (see Clause.by_type)."""
+        ors, args = [], []
+        for rtype, clauses in branches:
+            where, a = self.where(rtype, list(clauses), alias)
+            ors.append(f"({where})")
+            args += a
         return "(" + " OR ".join(ors) + ")", args
 
     def _has_targets(self, rtype: str, c: Clause, alias: str) -> tuple[str, list]:

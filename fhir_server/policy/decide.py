@@ -1,0 +1,129 @@
+"""The policy decision point: which grants let a principal do an interaction on a type, and the
+search clauses each grant narrows it to (security.md §3.2 steps 3 and 4). Pure: no I/O.
+
+Effective access = scopes ∩ launch context. The underlying consortium policy (owner
+organization, care-relationship grants, Consent, labels, break-glass) is not decided here yet.
+"""
+
+from __future__ import annotations
+
+from ..context import Principal
+from ..errors import FhirError, error
+from ..search import query as q
+from ..search.registry import Registry
+from .scopes import Grant, parse_scopes
+
+#: REST interactions (http.html) as the SMART v2 letter that permits them (§1.4)
+LETTER = {
+    "read": "r",
+    "vread": "r",
+    "history-instance": "r",
+    "search-type": "s",
+    "search-system": "s",
+    "search-compartment": "s",
+    "history-type": "s",
+    "history-system": "s",
+    "create": "c",
+    "update": "u",
+    "patch": "u",
+    "delete": "d",
+}
+#: operations this server lets a non-anonymous principal invoke: name -> None when it needs
+#: no grant (it reads nothing stored), or (interaction, resource type or None for the type it
+#: is invoked on). An operation not listed is refused (default deny).
+OPERATIONS: dict[str, tuple[str, str | None] | None] = {
+    "$validate": None,
+    "$referral-slip": ("read", "ServiceRequest"),
+    "$lookup": ("read", None),
+    "$validate-code": ("read", None),
+    "$expand": ("read", None),
+}
+
+
+def patient_id(principal: Principal) -> str | None:
+    """The launch-context patient as a bare id (a token may carry `Patient/x` or `x`)."""
+    pid = principal.patient
+    return pid.removeprefix("Patient/") if pid else None
+
+
+def allowed(principal: Principal, interaction: str, rtype: str) -> list[Grant]:
+    """The principal's grants that permit `interaction` on `rtype`. Unknown interactions get
+    none. A patient-level grant needs a patient in context and a type in the Patient
+    compartment (a compartment membership cannot be worked out for other types)."""
+    letter = LETTER.get(interaction)
+    if letter is None:
+        return []
+    grants = [g for g in parse_scopes(principal.scopes) if g.covers(letter, rtype)]
+    return [g for g in grants if g.level != "patient" or _in_patient_scope(principal, rtype)]
+
+
+def _in_patient_scope(principal: Principal, rtype: str) -> bool:
+    return patient_id(principal) is not None and (
+        rtype == "Patient" or rtype in q.COMPARTMENTS.get("Patient", {})
+    )
+
+
+def narrowing(
+    principal: Principal, grant: Grant, rtype: str, registry: Registry
+) -> list[q.Clause] | None:
+    """The clauses (ANDed) that confine `grant` for `rtype`: the patient compartment for
+    patient-level grants, plus granular criteria. None when a criterion does not apply to
+    `rtype` (the grant then permits nothing: never widen)."""
+    clauses: list[q.Clause] = []
+    if grant.level == "patient":
+        pid = patient_id(principal)
+        assert pid is not None  # allowed() dropped patient grants without a patient
+        clauses.append(_compartment(pid, rtype))
+    # TODO(consortium rule, security.md §3.2): user/ and system/ grants must also be confined
+    # to resources their organization owns or holds an access_grant for; that needs resource
+    # ownership (owner_org), which the store does not record yet. Until then they add nothing.
+    for name, value in grant.criteria:
+        try:
+            clauses.append(q.parse_clause(registry, rtype, name, value))
+        except q.Unknown:
+            return None
+    return clauses
+
+
+def _compartment(pid: str, rtype: str) -> q.Clause:
+    """The patient compartment; for Patient itself, that patient alone: the R4 definition also
+    lists Patients that `link` to it, but links never widen access (security.md §3.2)."""
+    if rtype == "Patient":
+        return q.Clause(q.Param("_compartment", "special"), (), compartment=("Patient", pid, ()))
+    return q.compartment_clause("Patient", pid, rtype)
+
+
+def combine(options: list[list[q.Clause]]) -> list[q.Clause]:
+    """One narrowing equivalent to the union (OR) of several grants' narrowings: the least
+    restrictive one, when its clauses are a subset of every other's (the union is then exactly
+    its matches). Anything else would need an OR of ANDs: refused (403) rather than widened."""
+    if not options:
+        raise forbidden("No scope permits this")
+    sets = [frozenset(o) for o in options]
+    for candidate, clauses in zip(sets, options, strict=True):
+        if all(candidate <= other for other in sets):
+            return clauses
+    raise forbidden(
+        "Several granular scopes apply to this request with different criteria; "
+        "search with the criteria of one of them"
+    )
+
+
+def decide(
+    principal: Principal, interaction: str, rtype: str, registry: Registry
+) -> list[q.Clause]:
+    """The clauses that confine `interaction` on `rtype` for `principal` ([] = all of the
+    type); 403 when no scope permits it at all."""
+    options = []
+    for grant in allowed(principal, interaction, rtype):
+        clauses = narrowing(principal, grant, rtype, registry)
+        if clauses is not None:
+            options.append(clauses)
+    if not options:
+        raise forbidden(f"No granted scope permits {interaction} on {rtype}")
+    return combine(options)
+
+
+def forbidden(message: str, expression: str | None = None) -> FhirError:
+    """403 (security.html#AccessDenied: the type or interaction is not permitted at all)."""
+    return error(403, "forbidden", message, expression)

@@ -1,0 +1,177 @@
+"""Enforcing the policy decision in the interactions (security.md §3.2 step 6): searches are
+narrowed in the query, single resources and included ones are checked against the same
+clauses in SQL, writes on the old and the new version. Anonymous principals (no token) are
+not checked here: whether a token is required is the authorization server's setting.
+
+Hidden resources answer 404 (no existence oracle); an interaction no scope permits, 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..context import RequestContext
+from ..errors import FhirError, error
+from ..search import query as q
+from ..search.registry import Registry
+from ..storage.sqlite import Session
+from ..storage.sqlite import search as sql
+from .decide import OPERATIONS, decide, forbidden
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one interaction on one type may touch: `clauses` ANDed onto every query of it
+    ([] = the whole type, as far as scopes go)."""
+
+    rtype: str
+    clauses: list[q.Clause]
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.clauses)
+
+
+def authorize(
+    ctx: RequestContext, registry: Registry, interaction: str, rtype: str
+) -> Access | None:
+    """The one entry point of the interactions: None for an anonymous caller (nothing to
+    enforce), else the Access the principal's scopes give; 403 when they give none."""
+    if ctx.principal.kind == "anonymous":
+        return None
+    return Access(rtype, decide(ctx.principal, interaction, rtype, registry))
+
+
+def visible(session: Session, ctx: RequestContext, access: Access, ids: Iterable[str]) -> set[str]:
+    """Those of `ids` (current, undeleted resources of access.rtype) inside the Access."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    by_id = q.Clause(q.Param("_id", "token"), tuple(wanted))
+    found = sql.match_ids(session, ctx.base_url, access.rtype, [by_id, *access.clauses], None)
+    return {i for _, i in found}
+
+
+def check_instance(
+    session: Session, ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    rid: str,
+) -> None:
+    """read / vread / history-instance / update / patch / delete of an existing resource:
+    404, as if it did not exist, when it is outside what the principal may see (a deleted
+    resource is outside too: its 410 would tell that it existed)."""
+    access = authorize(ctx, registry, interaction, rtype)
+    if access is not None and not visible(session, ctx, access, [rid]):
+        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+
+
+def check_written(
+    session: Session, ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    rid: str,
+) -> None:
+    """After a create/update stored its new version (inside the write transaction): 403 when
+    the new content lies outside what the principal may write, e.g. an Observation moved to
+    another patient; raising rolls the transaction back."""
+    access = authorize(ctx, registry, interaction, rtype)
+    if access is not None and not visible(session, ctx, access, [rid]):
+        raise forbidden(
+            f"The {rtype} written lies outside what the granted scopes permit ({interaction})"
+        )
+
+
+def narrow(
+    ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    clauses: list[q.Clause],
+) -> list[q.Clause]:
+    """A type-level query's clauses plus the Access clauses (search, conditional URLs).
+    Chains and _has reach resources outside the compartment: refused for narrowed access."""
+    access = authorize(ctx, registry, interaction, rtype)
+    if access is None:
+        return clauses
+    if access.narrowed:
+        _refuse_reaching(clauses)
+    return [*access.clauses, *clauses]
+
+
+def narrow_system(
+    ctx: RequestContext, registry: Registry, types: list[str], clauses: list[q.Clause]
+) -> list[q.Clause]:
+    """A system search: every `_type` must be permitted; each type's narrowing becomes one
+    branch of an OR. Without `_type` a narrowed principal would need every type: refused."""
+    if ctx.principal.kind == "anonymous":
+        return clauses
+    if not types:  # only an unnarrowed grant on every type (user/*.s, system/*.s) fits
+        try:
+            authorize(ctx, registry, "search-system", "*")
+        except FhirError:
+            raise forbidden("Name the resource types searched with _type", "_type") from None
+        return clauses
+    accesses = [authorize(ctx, registry, "search-system", t) for t in types]
+    if not any(a is not None and a.narrowed for a in accesses):
+        return clauses
+    _refuse_reaching(clauses)
+    branches = tuple((a.rtype, tuple(a.clauses)) for a in accesses if a is not None)
+    return [q.Clause(q.Param("_type", "special"), (), by_type=branches), *clauses]
+
+
+def _refuse_reaching(clauses: list[q.Clause]) -> None:
+    for c in clauses:
+        if c.chain is not None or c.has is not None:
+            name = "_has" if c.has is not None else f"{c.param.code}.(chain)"
+            raise forbidden(
+                "Chained and _has search parameters are not available under patient-level "
+                "scopes", name
+            )
+
+
+def check_history(ctx: RequestContext, registry: Registry, rtype: str | None) -> None:
+    """Type and system history cannot be narrowed to a compartment (versions of resources
+    that left it, deletions): refused for a narrowed principal, allowed for an unnarrowed one."""
+    if ctx.principal.kind == "anonymous":
+        return
+    interaction = "history-system" if rtype is None else "history-type"
+    access = authorize(ctx, registry, interaction, rtype or "Resource")
+    if rtype is None or (access is not None and access.narrowed):
+        raise forbidden(f"{interaction} is not available under the granted scopes")
+
+
+def keep_visible(
+    session: Session, ctx: RequestContext, registry: Registry,
+    items: list[tuple[str, str, bytes]],
+) -> list[tuple[str, str, bytes]]:
+    """_include/_revinclude results: those the principal may read; the others are dropped
+    silently (a search returns what it may, search.html and security.md §3.2 step 7)."""
+    if ctx.principal.kind == "anonymous" or not items:
+        return items
+    keep: set[tuple[str, str]] = set()
+    for rtype in {t for t, _, _ in items}:
+        try:
+            access = authorize(ctx, registry, "read", rtype)
+        except FhirError:  # 403: the type is not readable at all
+            continue
+        assert access is not None
+        ids = [i for t, i, _ in items if t == rtype]
+        keep |= {(rtype, i) for i in visible(session, ctx, access, ids)}
+    return [item for item in items if (item[0], item[1]) in keep]
+
+
+def check_operation(
+    session: Session, ctx: RequestContext, registry: Registry, name: str,
+    rtype: str | None, rid: str | None,
+) -> None:
+    """Operations by the explicit table (decide.OPERATIONS); unknown ones: 403."""
+    if ctx.principal.kind == "anonymous":
+        return
+    if name not in OPERATIONS:
+        raise forbidden(f"Operation {name} is not available under the granted scopes")
+    needed = OPERATIONS[name]
+    if needed is None:
+        return
+    interaction, on_type = needed
+    target = on_type or rtype
+    if target is None or (on_type is not None and rtype not in (None, on_type)):
+        raise forbidden(f"Operation {name} is not available here under the granted scopes")
+    if rid is not None and rtype is not None:
+        check_instance(session, ctx, registry, interaction, rtype, rid)
+    else:
+        authorize(ctx, registry, interaction, target)
