@@ -18,10 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import bootstrap, conformance, referral
+from . import audit, bootstrap, conformance, referral
 from .api import http
 from .api.routes import router
+from .context import RequestContext
 from .errors import FhirError, error
+from .interactions.hooks import Access
 from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
@@ -38,6 +40,8 @@ def wire(services: Services) -> Services:
     referral.register(services)
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
+    # after the guide: storing the server's own conformance resources is not a REST access
+    audit.register(services)
     return services
 
 
@@ -80,6 +84,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
+        _audit_failure(request, exc)
         return http.error_response(request, exc)
 
     @app.exception_handler(HTTPException)
@@ -93,20 +98,39 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         failure.headers.update(exc.headers or {})
         if exc.status_code == 405:  # RFC 9110 §15.5.6: Allow lists what the path accepts
             failure.headers["Allow"] = _allowed_methods(app, request)
+        _audit_failure(request, failure)
         return http.error_response(request, failure)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return http.error_response(request, error(400, "invalid", "Malformed request"))
+        failure = error(400, "invalid", "Malformed request")
+        _audit_failure(request, failure)
+        return http.error_response(request, failure)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         failure = error(500, "exception", "Internal server error; see the server log")
         failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge
+        _audit_failure(request, failure)
         return http.error_response(request, failure)
 
     return app
+
+
+def _audit_failure(request: Request, failure: FhirError) -> None:
+    """A request answered with an error is an access too (BALP: failures are audited, the
+    OperationOutcome's diagnostics in the event): hand it to the on-access hooks."""
+    services: Services = request.app.state.services
+    if not services.hooks.on_access or not request.url.path.startswith("/fhir"):
+        return
+    ctx = getattr(request.state, "ctx", None)
+    if ctx is None:
+        address = request.client.host if request.client else None
+        base = getattr(request.state, "base_url", str(request.base_url).rstrip("/"))
+        ctx = RequestContext(base_url=base, client_address=address)
+    path, query = request.url.path, request.url.query
+    services.hooks.accessed(Access(ctx, request.method, path, query=query, failure=failure))
 
 
 class _Edge:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter
@@ -17,14 +17,14 @@ from ..context import RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import shape_read
-from ..interactions.hooks import transaction
+from ..interactions.hooks import Access, transaction
 from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
 from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call, operation_input
 from ..services import Services
-from ..storage.sqlite import Session
+from ..storage.sqlite import Session, Stored
 from . import http
 
 router = APIRouter()
@@ -40,9 +40,32 @@ def _services(request: Request) -> Services:
 
 
 def _context(request: Request) -> RequestContext:
-    """The base URL was worked out once for the request (app.py, http.public_base)."""
+    """The base URL was worked out once for the request (app.py, http.public_base); one
+    context per request, so its request id is the same wherever it is asked for."""
+    known: RequestContext | None = getattr(request.state, "ctx", None)
+    if known is not None:
+        return known
     base: str = request.state.base_url
-    return RequestContext(base_url=base)
+    address = request.client.host if request.client else None
+    ctx = RequestContext(base_url=base, client_address=address)
+    request.state.ctx = ctx  # for the audit of a request that fails (app.py)
+    return ctx
+
+
+def _audit(
+    request: Request,
+    interaction: str,
+    resources: tuple[Stored, ...] = (),
+    bundle: bytes | None = None,
+    query: str | None = None,
+) -> None:
+    """Tell the features what this request read (hooks.Access: the audit trail)."""
+    services = _services(request)
+    if services.hooks.on_access:
+        q = request.url.query if query is None else query
+        path = request.url.path
+        access = Access(_context(request), request.method, path, interaction, resources, bundle, q)
+        services.hooks.accessed(access)
 
 
 async def _body(
@@ -74,8 +97,10 @@ def _binary(request: Request, raw: bytes, rid: str | None) -> dict[str, Any]:
 async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
     services = _services(request)
 
+    ctx = _context(request)
+
     def run() -> T:
-        with transaction(services) as session:
+        with transaction(services, ctx) as session:
             return work(session)
 
     return await run_in_threadpool(run)
@@ -207,7 +232,10 @@ async def _search(
         reader = services.store.reader()
         return search(reader, services, ctx, rtype, items, strict, path, compartment)
 
-    return http.fhir_response(request, await run_in_threadpool(run))
+    found = await run_in_threadpool(run)
+    query = request.url.query if pairs is None else urlencode(items)
+    _audit(request, "search-type" if rtype else "search-system", bundle=found, query=query)
+    return http.fhir_response(request, found)
 
 
 @router.api_route("/{rtype}/_history", methods=_READ)
@@ -225,7 +253,10 @@ async def _history(request: Request, rtype: str | None, rid: str | None) -> Resp
     def run() -> bytes:  # off the event loop: a long history must not stall other requests
         return read.history(services.store.reader(), services, ctx, rtype, rid, pairs, path)
 
-    return http.fhir_response(request, await run_in_threadpool(run))
+    found = await run_in_threadpool(run)
+    level = "history-instance" if rid else "history-type" if rtype else "history-system"
+    _audit(request, level, bundle=found)
+    return http.fhir_response(request, found)
 
 
 @router.post("/{rtype}")
@@ -297,6 +328,7 @@ async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     check_id(rid)
     store = _services(request).store
     stored = await run_in_threadpool(lambda: read.read(store.reader(), rtype, rid))
+    _audit(request, "read", (stored,))
     return _read_response(request, stored, raw)
 
 
@@ -331,6 +363,7 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
     check_id(rid)
     store = _services(request).store
     stored = await run_in_threadpool(lambda: read.vread(store.reader(), rtype, rid, version))
+    _audit(request, "vread", (stored,))
     return _read_response(request, stored, raw)
 
 
@@ -452,6 +485,7 @@ async def _operation(
     if_match = request.headers.get("if-match")
     call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)
+    _audit(request, "operation")
     if outcome.content is not None:
         headers = {**outcome.headers, **http.document_headers(outcome.media_type)}
         return Response(outcome.content, outcome.status, headers, outcome.media_type)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..context import RequestContext
+from ..errors import FhirError
 from ..storage.sqlite import Session, Stored
 
 if TYPE_CHECKING:  # typing only: Services holds the hooks
@@ -54,6 +55,30 @@ OnWrite = Callable[[Change], Effect | None]
 #: which resources a hook is about (cheap: bulk ingest asks it of every resource)
 Where = Callable[[dict[str, Any]], bool]
 AfterCommit = Callable[[list[Stored]], None]
+#: called inside the write transaction, after its writes, with the caller's context (None for
+#: the server's own writes: bootstrap, sweep, load); what it writes commits with the change
+BeforeCommit = Callable[[Session, RequestContext | None], None]
+
+
+@dataclass(frozen=True)
+class Access:
+    """One REST interaction as the API answered it (for the audit trail): `interaction` is a
+    restful-interaction code (read, vread, search-type, history-instance, operation, ...) or
+    None when the request failed before it was known; `resources` the versions read, `bundle`
+    the searchset/history Bundle returned, `query` the raw request query; `failure` the error
+    answered instead."""
+
+    ctx: RequestContext
+    method: str
+    path: str
+    interaction: str | None = None
+    resources: tuple[Stored, ...] = ()
+    bundle: bytes | None = None
+    query: str = ""
+    failure: FhirError | None = None
+
+
+OnAccess = Callable[[Access], None]
 
 
 @dataclass
@@ -64,9 +89,20 @@ class Hooks:
     on_write: list[tuple[frozenset[str], Where, OnWrite]] = field(default_factory=list)
     #: called with every version a transaction wrote, once it has committed
     after_commit: list[AfterCommit] = field(default_factory=list)
+    #: called at the end of every write transaction, before it commits
+    before_commit: list[BeforeCommit] = field(default_factory=list)
+    #: called by the routes (and batch reads) for every REST interaction they answered; must
+    #: be cheap: it runs on the read path
+    on_access: list[OnAccess] = field(default_factory=list)
+    #: called once when Services close (flush what a feature buffers)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def add_on_write(self, hook: OnWrite, types: Iterable[str], where: Where) -> None:
         self.on_write.append((frozenset(types), where, hook))
+
+    def accessed(self, access: Access) -> None:
+        for hook in self.on_access:
+            hook(access)
 
     def for_change(self, change: Change) -> list[OnWrite]:
         """The on-write hooks that take part in this write."""
@@ -83,9 +119,12 @@ class Hooks:
 
 
 @contextmanager
-def transaction(services: Services) -> Iterator[Session]:
-    """One write transaction of the store, followed by the after-commit hooks."""
+def transaction(services: Services, ctx: RequestContext | None = None) -> Iterator[Session]:
+    """One write transaction of the store, ended by the before-commit hooks (with `ctx`, the
+    caller's context) and followed by the after-commit hooks."""
     with services.store.write() as session:
         yield session
+        for before in services.hooks.before_commit:
+            before(session, ctx)
     for hook in services.hooks.after_commit:
         hook(session.written)

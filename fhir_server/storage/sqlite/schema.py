@@ -80,6 +80,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_updated ON history (last_updated, superseded_at);
     CREATE INDEX history_type_updated ON history (type, last_updated, superseded_at);
     """,
+    # 3: the audit trail's hash chain (audit/chain.py): one row per AuditEvent version in the
+    # order written, hash = SHA-256(previous hash || JCS of the AuditEvent); appended under the
+    # write lock, in the transaction that stores the AuditEvent.
+    """
+    CREATE TABLE audit_chain (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    """,
 ]
 
 #: value columns per index table, as search.extract.index_rows fills them (plus `grp`, set
