@@ -36,6 +36,9 @@ def test_example_roundtrips_put_then_get(client: TestClient, path: Path) -> None
     url = f"/fhir/{original['resourceType']}/{original['id']}"
     r = client.put(url, content=path.read_bytes(),
                    headers={"Content-Type": "application/fhir+json"})
+    if original["resourceType"] == "AuditEvent":  # only the server writes them (audit/)
+        assert r.status_code == 405, r.text[:3000]
+        return
     assert r.status_code == 201, r.text[:3000]
     assert r.headers["etag"] == 'W/"1"'
     got = client.get(url, headers={"Accept": "application/fhir+json"})  # else a Binary is raw
