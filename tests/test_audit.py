@@ -128,32 +128,65 @@ def test_writes_are_audited_in_the_same_transaction(client: TestClient) -> None:
     ]
 
 
-def test_transaction_audits_each_write_and_its_reads(client: TestClient) -> None:
+def test_transaction_audits_its_writes_once_per_patient_and_its_reads(
+    client: TestClient,
+) -> None:
+    """BALP: one event per patient; for a bundle, one per patient compartment its writes
+    touched (entities: every version written in it) and one for writes in no compartment."""
     pid = patient(client)
     before = len(events(client))
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": "urn:uuid:1"}}
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient"},
              "request": {"method": "POST", "url": "Patient"}},
-            {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Patient"},
-             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:2", "resource": obs,
+             "request": {"method": "POST", "url": "Observation"}},
+            {"fullUrl": "urn:uuid:3", "resource": {"resourceType": "Organization", "name": "O"},
+             "request": {"method": "POST", "url": "Organization"}},
             {"request": {"method": "GET", "url": f"Patient/{pid}"}},
             {"request": {"method": "GET", "url": "Patient/missing"}},
         ],
     }  # fmt: skip
     r = client.post("/fhir", json=bundle)
     assert r.status_code == 200
-    made = [e["response"]["location"].rsplit("/_history", 1)[0] for e in r.json()["entry"][:2]]
+    made = [e["response"]["location"] for e in r.json()["entry"][:3]]
+    new_patient = made[0].rsplit("/_history", 1)[0]
     got = new_events(client, before)
-    assert [(subtype(e), whats(e, "1")) for e in got] == [
-        ("create", [made[0]]),
-        ("create", [made[1]]),
-        ("read", [f"Patient/{pid}"]),
-        ("read", ["Patient/missing"]),
+    assert [(subtype(e), e["action"], whats(e, "1")) for e in got] == [
+        ("transaction", "E", [new_patient]),
+        ("transaction", "E", []),
+        ("read", "R", [f"Patient/{pid}"]),
+        ("read", "R", ["Patient/missing"]),
     ]
+    assert whats(got[0], "4") == made[:2] and whats(got[1], "4") == made[2:]
+    lifecycle = {e["lifecycle"]["code"] for e in got[0]["entity"] if "lifecycle" in e}
+    assert lifecycle == {"1"}  # dicom-audit-lifecycle: Origination / Creation
     assert [e["outcome"] for e in got] == ["0", "0", "0", "4"]
+
+
+def test_transaction_redone_under_the_lock_is_audited_per_patient(client: TestClient) -> None:
+    """A transaction with an update takes the general path: still one event per patient."""
+    pid = patient(client)
+    before = len(events(client))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": pid, "active": True},
+         "request": {"method": "PUT", "url": f"Patient/{pid}"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "y"},
+                      "subject": {"reference": f"Patient/{pid}"}},
+         "request": {"method": "POST", "url": "Observation"}},
+    ]}  # fmt: skip
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200
+    [event] = new_events(client, before)
+    assert subtype(event) == "transaction" and whats(event, "1") == [f"Patient/{pid}"]
+    assert sorted(whats(event, "4")) == sorted(e["response"]["location"]
+                                               for e in r.json()["entry"])  # fmt: skip
+    codes = sorted(e["lifecycle"]["code"] for e in event["entity"] if "lifecycle" in e)
+    assert codes == ["1", "3"]  # a creation and an amendment
 
 
 def test_search_records_the_raw_query_and_one_event_per_patient(client: TestClient) -> None:
@@ -252,9 +285,12 @@ def test_every_audit_event_is_a_valid_r4_audit_event(client: TestClient) -> None
     client.get("/fhir/Patient/nobody")
     client.get(f"/fhir/Patient/{pid}/_history")
     client.delete(f"/fhir/Observation/{oid}")
+    entry = {"resource": {"resourceType": "Patient"},
+             "request": {"method": "POST", "url": "Patient"}}  # fmt: skip
+    client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
     validator = client.app.state.services.validator  # type: ignore[attr-defined]
     made = events(client)
-    assert len({subtype(e) for e in made}) == 5
+    assert len({subtype(e) for e in made}) == 6
     for event in made:
         validator(event)
 

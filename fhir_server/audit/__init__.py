@@ -23,6 +23,7 @@ def register(services: Services) -> None:
     trail = Trail(services)
     services.features["audit"] = trail
     services.hooks.before_commit.append(trail.before_commit)
+    services.hooks.before_lock["audit"] = trail.before_lock
     services.hooks.on_access.append(trail.on_access)
     services.hooks.on_close.append(trail.close)
     services.hooks.add_on_write(refuse_client_write, ("AuditEvent",), _every)

@@ -56,7 +56,9 @@ def link(previous: bytes, stored_json: bytes) -> bytes:
 
 def append(session: Session, written: Iterable[Stored]) -> None:
     """Chain every AuditEvent version among `written` (in write order) after the current
-    head. Runs inside the write transaction, so the head cannot move meanwhile."""
+    head. Runs inside the write transaction, so the head cannot move meanwhile. The stored
+    JSON of an AuditEvent is already canonical (trail.versions), so it is hashed as it is:
+    under the lock only SHA-256 runs; verify() checks it against the recomputed form."""
     events = [s for s in written if s.type == "AuditEvent" and s.json is not None]
     if not events:
         return
@@ -65,7 +67,7 @@ def append(session: Session, written: Iterable[Stored]) -> None:
     links: list[Link] = []
     for stored in events:
         assert stored.json is not None
-        previous = link(previous, stored.json)
+        previous = hashlib.sha256(previous + stored.json).digest()
         seq += 1
         links.append((seq, stored.type, stored.id, stored.version, previous.hex()))
     append_links(session, links)

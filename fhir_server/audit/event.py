@@ -97,6 +97,39 @@ def rest_events(
     return [{**base, "entity": [*base["entity"], _patient(p)]} for p in owners]
 
 
+def bundle_events(
+    ctx: RequestContext, kind: str, recorded: str, groups: dict[str | None, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The AuditEvents of a batch's or transaction's writes (subtype `kind`, action E: one
+    bundle may create, update and delete; each entity's `lifecycle` says which): one per
+    patient compartment the writes touched, holding an entity per version written in it
+    (BALP: one event per patient), and one for the writes in no patient's compartment
+    (`groups` key None)."""
+    base = _event(ctx, kind, recorded, [], None)
+    return [
+        {**base, "entity": [*written, *base["entity"], *([_patient(p)] if p else [])]}
+        for p, written in groups.items()
+    ]
+
+
+#: ObjectLifecycleEvents (DICOM PS3.15 A.5.3, dicom-audit-lifecycle) of a written version
+_LIFECYCLE = {
+    "create": ("1", "Origination / Creation"),
+    "update": ("3", "Amendment"),
+    "patch": ("3", "Amendment"),
+    "delete": ("14", "Logical Deletion"),
+}
+_LIFECYCLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle"
+
+
+def written_entity(what: str, interaction: str) -> dict[str, Any]:
+    """The entity of one version a bundle wrote: `what` = Type/id/_history/n, and how."""
+    code, display = _LIFECYCLE[interaction]
+    entity = _entity(Target(what))
+    entity["lifecycle"] = {"system": _LIFECYCLE_SYSTEM, "code": code, "display": display}
+    return entity
+
+
 def _event(
     ctx: RequestContext,
     interaction: str,

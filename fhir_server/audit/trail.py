@@ -8,19 +8,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..context import RequestContext
-from ..interactions.hooks import Access, transaction
-from ..interactions.write import new_id, prepare
+from ..interactions.hooks import Access, Commit, transaction
+from ..interactions.write import new_id
 from ..model.resource import now
-from ..model.validate import Validated
+from ..search.extract import index_rows
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
 from . import chain
-from .event import Patients, Target, classify, rest_events
+from .event import Patients, Target, bundle_events, classify, rest_events, written_entity
 
 log = logging.getLogger("fhir_server.audit")
 
@@ -39,31 +40,60 @@ class Trail:
 
     # --- writes: in the transaction -----------------------------------------------------
 
-    def before_commit(self, session: Session, ctx: RequestContext | None) -> None:
+    def before_lock(self, ctx: RequestContext, bundle: str, written: list[Stored]) -> Prepared:
+        """The AuditEvents of a bulk transaction's creates, built before the write lock."""
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        for stored in written:
+            resource = orjson.loads(stored.json) if stored.json is not None else None
+            self._group(groups, stored, "create", resource)
+        events = bundle_events(ctx, bundle, now(), groups)
+        return Prepared([_key(s) for s in written], versions(self.services, events, now()))
+
+    def before_commit(self, session: Session, commit: Commit) -> None:
         """Audit the versions this REST transaction wrote (ctx None: the server's own writes,
-        not REST), then chain every AuditEvent the transaction stored."""
-        if ctx is not None:
-            events: list[dict[str, Any]] = []
-            for stored in list(session.written):
-                if stored.type != "AuditEvent":
-                    events += self._write_events(session, ctx, stored)
-            store(self.services, session, events)
+        not REST), with what before_lock prepared when it covers them, then chain every
+        AuditEvent the transaction stored."""
+        if commit.ctx is not None:
+            writes = [s for s in session.written if s.type != "AuditEvent"]
+            prepared = commit.prepared.get("audit")
+            if isinstance(prepared, Prepared) and prepared.covers == [_key(s) for s in writes]:
+                made = prepared.versions
+            else:  # the bundle was redone under the lock, or no bulk write
+                events = self._write_events(session, commit.ctx, commit.bundle, writes)
+                made = versions(self.services, events, now())
+            session.save_many([(None, v) for v in made])
         chain.append(session, session.written)
 
     def _write_events(
-        self, session: Session, ctx: RequestContext, stored: Stored
+        self, session: Session, ctx: RequestContext, bundle: str | None, writes: list[Stored]
     ) -> list[dict[str, Any]]:
-        if stored.deleted:
-            interaction = "delete"
-            prev = session.version(stored.type, stored.id, stored.version - 1)
-            json = prev.json if prev is not None else None
-        else:
-            interaction = "create" if stored.version == 1 else "update"
-            json = stored.json
-        resource = orjson.loads(json) if json is not None else None
-        what = f"{stored.type}/{stored.id}/_history/{stored.version}"
-        patients = self.patients(stored.type, resource)
-        return rest_events(ctx, interaction, stored.last_updated, [Target(what)], patients)
+        """A single REST write: one event per version (and patient); a bundle's writes: one
+        event per patient compartment touched (bundle_events)."""
+        events: list[dict[str, Any]] = []
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        for stored in writes:
+            interaction, resource = _written(session, stored)
+            if bundle is not None:
+                self._group(groups, stored, interaction, resource)
+                continue
+            patients = self.patients(stored.type, resource)
+            target = Target(_what(stored))
+            events += rest_events(ctx, interaction, stored.last_updated, [target], patients)
+        if groups and bundle is not None:
+            events += bundle_events(ctx, bundle, now(), groups)
+        return events
+
+    def _group(
+        self,
+        groups: dict[str | None, list[dict[str, Any]]],
+        stored: Stored,
+        interaction: str,
+        resource: dict[str, Any] | None,
+    ) -> None:
+        entity = written_entity(_what(stored), interaction)
+        owners: list[str | None] = [*self.patients(stored.type, resource)] or [None]
+        for owner in owners:
+            groups.setdefault(owner, []).append(entity)
 
     # --- reads: queued ------------------------------------------------------------------
 
@@ -137,15 +167,70 @@ class Trail:
         return found
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """AuditEvents built before the write lock, and the writes (type, id, version) they cover."""
+
+    covers: list[tuple[str, str, int]]
+    versions: list[Version]
+
+
+def _key(stored: Stored) -> tuple[str, str, int]:
+    return stored.type, stored.id, stored.version
+
+
+def _what(stored: Stored) -> str:
+    return f"{stored.type}/{stored.id}/_history/{stored.version}"
+
+
+def _written(session: Session, stored: Stored) -> tuple[str, dict[str, Any] | None]:
+    """The interaction that wrote a version, and the resource whose patients it touched (for
+    a deletion, the version it deleted)."""
+    if stored.deleted:
+        prev = session.version(stored.type, stored.id, stored.version - 1)
+        json = prev.json if prev is not None else None
+        interaction = "delete"
+    else:
+        json, interaction = stored.json, "create" if stored.version == 1 else "update"
+    return interaction, orjson.loads(json) if json is not None else None
+
+
+#: what auditors search AuditEvents by: only these are indexed (no full text either); the
+#: parameters read from the parts every event of one interaction shares, and from `entity`
+_SHARED_CODES = frozenset(
+    {"date", "agent", "type", "subtype", "action", "outcome", "source", "patient"}
+)
+_ENTITY_CODES = frozenset({"entity", "patient"})
+
+
+def versions(services: Services, events: list[dict[str, Any]], stamp: str) -> list[Version]:
+    """AuditEvents built by this server (event.py), ready to store. They are not run through
+    the validator (its cost would double a bulk ingest; the tests validate every kind). The
+    stored JSON is canonical (RFC 8785: sorted keys; only strings, booleans and ASCII keys,
+    see chain.canonical), so the chain hashes the stored bytes as they are; `verify`
+    recomputes the canonical form, so a non-canonical event could not pass unnoticed.
+    Index rows: the shared parts are indexed once per interaction (events of one interaction
+    share their agent list), the entities per event."""
+    registry = services.registry
+    shared: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    out: list[Version] = []
+    for event in events:
+        rows = shared.get(id(event["agent"]))
+        if rows is None:
+            common = {k: v for k, v in event.items() if k != "entity"}
+            rows = index_rows("AuditEvent", common, registry, _SHARED_CODES)
+            shared[id(event["agent"])] = rows
+        own = index_rows("AuditEvent", event, registry, _ENTITY_CODES)
+        rid = new_id()
+        body = {**event, "id": rid, "meta": {"versionId": "1", "lastUpdated": stamp}}
+        json = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        index = {t: list(dict.fromkeys(rows[t] + own[t])) for t in rows}
+        out.append(Version(Stored("AuditEvent", rid, 1, stamp, False, json, "POST"), index,
+                           None, {}))  # fmt: skip
+    return out
+
+
 def store(services: Services, session: Session, events: list[dict[str, Any]]) -> None:
-    """Save AuditEvents built by this server (event.py) in one batch. They are not run
-    through the validator on every write (its cost would double a bulk ingest); the tests
-    validate the events of every interaction (tests/test_audit.py)."""
-    if not events:
-        return
-    stamp = now()
-    versions: list[tuple[int | None, Version]] = [
-        (None, prepare(services, "AuditEvent", new_id(), Validated(e), 1, stamp, "POST"))
-        for e in events
-    ]
-    session.save_many(versions)
+    """Save AuditEvents built by this server in one batch."""
+    if events:
+        session.save_many([(None, v) for v in versions(services, events, now())])

@@ -92,7 +92,7 @@ def process(
         ):
             _bulk_create(services, ctx, writes)
         elif writes:
-            with transaction(services, ctx) as session:
+            with transaction(services, ctx, "transaction") as session:
                 _transaction(session, services, ctx, writes)
         for e in entries:
             if e.method in _READS:
@@ -274,7 +274,8 @@ def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) 
         except FhirError as exc:
             raise _at_entry(exc, e.index) from None
         versions.append(write.prepare(services, e.rtype, e.rid, e.resource, 1, stamp, "POST"))
-    with transaction(services, ctx) as session:
+    prepared = services.hooks.prepare(ctx, "transaction", [v.stored for v in versions])
+    with transaction(services, ctx, "transaction", prepared) as session:
         rewrite.session = session
         if any(rewrite.conditional(ref) != target for ref, target in rewrite.resolved.items()):
             # a conditional reference changed meanwhile: do it all again under the lock
@@ -534,7 +535,7 @@ def _batch(
             _read_entry(services, ctx, entry, capabilities)
         else:
             try:
-                with transaction(services, ctx) as session:
+                with transaction(services, ctx, "batch") as session:
                     _transaction_one(session, services, ctx, entry)
             except FhirError as exc:
                 entry.extra["error"] = _at_entry(exc, entry.index)
