@@ -20,11 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, bootstrap, conformance, referral
+from . import audit, auth, bootstrap, conformance, referral
 from .api import http
 from .api.access import AccessLog
 from .api.routes import router
+from .context import RequestContext
 from .errors import FhirError, error
+from .interactions.hooks import Access
 from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
@@ -42,6 +44,9 @@ def wire(services: Services) -> Services:
     auth.register(services)
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
+    # after the guide: storing the server's own conformance resources is not a REST access
+    if settings.audit:
+        audit.register(services)
     return services
 
 
@@ -93,6 +98,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
+        _audit_failure(request, exc)
         return http.error_response(request, exc)
 
     @app.exception_handler(HTTPException)
@@ -106,11 +112,14 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         failure.headers.update(exc.headers or {})
         if exc.status_code == 405:  # RFC 9110 §15.5.6: Allow lists what the path accepts
             failure.headers["Allow"] = _allowed_methods(app, request)
+        _audit_failure(request, failure)
         return http.error_response(request, failure)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return http.error_response(request, error(400, "invalid", "Malformed request"))
+        failure = error(400, "invalid", "Malformed request")
+        _audit_failure(request, failure)
+        return http.error_response(request, failure)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
@@ -119,6 +128,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         failure = error(500, "exception", f"Internal server error; see the server log ({rid})")
         failure.headers["X-Content-Type-Options"] = "nosniff"  # sent outside _Edge, AccessLog
         failure.headers["X-Request-ID"] = rid
+        _audit_failure(request, failure)
         return http.error_response(request, failure)
 
     return app
@@ -139,6 +149,21 @@ async def ready(request: Request) -> Response:
         return Response(b'{"status":"ready"}', media_type="application/json")
     body = orjson.dumps({"status": "unavailable", "reason": reason})
     return Response(body, status_code=503, media_type="application/json")
+
+
+def _audit_failure(request: Request, failure: FhirError) -> None:
+    """A request answered with an error is an access too (BALP: failures are audited, the
+    OperationOutcome's diagnostics in the event): hand it to the on-access hooks."""
+    services: Services = request.app.state.services
+    if not services.hooks.on_access or not request.url.path.startswith("/fhir"):
+        return
+    ctx = getattr(request.state, "ctx", None)
+    if ctx is None:
+        address = request.client.host if request.client else None
+        base = getattr(request.state, "base_url", str(request.base_url).rstrip("/"))
+        ctx = RequestContext(base_url=base, client_address=address)
+    path, query = request.url.path, request.url.query
+    services.hooks.accessed(Access(ctx, request.method, path, query=query, failure=failure))
 
 
 class _Edge:

@@ -1,5 +1,5 @@
-"""fhir-server serve | load | sweep | demo | backup | restore | client | user | launch: the
-console script."""
+"""fhir-server serve | load | sweep | demo | backup | restore | client | user | launch |
+audit verify: the console script."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("path", type=Path)
     restore.add_argument("--database", type=Path)
     _auth_commands(sub)
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="recompute the AuditEvent hash chain")
+    verify.add_argument("--database", type=Path)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
         host=getattr(args, "host", None),
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(settings)
     if args.command in ("client", "user", "launch"):
         return _auth(settings, args)
+    if args.command == "audit":
+        return _audit_verify(settings)
     return _load(settings, args.files)
 
 
@@ -179,6 +185,26 @@ def _demo(settings: Settings) -> int:
         print(describe(load_demo(services)), file=sys.stderr)
     finally:
         services.close()
+    return 0
+
+
+def _audit_verify(settings: Settings) -> int:
+    """Exit 0 with "ok: N events" when the chain holds, 1 naming the first broken link."""
+    from .audit.chain import verify
+    from .storage.sqlite import SqliteStore
+
+    if not settings.database.exists():
+        print(f"error: no database at {settings.database}", file=sys.stderr)
+        return 2
+    store = SqliteStore(settings.database, settings.lock_timeout_seconds)
+    try:
+        count, broken = verify(store.reader().conn)
+    finally:
+        store.close()
+    if broken is not None:
+        print(f"broken: {broken} (after {count} good events)")
+        return 1
+    print(f"ok: {count} events")
     return 0
 
 

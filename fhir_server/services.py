@@ -60,4 +60,6 @@ class Services:
         )
 
     def close(self) -> None:
+        for hook in self.hooks.on_close:
+            hook()
         self.store.close()

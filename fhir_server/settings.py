@@ -53,6 +53,10 @@ class Settings:
     #: the policy module enforces scopes): a request without a token is served anonymously.
     #: A token that is sent is checked either way.
     auth: str = "off"
+    #: the audit trail (fhir_server/audit): an AuditEvent for every REST access, hash-chained.
+    #: Off by default for now: it still costs ingest (a 500-Patient transaction ~1.5x) and read
+    #: throughput (~1/3); see the README, "Audit trail"
+    audit: bool = False
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

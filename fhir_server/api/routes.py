@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter
@@ -17,7 +17,7 @@ from ..context import ANONYMOUS, RequestContext
 from ..errors import error, information
 from ..interactions import bundle, read, write
 from ..interactions.elements import shape_read
-from ..interactions.hooks import transaction
+from ..interactions.hooks import Access, transaction
 from ..interactions.result import Result
 from ..interactions.search import search
 from ..model.resource import parse_json
@@ -25,7 +25,7 @@ from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call, operation_input
 from ..policy.enforce import check_operation
 from ..services import Services
-from ..storage.sqlite import Session
+from ..storage.sqlite import Session, Stored
 from . import http
 
 router = APIRouter()
@@ -43,10 +43,34 @@ def _services(request: Request) -> Services:
 def _context(request: Request) -> RequestContext:
     """The base URL and the request id were worked out once for the request (app.py _Edge,
     http.public_base; api/access.py); the principal from its bearer token, when it had one
-    (auth/bearer.py)."""
-    base: str = request.state.base_url
-    principal = getattr(request.state, "principal", ANONYMOUS)
-    return RequestContext(base_url=base, principal=principal, request_id=request.state.request_id)
+    (auth/bearer.py). One context per request, so it is the same wherever it is asked for."""
+    known: RequestContext | None = getattr(request.state, "ctx", None)
+    if known is not None:
+        return known
+    ctx = RequestContext(
+        base_url=request.state.base_url,
+        principal=getattr(request.state, "principal", ANONYMOUS),
+        client_address=request.client.host if request.client else None,
+        request_id=request.state.request_id,
+    )
+    request.state.ctx = ctx  # for the audit of a request that fails (app.py)
+    return ctx
+
+
+def _audit(
+    request: Request,
+    interaction: str,
+    resources: tuple[Stored, ...] = (),
+    bundle: bytes | None = None,
+    query: str | None = None,
+) -> None:
+    """Tell the features what this request read (hooks.Access: the audit trail)."""
+    services = _services(request)
+    if services.hooks.on_access:
+        q = request.url.query if query is None else query
+        path = request.url.path
+        access = Access(_context(request), request.method, path, interaction, resources, bundle, q)
+        services.hooks.accessed(access)
 
 
 async def _body(
@@ -78,8 +102,10 @@ def _binary(request: Request, raw: bytes, rid: str | None) -> dict[str, Any]:
 async def _in_write(request: Request, work: Callable[[Session], T]) -> T:
     services = _services(request)
 
+    ctx = _context(request)
+
     def run() -> T:
-        with transaction(services) as session:
+        with transaction(services, ctx) as session:
             return work(session)
 
     return await run_in_threadpool(run)
@@ -222,7 +248,10 @@ async def _search(
         reader = services.store.reader()
         return search(reader, services, ctx, rtype, items, strict, path, compartment)
 
-    return http.fhir_response(request, await run_in_threadpool(run))
+    found = await run_in_threadpool(run)
+    query = request.url.query if pairs is None else urlencode(items)
+    _audit(request, "search-type" if rtype else "search-system", bundle=found, query=query)
+    return http.fhir_response(request, found)
 
 
 @router.api_route("/{rtype}/_history", methods=_READ)
@@ -240,7 +269,10 @@ async def _history(request: Request, rtype: str | None, rid: str | None) -> Resp
     def run() -> bytes:  # off the event loop: a long history must not stall other requests
         return read.history(services.store.reader(), services, ctx, rtype, rid, pairs, path)
 
-    return http.fhir_response(request, await run_in_threadpool(run))
+    found = await run_in_threadpool(run)
+    level = "history-instance" if rid else "history-type" if rtype else "history-system"
+    _audit(request, level, bundle=found)
+    return http.fhir_response(request, found)
 
 
 @router.post("/{rtype}")
@@ -314,6 +346,7 @@ async def read_instance(request: Request, rtype: str, rid: str) -> Response:
     stored = await run_in_threadpool(
         lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid)
     )
+    _audit(request, "read", (stored,))
     return _read_response(request, stored, raw)
 
 
@@ -350,6 +383,7 @@ async def vread(request: Request, rtype: str, rid: str, version: str) -> Respons
     stored = await run_in_threadpool(
         lambda: read.read_as(services.store.reader(), services, ctx, rtype, rid, version)
     )
+    _audit(request, "vread", (stored,))
     return _read_response(request, stored, raw)
 
 
@@ -474,6 +508,7 @@ async def _operation(
     if_match = request.headers.get("if-match")
     call = Call(services, ctx, rtype, rid, method, parameters, body, if_match)
     outcome = await run_in_threadpool(op.handler, call)
+    _audit(request, "operation")
     if outcome.content is not None:
         headers = {**outcome.headers, **http.document_headers(outcome.media_type)}
         return Response(outcome.content, outcome.status, headers, outcome.media_type)

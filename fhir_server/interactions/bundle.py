@@ -30,7 +30,7 @@ from ..storage.sqlite import Session
 from . import read as reads
 from . import write
 from .elements import shape_read
-from .hooks import transaction
+from .hooks import Access, transaction
 from .result import Result
 from .search import find, search
 
@@ -93,7 +93,7 @@ def process(
         ):
             _bulk_create(services, ctx, writes)
         elif writes:
-            with transaction(services) as session:
+            with transaction(services, ctx, "transaction") as session:
                 _transaction(session, services, ctx, writes)
         for e in entries:
             if e.method in _READS:
@@ -275,7 +275,8 @@ def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) 
         except FhirError as exc:
             raise _at_entry(exc, e.index) from None
         versions.append(write.prepare(services, e.rtype, e.rid, e.resource, 1, stamp, "POST"))
-    with transaction(services) as session:
+    prepared = services.hooks.prepare(ctx, "transaction", [v.stored for v in versions])
+    with transaction(services, ctx, "transaction", prepared) as session:
         rewrite.session = session
         if any(rewrite.conditional(ref) != target for ref, target in rewrite.resolved.items()):
             # a conditional reference changed meanwhile: do it all again under the lock
@@ -464,6 +465,23 @@ def _read_entry(
         _read(services.store.reader(), services, ctx, e, capabilities)
     except FhirError as exc:
         e.extra["error"] = _at_entry(exc, e.index)
+    _accessed(services, ctx, e)
+
+
+def _accessed(services: Services, ctx: RequestContext, e: Entry) -> None:
+    """Tell the features (the audit trail) about an entry's read, or an entry that failed."""
+    if not services.hooks.on_access or e.read == "capabilities":
+        return
+    failure = e.extra.get("error")
+    kind = e.read.replace("search-compartment", "search-type") or None
+    stored = e.result.stored if e.result is not None and failure is None else None
+    read = stored is not None and kind in ("read", "vread")
+    body = e.body if kind and not read else None
+    path = "/" + "/".join(e.path) if e.path else f"/{e.rtype or ''}"
+    services.hooks.accessed(
+        Access(ctx, e.method, path, kind, (stored,) if read and stored else (), body,
+               e.query or "", failure)
+    )  # fmt: skip
 
 
 def _read(
@@ -522,10 +540,11 @@ def _batch(
             _read_entry(services, ctx, entry, capabilities)
         else:
             try:
-                with transaction(services) as session:
+                with transaction(services, ctx, "batch") as session:
                     _transaction_one(session, services, ctx, entry)
             except FhirError as exc:
                 entry.extra["error"] = _at_entry(exc, entry.index)
+                _accessed(services, ctx, entry)
         out.append(entry)
     return sorted(out, key=lambda e: e.index)
 

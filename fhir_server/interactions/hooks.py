@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..context import RequestContext
+from ..errors import FhirError
 from ..storage.sqlite import Session, Stored
 
 if TYPE_CHECKING:  # typing only: Services holds the hooks
@@ -56,6 +57,47 @@ Where = Callable[[dict[str, Any]], bool]
 AfterCommit = Callable[[list[Stored]], None]
 
 
+@dataclass(frozen=True)
+class Commit:
+    """What the before-commit hooks learn of a write transaction: the caller's context (None
+    for the server's own writes: bootstrap, sweep, load), the bundle type when the writes are
+    a batch's or transaction's ("batch" | "transaction"), and what each feature's before-lock
+    hook prepared for them, by feature name."""
+
+    ctx: RequestContext | None
+    bundle: str | None = None
+    prepared: dict[str, Any] = field(default_factory=dict)
+
+
+#: called inside the write transaction, after its writes; what it writes commits with them
+BeforeCommit = Callable[[Session, Commit], None]
+#: called before the write lock with the versions a bundle is about to write (bulk ingest),
+#: so that a feature can prepare its own writes for them without holding the lock; what it
+#: returns reaches its before-commit hook as Commit.prepared[name]
+BeforeLock = Callable[[RequestContext, str, list[Stored]], Any]
+
+
+@dataclass(frozen=True)
+class Access:
+    """One REST interaction as the API answered it (for the audit trail): `interaction` is a
+    restful-interaction code (read, vread, search-type, history-instance, operation, ...) or
+    None when the request failed before it was known; `resources` the versions read, `bundle`
+    the searchset/history Bundle returned, `query` the raw request query; `failure` the error
+    answered instead."""
+
+    ctx: RequestContext
+    method: str
+    path: str
+    interaction: str | None = None
+    resources: tuple[Stored, ...] = ()
+    bundle: bytes | None = None
+    query: str = ""
+    failure: FhirError | None = None
+
+
+OnAccess = Callable[[Access], None]
+
+
 @dataclass
 class Hooks:
     #: (resource types, which resources, hook): called inside the write transaction before the
@@ -64,9 +106,26 @@ class Hooks:
     on_write: list[tuple[frozenset[str], Where, OnWrite]] = field(default_factory=list)
     #: called with every version a transaction wrote, once it has committed
     after_commit: list[AfterCommit] = field(default_factory=list)
+    #: called at the end of every write transaction, before it commits
+    before_commit: list[BeforeCommit] = field(default_factory=list)
+    #: by feature name: called before the write lock of a bulk write (see BeforeLock)
+    before_lock: dict[str, BeforeLock] = field(default_factory=dict)
+    #: called by the routes (and batch reads) for every REST interaction they answered; must
+    #: be cheap: it runs on the read path
+    on_access: list[OnAccess] = field(default_factory=list)
+    #: called once when Services close (flush what a feature buffers)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def add_on_write(self, hook: OnWrite, types: Iterable[str], where: Where) -> None:
         self.on_write.append((frozenset(types), where, hook))
+
+    def prepare(self, ctx: RequestContext, bundle: str, written: list[Stored]) -> dict[str, Any]:
+        """Run the before-lock hooks on versions about to be written (outside the lock)."""
+        return {name: hook(ctx, bundle, written) for name, hook in self.before_lock.items()}
+
+    def accessed(self, access: Access) -> None:
+        for hook in self.on_access:
+            hook(access)
 
     def for_change(self, change: Change) -> list[OnWrite]:
         """The on-write hooks that take part in this write."""
@@ -83,9 +142,19 @@ class Hooks:
 
 
 @contextmanager
-def transaction(services: Services) -> Iterator[Session]:
-    """One write transaction of the store, followed by the after-commit hooks."""
+def transaction(
+    services: Services,
+    ctx: RequestContext | None = None,
+    bundle: str | None = None,
+    prepared: dict[str, Any] | None = None,
+) -> Iterator[Session]:
+    """One write transaction of the store, ended by the before-commit hooks (told the caller's
+    context, the bundle type and what was prepared for it; see Commit) and followed by the
+    after-commit hooks."""
+    commit = Commit(ctx, bundle, prepared or {})
     with services.store.write() as session:
         yield session
+        for before in services.hooks.before_commit:
+            before(session, commit)
     for hook in services.hooks.after_commit:
         hook(session.written)

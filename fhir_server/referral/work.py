@@ -293,7 +293,7 @@ def run(call: Call, rtype: str, body: Body, repeat: Repeat | None = None) -> Out
     """Load the instance, honour If-Match, apply `body`, commit: all in one transaction.
     `repeat` may answer a finished Bundle first (an idempotent repeat writes nothing)."""
     assert call.rid is not None
-    with transaction(call.services) as session:
+    with transaction(call.services, call.ctx) as session:
         work = Work(session, call.services, call.ctx, now())
         resource = work.get(rtype, call.rid)
         answer = repeat(work, resource) if repeat else None

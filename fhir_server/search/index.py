@@ -311,9 +311,13 @@ def plan_for(resource_type: str, registry: Registry) -> Plan:
 
 
 def index_rows(
-    resource_type: str, resource: dict[str, Any], registry: Registry
+    resource_type: str,
+    resource: dict[str, Any],
+    registry: Registry,
+    codes: frozenset[str] | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Extract the search-index rows of one resource, grouped by table.
+    """Extract the search-index rows of one resource, grouped by table; only those of the
+    parameters `codes` when given (the audit trail indexes what auditors search by).
 
     Rows lack the resource row id (the storage layer prepends it) and are de-duplicated.
     Every table key is present, possibly with an empty list. Row conventions:
@@ -330,6 +334,8 @@ def index_rows(
     tables: dict[str, list[Row]] = {t: [] for t in TABLES}
     keys = resource.keys()
     for code, table, ex in plan_for(resource_type, registry):
+        if codes is not None and code not in codes:
+            continue
         needs = ex.needs
         if needs is not None and keys.isdisjoint(needs):
             continue  # none of the top-level elements the expression reads is present

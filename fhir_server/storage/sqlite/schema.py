@@ -101,6 +101,18 @@ MIGRATIONS: list[str] = [
     CREATE TABLE auth_failure (who TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX auth_failure_who ON auth_failure (who, at);
     """,
+    # 4: the audit trail's hash chain (audit/chain.py): one row per AuditEvent version in the
+    # order written, hash = SHA-256(previous hash || JCS of the AuditEvent); appended under the
+    # write lock, in the transaction that stores the AuditEvent.
+    """
+    CREATE TABLE audit_chain (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    """,
 ]
 
 #: value columns per index table, as search.index.index_rows fills them (plus `grp`, set

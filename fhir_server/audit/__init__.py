@@ -1,0 +1,46 @@
+"""The audit trail (issue 10, security.md §4): an AuditEvent after IHE BALP for every REST
+interaction, written with the change it records, chained by hashes so that tampering shows
+(`fhir-server audit verify`), stored and searched as ordinary AuditEvent resources, which only
+the server writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import error
+from ..interactions.hooks import Change, Effect
+from ..services import Services
+from .trail import Trail
+
+# TODO(issue 10, auth): searching and reading AuditEvents is for the auditor role only
+# (Principal.roles contains "auditor"). That check belongs to the policy module the
+# authorization helper is building (auth/); until it lands, anyone who can reach the server can
+# read the audit trail. Do not add an ad-hoc check here.
+
+
+def register(services: Services) -> None:
+    """Audit every REST interaction, chain the events, refuse client writes of AuditEvents."""
+    trail = Trail(services)
+    services.features["audit"] = trail
+    services.hooks.before_commit.append(trail.before_commit)
+    services.hooks.before_lock["audit"] = trail.before_lock
+    services.hooks.on_access.append(trail.on_access)
+    services.hooks.on_close.append(trail.close)
+    services.hooks.add_on_write(refuse_client_write, ("AuditEvent",), _every)
+
+
+def _every(resource: dict[str, Any]) -> bool:
+    return True
+
+
+def refuse_client_write(change: Change) -> Effect | None:
+    """AuditEvents are written by the server only and never changed or deleted (BALP; HIPAA
+    164.312(c) integrity): every create, update, patch or delete over REST is refused."""
+    exc = error(
+        405,
+        "not-supported",
+        f"AuditEvents are written by the server only; {change.method} of AuditEvent "
+        "is not allowed",
+    )
+    exc.headers["Allow"] = "GET, HEAD"
+    raise exc
