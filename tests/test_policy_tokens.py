@@ -295,6 +295,24 @@ def test_only_the_access_token_is_a_bearer_token(fresh: TestClient) -> None:
     assert as_bearer(fresh, token).get("/fhir/Patient/p1").status_code == 200
 
 
+@pytest.mark.parametrize("scope", ["user/Patient.rs user/Observation.rs", "user/*.rs"])
+def test_a_patient_users_user_scopes_reach_only_their_own_record(
+    server: TestClient, scope: str
+) -> None:
+    """`user/` grants what the user may see (SMART App Launch 2.x); a patient who signs in
+    may see their own record only (issue 10), whatever scopes the app asked for."""
+    c = as_bearer(server, app_token(server, scope))
+    assert ids(c.get("/fhir/Observation")) == P1_OBSERVATIONS
+    assert total(c, "/fhir/Patient") == 1
+    assert c.get("/fhir/Observation/o2-lab").status_code == 404
+    assert c.get("/fhir/Patient/p2").status_code == 404
+    got = ids(c.get("/fhir/Patient", params={"_revinclude": "Observation:focus"}))
+    assert got == {"Patient/p1"}
+    forbidden(c.get("/fhir/Observation", params={"subject:Patient.name": "Two"}))
+    forbidden(c.get("/fhir"))
+    forbidden(c.get("/fhir/Observation/_history"))
+
+
 # --- (2) granular scopes ------------------------------------------------------------------------
 
 
