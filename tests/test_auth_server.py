@@ -4,13 +4,9 @@ Launch 2.x): login and consent forms driven like a browser, every refusal tested
 from __future__ import annotations
 
 import base64
-import hashlib
-import html
 import json
-import re
 import secrets
 import time
-import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,18 +14,22 @@ import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
+from smart import (
+    BASE,
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    TOKEN_URL,
+    assertion,
+    auth_code,
+    auth_of,
+    drive,
+    hidden,
+    pkce,
+)
 
 from fhir_server import cli
 from fhir_server.auth import admin
-
-BASE = "http://testserver/fhir"
-TOKEN_URL = "http://testserver/auth/token"
-REDIRECT = "http://app.example/callback"
-PASSWORD = "correct horse"
-
-
-def _auth(c: TestClient) -> Any:
-    return c.app.state.services.features["auth"]  # type: ignore[attr-defined]
 
 
 def _put(c: TestClient, resource: dict[str, Any]) -> None:
@@ -61,7 +61,7 @@ def hospital(client: TestClient) -> TestClient:
                 "managingOrganization": {"reference": f"Organization/{org}"},
             },
         )
-    store = _auth(client).store
+    store = auth_of(client).store
     admin.add_client(store, "conf", [REDIRECT], secret="app-secret")
     admin.add_client(store, "pub", [REDIRECT], public=True, trusted=True)
     admin.add_user(store, "drwang", PASSWORD, "PractitionerRole/dr1")
@@ -69,21 +69,8 @@ def hospital(client: TestClient) -> TestClient:
     return client
 
 
-def _pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.rstrip(b"=").decode()
-
-
-def _hidden(page: str) -> dict[str, str]:
-    return {
-        html.unescape(n): html.unescape(v)
-        for n, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)
-    }
-
-
 def _request(client_id: str = "conf", **extra: str) -> tuple[dict[str, str], str]:
-    verifier, challenge = _pkce()
+    verifier, challenge = pkce()
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -102,29 +89,7 @@ def _request(client_id: str = "conf", **extra: str) -> tuple[dict[str, str], str
 def _drive(
     c: TestClient, params: dict[str, str], user: str = "drwang", patient: str = "Patient/p1"
 ) -> Any:
-    """Act as the browser: sign in, pick the patient, approve; the final response."""
-    r = c.get("/auth/authorize", params=params, follow_redirects=False)
-    for _ in range(4):
-        if r.status_code != 200:
-            return r
-        form = _hidden(r.text)
-        if 'name="password"' in r.text:
-            form.update(username=user, password=PASSWORD)
-        elif 'name="approve"' in r.text:
-            form["approve"] = "yes"
-        elif 'type="radio" name="patient"' in r.text:
-            form["patient"] = patient
-        r = c.post("/auth/authorize", data=form, follow_redirects=False)
-    return r
-
-
-def _code(r: Any, state: str | None = None) -> str:
-    assert r.status_code == 302, r.text
-    query = parse_qs(urlsplit(r.headers["location"]).query)
-    assert "error" not in query, query
-    if state:
-        assert query["state"] == [state]
-    return query["code"][0]
+    return drive(c, params, user, patient)
 
 
 def _exchange(c: TestClient, code: str, verifier: str | None, **extra: str) -> Any:
@@ -137,7 +102,7 @@ def _exchange(c: TestClient, code: str, verifier: str | None, **extra: str) -> A
 
 def _token(c: TestClient, **extra: str) -> dict[str, Any]:
     params, verifier = _request(**extra)
-    r = _exchange(c, _code(_drive(c, params), params["state"]), verifier)
+    r = _exchange(c, auth_code(_drive(c, params), params["state"]), verifier)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -151,21 +116,21 @@ def test_code_flow_with_login_picker_and_consent_gives_token_with_patient(
     params, verifier = _request()
     r = hospital.get("/auth/authorize", params=params, follow_redirects=False)
     assert 'name="username"' in r.text and 'name="password"' in r.text
-    form = {**_hidden(r.text), "username": "drwang", "password": PASSWORD}
+    form = {**hidden(r.text), "username": "drwang", "password": PASSWORD}
     picker = hospital.post("/auth/authorize", data=form, follow_redirects=False)
     # the picker lists the patients of the user's organization only, with both languages
     assert "Patient/p1" in picker.text and "Patient/p2" in picker.text
     assert "Patient/p3" not in picker.text and "选择患者" in picker.text
     consent = hospital.post(
         "/auth/authorize",
-        data={**_hidden(picker.text), "patient": "Patient/p2"},
+        data={**hidden(picker.text), "patient": "Patient/p2"},
         follow_redirects=False,
     )
     assert 'name="approve" value="yes"' in consent.text
     done = hospital.post(
-        "/auth/authorize", data={**_hidden(consent.text), "approve": "yes"}, follow_redirects=False
+        "/auth/authorize", data={**hidden(consent.text), "approve": "yes"}, follow_redirects=False
     )
-    r = _exchange(hospital, _code(done, params["state"]), verifier)
+    r = _exchange(hospital, auth_code(done, params["state"]), verifier)
     assert r.status_code == 200, r.text
     body = r.json()
     assert r.headers["cache-control"] == "no-store" and r.headers["pragma"] == "no-cache"
@@ -185,10 +150,10 @@ def test_consent_denied_redirects_with_access_denied(hospital: TestClient) -> No
     params, _ = _request(scope="openid fhirUser user/*.rs")
     r = hospital.get("/auth/authorize", params=params)
     r = hospital.post(
-        "/auth/authorize", data={**_hidden(r.text), "username": "drwang", "password": PASSWORD}
+        "/auth/authorize", data={**hidden(r.text), "username": "drwang", "password": PASSWORD}
     )
     r = hospital.post(
-        "/auth/authorize", data={**_hidden(r.text), "approve": "no"}, follow_redirects=False
+        "/auth/authorize", data={**hidden(r.text), "approve": "no"}, follow_redirects=False
     )
     query = parse_qs(urlsplit(r.headers["location"]).query)
     assert query["error"] == ["access_denied"] and "code" not in query
@@ -198,16 +163,16 @@ def test_consent_without_our_csrf_value_is_not_taken(hospital: TestClient) -> No
     params, _ = _request(scope="user/*.rs")
     r = hospital.get("/auth/authorize", params=params)
     r = hospital.post(
-        "/auth/authorize", data={**_hidden(r.text), "username": "drwang", "password": PASSWORD}
+        "/auth/authorize", data={**hidden(r.text), "username": "drwang", "password": PASSWORD}
     )
-    forged = {k: v for k, v in _hidden(r.text).items() if k != "csrf"}
+    forged = {k: v for k, v in hidden(r.text).items() if k != "csrf"}
     r = hospital.post("/auth/authorize", data={**forged, "approve": "yes"}, follow_redirects=False)
     assert r.status_code == 200 and 'name="approve"' in r.text
 
 
 def test_authorize_by_post_and_scope_narrowed_to_the_clients(hospital: TestClient) -> None:
     admin.add_client(
-        _auth(hospital).store,
+        auth_of(hospital).store,
         "narrow",
         [REDIRECT],
         secret="s",
@@ -218,12 +183,12 @@ def test_authorize_by_post_and_scope_narrowed_to_the_clients(hospital: TestClien
     r = hospital.post("/auth/authorize", data=params)
     r = hospital.post(
         "/auth/authorize",
-        data={**_hidden(r.text), "username": "drwang", "password": PASSWORD},
+        data={**hidden(r.text), "username": "drwang", "password": PASSWORD},
         follow_redirects=False,
     )
     form = {
         "grant_type": "authorization_code",
-        "code": _code(r),
+        "code": auth_code(r),
         "redirect_uri": REDIRECT,
         "code_verifier": verifier,
     }
@@ -261,7 +226,7 @@ def test_bad_authorization_requests_redirect_with_error_and_no_code(
 def test_unregistered_redirect_uri_is_never_redirected_to(
     hospital: TestClient, redirect: str
 ) -> None:
-    admin.add_client(_auth(hospital).store, "two", [REDIRECT, REDIRECT + "2"], secret="s")
+    admin.add_client(auth_of(hospital).store, "two", [REDIRECT, REDIRECT + "2"], secret="s")
     params, _ = _request("two", redirect_uri=redirect)
     r = hospital.get("/auth/authorize", params=params, follow_redirects=False)
     assert r.status_code == 400 and "location" not in r.headers
@@ -276,25 +241,25 @@ def test_unknown_client_is_a_page_not_a_redirect(hospital: TestClient) -> None:
 @pytest.mark.parametrize("verifier", [None, "", "wrong" * 10])
 def test_missing_or_wrong_code_verifier_gets_no_token(hospital: TestClient, verifier: Any) -> None:
     params, _ = _request()
-    r = _exchange(hospital, _code(_drive(hospital, params)), verifier)
+    r = _exchange(hospital, auth_code(_drive(hospital, params)), verifier)
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     assert "access_token" not in r.json()
 
 
 def test_code_is_single_use(hospital: TestClient) -> None:
     params, verifier = _request()
-    code = _code(_drive(hospital, params))
+    code = auth_code(_drive(hospital, params))
     assert _exchange(hospital, code, verifier).status_code == 200
     again = _exchange(hospital, code, verifier)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
 def test_code_of_one_client_is_refused_to_another(hospital: TestClient) -> None:
-    admin.add_client(_auth(hospital).store, "other", [REDIRECT], secret="other-secret")
+    admin.add_client(auth_of(hospital).store, "other", [REDIRECT], secret="other-secret")
     params, verifier = _request()
     form = {
         "grant_type": "authorization_code",
-        "code": _code(_drive(hospital, params)),
+        "code": auth_code(_drive(hospital, params)),
         "redirect_uri": REDIRECT,
         "code_verifier": verifier,
     }
@@ -306,7 +271,7 @@ def test_wrong_client_secret_is_401_invalid_client(hospital: TestClient) -> None
     params, verifier = _request()
     form = {
         "grant_type": "authorization_code",
-        "code": _code(_drive(hospital, params)),
+        "code": auth_code(_drive(hospital, params)),
         "redirect_uri": REDIRECT,
         "code_verifier": verifier,
     }
@@ -336,7 +301,7 @@ def test_public_client_refreshes_without_client_id(hospital: TestClient) -> None
     r = _drive(hospital, params, user="pat1")
     form = {
         "grant_type": "authorization_code",
-        "code": _code(r),
+        "code": auth_code(r),
         "redirect_uri": REDIRECT,
         "code_verifier": verifier,
         "client_id": "pub",
@@ -370,11 +335,11 @@ def test_failed_logins_are_rate_limited_per_user(hospital: TestClient) -> None:
     for _ in range(5):
         r = hospital.post(
             "/auth/authorize",
-            data={**_hidden(page), "username": "drwang", "password": "wrong password"},
+            data={**hidden(page), "username": "drwang", "password": "wrong password"},
         )
         assert r.status_code == 401
     r = hospital.post(
-        "/auth/authorize", data={**_hidden(page), "username": "drwang", "password": PASSWORD}
+        "/auth/authorize", data={**hidden(page), "username": "drwang", "password": PASSWORD}
     )
     assert r.status_code == 429 and r.headers["retry-after"] == "60"
     assert "code=" not in r.headers.get("location", "")
@@ -492,7 +457,7 @@ def test_auth_on_requires_a_token_except_for_discovery(client_with: Any) -> None
 
 def _backend(c: TestClient, key: Any, client_id: str = "emr") -> None:
     admin.add_client(
-        _auth(c).store,
+        auth_of(c).store,
         client_id,
         [],
         jwks={"keys": [key.as_dict(private=False)]},
@@ -501,23 +466,14 @@ def _backend(c: TestClient, key: Any, client_id: str = "emr") -> None:
 
 
 def _assertion(key: Any, alg: str, client_id: str = "emr", **claims: Any) -> str:
-    now = int(time.time())
-    body = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": TOKEN_URL,
-        "exp": now + 240,
-        "jti": uuid.uuid4().hex,
-        **claims,
-    }
-    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, body, key, algorithms=[alg])
+    return assertion(key, alg, client_id, **claims)
 
 
 def _client_credentials(c: TestClient, assertion: str, **extra: str) -> Any:
     form = {
         "grant_type": "client_credentials",
         "scope": "system/Patient.rs",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion_type": JWT_BEARER,
         "client_assertion": assertion,
         **extra,
     }
@@ -649,8 +605,8 @@ def test_ehr_launch_from_the_cli_carries_patient_and_encounter(
 
 
 def test_launch_of_another_user_is_refused(hospital: TestClient) -> None:
-    admin.add_user(_auth(hospital).store, "drli", PASSWORD, "PractitionerRole/dr1")
-    launch = admin.create_launch(_auth(hospital).store, "conf", "drli", "Patient/p1")
+    admin.add_user(auth_of(hospital).store, "drli", PASSWORD, "PractitionerRole/dr1")
+    launch = admin.create_launch(auth_of(hospital).store, "conf", "drli", "Patient/p1")
     params, _ = _request(launch=launch, scope="launch patient/*.rs")
     r = _drive(hospital, params, user="drwang")
     query = parse_qs(urlsplit(r.headers["location"]).query)
@@ -720,4 +676,4 @@ def test_cli_client_add_prints_json_with_the_secret_hashed(
     )
     assert "password1" not in capsys.readouterr().out
     assert cli.main(["client", "remove", "app1", "--database", database]) == 0
-    assert _auth(client).store.client("app1") is None
+    assert auth_of(client).store.client("app1") is None

@@ -48,18 +48,32 @@ def patient_id(principal: Principal) -> str | None:
 
 def allowed(principal: Principal, interaction: str, rtype: str) -> list[Grant]:
     """The principal's grants that permit `interaction` on `rtype`. Unknown interactions get
-    none. A patient-level grant needs a patient in context and a type in the Patient
-    compartment (a compartment membership cannot be worked out for other types)."""
+    none. A grant confined to a patient (confining_patient) needs that patient and a type in
+    the Patient compartment (a compartment membership cannot be worked out for other types)."""
     letter = LETTER.get(interaction)
     if letter is None:
         return []
     grants = [g for g in parse_scopes(principal.scopes) if g.covers(letter, rtype)]
-    return [g for g in grants if g.level != "patient" or _in_patient_scope(principal, rtype)]
+    return [g for g in grants if _within_context(confining_patient(principal, g), rtype)]
 
 
-def _in_patient_scope(principal: Principal, rtype: str) -> bool:
-    return patient_id(principal) is not None and (
-        rtype == "Patient" or rtype in q.COMPARTMENTS.get("Patient", {})
+def confining_patient(principal: Principal, grant: Grant) -> str | None:
+    """The patient whose compartment confines `grant`, "" when it must be confined but no
+    patient is known (it then permits nothing), None when no patient confines it. A patient/
+    grant is confined to the launch patient; any grant of a patient user to that user (their
+    fhirUser): `user/` gives what the user may see, and a patient may see their own record only
+    (SMART App Launch 2.x scopes; issue 10)."""
+    if grant.level == "patient":
+        return patient_id(principal) or ""
+    if principal.kind == "patient":
+        me = principal.fhir_user or ""
+        return me.removeprefix("Patient/") if me.startswith("Patient/") else ""
+    return None
+
+
+def _within_context(pid: str | None, rtype: str) -> bool:
+    return pid is None or (
+        pid != "" and (rtype == "Patient" or rtype in q.COMPARTMENTS.get("Patient", {}))
     )
 
 
@@ -67,12 +81,12 @@ def narrowing(
     principal: Principal, grant: Grant, rtype: str, registry: Registry
 ) -> list[q.Clause] | None:
     """The clauses (ANDed) that confine `grant` for `rtype`: the patient compartment for
-    patient-level grants, plus granular criteria. None when a criterion does not apply to
+    grants confined to a patient, plus granular criteria. None when a criterion does not apply to
     `rtype` (the grant then permits nothing: never widen)."""
     clauses: list[q.Clause] = []
-    if grant.level == "patient":
-        pid = patient_id(principal)
-        assert pid is not None  # allowed() dropped patient grants without a patient
+    pid = confining_patient(principal, grant)
+    if pid is not None:
+        assert pid  # allowed() dropped grants confined to no known patient
         clauses.append(_compartment(pid, rtype))
     # TODO(consortium rule, security.md §3.2): user/ and system/ grants must also be confined
     # to resources their organization owns or holds an access_grant for; that needs resource

@@ -1,0 +1,85 @@
+"""Test helpers that act as a SMART app and its browser against the real authorization server:
+PKCE, the login/picker/consent forms, the code on the redirect, Backend Services assertions.
+Shared by tests/test_auth_server.py and tests/test_policy_tokens.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi.testclient import TestClient
+from joserfc import jwt
+
+BASE = "http://testserver/fhir"
+TOKEN_URL = "http://testserver/auth/token"
+REDIRECT = "http://app.example/callback"
+PASSWORD = "correct horse"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def auth_of(c: TestClient) -> Any:
+    """The authorization server feature of the app (its store registers clients and users)."""
+    return c.app.state.services.features["auth"]  # type: ignore[attr-defined]
+
+
+def pkce() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), RFC 7636 §4.1-4.2."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+def hidden(page: str) -> dict[str, str]:
+    """The hidden inputs of a form page, as a browser would submit them."""
+    return {
+        html.unescape(n): html.unescape(v)
+        for n, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)
+    }
+
+
+def drive(c: TestClient, params: dict[str, str], user: str, patient: str = "Patient/p1") -> Any:
+    """Act as the browser: sign in, pick the patient, approve; the final response."""
+    r = c.get("/auth/authorize", params=params, follow_redirects=False)
+    for _ in range(4):
+        if r.status_code != 200:
+            return r
+        form = hidden(r.text)
+        if 'name="password"' in r.text:
+            form.update(username=user, password=PASSWORD)
+        elif 'name="approve"' in r.text:
+            form["approve"] = "yes"
+        elif 'type="radio" name="patient"' in r.text:
+            form["patient"] = patient
+        r = c.post("/auth/authorize", data=form, follow_redirects=False)
+    return r
+
+
+def auth_code(r: Any, state: str | None = None) -> str:
+    """The authorization code on the redirect back to the app (RFC 6749 §4.1.2)."""
+    assert r.status_code == 302, r.text
+    query = parse_qs(urlsplit(r.headers["location"]).query)
+    assert "error" not in query, query
+    if state:
+        assert query["state"] == [state]
+    return query["code"][0]
+
+
+def assertion(key: Any, alg: str, client_id: str, **claims: Any) -> str:
+    """A Backend Services client assertion (RFC 7523 §3, SMART Backend Services)."""
+    now = int(time.time())
+    body = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": TOKEN_URL,
+        "exp": now + 240,
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
+    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, body, key, algorithms=[alg])
