@@ -88,6 +88,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
     required = services.settings.auth == "on"
     app.add_middleware(auth.Bearer, auth=services.features["auth"], required=required)
+    app.add_middleware(auth.Cors, auth=services.features["auth"])  # a preflight has no token
     app.add_middleware(_Edge, settings=services.settings)
     app.add_middleware(AccessLog)  # outermost: every response carries the request id
 
