@@ -176,12 +176,11 @@ def _sweep(settings: Settings, at: str | None) -> int:
 
 
 def _demo(settings: Settings) -> int:
-    from .app import open_services
-    from .referral.demo import describe, load_demo
+    from .app import load_demo, open_services
 
     services = open_services(settings)
     try:
-        print(describe(load_demo(services)), file=sys.stderr)
+        print(load_demo(services), file=sys.stderr)
     finally:
         services.close()
     return 0

@@ -4,13 +4,22 @@ and the demo consortium's sample app and users, signed in through the real login
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import json
+import re
+import secrets
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server import cli
+from fhir_server.app import load_demo
 from fhir_server.auth import admin
+from fhir_server.auth.demo import DEMO_PASSWORD, DEMO_REDIRECT
 
 APP = "https://app.example:8443"
 OTHER = "https://evil.example"
@@ -176,3 +185,85 @@ def test_discovery_and_metadata_are_open_to_any_origin(app_client: TestClient):
         assert pre.status_code in (200, 204)
         assert pre.headers["access-control-allow-origin"] == "*"
         assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+
+
+# --- the demo consortium's sign-ins ---------------------------------------------------------
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+def _hidden(page: str) -> dict[str, str]:
+    return {
+        html.unescape(n): html.unescape(v)
+        for n, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)
+    }
+
+
+def test_the_demo_s_doctor_gets_a_token_for_the_demo_app_that_reads_patients(
+    client: TestClient,
+):
+    summary = load_demo(client.app.state.services)  # type: ignore[attr-defined]
+    assert summary is not None and DEMO_PASSWORD in summary and "dr-hz-first" in summary
+    verifier, challenge = _pkce()
+    params = {
+        "response_type": "code",
+        "client_id": "demo-app",
+        "redirect_uri": DEMO_REDIRECT,
+        "scope": "openid fhirUser user/*.rs",
+        "state": "s1",
+        "aud": "http://testserver/fhir",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    page = client.get("/auth/authorize", params=params)
+    assert 'name="password"' in page.text  # the login form, as a browser gets it
+    form = {**_hidden(page.text), "username": "dr-hz-first", "password": DEMO_PASSWORD}
+    consent = client.post("/auth/authorize", data=form, follow_redirects=False)
+    assert 'name="approve"' in consent.text, consent.text  # the demo app is not trusted
+    r = client.post(
+        "/auth/authorize", data={**_hidden(consent.text), "approve": "yes"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 302 and r.headers["location"].startswith(DEMO_REDIRECT)
+    code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+    token = client.post(
+        "/auth/token",
+        data={
+            "grant_type": "authorization_code", "code": code, "client_id": "demo-app",
+            "redirect_uri": DEMO_REDIRECT, "code_verifier": verifier,
+        },
+        headers={"Origin": "http://127.0.0.1:9000"},
+    )  # fmt: skip
+    assert token.status_code == 200, token.text
+    assert token.headers["access-control-allow-origin"] == "http://127.0.0.1:9000"
+    body = token.json()
+    claims = body["id_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    assert claims["fhirUser"] == "http://testserver/fhir/PractitionerRole/role-hz-first-dr1"
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    patients = client.get("/fhir/Patient?_count=5", headers=bearer)
+    assert patients.status_code == 200
+    assert patients.json()["total"] >= 1 and patients.json()["entry"]
+    # and a wrong password is refused
+    wrong = {**_hidden(page.text), "username": "dr-hz-first", "password": "not-the-password"}
+    client.cookies.clear()
+    assert client.post("/auth/authorize", data=wrong).status_code == 401
+
+
+def test_the_demo_registers_one_user_per_hospital_and_the_first_patient(client: TestClient):
+    services = client.app.state.services  # type: ignore[attr-defined]
+    load_demo(services)
+    store = _store(client)
+    for oid in ("hz-first", "xihu-people", "mishixiang-chc"):
+        user = store.user(f"dr-{oid}")
+        assert user["fhir_user"] == f"PractitionerRole/role-{oid}-dr1"
+        assert client.get(f"/fhir/{user['fhir_user']}").status_code == 200  # it exists
+    assert store.user("pat-001")["fhir_user"] == "Patient/pat-001"
+    app = store.client("demo-app")
+    assert app["token_endpoint_auth_method"] == "none"
+    assert app["origins"] == ["http://127.0.0.1:9000"]
+    assert load_demo(services, only_if_empty=True) is None  # not empty any more
