@@ -55,6 +55,19 @@ def open_services(settings: Settings, parts: Parts | None = None) -> Services:
     return wire(Services.open(settings, parts))
 
 
+def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
+    """The demo consortium (referral feature) and its sign-ins, the sample app and users
+    (auth feature); what was loaded, for the console. None: the database was not empty."""
+    from .auth.demo import register_demo
+    from .referral.demo import describe, load_if_empty, sign_ins
+    from .referral.demo import load_demo as load_consortium
+
+    demo = load_if_empty(services) if only_if_empty else load_consortium(services)
+    if demo is None:
+        return None
+    return f"{describe(demo)}\n{register_demo(services.features['auth'].store, sign_ins())}"
+
+
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """The FHIR API at /fhir; every error leaves as an OperationOutcome. `services`, when
     given, must not be wired yet (tests pass their own, over shared Parts)."""
@@ -93,6 +106,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
     required = services.settings.auth == "on"
     app.add_middleware(auth.Bearer, auth=services.features["auth"], required=required)
+    app.add_middleware(auth.Cors, auth=services.features["auth"])  # a preflight has no token
     app.add_middleware(_Edge, settings=services.settings)
     app.add_middleware(AccessLog)  # outermost: every response carries the request id
 

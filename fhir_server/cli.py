@@ -81,6 +81,11 @@ def _auth_commands(sub: Any) -> None:
     how.add_argument("--public", action="store_true", help="public client (PKCE only)")
     add.add_argument("--scope", help="scopes the client may be granted (space-separated)")
     add.add_argument("--trusted", action="store_true", help="no consent screen")
+    add.add_argument(
+        "--origin",
+        action="append",
+        help="browser origin the app runs on, for CORS (default: its redirect URIs' origins)",
+    )
     csub.add_parser("list", help="registered clients as JSON")
     remove = csub.add_parser("remove", help="remove a client and revoke its tokens")
     remove.add_argument("client_id")
@@ -123,7 +128,7 @@ def _auth(settings: Settings, args: argparse.Namespace) -> int:
             jwks = json.loads(args.jwks.read_text()) if args.jwks else None
             out = admin.add_client(
                 auth, args.client_id, args.redirect_uri, args.secret, jwks, args.public,
-                args.scope, args.trusted,
+                args.scope, args.trusted, args.origin,
             )
         elif args.action == "list":
             out = auth.clients()
@@ -177,12 +182,11 @@ def _sweep(settings: Settings, at: str | None) -> int:
 
 
 def _demo(settings: Settings) -> int:
-    from .app import open_services
-    from .referral.demo import describe, load_demo
+    from .app import load_demo, open_services
 
     services = open_services(settings)
     try:
-        print(describe(load_demo(services)), file=sys.stderr)
+        print(load_demo(services), file=sys.stderr)
     finally:
         services.close()
     return 0

@@ -163,16 +163,15 @@ class FhirH11Protocol(H11Protocol):
 def serve(settings: Settings) -> int:
     SqliteStore(settings.database).close()  # create and migrate once, before workers start
     if settings.demo_on_empty:
-        from .app import open_services
-        from .referral.demo import describe, load_if_empty
+        from .app import load_demo, open_services
 
         services = open_services(settings)
         try:
-            demo = load_if_empty(services)
+            loaded = load_demo(services, only_if_empty=True)
         finally:
             services.close()
-        if demo is not None:
-            print(describe(demo), file=sys.stderr)
+        if loaded is not None:
+            print(loaded, file=sys.stderr)
     os.environ.update(settings.to_env())  # workers build their app from the environment
     scheme = "https" if settings.tls_cert else "http"
     print(

@@ -7,11 +7,12 @@ import logging
 
 from ..services import Services
 from .bearer import Bearer
+from .cors import Cors
 from .discovery import security
 from .routes import router
 from .server import Auth
 
-__all__ = ["Bearer", "register", "router", "security"]
+__all__ = ["Bearer", "Cors", "register", "router", "security"]
 log = logging.getLogger("fhir_server.auth")
 
 

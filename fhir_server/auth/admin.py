@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..storage.sqlite.auth import AuthStore
 from .scopes import DEFAULT_APP_SCOPES, DEFAULT_BACKEND_SCOPES
@@ -29,10 +30,12 @@ def add_client(
     public: bool = False,
     scope: str | None = None,
     trusted: bool = False,
+    origins: list[str] | None = None,
 ) -> dict[str, Any]:
     """Register (or replace) a client. Exactly one way to authenticate: a secret
     (client_secret_basic/post), a JWKS (private_key_jwt, SMART Backend Services and
-    confidential-asymmetric apps) or none (a public app, PKCE only)."""
+    confidential-asymmetric apps) or none (a public app, PKCE only). `origins`: the browser
+    origins its pages run on (CORS); by default those of its redirect URIs."""
     if sum((secret is not None, jwks is not None, public)) != 1:
         raise AdminError("give exactly one of --secret, --jwks, --public")
     if not client_id or not re.fullmatch(r"[\x21-\x7e]{1,200}", client_id):
@@ -44,6 +47,9 @@ def add_client(
         raise AdminError("--jwks: a JSON Web Key Set ({'keys': [...]})")
     if jwks is not None and any("d" in k for k in jwks["keys"]):
         raise AdminError("--jwks holds a private key: register the public keys only")
+    for origin in origins or ():
+        if not _bare_origin(origin):
+            raise AdminError(f"origin must be scheme://host[:port], without a path: {origin}")
     method = "client_secret_basic" if secret else "private_key_jwt" if jwks else "none"
     default = DEFAULT_BACKEND_SCOPES if jwks and not redirect_uris else DEFAULT_APP_SCOPES
     client = {
@@ -52,11 +58,46 @@ def add_client(
         "token_endpoint_auth_method": method,
         "scope": " ".join((scope if scope is not None else default).split()),
         "trusted": trusted,
+        "origins": _origins([*redirect_uris] if origins is None else origins),
         **({"secret_hash": hash_secret(secret)} if secret else {}),
         **({"jwks": jwks} if jwks else {}),
     }
     auth.put_client(client_id, client)
     return client
+
+
+def origin_of(url: str) -> str | None:
+    """The serialized origin of an http(s) URL (RFC 6454 §6.2), as a browser sends it in the
+    Origin header: lower-case scheme and host, the port only when not the scheme's default."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def client_origins(client: dict[str, Any]) -> list[str]:
+    """The origins a client's browser pages may call us from (clients registered before
+    origins were stored: those of their redirect URIs)."""
+    if "origins" in client:
+        return list(client["origins"])
+    return _origins(client.get("redirect_uris", []))
+
+
+def _origins(urls: list[str]) -> list[str]:
+    return sorted({o for o in map(origin_of, urls) if o})
+
+
+def _bare_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    bare = parts.path in ("", "/") and not (parts.query or parts.fragment or "@" in parts.netloc)
+    return bare and origin_of(value) is not None
 
 
 def add_user(

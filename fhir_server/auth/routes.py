@@ -78,13 +78,11 @@ async def launch(request: Request) -> Response:
 @router.get("/auth/jwks")
 async def jwks(request: Request) -> Response:
     keys = await run(_auth(request).keys.jwks)
-    return JSONResponse(keys, headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(keys)  # any origin may read it (cors.py)
 
 
 @router.api_route("/fhir/.well-known/smart-configuration", methods=["GET", "HEAD"])
 async def well_known(request: Request) -> Response:
-    """Always JSON, whatever Accept says; any origin may read it (SMART 2.x discovery)."""
-    return JSONResponse(
-        smart_configuration(request.state.base_url),
-        headers={"Access-Control-Allow-Origin": "*"},
-    )
+    """Always JSON, whatever Accept says; any origin may read it (SMART 2.x discovery;
+    cors.py)."""
+    return JSONResponse(smart_configuration(request.state.base_url))

@@ -12,7 +12,7 @@ from .builder import Builder, feedback_document, plan_referrals, service_request
 from .data import CST, HOSPITALS, STATES
 from .drive import drive, put_all
 
-__all__ = ["STATES", "Demo", "describe", "load_demo", "load_if_empty"]
+__all__ = ["STATES", "Demo", "describe", "load_demo", "load_if_empty", "sign_ins"]
 
 
 @dataclass
@@ -70,6 +70,13 @@ def load_if_empty(services: Services) -> Demo | None:
     if services.store.reader().any_current("Patient"):
         return None
     return load_demo(services)
+
+
+def sign_ins() -> list[tuple[str, str]]:
+    """(username, fhirUser) of the demo's people who sign in: each hospital's first doctor and
+    the first patient. The wiring (fhir_server/app.py) registers them with the auth feature."""
+    doctors = [(f"dr-{oid}", f"PractitionerRole/role-{oid}-dr1") for oid, *_ in HOSPITALS]
+    return [*doctors, ("pat-001", "Patient/pat-001")]
 
 
 def describe(demo: Demo) -> str:
