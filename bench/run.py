@@ -247,14 +247,54 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
 
 
-async def _read_load(base: str, ids: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def backend_token(base: str, database: Path) -> str:
+    """A SMART Backend Services token (`system/*.rs`, private_key_jwt RS384) from the server
+    under test, for the read load with authorization: a client registered as the console
+    script does, a signed assertion, the token endpoint."""
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, {"kid": "bench"}, private=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        jwks = Path(tmp) / "bench.jwks.json"
+        jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+        subprocess.run(
+            [sys.executable, "-m", "fhir_server.cli", "client", "add", "--database",
+             str(database), "--client-id", "bench", "--jwks", str(jwks), "--scope",
+             "system/*.rs"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    token_url = base.rsplit("/fhir", 1)[0] + "/auth/token"
+    now = int(time.time())
+    claims = {"iss": "bench", "sub": "bench", "aud": token_url, "exp": now + 240,
+              "jti": os.urandom(16).hex()}  # fmt: skip
+    signed = jwt.encode({"alg": "RS384", "kid": "bench", "typ": "JWT"}, claims, key,
+                        algorithms=["RS384"])  # fmt: skip
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/*.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": signed,
+    }
+    answer = httpx.post(token_url, data=form, timeout=30)
+    answer.raise_for_status()
+    token: str = answer.json()["access_token"]
+    return token
+
+
+async def _read_load(
+    base: str, ids: list[str], clients: int, seconds: float, token: str | None = None
+) -> dict[str, Any]:
     """Closed loop: each client sends the next read as soon as the last one answered."""
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=30, headers=headers
+    ) as client:
 
         async def worker() -> None:
             nonlocal errors
@@ -279,13 +319,16 @@ async def _read_load(base: str, ids: list[str], clients: int, seconds: float) ->
     }
 
 
-def read_by_id(base: str, clients: int, seconds: float) -> dict[str, Any]:
+def read_by_id(
+    base: str, clients: int, seconds: float, token: str | None = None
+) -> dict[str, Any]:
     """wrk (Debian package `wrk`) when installed: a C load generator leaves the CPU to the
-    server; otherwise the asyncio client, which competes with the server for the 2 cores."""
+    server; otherwise the asyncio client, which competes with the server for the 2 cores.
+    With `token`, every read carries it (bearer check + scope policy on each request)."""
     ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
     if shutil.which("wrk"):
-        return _wrk(base, ids, clients, seconds)
-    return asyncio.run(_read_load(base, ids, clients, seconds))
+        return _wrk(base, ids, clients, seconds, token)
+    return asyncio.run(_read_load(base, ids, clients, seconds, token))
 
 
 _WRK_SCRIPT = """
@@ -294,7 +337,7 @@ for line in io.lines("%s") do ids[#ids + 1] = line end
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", "%s/" .. ids[(i %% #ids) + 1])
+  return wrk.format("GET", "%s/" .. ids[(i %% #ids) + 1], %s)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -305,13 +348,16 @@ end
 """
 
 
-def _wrk(base: str, ids: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def _wrk(
+    base: str, ids: list[str], clients: int, seconds: float, token: str | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         id_file = Path(tmp) / "ids.txt"
         id_file.write_text("\n".join(ids))
         script = Path(tmp) / "read.lua"
         path = urlsplit(base).path
-        script.write_text(_WRK_SCRIPT % (id_file, path))
+        headers = f'{{["Authorization"] = "Bearer {token}"}}' if token else "nil"
+        script.write_text(_WRK_SCRIPT % (id_file, path, headers))
         out = subprocess.run(
             [
                 "wrk",
@@ -397,6 +443,7 @@ def run(
         tempfile.TemporaryDirectory() as tmp,
         server(Path(tmp) / "bench.db", workers) as (base, proc),
     ):
+        database = Path(tmp) / "bench.db"
         result: dict[str, Any] = {
             "machine": machine(),
             "date": datetime.now(UTC).isoformat(),
@@ -409,6 +456,9 @@ def run(
             result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
         )
         result["read"] = read_by_id(base, clients, seconds)
+        result["read_with_token"] = read_by_id(
+            base, clients, seconds, backend_token(base, database)
+        )
         result["search"] = search(base, repeats)
         if copies > 1:
             result["scale"] = scale(base, files, copies - 1, ingest_clients)
@@ -427,6 +477,16 @@ def table(result: dict[str, Any]) -> str:
         f"read by id ({rd['tool']}): {rd['req_per_s']} req/s with {rd['clients']} clients; "
         f"p50 {rd['p50_ms']} ms,"
         f" p95 {rd['p95_ms']} ms, p99 {rd['p99_ms']} ms ({rd['errors']} errors)",
+    ]
+    tok = result.get("read_with_token")
+    if tok:
+        lines.append(
+            f"read by id with a token (system/*.rs): {tok['req_per_s']} req/s; p50 "
+            f"{tok['p50_ms']} ms, p95 {tok['p95_ms']} ms, p99 {tok['p99_ms']} ms "
+            f"({tok['errors']} errors; {tok['req_per_s'] / max(rd['req_per_s'], 1e-9):.0%} of "
+            "the throughput without)"
+        )
+    lines += [
         "search                  total      p50 ms   p95 ms",
     ]
     scaled = result.get("scale")

@@ -17,6 +17,9 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
+    with_token = result["read_with_token"]  # every read carried a backend-services token
+    assert with_token["requests"] > 0 and with_token["errors"] == 0
+    assert "read by id with a token" in bench.table(result)
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
     assert "ingest (2 clients):" in bench.table(result)
