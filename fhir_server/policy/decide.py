@@ -44,6 +44,12 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
 }
 
 
+#: types R4 leaves out of the Patient compartment whose resources name a patient and their care:
+#: the consortium rule confines them like the compartment's (a referral Task names its patient
+#: in Task.for, search parameter `subject`; else every hospital would see every referral)
+BEYOND_COMPARTMENT = {"Task": ["subject"]}
+
+
 def patient_id(principal: Principal) -> str | None:
     """The launch-context patient as a bare id (a token may carry `Patient/x` or `x`)."""
     pid = principal.patient
@@ -147,7 +153,7 @@ def tenancy(
     after it ended); None for types outside the compartment (Organization, Practitioner,
     Location, terminology, ...: shared by the consortium) and for principals it does not bind."""
     org = organization_id(principal)
-    compartment = q.COMPARTMENTS.get("Patient", {})
+    compartment = {**q.COMPARTMENTS.get("Patient", {}), **BEYOND_COMPARTMENT}
     if org is None or (rtype != "Patient" and rtype not in compartment):
         return None
     params = tuple(p for p in compartment.get(rtype, ()) if p != "{def}")
