@@ -86,6 +86,10 @@ def _auth_commands(sub: Any) -> None:
         action="append",
         help="browser origin the app runs on, for CORS (default: its redirect URIs' origins)",
     )
+    add.add_argument(
+        "--organization",
+        help="Organization/ID a backend client acts for: it sees that hospital's patients",
+    )
     csub.add_parser("list", help="registered clients as JSON")
     remove = csub.add_parser("remove", help="remove a client and revoke its tokens")
     remove.add_argument("client_id")
@@ -128,7 +132,7 @@ def _auth(settings: Settings, args: argparse.Namespace) -> int:
             jwks = json.loads(args.jwks.read_text()) if args.jwks else None
             out = admin.add_client(
                 auth, args.client_id, args.redirect_uri, args.secret, jwks, args.public,
-                args.scope, args.trusted, args.origin,
+                args.scope, args.trusted, args.origin, args.organization,
             )
         elif args.action == "list":
             out = auth.clients()

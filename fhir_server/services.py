@@ -9,6 +9,7 @@ from typing import Any
 from .interactions.hooks import Hooks
 from .model.validate import Validator
 from .operations.registry import Operations
+from .search.query import CareRelationship
 from .search.registry import Registry
 from .settings import Settings
 from .storage.sqlite import SqliteStore
@@ -45,6 +46,9 @@ class Services:
     operations: Operations = field(default_factory=Operations)
     #: write hooks registered by features (interactions/hooks.py)
     hooks: Hooks = field(default_factory=Hooks)
+    #: care relationships features register: which Tasks give an organization access to
+    #: another's patient (policy/decide.py, the consortium rule)
+    care: list[CareRelationship] = field(default_factory=list)
     #: state a feature keeps for its operations and hooks, by feature name
     features: dict[str, Any] = field(default_factory=dict)
 

@@ -44,6 +44,9 @@ class Settings:
     no_show_grace_hours: int = 24
     #: days after a downward referral completes at which follow-up Tasks fall due
     follow_up_days: str = "7,30,90"
+    #: days after a referral Task ended (completed, rejected, cancelled, failed: its
+    #: lastModified) during which the other organization still sees that patient's record
+    referral_access_days: int = 30
     #: minutes between runs of the referral sweep in the server (0: never)
     sweep_minutes: int = 15
     #: HTTPS: the server's certificate chain (PEM) and its private key; both or neither

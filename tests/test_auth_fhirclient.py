@@ -50,7 +50,12 @@ def test_python_fhirclient_ehr_launch(
             "id": "dr1",
             "organization": {"reference": "Organization/h1"},
         },
-        {"resourceType": "Patient", "id": "p1", "name": [{"family": "Wang"}]},
+        {  # h1's patient: the consortium rule lets dr1 of h1 see it
+            "resourceType": "Patient",
+            "id": "p1",
+            "name": [{"family": "Wang"}],
+            "managingOrganization": {"reference": "Organization/h1"},
+        },
     ):
         r = web.put(f"{live_server}/{resource['resourceType']}/{resource['id']}", json=resource)
         assert r.status_code in (200, 201), r.text

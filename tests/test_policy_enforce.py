@@ -357,11 +357,15 @@ def test_v1_and_v2_scopes_are_equivalent(api: Any, search: str) -> None:
     assert v1  # the comparison is not between two empty results
 
 
-def test_user_scopes_are_not_narrowed_yet(api: Any) -> None:
+def test_user_scopes_follow_the_consortium_rule(api: Any) -> None:
+    """A practitioner without an organization sees no patient's data (the consortium rule,
+    tests/test_policy_consortium.py); a system client registered without one is not narrowed."""
     client, as_ = api
     as_.principal = Principal(kind="user", user="dr", scopes=("user/Observation.rs",))
-    assert len(ids(client.get("/fhir/Observation"))) == 4
+    assert ids(client.get("/fhir/Observation")) == set()
     forbidden(client.get("/fhir/Patient"))
+    as_.principal = Principal(kind="system", client_id="b", scopes=("system/Observation.rs",))
+    assert len(ids(client.get("/fhir/Observation"))) == 4
 
 
 def test_operations_follow_the_table(api: Any) -> None:

@@ -34,7 +34,11 @@ def _serve(path: Any, parts: Parts) -> Iterator[TestClient]:
     practitioner (for the EHR launch) and a Backend Services client."""
     services = make_services(path, parts)
     with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
-        for r in [*DATA, {"resourceType": "PractitionerRole", "id": "dr1"}]:
+        # the practitioner works at h1, which manages p1 (the consortium rule lets h1 see it)
+        h1 = {"reference": "Organization/h1"}
+        managed = [{**r, "managingOrganization": h1} if r["id"] == "p1" else r for r in DATA]
+        role = {"resourceType": "PractitionerRole", "id": "dr1", "organization": h1}
+        for r in [{"resourceType": "Organization", "id": "h1"}, *managed, role]:
             assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
         store = auth_of(c).store
         admin.add_client(store, APP, [REDIRECT], public=True)

@@ -493,7 +493,7 @@ async def _operation(
     method = "GET" if request.method == "HEAD" else request.method
     op = services.operations.find(name, level, rtype, method)
     await run_in_threadpool(
-        check_operation, services.store.reader(), ctx, services.registry, name, rtype, rid
+        check_operation, services.store.reader(), ctx, services, name, rtype, rid
     )
     body: Any = None
     if request.method == "POST":

@@ -31,11 +31,14 @@ def add_client(
     scope: str | None = None,
     trusted: bool = False,
     origins: list[str] | None = None,
+    organization: str | None = None,
 ) -> dict[str, Any]:
     """Register (or replace) a client. Exactly one way to authenticate: a secret
     (client_secret_basic/post), a JWKS (private_key_jwt, SMART Backend Services and
     confidential-asymmetric apps) or none (a public app, PKCE only). `origins`: the browser
-    origins its pages run on (CORS); by default those of its redirect URIs."""
+    origins its pages run on (CORS); by default those of its redirect URIs. `organization`
+    (`Organization/id`): a backend client acting for one hospital sees what its users would
+    (the consortium rule); without it, a system client is not narrowed by organization."""
     if sum((secret is not None, jwks is not None, public)) != 1:
         raise AdminError("give exactly one of --secret, --jwks, --public")
     if not client_id or not re.fullmatch(r"[\x21-\x7e]{1,200}", client_id):
@@ -50,6 +53,10 @@ def add_client(
     for origin in origins or ():
         if not _bare_origin(origin):
             raise AdminError(f"origin must be scheme://host[:port], without a path: {origin}")
+    if organization is not None and not re.fullmatch(
+        r"Organization/[A-Za-z0-9\-.]{1,64}", organization
+    ):
+        raise AdminError(f"organization must be Organization/ID: {organization}")
     method = "client_secret_basic" if secret else "private_key_jwt" if jwks else "none"
     default = DEFAULT_BACKEND_SCOPES if jwks and not redirect_uris else DEFAULT_APP_SCOPES
     client = {
@@ -61,6 +68,7 @@ def add_client(
         "origins": _origins([*redirect_uris] if origins is None else origins),
         **({"secret_hash": hash_secret(secret)} if secret else {}),
         **({"jwks": jwks} if jwks else {}),
+        **({"organization": organization} if organization else {}),
     }
     auth.put_client(client_id, client)
     return client

@@ -31,13 +31,25 @@ def principal(auth: Auth, client_id: str, data: dict[str, Any], value: str) -> P
         client_id=client_id,
         user=data.get("username"),
         fhir_user=fhir_user,
-        organization=organization_of(auth.services, fhir_user) if fhir_user else None,
+        organization=_organization(auth, client_id, fhir_user, kind),
         patient=f"Patient/{patient}" if patient else None,
         encounter=f"Encounter/{data['encounter']}" if data.get("encounter") else None,
         scopes=tuple(data["scope"].split()),
         roles=frozenset(data.get("roles") or ()),
         token_id=token_hash(value)[:16],
     )
+
+
+def _organization(auth: Auth, client_id: str, fhir_user: str | None, kind: str) -> str | None:
+    """A user's organization (their PractitionerRole's); a system client's, as registered
+    (`client add --organization`); None without one."""
+    if fhir_user:
+        return organization_of(auth.services, fhir_user)
+    if kind == "system":
+        client = auth.store.client(client_id) or {}
+        org = client.get("organization")
+        return org if isinstance(org, str) else None
+    return None
 
 
 class Bearer:

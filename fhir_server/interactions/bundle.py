@@ -288,7 +288,7 @@ def _bulk_create(services: Services, ctx: RequestContext, entries: list[Entry]) 
         for e in entries:  # inside the transaction: a refusal rolls every create back
             assert e.rtype is not None and e.rid is not None
             try:
-                check_written(session, ctx, services.registry, "create", e.rtype, e.rid)
+                check_written(session, ctx, services, "create", e.rtype, e.rid)
             except FhirError as exc:
                 raise _at_entry(exc, e.index) from None
     for e, v in zip(entries, versions, strict=True):

@@ -50,7 +50,7 @@ def read_as(
 ) -> Stored:
     """read (or vread of `version`) on behalf of ctx's principal: 404 for what it may not see.
     A version is judged by the resource's current state (the compartment it is in now)."""
-    check_instance(session, ctx, services.registry, "read" if version is None else "vread",
+    check_instance(session, ctx, services, "read" if version is None else "vread",
                    rtype, rid)
     return read(session, rtype, rid) if version is None else vread(session, rtype, rid, version)
 
@@ -89,9 +89,9 @@ def history(
     if rid is not None and rtype is not None:
         if session.current(rtype, rid) is None:
             raise error(404, "not-found", f"{rtype}/{rid} is not known")
-        check_instance(session, ctx, services.registry, "history-instance", rtype, rid)
+        check_instance(session, ctx, services, "history-instance", rtype, rid)
     else:
-        check_history(ctx, services.registry, rtype)
+        check_history(ctx, services, rtype)
     versions, total = session.history(rtype, rid, since, at, (offset, key), count)
     base = ctx.base_url
     entries = [_entry(base, v) for v in versions]

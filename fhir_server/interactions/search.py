@@ -41,7 +41,7 @@ def find(
         raise error(412, "invalid", "A conditional request needs search criteria")
     clauses = query.clauses
     if interaction is not None:
-        clauses = enforce.narrow(ctx, services.registry, interaction, rtype, clauses)
+        clauses = enforce.narrow(ctx, services, interaction, rtype, clauses)
     return sql.match_ids(session, ctx.base_url, rtype, clauses, limit)
 
 
@@ -90,7 +90,7 @@ def search(
         t, i, raw = row[1], row[2], row[3]
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"match"))
     included = sql.includes(session, query, [(r[0], r[1], r[2]) for r in rows])
-    for t, i, raw in enforce.keep_visible(session, ctx, services.registry, included):
+    for t, i, raw in enforce.keep_visible(session, ctx, services, included):
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
     if query.ignored:
         outcome = operation_outcome(
@@ -110,9 +110,9 @@ def _confined(
 ) -> list[q.Clause]:
     """The query's clauses confined to what the principal may search (policy/enforce.py)."""
     if rtype is None:
-        return enforce.narrow_system(ctx, services.registry, query.types, query.clauses)
+        return enforce.narrow_system(ctx, services, query.types, query.clauses)
     interaction = "search-compartment" if compartment else "search-type"
-    return enforce.narrow(ctx, services.registry, interaction, rtype, query.clauses)
+    return enforce.narrow(ctx, services, interaction, rtype, query.clauses)
 
 
 def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:

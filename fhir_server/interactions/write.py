@@ -121,10 +121,10 @@ def create(
             assert current is not None
             return Result(200, current[1])
     rid = rid or new_id()
-    authorize(ctx, services.registry, "create", rtype)
+    authorize(ctx, services, "create", rtype)
     resource = _hooked(Change(session, services, ctx, "POST", rtype, rid, None, resource))
     stored = save(session, services, rtype, rid, resource, None, "POST")
-    check_written(session, ctx, services.registry, "create", rtype, rid)
+    check_written(session, ctx, services, "create", rtype, rid)
     return Result(201, stored, location=True)
 
 
@@ -145,16 +145,16 @@ def update(
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
     if prev is not None and not prev[1].deleted:
-        check_instance(session, ctx, services.registry, "update", rtype, rid)
+        check_instance(session, ctx, services, "update", rtype, rid)
     else:  # update-as-create: the update permission covers it (SMART v2 `u`)
-        authorize(ctx, services.registry, "update", rtype)
+        authorize(ctx, services, "update", rtype)
     check_if_match(prev, if_match)
     if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
         return Result(200, prev[1])
     change = Change(session, services, ctx, "PUT", rtype, rid, prev[1] if prev else None, resource)
     resource = _hooked(change)
     stored = save(session, services, rtype, rid, resource, prev, "PUT")
-    check_written(session, ctx, services.registry, "update", rtype, rid)
+    check_written(session, ctx, services, "update", rtype, rid)
     created = prev is None or prev[1].deleted
     return Result(201 if created else 200, stored, location=True)
 
@@ -239,9 +239,9 @@ def delete(
     exist (or no longer does) succeeds with 204 (http.html#delete: 200 or 204)."""
     prev = session.current(rtype, rid)
     if prev is not None and not prev[1].deleted:
-        check_instance(session, ctx, services.registry, "delete", rtype, rid)
+        check_instance(session, ctx, services, "delete", rtype, rid)
     else:
-        authorize(ctx, services.registry, "delete", rtype)
+        authorize(ctx, services, "delete", rtype)
     check_if_match(prev, if_match)
     if prev is None:
         return Result(204)
@@ -279,7 +279,7 @@ def patch(
     """PATCH with JSON Patch or FHIRPath Patch (a batch entry's Binary is decoded by
     bundle.py); the result is validated like any update."""
     check_depth(document)
-    check_instance(session, ctx, services.registry, "patch", rtype, rid)
+    check_instance(session, ctx, services, "patch", rtype, rid)
     prev = session.current(rtype, rid)
     if prev is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")

@@ -1,11 +1,15 @@
 """The policy decision point: which grants let a principal do an interaction on a type, and the
 search clauses each grant narrows it to (security.md §3.2 steps 3 and 4). Pure: no I/O.
 
-Effective access = scopes ∩ launch context. The underlying consortium policy (owner
-organization, care-relationship grants, Consent, labels, break-glass) is not decided here yet.
+Effective access = scopes ∩ launch context ∩ the consortium rule: a practitioner (and a system
+client registered with an organization) sees the Patient compartments of the patients their
+organization manages or has a care relationship for (relationships registered by features on
+Services.care). Consent, labels and break-glass are not decided here yet.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from ..context import Principal
 from ..errors import FhirError, error
@@ -38,6 +42,12 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$validate-code": ("read", None),
     "$expand": ("read", None),
 }
+
+
+#: types R4 leaves out of the Patient compartment whose resources name a patient and their care:
+#: the consortium rule confines them like the compartment's (a referral Task names its patient
+#: in Task.for, search parameter `subject`; else every hospital would see every referral)
+BEYOND_COMPARTMENT = {"Task": ["subject"]}
 
 
 def patient_id(principal: Principal) -> str | None:
@@ -78,19 +88,19 @@ def _within_context(pid: str | None, rtype: str) -> bool:
 
 
 def narrowing(
-    principal: Principal, grant: Grant, rtype: str, registry: Registry
+    principal: Principal, grant: Grant, rtype: str, registry: Registry,
+    tenancy: q.Clause | None = None,
 ) -> list[q.Clause] | None:
     """The clauses (ANDed) that confine `grant` for `rtype`: the patient compartment for
-    grants confined to a patient, plus granular criteria. None when a criterion does not apply to
-    `rtype` (the grant then permits nothing: never widen)."""
+    grants confined to a patient, the consortium rule (`tenancy`), plus granular criteria. None
+    when a criterion does not apply to `rtype` (the grant then permits nothing: never widen)."""
     clauses: list[q.Clause] = []
     pid = confining_patient(principal, grant)
     if pid is not None:
         assert pid  # allowed() dropped grants confined to no known patient
         clauses.append(_compartment(pid, rtype))
-    # TODO(consortium rule, security.md §3.2): user/ and system/ grants must also be confined
-    # to resources their organization owns or holds an access_grant for; that needs resource
-    # ownership (owner_org), which the store does not record yet. Until then they add nothing.
+    if tenancy is not None:
+        clauses.append(tenancy)
     for name, value in grant.criteria:
         try:
             clauses.append(q.parse_clause(registry, rtype, name, value))
@@ -123,14 +133,46 @@ def combine(options: list[list[q.Clause]]) -> list[q.Clause]:
     )
 
 
+def organization_id(principal: Principal) -> str | None:
+    """The bare id of the organization whose patients the consortium rule gives the principal:
+    "" for a user without one (they see no patient's data), None when the rule does not apply
+    (patients: confined to themselves; a system client registered without an organization)."""
+    org = principal.organization or ""
+    bare = org.removeprefix("Organization/") if org.startswith("Organization/") else ""
+    if principal.kind == "user" or (principal.kind == "system" and bare):
+        return bare
+    return None
+
+
+def tenancy(
+    principal: Principal, rtype: str, care: tuple[q.CareRelationship, ...], now: datetime
+) -> q.Clause | None:
+    """The consortium rule for `rtype` (security.md §3.2 step 5, issue 10 "Access decisions"):
+    for a type in the Patient compartment, that compartment of the patients the principal's
+    organization manages or has a care relationship for (while it holds, and for its `days`
+    after it ended); None for types outside the compartment (Organization, Practitioner,
+    Location, terminology, ...: shared by the consortium) and for principals it does not bind."""
+    org = organization_id(principal)
+    compartment = {**q.COMPARTMENTS.get("Patient", {}), **BEYOND_COMPARTMENT}
+    if org is None or (rtype != "Patient" and rtype not in compartment):
+        return None
+    params = tuple(p for p in compartment.get(rtype, ()) if p != "{def}")
+    since = tuple((r, (now - timedelta(days=r.days)).isoformat()) for r in care)
+    patients = q.PatientSet(org, since, params)
+    return q.Clause(q.Param("_tenancy", "special"), (), patients=patients)
+
+
 def decide(
-    principal: Principal, interaction: str, rtype: str, registry: Registry
+    principal: Principal, interaction: str, rtype: str, registry: Registry,
+    care: tuple[q.CareRelationship, ...] = (), now: datetime | None = None,
 ) -> list[q.Clause]:
     """The clauses that confine `interaction` on `rtype` for `principal` ([] = all of the
-    type); 403 when no scope permits it at all."""
+    type); 403 when no scope permits it at all. `care`: the care relationships features
+    registered; `now`: the instant the relationships are judged at."""
     options = []
+    bound = tenancy(principal, rtype, care, now or datetime.now(UTC))
     for grant in allowed(principal, interaction, rtype):
-        clauses = narrowing(principal, grant, rtype, registry)
+        clauses = narrowing(principal, grant, rtype, registry, bound)
         if clauses is not None:
             options.append(clauses)
     if not options:

@@ -9,15 +9,18 @@ Hidden resources answer 404 (no existence oracle); an interaction no scope permi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..context import RequestContext
 from ..errors import FhirError, error
 from ..search import query as q
-from ..search.registry import Registry
 from ..storage.sqlite import Session
 from ..storage.sqlite import search as sql
 from .decide import OPERATIONS, decide, forbidden
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,14 @@ class Access:
 
 
 def authorize(
-    ctx: RequestContext, registry: Registry, interaction: str, rtype: str
+    ctx: RequestContext, services: Services, interaction: str, rtype: str
 ) -> Access | None:
     """The one entry point of the interactions: None for an anonymous caller (nothing to
     enforce), else the Access the principal's scopes give; 403 when they give none."""
     if ctx.principal.kind == "anonymous":
         return None
-    return Access(rtype, decide(ctx.principal, interaction, rtype, registry))
+    care = tuple(services.care)
+    return Access(rtype, decide(ctx.principal, interaction, rtype, services.registry, care))
 
 
 def visible(session: Session, ctx: RequestContext, access: Access, ids: Iterable[str]) -> set[str]:
@@ -54,38 +58,47 @@ def visible(session: Session, ctx: RequestContext, access: Access, ids: Iterable
 
 
 def check_instance(
-    session: Session, ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    session: Session, ctx: RequestContext, services: Services, interaction: str, rtype: str,
     rid: str,
 ) -> None:
     """read / vread / history-instance / update / patch / delete of an existing resource:
     404, as if it did not exist, when it is outside what the principal may see (a deleted
     resource is outside too: its 410 would tell that it existed)."""
-    access = authorize(ctx, registry, interaction, rtype)
+    access = authorize(ctx, services, interaction, rtype)
     if access is not None and not visible(session, ctx, access, [rid]):
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
 
 
 def check_written(
-    session: Session, ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    session: Session, ctx: RequestContext, services: Services, interaction: str, rtype: str,
     rid: str,
 ) -> None:
     """After a create/update stored its new version (inside the write transaction): 403 when
     the new content lies outside what the principal may write, e.g. an Observation moved to
-    another patient; raising rolls the transaction back."""
-    access = authorize(ctx, registry, interaction, rtype)
+    another patient; raising rolls the transaction back. A Task written does not count as a
+    care relationship for its own check: no writer grants itself access."""
+    access = authorize(ctx, services, interaction, rtype)
+    if access is not None and rtype == "Task":
+        access = Access(rtype, [_excluding(c, rid) for c in access.clauses])
     if access is not None and not visible(session, ctx, access, [rid]):
         raise forbidden(
             f"The {rtype} written lies outside what the granted scopes permit ({interaction})"
         )
 
 
+def _excluding(clause: q.Clause, task_id: str) -> q.Clause:
+    if clause.patients is None:
+        return clause
+    return replace(clause, patients=replace(clause.patients, excluding=task_id))
+
+
 def narrow(
-    ctx: RequestContext, registry: Registry, interaction: str, rtype: str,
+    ctx: RequestContext, services: Services, interaction: str, rtype: str,
     clauses: list[q.Clause],
 ) -> list[q.Clause]:
     """A type-level query's clauses plus the Access clauses (search, conditional URLs).
     Chains and _has reach resources outside the compartment: refused for narrowed access."""
-    access = authorize(ctx, registry, interaction, rtype)
+    access = authorize(ctx, services, interaction, rtype)
     if access is None:
         return clauses
     if access.narrowed:
@@ -94,7 +107,7 @@ def narrow(
 
 
 def narrow_system(
-    ctx: RequestContext, registry: Registry, types: list[str], clauses: list[q.Clause]
+    ctx: RequestContext, services: Services, types: list[str], clauses: list[q.Clause]
 ) -> list[q.Clause]:
     """A system search: every `_type` must be permitted; each type's narrowing becomes one
     branch of an OR. Without `_type` a narrowed principal would need every type: refused."""
@@ -102,11 +115,11 @@ def narrow_system(
         return clauses
     if not types:  # only an unnarrowed grant on every type (user/*.s, system/*.s) fits
         try:
-            authorize(ctx, registry, "search-system", "*")
+            authorize(ctx, services, "search-system", "*")
         except FhirError:
             raise forbidden("Name the resource types searched with _type", "_type") from None
         return clauses
-    accesses = [authorize(ctx, registry, "search-system", t) for t in types]
+    accesses = [authorize(ctx, services, "search-system", t) for t in types]
     if not any(a is not None and a.narrowed for a in accesses):
         return clauses
     _refuse_reaching(clauses)
@@ -124,19 +137,19 @@ def _refuse_reaching(clauses: list[q.Clause]) -> None:
             )
 
 
-def check_history(ctx: RequestContext, registry: Registry, rtype: str | None) -> None:
+def check_history(ctx: RequestContext, services: Services, rtype: str | None) -> None:
     """Type and system history cannot be narrowed to a compartment (versions of resources
     that left it, deletions): refused for a narrowed principal, allowed for an unnarrowed one."""
     if ctx.principal.kind == "anonymous":
         return
     interaction = "history-system" if rtype is None else "history-type"
-    access = authorize(ctx, registry, interaction, rtype or "Resource")
+    access = authorize(ctx, services, interaction, rtype or "Resource")
     if rtype is None or (access is not None and access.narrowed):
         raise forbidden(f"{interaction} is not available under the granted scopes")
 
 
 def keep_visible(
-    session: Session, ctx: RequestContext, registry: Registry,
+    session: Session, ctx: RequestContext, services: Services,
     items: list[tuple[str, str, bytes]],
 ) -> list[tuple[str, str, bytes]]:
     """_include/_revinclude results: those the principal may read; the others are dropped
@@ -146,7 +159,7 @@ def keep_visible(
     keep: set[tuple[str, str]] = set()
     for rtype in {t for t, _, _ in items}:
         try:
-            access = authorize(ctx, registry, "read", rtype)
+            access = authorize(ctx, services, "read", rtype)
         except FhirError:  # 403: the type is not readable at all
             continue
         assert access is not None
@@ -156,7 +169,7 @@ def keep_visible(
 
 
 def check_operation(
-    session: Session, ctx: RequestContext, registry: Registry, name: str,
+    session: Session, ctx: RequestContext, services: Services, name: str,
     rtype: str | None, rid: str | None,
 ) -> None:
     """Operations by the explicit table (decide.OPERATIONS); unknown ones: 403."""
@@ -172,6 +185,6 @@ def check_operation(
     if target is None or (on_type is not None and rtype not in (None, on_type)):
         raise forbidden(f"Operation {name} is not available here under the granted scopes")
     if rid is not None and rtype is not None:
-        check_instance(session, ctx, registry, interaction, rtype, rid)
+        check_instance(session, ctx, services, interaction, rtype, rid)
     else:
-        authorize(ctx, registry, interaction, target)
+        authorize(ctx, services, interaction, target)

@@ -94,6 +94,40 @@ class Clause:
     #: a system search confined per type (policy/enforce.py): (type, clauses ANDed) branches,
     #: ORed; a resource matches when its type's branch does
     by_type: tuple[tuple[str, tuple[Clause, ...]], ...] | None = None
+    #: the consortium rule (policy/decide.py): in the Patient compartment of a patient the
+    #: organization may see
+    patients: PatientSet | None = None
+
+
+@dataclass(frozen=True)
+class CareRelationship:
+    """Which Tasks make a care relationship between the organizations they name (Task.owner,
+    the requester and performer of the ServiceRequest in Task.focus) for their patient
+    (Task.for): those with this Task.code (system, code) and a businessStatus of this system.
+    Registered by a feature (Services.care): the core knows no workflow's codes."""
+
+    code: tuple[str, str]
+    business_system: str
+    #: Task.status values in which the relationship holds
+    live: tuple[str, ...]
+    #: Task.status values in which it has ended: it holds until `days` after Task.lastModified
+    ended: tuple[str, ...]
+    days: int
+
+
+@dataclass(frozen=True)
+class PatientSet:
+    """The patients Organization/`organization` may see: those it manages
+    (Patient.managingOrganization) and those of a care relationship it is a party to;
+    `relationships` pairs each with the instant after which an ended one still counts.
+    `params`: the reference parameters putting the type in the Patient compartment.
+    `excluding`: a Task id whose own relationship does not count (the check of its write:
+    a Task cannot grant its writer access)."""
+
+    organization: str
+    relationships: tuple[tuple[CareRelationship, str], ...]
+    params: tuple[str, ...]
+    excluding: str | None = None
 
 
 @dataclass

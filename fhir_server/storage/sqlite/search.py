@@ -89,6 +89,8 @@ class Compiler:
             return f"{alias}.rid IN ({sub[0]})", sub[1]
         if c.compartment is not None:
             return self._compartment(rtype, c.compartment, alias)
+        if c.patients is not None:
+            return _in_patient_set(rtype, c.patients, alias)
         if c.by_type is not None:
             return self._by_type(c.by_type, alias)
         if c.has is not None:
@@ -126,7 +128,7 @@ class Compiler:
         """For clauses that select matches straight from the index tables, the subquery
         giving their row ids, else None. Index rows exist only for current, undeleted
         resources, so with a type these ids need no check against the resource table."""
-        if c.compartment is not None or c.by_type is not None:
+        if c.compartment is not None or c.by_type is not None or c.patients is not None:
             return None
         if c.has is not None:
             return self._has_targets(rtype, c, alias) if rtype else None
@@ -142,7 +144,9 @@ class Compiler:
     def correlated(self, rtype: str | None, c: Clause, alias: str) -> tuple[str, list] | None:
         """A plain index lookup as a condition on one given row (EXISTS through the rid
         index), for when checking candidate rows one by one beats listing every match."""
-        if c.chain or c.has or c.compartment or c.by_type or c.param.code in SPECIAL_CODES:
+        if c.chain or c.has or c.compartment or c.by_type or c.patients:
+            return None
+        if c.param.code in SPECIAL_CODES:
             return None
         if c.modifier in ("missing", "not") or c.param.type == "composite":
             return None
@@ -408,6 +412,92 @@ class Compiler:
                 keys.append(SortKey(sql, desc, (param.code,)))
         keys.append(SortKey(f"{alias}.rid", False))
         return keys
+
+
+# --- the consortium rule: the patients an organization may see (security.md §3.2) --------------
+
+
+def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[str, list]:
+    """In the Patient compartment of a patient of `ps`: referring to one through a compartment
+    parameter, or (a Patient) being one. Links never widen it."""
+    allowed, allowed_args = _patient_ids(ps)
+    ors, args = [], []
+    if ps.params and rtype is not None:
+        marks = ", ".join("?" * len(ps.params))
+        ors.append(
+            f"{alias}.rid IN (SELECT rid FROM idx_reference WHERE type = ? AND param IN "
+            f"({marks}) AND target_type = 'Patient' AND target_id IN ({allowed}))"
+        )
+        args += [rtype, *ps.params, *allowed_args]
+    if rtype == "Patient":
+        ors.append(f"{alias}.id IN ({allowed})")
+        args += allowed_args
+    return ("(" + " OR ".join(ors) + ")" if ors else "0"), args
+
+
+def _patient_ids(ps: q.PatientSet) -> tuple[str, list]:
+    """Ids of the Patients Organization/ps.organization manages, and of those of a care
+    relationship (a Task of ps.relationships) it is a party to."""
+    sql = (
+        "SELECT p.id FROM idx_reference m JOIN resource p ON p.rid = m.rid WHERE "
+        "m.type = 'Patient' AND m.param = 'organization' AND m.target_type = 'Organization' "
+        "AND m.target_id = ?"
+    )
+    args: list[Any] = [ps.organization]
+    for relationship, since in ps.relationships:
+        tasks, task_args = _care_tasks(ps, relationship, since)
+        sql += (
+            " UNION SELECT f.target_id FROM idx_reference f WHERE f.type = 'Task' AND "
+            f"f.param = 'subject' AND f.target_type = 'Patient' AND f.rid IN ({tasks})"
+        )
+        args += task_args
+    return sql, args
+
+
+def _care_tasks(ps: q.PatientSet, r: q.CareRelationship, since: str) -> tuple[str, list]:
+    """Row ids of the Tasks of relationship `r` that hold (live, or ended after `since`) and
+    name ps.organization as a party (Task.owner, or the requester or performer of the
+    ServiceRequest in Task.focus; a PractitionerRole stands for its organization)."""
+    live, ended = ", ".join("?" * len(r.live)), ", ".join("?" * len(r.ended))
+    party, party_args = _party("o", ps.organization)
+    sr_party, sr_party_args = _party("s", ps.organization)
+    sql = (
+        "SELECT c.rid FROM idx_token c WHERE c.type = 'Task' AND c.param = 'code' "
+        "AND c.system = ? AND c.code = ? "
+        "AND c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' "
+        "AND param = 'business-status' AND system = ?) "
+        "AND (c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' AND param = 'status' "
+        f"AND code IN ({live or 'NULL'})) "
+        "OR (c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' AND param = 'status' "
+        f"AND code IN ({ended or 'NULL'})) AND c.rid IN (SELECT rid FROM idx_date "
+        "WHERE type = 'Task' AND param = 'modified' AND low > ?))) "
+        "AND (c.rid IN (SELECT o.rid FROM idx_reference o WHERE o.type = 'Task' "
+        f"AND o.param = 'owner' AND {party}) "
+        "OR c.rid IN (SELECT f.rid FROM idx_reference f JOIN resource sr "
+        "ON sr.type = 'ServiceRequest' AND sr.id = f.target_id AND sr.deleted = 0 "
+        "JOIN idx_reference s ON s.rid = sr.rid WHERE f.type = 'Task' AND f.param = 'focus' "
+        "AND f.target_type = 'ServiceRequest' AND s.type = 'ServiceRequest' "
+        f"AND s.param IN ('requester', 'performer') AND {sr_party}))"
+    )
+    args = [
+        *r.code, r.business_system, *r.live, *r.ended, date_bounds(since)[0],
+        *party_args, *sr_party_args,
+    ]  # fmt: skip
+    if ps.excluding is not None:
+        sql += " AND c.rid NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
+        args.append(ps.excluding)
+    return sql, args
+
+
+def _party(alias: str, organization: str) -> tuple[str, list]:
+    """The reference row `alias` names the organization or one of its PractitionerRoles."""
+    return (
+        f"(({alias}.target_type = 'Organization' AND {alias}.target_id = ?) OR "
+        f"({alias}.target_type = 'PractitionerRole' AND {alias}.target_id IN "
+        "(SELECT pr.id FROM idx_reference ro JOIN resource pr ON pr.rid = ro.rid "
+        "WHERE ro.type = 'PractitionerRole' AND ro.param = 'organization' "
+        "AND ro.target_type = 'Organization' AND ro.target_id = ?)))"
+    ), [organization, organization]
 
 
 def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
