@@ -40,6 +40,19 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
 }
 
 
+#: resource types only principals holding a server role may touch at all, whatever their
+#: scopes: the audit trail is for the auditor role only (issue 10; security.md §4: "only the
+#: privacy/security officer reads them"). Anonymous callers are not checked here: they reach
+#: the interactions only while `auth` is off (auth/bearer.py answers 401 otherwise).
+ROLE_ONLY: dict[str, str] = {"AuditEvent": "auditor"}
+
+
+def role_permits(principal: Principal, rtype: str) -> bool:
+    """Whether the principal holds the role `rtype` needs (ROLE_ONLY), if it needs one."""
+    role = ROLE_ONLY.get(rtype)
+    return role is None or principal.kind == "anonymous" or role in principal.roles
+
+
 def patient_id(principal: Principal) -> str | None:
     """The launch-context patient as a bare id (a token may carry `Patient/x` or `x`)."""
     pid = principal.patient
@@ -48,10 +61,11 @@ def patient_id(principal: Principal) -> str | None:
 
 def allowed(principal: Principal, interaction: str, rtype: str) -> list[Grant]:
     """The principal's grants that permit `interaction` on `rtype`. Unknown interactions get
-    none. A grant confined to a patient (confining_patient) needs that patient and a type in
-    the Patient compartment (a compartment membership cannot be worked out for other types)."""
+    none, nor does a type whose role (ROLE_ONLY) the principal lacks. A grant confined to a
+    patient (confining_patient) needs that patient and a type in the Patient compartment (a
+    compartment membership cannot be worked out for other types)."""
     letter = LETTER.get(interaction)
-    if letter is None:
+    if letter is None or not role_permits(principal, rtype):
         return []
     grants = [g for g in parse_scopes(principal.scopes) if g.covers(letter, rtype)]
     return [g for g in grants if _within_context(confining_patient(principal, g), rtype)]
