@@ -9,6 +9,7 @@ with PKCE S256, signed in through the login form."""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,12 @@ from typing import Any
 import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
-from smart import BASE, PASSWORD, REDIRECT, auth_code, auth_of, drive, pkce
+from joserfc.jwk import RSAKey
+from smart import BASE, JWT_BEARER, PASSWORD, REDIRECT, assertion, auth_code, auth_of, drive, pkce
+from test_audit import _db, events, subtype
 
 from fhir_server.app import build_app
+from fhir_server.audit.chain import verify
 from fhir_server.auth import admin
 from fhir_server.services import Parts
 
@@ -28,7 +32,7 @@ EVERYTHING = "openid fhirUser user/*.cruds offline_access"
 
 def serve(path: Path, parts: Parts, **settings: Any) -> Iterator[TestClient]:
     """The real app (audit on) with a trusted public app registered."""
-    services = make_services(path, parts, audit=True, **settings)
+    services = make_services(path, parts, **{"audit": True, **settings})
     with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
         admin.add_client(auth_of(c).store, APP, [REDIRECT], public=True, trusted=True)
         yield c
@@ -180,3 +184,161 @@ def test_anonymous_reads_audit_events_only_while_auth_is_off(
     for c in serve(tmp_path / "on.db", parts, auth="on"):
         r = c.get("/fhir/AuditEvent")
         assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+
+
+# --- 2. the authorization server's security events in the audit chain --------------------------
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+KIND = "https://yilian.health/fhir/CodeSystem/security-event"
+
+
+@pytest.fixture
+def audited(tmp_path: Path, parts: Parts) -> Iterator[TestClient]:
+    for c in serve(tmp_path / "fhir.db", parts):
+        user(c, "doctor1", "dr")
+        yield c
+
+
+def security_events(c: TestClient, kind: str) -> list[dict[str, Any]]:
+    """The AuditEvents of one security event kind, oldest first, as an auditor finds them: a
+    search by subtype, read straight from the database (looking must not add events)."""
+    flush(c)
+    return [
+        e for e in events(c)
+        if {"system": KIND, "code": kind} in [{k: s[k] for k in ("system", "code")}
+                                               for s in e["subtype"]]
+    ]  # fmt: skip
+
+
+def agents(event: dict[str, Any]) -> set[str]:
+    return {a["who"].get("identifier", {}).get("value", "") for a in event["agent"]} - {""}
+
+
+def assert_atna(event: dict[str, Any], dcm: str, outcome: str) -> None:
+    assert event["type"] == {"system": DCM, "code": dcm,
+                             "display": {"110114": "User Authentication",
+                                         "110113": "Security Alert"}[dcm]}  # fmt: skip
+    assert event["action"] == "E" and event["outcome"] == outcome
+
+
+def test_sign_in_and_token_events_are_audited_in_the_chain(audited: TestClient) -> None:
+    """BALP / ATNA: a successful login and the token issued are User Authentication events
+    (DICOM 110114, subtype 110122 Login) naming client and user; the token's uses name it
+    the same way (agent.policy), so an auditor can follow one token; the chain verifies."""
+    r = code_flow(audited, "doctor1")
+    assert r.status_code == 200
+    (login,) = security_events(audited, "login")
+    assert_atna(login, "110114", "0")
+    assert {"system": DCM, "code": "110122", "display": "Login"} in login["subtype"]
+    assert agents(login) == {APP, "doctor1"}
+    (issued,) = security_events(audited, "token-issued")
+    assert_atna(issued, "110114", "0")
+    token = TestClient(audited.app, raise_server_exceptions=False)
+    token.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    assert token.get("/fhir/Patient").status_code == 200
+    flush(audited)
+    (search,) = [e for e in events(audited) if e["type"]["code"] == "rest"
+                 and subtype(e) == "search-type"]  # fmt: skip
+    policy = [p for a in issued["agent"] for p in a.get("policy", ())]
+    assert policy and policy == [p for a in search["agent"] for p in a.get("policy", ())]
+    assert "password" not in str(login) and PASSWORD not in str(security_events(audited, "login"))
+    refreshed = audited.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"],
+              "client_id": APP},
+    )  # fmt: skip
+    assert refreshed.status_code == 200
+    (again,) = security_events(audited, "token-refreshed")
+    assert_atna(again, "110114", "0")
+    revoked = audited.post("/auth/revoke", data={"token": r.json()["refresh_token"],
+                                                  "client_id": APP})  # fmt: skip
+    assert revoked.status_code == 200
+    (logout,) = security_events(audited, "token-revoked")
+    assert {"system": DCM, "code": "110123", "display": "Logout"} in logout["subtype"]
+    count, broken = verify(sqlite3.connect(_db(audited)))
+    assert broken is None and count == len(events(audited))
+
+
+def _sign_in(c: TestClient, password: str) -> Any:
+    verifier, challenge = pkce()
+    params = {
+        "response_type": "code", "client_id": APP, "redirect_uri": REDIRECT,
+        "scope": EVERYTHING, "state": "s", "aud": BASE,
+        "code_challenge": challenge, "code_challenge_method": "S256",
+        "username": "doctor1", "password": password,
+    }  # fmt: skip
+    return c.post("/auth/authorize", data=params, follow_redirects=False)
+
+
+def test_failed_sign_ins_and_the_rate_limit_are_audited(audited: TestClient) -> None:
+    """Each wrong password: a failed login (outcome 4, minor failure) naming the user; once
+    the limit is reached (429): a Security Alert (DICOM 110113)."""
+    for _ in range(5):
+        assert _sign_in(audited, "wrong").status_code == 401
+    assert _sign_in(audited, PASSWORD).status_code == 429
+    failed = security_events(audited, "login")
+    assert len(failed) == 5
+    for event in failed:
+        assert_atna(event, "110114", "4")
+        assert agents(event) == {APP, "doctor1"} and event["outcomeDesc"] == "wrong password"
+    (limited,) = security_events(audited, "rate-limit")
+    assert_atna(limited, "110113", "4")
+    assert agents(limited) == {APP, "doctor1"}
+
+
+def test_pkce_and_client_authentication_failures_are_security_alerts(
+    audited: TestClient,
+) -> None:
+    """A code redeemed with a wrong code_verifier (RFC 7636 §4.6) and a confidential client
+    with a wrong secret (RFC 6749 §5.2 invalid_client): Security Alerts naming the client."""
+    admin.add_client(auth_of(audited).store, "conf", [REDIRECT], secret="s3cret-value")
+    browser = TestClient(audited.app, raise_server_exceptions=False)
+    _, challenge = pkce()
+    params = {
+        "response_type": "code", "client_id": APP, "redirect_uri": REDIRECT,
+        "scope": EVERYTHING, "state": "s", "aud": BASE,
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    }  # fmt: skip
+    code = auth_code(drive(browser, params, "doctor1"))
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": pkce()[0], "client_id": APP}  # fmt: skip
+    assert browser.post("/auth/token", data=form).json()["error"] == "invalid_grant"
+    (pkce_event,) = security_events(audited, "pkce")
+    assert_atna(pkce_event, "110113", "4")
+    assert agents(pkce_event) == {APP, "doctor1"}
+    bad = audited.post("/auth/token", data={"grant_type": "client_credentials"},
+                       auth=("conf", "not-the-secret"))  # fmt: skip
+    assert bad.status_code == 401
+    (client_event,) = security_events(audited, "client-authentication")
+    assert_atna(client_event, "110113", "4")
+    assert agents(client_event) == {"conf"} and "s3cret" not in str(client_event)
+    assert not security_events(audited, "token-issued")
+
+
+def test_a_replayed_client_assertion_is_a_security_alert(audited: TestClient) -> None:
+    """RFC 7523 §3 / SMART Backend Services: the second use of a jti is refused and audited
+    as a replay (not as an ordinary authentication failure)."""
+    key = RSAKey.generate_key(2048, {"kid": "k1"}, private=True)
+    admin.add_client(auth_of(audited).store, "emr", [],
+                     jwks={"keys": [key.as_dict(private=False)]}, scope="system/*.rs")  # fmt: skip
+    signed = assertion(key, "RS384", "emr")
+    form = {"grant_type": "client_credentials", "scope": "system/Patient.rs",
+            "client_assertion_type": JWT_BEARER, "client_assertion": signed}  # fmt: skip
+    assert audited.post("/auth/token", data=form).status_code == 200
+    assert audited.post("/auth/token", data=form).status_code == 401
+    (issued,) = security_events(audited, "token-issued")
+    assert agents(issued) == {"emr"}
+    (replay,) = security_events(audited, "jti-replay")
+    assert_atna(replay, "110113", "4")
+    assert agents(replay) == {"emr"}
+    assert not security_events(audited, "client-authentication")
+
+
+def test_no_security_events_are_stored_without_the_audit_setting(
+    tmp_path: Path, parts: Parts
+) -> None:
+    for c in serve(tmp_path / "off.db", parts, audit=False):
+        user(c, "doctor1", "dr")
+        assert code_flow(c, "doctor1").status_code == 200
+        r = c.get("/fhir/AuditEvent")
+        assert ids(r) == set()

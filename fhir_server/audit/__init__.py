@@ -15,12 +15,14 @@ from .trail import Trail
 
 
 def register(services: Services) -> None:
-    """Audit every REST interaction, chain the events, refuse client writes of AuditEvents."""
+    """Audit every REST interaction and the authorization server's security events, chain
+    the events, refuse client writes of AuditEvents."""
     trail = Trail(services)
     services.features["audit"] = trail
     services.hooks.before_commit.append(trail.before_commit)
     services.hooks.before_lock["audit"] = trail.before_lock
     services.hooks.on_access.append(trail.on_access)
+    services.hooks.on_security.append(trail.on_security)
     services.hooks.on_close.append(trail.close)
     services.hooks.add_on_write(refuse_client_write, ("AuditEvent",), _every)
 
