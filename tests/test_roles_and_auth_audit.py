@@ -20,6 +20,20 @@ from fastapi.testclient import TestClient
 from joserfc.jwk import RSAKey
 from smart import BASE, JWT_BEARER, PASSWORD, REDIRECT, assertion, auth_code, auth_of, drive, pkce
 from test_audit import _db, events, subtype
+from test_workflow import (
+    CANCEL,
+    REASON,
+    build_world,
+    create,
+    get,
+    ok,
+    op,
+    pair,
+    ref,
+    referral,
+    slot,
+    submit,
+)
 
 from fhir_server.app import build_app
 from fhir_server.audit.chain import verify
@@ -342,3 +356,110 @@ def test_no_security_events_are_stored_without_the_audit_setting(
         assert code_flow(c, "doctor1").status_code == 200
         r = c.get("/fhir/AuditEvent")
         assert ids(r) == set()
+
+
+# --- 3. per-transition permissions of the referral table -----------------------------------------
+
+
+@pytest.fixture
+def referrals(tmp_path: Path, parts: Parts) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """The workflow tests' world (a sender and a receiver organization, another hospital),
+    with a user at each: the sender doctor, the receiver coordinator, and a doctor of the
+    other hospital; the same wide scopes for all three."""
+    for c in serve(tmp_path / "fhir.db", parts, audit=False):
+        world = build_world(c)
+        store = auth_of(c).store
+        admin.add_user(store, "sender", PASSWORD, world["sd"])
+        admin.add_user(store, "receiver", PASSWORD, world["rc"])
+        user(c, "outsider", "outsider-role", world["other"].split("/")[1])
+        yield c, {**world, **{f"by_{n}": bearer(c, n) for n in ("sender", "receiver", "outsider")}}
+
+
+def refused(r: Any) -> None:
+    assert r.status_code == 403, r.text
+    assert r.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_only_the_sender_submits_and_only_the_receiver_claims_and_accepts(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    c, w = referrals
+    sr = referral(c, w)
+    for who in ("receiver", "outsider"):
+        refused(op(w[f"by_{who}"], f"{sr}/$submit"))
+    task, _ = submit(w["by_sender"], sr)
+    for who in ("sender", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$claim"))
+    assert pair(get(c, task)) == ("requested", "submitted")  # nothing changed
+    ok(op(w["by_receiver"], f"{task}/$claim", ref("owner", w["rc"])))
+    info = {"name": "question", "valueString": "ECG?"}
+    refused(op(w["by_sender"], f"{task}/$request-info", info))
+    ok(op(w["by_receiver"], f"{task}/$request-info", info))
+    answer = {"name": "answer", "valueString": "attached"}
+    for who in ("receiver", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$provide-info", answer))
+    ok(op(w["by_sender"], f"{task}/$provide-info", answer))
+    for who in ("sender", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$accept"))
+        refused(op(w[f"by_{who}"], f"{task}/$reject", REASON))
+    ok(op(w["by_receiver"], f"{task}/$reject", REASON))
+
+
+def test_only_the_sender_cancels(referrals: tuple[TestClient, dict[str, Any]]) -> None:
+    c, w = referrals
+    task, _ = submit(w["by_sender"], referral(c, w))
+    for who in ("receiver", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$cancel", CANCEL))
+    assert pair(ok(op(w["by_sender"], f"{task}/$cancel", CANCEL))["entry"][0]["resource"]) == (
+        "cancelled", "withdrawn")  # fmt: skip
+
+
+def test_the_visit_belongs_to_the_receiver(referrals: tuple[TestClient, dict[str, Any]]) -> None:
+    c, w = referrals
+    task, _ = submit(w["by_sender"], referral(c, w), ref("slot", slot(c, w)))
+    for name in ("$check-in", "$no-show"):
+        for who in ("sender", "outsider"):
+            refused(op(w[f"by_{who}"], f"{task}/{name}"))
+    ok(op(w["by_receiver"], f"{task}/$check-in"))
+    for who in ("sender", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$start-treatment"))
+        refused(op(w[f"by_{who}"], f"{task}/$fail", {"name": "reason", "valueString": "left"}))
+    ok(op(w["by_receiver"], f"{task}/$start-treatment"))
+    doc = create(c, {"resourceType": "DocumentReference", "status": "current",
+                     "content": [{"attachment": {"contentType": "text/plain", "data": "RUNH"}}]})
+    feedback = ref("feedbackDocument", f"DocumentReference/{doc['id']}")
+    for who in ("sender", "outsider"):
+        refused(op(w[f"by_{who}"], f"{task}/$complete", feedback))
+    ok(op(w["by_receiver"], f"{task}/$complete", feedback))
+
+
+def test_no_show_by_the_receiver(referrals: tuple[TestClient, dict[str, Any]]) -> None:
+    c, w = referrals
+    task, _ = submit(w["by_sender"], referral(c, w), ref("slot", slot(c, w)))
+    ok(op(w["by_receiver"], f"{task}/$no-show"))
+
+
+def test_either_side_enters_in_error_and_nobody_else(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    c, w = referrals
+    first, _ = submit(w["by_sender"], referral(c, w))
+    second, _ = submit(w["by_sender"], referral(c, w))
+    refused(op(w["by_outsider"], f"{first}/$enter-in-error"))
+    ok(op(w["by_sender"], f"{first}/$enter-in-error"))
+    ok(op(w["by_receiver"], f"{second}/$enter-in-error"))
+
+
+def test_a_patient_token_and_missing_scopes_cannot_run_referral_operations(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    """A patient belongs to no side (403 from the referral check); a user whose scopes do not
+    grant updating Tasks is refused by the policy module's operations table (403)."""
+    c, w = referrals
+    task, _ = submit(w["by_sender"], referral(c, w))
+    admin.add_user(auth_of(c).store, "patient", PASSWORD, w["patient"])
+    patient = bearer(c, "patient", "openid fhirUser user/*.cruds")
+    refused(op(patient, f"{task}/$cancel", CANCEL))
+    reader = bearer(c, "receiver", "openid fhirUser user/*.rs")
+    refused(op(reader, f"{task}/$claim"))
+    assert pair(get(c, task)) == ("requested", "submitted")

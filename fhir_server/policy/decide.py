@@ -37,6 +37,18 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$lookup": ("read", None),
     "$validate-code": ("read", None),
     "$expand": ("read", None),
+    # the referral operations (referral-model.md §2.5) change the Task (ServiceRequest for
+    # $submit) they are invoked on: an update grant on it; which side of the referral may
+    # invoke each is the referral feature's check (referral/sides.py)
+    "$submit": ("update", "ServiceRequest"),
+    **{
+        name: ("update", "Task")
+        for name in (
+            "$claim", "$accept", "$reject", "$request-info", "$provide-info", "$cancel",
+            "$check-in", "$start-treatment", "$no-show", "$complete", "$fail",
+            "$enter-in-error",
+        )
+    },
 }
 
 
