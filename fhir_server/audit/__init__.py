@@ -1,7 +1,8 @@
 """The audit trail (issue 10, security.md §4): an AuditEvent after IHE BALP for every REST
 interaction, written with the change it records, chained by hashes so that tampering shows
 (`fhir-server audit verify`), stored and searched as ordinary AuditEvent resources, which only
-the server writes."""
+the server writes. Who may read them (the auditor role) is the policy module's decision
+(policy/decide.py ROLE_ONLY)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,16 @@ from ..interactions.hooks import Change, Effect
 from ..services import Services
 from .trail import Trail
 
-# TODO(issue 10, auth): searching and reading AuditEvents is for the auditor role only
-# (Principal.roles contains "auditor"). That check belongs to the policy module the
-# authorization helper is building (auth/); until it lands, anyone who can reach the server can
-# read the audit trail. Do not add an ad-hoc check here.
-
 
 def register(services: Services) -> None:
-    """Audit every REST interaction, chain the events, refuse client writes of AuditEvents."""
+    """Audit every REST interaction and the authorization server's security events, chain
+    the events, refuse client writes of AuditEvents."""
     trail = Trail(services)
     services.features["audit"] = trail
     services.hooks.before_commit.append(trail.before_commit)
     services.hooks.before_lock["audit"] = trail.before_lock
     services.hooks.on_access.append(trail.on_access)
+    services.hooks.on_security.append(trail.on_security)
     services.hooks.on_close.append(trail.close)
     services.hooks.add_on_write(refuse_client_write, ("AuditEvent",), _every)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..context import RequestContext
 from ..errors import FhirError
+from ..interactions.hooks import SecurityEvent
 from ..search.fhirpath import Extractor, compile_expression, parse_reference
 from ..search.registry import Registry
 from ..spec import load
@@ -281,3 +282,83 @@ def classify(method: str, path: str) -> tuple[str, Target]:
             return "search-type", Target(parts[0])
         return "create", target
     return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "operation"), target
+
+
+#: the authorization server's events (hooks.SECURITY_EVENTS) as ATNA security events (DICOM
+#: PS3.15 A.5.3: 110114 User Authentication, 110113 Security Alert) and the DICOM subtype
+#: that fits, if any: 110122 Login, 110123 Logout, 110126 Node Authentication (a client
+#: application failing to authenticate)
+_SECURITY: dict[str, tuple[str, str | None]] = {
+    "login": ("110114", "110122"),
+    "token-issued": ("110114", "110122"),
+    "token-refreshed": ("110114", "110122"),
+    "token-revoked": ("110114", "110123"),
+    "client-authentication": ("110113", "110126"),
+    "jti-replay": ("110113", "110126"),
+    "pkce": ("110113", None),
+    "rate-limit": ("110113", None),
+}
+_DCM_DISPLAY = {
+    "110113": "Security Alert",
+    "110114": "User Authentication",
+    "110122": "Login",
+    "110123": "Logout",
+    "110126": "Node Authentication",
+}
+#: the event kinds themselves (hooks.SECURITY_EVENTS), so an auditor can search them
+SECURITY_KIND = "https://yilian.health/fhir/CodeSystem/security-event"
+
+
+def security_event(event: SecurityEvent, recorded: str) -> dict[str, Any]:
+    """The AuditEvent of one security event of the authorization server (BALP / ATNA, security.md
+    §4.1: client_id, user, outcome, reason): the client application and the user as agents
+    (the user the requestor when known), the issued token named as REST events name it."""
+    kind, subtype = _SECURITY[event.kind]
+    subtypes = [{"system": SECURITY_KIND, "code": event.kind}]
+    if subtype is not None:
+        subtypes.insert(0, {"system": _DCM, "code": subtype, "display": _DCM_DISPLAY[subtype]})
+    out: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": _DCM, "code": kind, "display": _DCM_DISPLAY[kind]},
+        "subtype": subtypes,
+        "action": "E",
+        "recorded": recorded,
+        "outcome": "0" if event.success else "4",
+    }
+    if event.reason:
+        out["outcomeDesc"] = event.reason[:1000]
+    client: dict[str, Any] = {
+        "type": _dcm("110153"),
+        "who": {"display": event.client_id or "unknown client"},
+        "requestor": event.user is None,
+    }
+    if event.client_id:
+        client["who"]["identifier"] = {"value": event.client_id}
+    server = {
+        "type": _dcm("110152"),
+        "who": {"display": event.base_url},
+        "requestor": False,
+        "network": {"address": event.base_url, "type": "5"},
+    }
+    out["agent"] = [client, server]
+    if event.user is not None:
+        user: dict[str, Any] = {
+            "who": {"identifier": {"value": event.user}, "display": event.user},
+            "requestor": True,
+        }
+        if event.token_id:
+            user["policy"] = [f"urn:ietf:params:oauth:jti:{event.token_id}"]
+        out["agent"].append(user)
+    elif event.token_id:
+        client["policy"] = [f"urn:ietf:params:oauth:jti:{event.token_id}"]
+    out["source"] = {
+        "observer": {"type": "Device", "display": f"FHIR server {event.base_url}"},
+        "type": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                "code": "4",
+                "display": "Application Server",
+            }
+        ],
+    }
+    return out

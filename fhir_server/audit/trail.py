@@ -15,14 +15,22 @@ from typing import Any
 import orjson
 
 from ..context import RequestContext
-from ..interactions.hooks import Access, Commit, transaction
+from ..interactions.hooks import Access, Commit, SecurityEvent, transaction
 from ..interactions.write import new_id
 from ..model.resource import now
 from ..search.index import index_rows
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
 from . import chain
-from .event import Patients, Target, bundle_events, classify, rest_events, written_entity
+from .event import (
+    Patients,
+    Target,
+    bundle_events,
+    classify,
+    rest_events,
+    security_event,
+    written_entity,
+)
 
 log = logging.getLogger("fhir_server.audit")
 
@@ -95,6 +103,18 @@ class Trail:
         owners: list[str | None] = [*self.patients(stored.type, resource)] or [None]
         for owner in owners:
             groups.setdefault(owner, []).append(entity)
+
+    # --- the authorization server's security events: at once -----------------------------
+
+    def on_security(self, event: SecurityEvent) -> None:
+        """Store a security event in the chain before the authorization server answers (a
+        sign-in is slow anyway: the password hash). Best effort (BALP): a failure to audit is
+        logged and does not fail the sign-in."""
+        try:
+            with transaction(self.services) as session:
+                store(self.services, session, [security_event(event, now())])
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("audit: the security event %s could not be written", event.kind)
 
     # --- reads: queued ------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ class AssertionError_(Exception):
     """A client assertion that does not authenticate its client (answer `invalid_client`)."""
 
 
+class Replayed(AssertionError_):
+    """An assertion whose jti was used before (RFC 7523 §3: replay): a security event."""
+
+
 def verify(store: AuthStore, assertion: str, token_url: str) -> dict[str, Any]:
     """The client the assertion authenticates, or AssertionError_ saying why not."""
     try:
@@ -54,8 +58,18 @@ def verify(store: AuthStore, assertion: str, token_url: str) -> dict[str, Any]:
     if not store.use_jti(
         client["client_id"], claims["jti"], float(claims["exp"]) + LEEWAY, time.time()
     ):
-        raise AssertionError_("jti already used (replayed assertion)")
+        raise Replayed("jti already used (replayed assertion)")
     return client
+
+
+def claimed_issuer(assertion: str) -> str | None:
+    """The `iss` an assertion claims, unverified (to name a failed client in the audit)."""
+    try:
+        claims = orjson.loads(jws.extract_compact(assertion.encode()).payload)
+    except (JoseError, ValueError):
+        return None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return issuer if isinstance(issuer, str) else None
 
 
 def _check_claims(claims: dict[str, Any], client_id: str, token_url: str) -> None:

@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ..interactions.hooks import SecurityEvent
 from ..services import Services
 from ..storage.sqlite.auth import AuthStore
 from . import admin, assertion, pages
@@ -54,9 +55,13 @@ _OAUTH_PARAMS = (
 class OAuthError(Exception):
     """An RFC 6749 §5.2 error: `error` code, description, HTTP status."""
 
-    def __init__(self, code: str, description: str, status: int = 400) -> None:
+    def __init__(
+        self, code: str, description: str, status: int = 400, event: str | None = None
+    ) -> None:
         super().__init__(description)
         self.code, self.description, self.status = code, description, status
+        #: the security event it is (hooks.SECURITY_EVENTS), when not the usual one
+        self.event = event
 
 
 class Auth:
@@ -67,6 +72,15 @@ class Auth:
         self.services = services
         self.store = AuthStore(services.store)
         self.keys = Keys(self.store)
+
+
+def alert(
+    auth: Auth, base: str, kind: str, success: bool, client_id: str | None = None,
+    user: str | None = None, reason: str | None = None, token_id: str | None = None,
+) -> None:
+    """Tell the features that record security events (the audit trail) of one."""
+    event = SecurityEvent(kind, success, base, client_id, user, reason, token_id)
+    auth.services.hooks.security(event)
 
 
 def urls(base: str) -> dict[str, str]:
@@ -144,7 +158,7 @@ def _authorize(
     if not scopes:
         raise OAuthError("invalid_scope", "none of the requested scopes is allowed this client")
     carried = {k: params[k] for k in _OAUTH_PARAMS if k in params}
-    user, cookie = _signed_in(auth, client, params, session)
+    user, cookie = _signed_in(auth, client, params, session, base)
     if user is None:
         return cookie  # the login page (again), or 429
     launch = _launch(auth, client, params, user["username"])
@@ -206,7 +220,7 @@ def _check_challenge(params: dict[str, str]) -> None:
 
 
 def _signed_in(
-    auth: Auth, client: dict[str, Any], params: dict[str, str], session: str | None
+    auth: Auth, client: dict[str, Any], params: dict[str, str], session: str | None, base: str
 ) -> tuple[dict[str, Any] | None, Any]:
     """(user, new session value or None) when signed in; else (None, the page to show)."""
     carried = {k: params[k] for k in _OAUTH_PARAMS if k in params}
@@ -229,10 +243,14 @@ def _signed_in(
             429,
         )
         page.headers["Retry-After"] = "60"
+        alert(auth, base, "rate-limit", False, client["client_id"], username,
+              f"more than {MAX_FAILURES} failed sign-ins within a minute")  # fmt: skip
         return None, page
     user = auth.store.user(username)
     if user is None or not verify_secret(password, user["password_hash"]):
         auth.store.fail(who, now, now - 3600)
+        alert(auth, base, "login", False, client["client_id"], username,
+              "unknown user" if user is None else "wrong password")  # fmt: skip
         return None, pages.login(
             carried, client["client_id"], "用户名或密码错误 / Wrong username or password", 401
         )
@@ -240,6 +258,7 @@ def _signed_in(
     auth.store.put_token(
         token_hash(value), "", "session", {"username": username}, now + SESSION_SECONDS
     )
+    alert(auth, base, "login", True, client["client_id"], username)
     return user, value
 
 
@@ -310,7 +329,7 @@ def _redirect(uri: str, params: dict[str, str | None]) -> RedirectResponse:
 
 def token(auth: Auth, params: dict[str, str], headers: Headers, base: str) -> dict[str, Any]:
     kind = params.get("grant_type")
-    client = authenticate_client(auth, params, headers, urls(base)["token"])
+    client = authenticate_client(auth, params, headers, base)
     if kind == "authorization_code":
         return _code_grant(auth, client, params, base)
     if kind == "refresh_token":
@@ -324,10 +343,36 @@ def token(auth: Auth, params: dict[str, str], headers: Headers, base: str) -> di
 
 
 def authenticate_client(
-    auth: Auth, params: dict[str, str], headers: Headers, token_url: str
+    auth: Auth, params: dict[str, str], headers: Headers, base: str
 ) -> dict[str, Any] | None:
     """RFC 6749 §2.3: HTTP Basic, client_secret_post, private_key_jwt (RFC 7523), or a
-    public client naming itself; None when the request names no client at all."""
+    public client naming itself; None when the request names no client at all. A failure is
+    a security event (a replayed assertion its own kind)."""
+    try:
+        return _authenticate_client(auth, params, headers, urls(base)["token"])
+    except OAuthError as exc:
+        alert(auth, base, exc.event or "client-authentication", False,
+              _claimed_client(params, headers), reason=exc.description)  # fmt: skip
+        raise
+
+
+def _claimed_client(params: dict[str, str], headers: Headers) -> str | None:
+    """The client_id a failed request claimed (unverified: for the audit record only)."""
+    header = headers.get("authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+            return unquote(raw.split(":", 1)[0])
+        except ValueError:
+            return None
+    if "client_assertion" in params and "client_id" not in params:
+        return assertion.claimed_issuer(params["client_assertion"])
+    return params.get("client_id")
+
+
+def _authenticate_client(
+    auth: Auth, params: dict[str, str], headers: Headers, token_url: str
+) -> dict[str, Any] | None:
     header = headers.get("authorization", "")
     if header[:6].lower() == "basic ":
         try:
@@ -343,6 +388,8 @@ def authenticate_client(
             )
         try:
             client = assertion.verify(auth.store, params["client_assertion"], token_url)
+        except assertion.Replayed as exc:
+            raise OAuthError("invalid_client", str(exc), 401, "jti-replay") from None
         except assertion.AssertionError_ as exc:
             raise OAuthError("invalid_client", str(exc), 401) from None
         if params.get("client_id", client["client_id"]) != client["client_id"]:
@@ -379,6 +426,8 @@ def _code_grant(
     if not (43 <= len(verifier) <= 128) or not hmac.compare_digest(
         create_s256_code_challenge(verifier), code["code_challenge"]
     ):
+        alert(auth, base, "pkce", False, client["client_id"], code["username"],
+              "code_verifier missing or does not match the code_challenge")  # fmt: skip
         raise OAuthError("invalid_grant", "code_verifier missing or does not match (PKCE)")
     user = auth.store.user(code["username"])
     if user is None:
@@ -430,7 +479,7 @@ def _refresh_grant(
         if not set(narrower) <= set(scopes):
             raise OAuthError("invalid_scope", "a refresh may not widen the scope")
         data = {**data, "scope": " ".join(s for s in scopes if s in narrower)}
-    return issue(auth, owner["client_id"], data, ACCESS_SECONDS)
+    return issue(auth, owner["client_id"], data, ACCESS_SECONDS, event="token-refreshed")
 
 
 def _session_live(auth: Auth, session: str | None) -> bool:
@@ -453,14 +502,18 @@ def _client_credentials(
 
 
 def issue(
-    auth: Auth, client_id: str, data: dict[str, Any], seconds: int, refresh: bool = True
+    auth: Auth, client_id: str, data: dict[str, Any], seconds: int, refresh: bool = True,
+    event: str = "token-issued",
 ) -> dict[str, Any]:
     """An opaque access token (stored as its hash) and, with offline_access/online_access,
-    a refresh token; the launch context goes into the response (SMART token response)."""
+    a refresh token; the launch context goes into the response (SMART token response).
+    A security `event`, naming the token as the Principal its uses carry does."""
     now = time.time()
     access = new_token()
     data = {**data, "iat": int(now)}
     auth.store.put_token(token_hash(access), client_id, "access", data, now + seconds)
+    alert(auth, data["aud"], event, True, client_id, data.get("username"),
+          f"scope: {data['scope']}", token_hash(access)[:16])  # fmt: skip
     body: dict[str, Any] = {
         "access_token": access,
         "token_type": "Bearer",
@@ -491,7 +544,7 @@ def introspect(auth: Auth, params: dict[str, str], headers: Headers, base: str) 
     if header[:7].lower() == "bearer ":
         if active_token(auth, header[7:].strip(), base) is None:
             raise OAuthError("invalid_token", "the bearer token is not active", 401)
-    elif authenticate_client(auth, params, headers, urls(base)["token"]) is None:
+    elif authenticate_client(auth, params, headers, base) is None:
         raise OAuthError("invalid_client", "authenticate as a client or with a bearer token", 401)
     found = active_token(auth, params.get("token", ""), base)
     if found is None:
@@ -529,12 +582,14 @@ def active_token(auth: Auth, value: str, base: str) -> tuple[str, dict[str, Any]
 
 def revoke(auth: Auth, params: dict[str, str], headers: Headers, base: str) -> None:
     """RFC 7009: the client revokes its own token; unknown tokens are not an error."""
-    client = authenticate_client(auth, params, headers, urls(base)["token"])
+    client = authenticate_client(auth, params, headers, base)
     if client is None:
         raise OAuthError("invalid_client", "client authentication required", 401)
     if "token" not in params:
         raise OAuthError("invalid_request", "token is required")
-    auth.store.revoke_token(token_hash(params["token"]), client["client_id"])
+    found = auth.store.revoke_token(token_hash(params["token"]), client["client_id"])
+    alert(auth, base, "token-revoked", True, client["client_id"],
+          reason=None if found else "no such token of this client")  # fmt: skip
 
 
 def launch(auth: Auth, header: str, body: Any, base: str) -> dict[str, str]:

@@ -97,6 +97,38 @@ class Access:
 
 OnAccess = Callable[[Access], None]
 
+#: the authorization server's security events (IHE BALP / ATNA, security.md §4.1)
+SECURITY_EVENTS = frozenset(
+    {
+        "login",  # a user's sign-in, successful or not
+        "token-issued",  # an access token from a code or client credentials
+        "token-refreshed",  # an access token from a refresh token
+        "token-revoked",  # RFC 7009 revocation
+        "client-authentication",  # a client failed to authenticate (RFC 6749 invalid_client)
+        "pkce",  # a code_verifier missing or not matching the challenge (RFC 7636)
+        "jti-replay",  # a client assertion used twice (RFC 7523 §3)
+        "rate-limit",  # sign-ins refused after too many failures
+    }
+)
+
+
+@dataclass(frozen=True)
+class SecurityEvent:
+    """One event of the authorization server, for whichever feature records them (the audit
+    trail): `kind` one of SECURITY_EVENTS; identifiers and a reason only, never a secret.
+    `token_id` names an issued token as Principal.token_id does (so its uses correlate)."""
+
+    kind: str
+    success: bool
+    base_url: str
+    client_id: str | None = None
+    user: str | None = None
+    reason: str | None = None
+    token_id: str | None = None
+
+
+OnSecurity = Callable[[SecurityEvent], None]
+
 
 @dataclass
 class Hooks:
@@ -113,6 +145,8 @@ class Hooks:
     #: called by the routes (and batch reads) for every REST interaction they answered; must
     #: be cheap: it runs on the read path
     on_access: list[OnAccess] = field(default_factory=list)
+    #: called by the authorization server with each security event (SecurityEvent)
+    on_security: list[OnSecurity] = field(default_factory=list)
     #: called once when Services close (flush what a feature buffers)
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
@@ -126,6 +160,11 @@ class Hooks:
     def accessed(self, access: Access) -> None:
         for hook in self.on_access:
             hook(access)
+
+    def security(self, event: SecurityEvent) -> None:
+        assert event.kind in SECURITY_EVENTS, event.kind
+        for hook in self.on_security:
+            hook(event)
 
     def for_change(self, change: Change) -> list[OnWrite]:
         """The on-write hooks that take part in this write."""

@@ -41,6 +41,18 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$lookup": ("read", None),
     "$validate-code": ("read", None),
     "$expand": ("read", None),
+    # the referral operations (referral-model.md §2.5) change the Task (ServiceRequest for
+    # $submit) they are invoked on: an update grant on it; which side of the referral may
+    # invoke each is the referral feature's check (referral/sides.py)
+    "$submit": ("update", "ServiceRequest"),
+    **{
+        name: ("update", "Task")
+        for name in (
+            "$claim", "$accept", "$reject", "$request-info", "$provide-info", "$cancel",
+            "$check-in", "$start-treatment", "$no-show", "$complete", "$fail",
+            "$enter-in-error",
+        )
+    },
 }
 
 
@@ -48,6 +60,18 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
 #: the consortium rule confines them like the compartment's (a referral Task names its patient
 #: in Task.for, search parameter `subject`; else every hospital would see every referral)
 BEYOND_COMPARTMENT = {"Task": ["subject"]}
+
+#: resource types only principals holding a server role may touch at all, whatever their
+#: scopes: the audit trail is for the auditor role only (issue 10; security.md §4: "only the
+#: privacy/security officer reads them"). Anonymous callers are not checked here: they reach
+#: the interactions only while `auth` is off (auth/bearer.py answers 401 otherwise).
+ROLE_ONLY: dict[str, str] = {"AuditEvent": "auditor"}
+
+
+def role_permits(principal: Principal, rtype: str) -> bool:
+    """Whether the principal holds the role `rtype` needs (ROLE_ONLY), if it needs one."""
+    role = ROLE_ONLY.get(rtype)
+    return role is None or principal.kind == "anonymous" or role in principal.roles
 
 
 def patient_id(principal: Principal) -> str | None:
@@ -58,10 +82,11 @@ def patient_id(principal: Principal) -> str | None:
 
 def allowed(principal: Principal, interaction: str, rtype: str) -> list[Grant]:
     """The principal's grants that permit `interaction` on `rtype`. Unknown interactions get
-    none. A grant confined to a patient (confining_patient) needs that patient and a type in
-    the Patient compartment (a compartment membership cannot be worked out for other types)."""
+    none, nor does a type whose role (ROLE_ONLY) the principal lacks. A grant confined to a
+    patient (confining_patient) needs that patient and a type in the Patient compartment (a
+    compartment membership cannot be worked out for other types)."""
     letter = LETTER.get(interaction)
-    if letter is None:
+    if letter is None or not role_permits(principal, rtype):
         return []
     grants = [g for g in parse_scopes(principal.scopes) if g.covers(letter, rtype)]
     return [g for g in grants if _within_context(confining_patient(principal, g), rtype)]
@@ -156,6 +181,8 @@ def tenancy(
     compartment = {**q.COMPARTMENTS.get("Patient", {}), **BEYOND_COMPARTMENT}
     if org is None or (rtype != "Patient" and rtype not in compartment):
         return None
+    if rtype in ROLE_ONLY and ROLE_ONLY[rtype] in principal.roles:
+        return None  # the consortium's auditor reads the whole trail, every hospital's
     params = tuple(p for p in compartment.get(rtype, ()) if p != "{def}")
     since = tuple((r, (now - timedelta(days=r.days)).isoformat()) for r in care)
     patients = q.PatientSet(org, since, params)

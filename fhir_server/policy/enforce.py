@@ -3,7 +3,10 @@ narrowed in the query, single resources and included ones are checked against th
 clauses in SQL, writes on the old and the new version. Anonymous principals (no token) are
 not checked here: whether a token is required is the authorization server's setting.
 
-Hidden resources answer 404 (no existence oracle); an interaction no scope permits, 403.
+Hidden resources answer 404 (no existence oracle); an interaction no scope permits, 403. A type
+the principal lacks the role for (decide.ROLE_ONLY: AuditEvent) is hidden whole: its instances
+answer 404, searches of it 403, and no other search reaches it (system search, chains, _has,
+includes).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import TYPE_CHECKING
 from ..context import RequestContext
 from ..errors import FhirError, error
 from ..search import query as q
+from ..spec import RESOURCE_TYPES
 from ..storage.sqlite import Session
 from ..storage.sqlite import search as sql
-from .decide import OPERATIONS, decide, forbidden
+from .decide import OPERATIONS, ROLE_ONLY, decide, forbidden, role_permits
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -63,7 +67,10 @@ def check_instance(
 ) -> None:
     """read / vread / history-instance / update / patch / delete of an existing resource:
     404, as if it did not exist, when it is outside what the principal may see (a deleted
-    resource is outside too: its 410 would tell that it existed)."""
+    resource is outside too: its 410 would tell that it existed), and so is every resource of a
+    type whose role the principal lacks."""
+    if not role_permits(ctx.principal, rtype):
+        raise error(404, "not-found", f"{rtype}/{rid} is not known")
     access = authorize(ctx, services, interaction, rtype)
     if access is not None and not visible(session, ctx, access, [rid]):
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
@@ -101,6 +108,7 @@ def narrow(
     access = authorize(ctx, services, interaction, rtype)
     if access is None:
         return clauses
+    _refuse_hidden(ctx, clauses)
     if access.narrowed:
         _refuse_reaching(clauses)
     return [*access.clauses, *clauses]
@@ -113,12 +121,13 @@ def narrow_system(
     branch of an OR. Without `_type` a narrowed principal would need every type: refused."""
     if ctx.principal.kind == "anonymous":
         return clauses
+    _refuse_hidden(ctx, clauses)
     if not types:  # only an unnarrowed grant on every type (user/*.s, system/*.s) fits
         try:
             authorize(ctx, services, "search-system", "*")
         except FhirError:
             raise forbidden("Name the resource types searched with _type", "_type") from None
-        return clauses
+        return [*_without_hidden(ctx), *clauses]
     accesses = [authorize(ctx, services, "search-system", t) for t in types]
     if not any(a is not None and a.narrowed for a in accesses):
         return clauses
@@ -135,6 +144,37 @@ def _refuse_reaching(clauses: list[q.Clause]) -> None:
                 "Chained and _has search parameters are not available under patient-level "
                 "scopes", name
             )
+
+
+def _hidden(ctx: RequestContext) -> set[str]:
+    """The types whose role the principal lacks (decide.ROLE_ONLY)."""
+    return {t for t in ROLE_ONLY if not role_permits(ctx.principal, t)}
+
+
+def _without_hidden(ctx: RequestContext) -> list[q.Clause]:
+    """A system search without _type: every type but the hidden ones (one _type branch each)."""
+    hidden = _hidden(ctx)
+    if not hidden:
+        return []
+    branches = tuple((t, ()) for t in sorted(RESOURCE_TYPES - hidden))
+    return [q.Clause(q.Param("_type", "special"), (), by_type=branches)]
+
+
+def _refuse_hidden(ctx: RequestContext, clauses: list[q.Clause]) -> None:
+    """403 for a chain or _has that reaches a hidden type: its values would leak through the
+    matches (an inference oracle, security.md §3.2)."""
+    hidden = _hidden(ctx)
+    pending = list(clauses)
+    while hidden and pending:
+        c = pending.pop()
+        if c.chain is not None:
+            if c.target_type in hidden:
+                raise forbidden(f"{c.target_type} is not available to this user", c.param.code)
+            pending.append(c.chain)
+        if c.has is not None:
+            if c.has[0] in hidden:
+                raise forbidden(f"{c.has[0]} is not available to this user", "_has")
+            pending.append(c.has[2])
 
 
 def check_history(ctx: RequestContext, services: Services, rtype: str | None) -> None:
@@ -175,6 +215,10 @@ def check_operation(
     """Operations by the explicit table (decide.OPERATIONS); unknown ones: 403."""
     if ctx.principal.kind == "anonymous":
         return
+    if rtype is not None and not role_permits(ctx.principal, rtype):
+        if rid is not None:
+            raise error(404, "not-found", f"{rtype}/{rid} is not known")
+        raise forbidden(f"Operations on {rtype} are not available to this user")
     if name not in OPERATIONS:
         raise forbidden(f"Operation {name} is not available under the granted scopes")
     needed = OPERATIONS[name]

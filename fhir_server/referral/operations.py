@@ -92,7 +92,7 @@ def submit(call: Call) -> Outcome:
         to = "booked-pending-review" if bool_param(call, "pendingReview") else "booked"
         transition(work, task, "submit-booked", agent, to=to)
 
-    return run(call, "ServiceRequest", body)
+    return run(call, "ServiceRequest", body, operation="$submit")
 
 
 def existing_draft(work: Work, sr: Json) -> Json | None:
@@ -200,7 +200,7 @@ def claim(call: Call) -> Outcome:
                 ]
             work.add(sub)
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$claim")
 
 
 @operation("$accept", "instance", types=("Task",), definition=f"{OPDEF}Task-accept")
@@ -271,7 +271,7 @@ def accept(call: Call) -> Outcome:
                 add_output(task, "plannedAdmission", "valueDateTime", planned)
             transition(work, task, "assign-bed", agent)
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$accept")
 
 
 def decide_approval(work: Work, sub: Json, decision: str, agent: Json, reason: Json | None) -> None:
@@ -326,7 +326,7 @@ def reject(call: Call) -> Outcome:
         assert reason is not None
         reject_referral(work, task, "redirect" if suggested else "reject", agent, reason)
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$reject")
 
 
 @operation("$request-info", "instance", types=("Task",), definition=f"{OPDEF}Task-request-info")
@@ -342,7 +342,7 @@ def request_info(call: Call) -> Outcome:
         if question:
             communicate(work, task, sr, "info-request", question, agent, task.get("requester"))
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$request-info")
 
 
 @operation("$provide-info", "instance", types=("Task",), definition=f"{OPDEF}Task-provide-info")
@@ -372,7 +372,7 @@ def provide_info(call: Call) -> Outcome:
         if answer:
             communicate(work, task, sr, "info-supplement", answer, agent, task.get("owner"))
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$provide-info")
 
 
 def communicate(
@@ -411,7 +411,7 @@ def cancel(call: Call) -> Outcome:
         transition(work, task, "cancel", agent, reason=reason)
         withdraw(work, task, sr, reason)
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$cancel")
 
 
 def withdraw(work: Work, task: Json, sr: Json, reason: Json | None) -> None:
@@ -464,7 +464,7 @@ def check_in(call: Call) -> Outcome:
             encounter = work.add(new_encounter(work, task, sr, appointment, call, arrival))
         add_output(task, "encounter", "valueReference", ref(encounter))
 
-    return run(call, "Task", body, repeat)
+    return run(call, "Task", body, repeat, operation="$check-in")
 
 
 def new_encounter(
@@ -513,7 +513,7 @@ def start_treatment(call: Call) -> Outcome:
         )
         work.set_status(linked(work, task, "encounter", "Encounter"), "in-progress")
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$start-treatment")
 
 
 @operation("$no-show", "instance", types=("Task",), definition=f"{OPDEF}Task-no-show")
@@ -524,7 +524,7 @@ def no_show_operation(call: Call) -> Outcome:
         referral_task(task)
         no_show(work, task, actor(call, task.get("owner")), concept_param(call, "reason"))
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$no-show")
 
 
 def no_show(work: Work, task: Json, agent: Json, reason: Json | None) -> None:
@@ -582,7 +582,7 @@ def complete(call: Call) -> Outcome:
         if (direction(sr) or {}).get("code") == "down":
             follow_ups(work, task, sr)
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$complete")
 
 
 def down_referral(work: Work, value: Any) -> Json:
@@ -660,7 +660,7 @@ def fail(call: Call) -> Outcome:
             work.set_status(encounter, "finished", period=period)
         work.set_status(linked(work, task, "appointment", "Appointment"), "fulfilled")
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$fail")
 
 
 @operation(
@@ -673,7 +673,7 @@ def enter_in_error(call: Call) -> Outcome:
         referral_task(task)
         in_error(work, task, actor(call, task.get("requester")), concept_param(call, "reason"))
 
-    return run(call, "Task", body)
+    return run(call, "Task", body, operation="$enter-in-error")
 
 
 def in_error(work: Work, task: Json, agent: Json, reason: Json | None) -> None:

@@ -21,6 +21,7 @@ from ..services import Services
 from ..storage.sqlite import Session, Stored
 from .codes import BUSINESS_SYSTEM, DIRECTION_URL, OUTPUT_SYSTEM, STATUS_REASON_URL, TYPE_SYSTEM
 from .rules import business_status, is_referral_task, milestone, provenance
+from .sides import EITHER, RECEIVER, SENDER, SIDES
 from .transitions import APPROVAL_OPEN, MILESTONES, Transition, table_of
 
 SYSTEM_AGENT = {"display": "fhir-server (system)"}
@@ -289,13 +290,17 @@ Body = Callable[[Work, Json], None]
 Repeat = Callable[[Work, Json], Json | None]
 
 
-def run(call: Call, rtype: str, body: Body, repeat: Repeat | None = None) -> Outcome:
-    """Load the instance, honour If-Match, apply `body`, commit: all in one transaction.
-    `repeat` may answer a finished Bundle first (an idempotent repeat writes nothing)."""
+def run(
+    call: Call, rtype: str, body: Body, repeat: Repeat | None = None, *, operation: str
+) -> Outcome:
+    """Load the instance, check the caller is on the operation's side (sides.py), honour
+    If-Match, apply `body`, commit: all in one transaction. `repeat` may answer a finished
+    Bundle first (an idempotent repeat writes nothing)."""
     assert call.rid is not None
     with transaction(call.services, call.ctx) as session:
         work = Work(session, call.services, call.ctx, now())
         resource = work.get(rtype, call.rid)
+        check_side(work, operation, resource)
         answer = repeat(work, resource) if repeat else None
         if answer is not None:
             return Outcome(answer)
@@ -305,6 +310,43 @@ def run(call: Call, rtype: str, body: Body, repeat: Repeat | None = None) -> Out
         body(work, resource)
         saved = work.commit()
     return Outcome(bundle(call.ctx.base_url, saved))
+
+
+def check_side(work: Work, operation: str, resource: Json) -> None:
+    """403 unless the caller is a user of the organization on `operation`'s side of this
+    referral (sides.py: only the receiving organization accepts, only the sender cancels).
+    Anonymous callers (auth off) are not checked; patients and system clients belong to no
+    side."""
+    principal, side = work.ctx.principal, SIDES[operation]
+    if principal.kind == "anonymous":
+        return
+    where = {RECEIVER: "the receiving organization (Task.owner)",
+             SENDER: "the referring organization (ServiceRequest.requester)",
+             EITHER: "the referring or the receiving organization"}[side]  # fmt: skip
+    mine = principal.organization if principal.kind == "user" else None
+    if mine is None or mine not in _side_organizations(work, side, resource):
+        raise error(403, "forbidden", f"Only a user of {where} may invoke {operation} here")
+
+
+def _side_organizations(work: Work, side: str, resource: Json) -> set[str | None]:
+    found: set[str | None] = set()
+    if side in (RECEIVER, EITHER) and resource["resourceType"] == "Task":
+        found.add(organization_of(work, resource.get("owner")))
+    if side in (SENDER, EITHER):
+        sr = resource if resource["resourceType"] == "ServiceRequest" else None
+        sr = sr or service_request(work, resource)
+        found.add(organization_of(work, sr.get("requester")))
+    return found - {None}
+
+
+def organization_of(work: Work, reference: Any) -> str | None:
+    """`Organization/id` a reference stands for: the Organization itself, or a
+    PractitionerRole's organization."""
+    key = split(reference)
+    if key is not None and key[0] == "PractitionerRole":
+        role = work.load(*key)
+        key = split((role or {}).get("organization"))
+    return f"Organization/{key[1]}" if key is not None and key[0] == "Organization" else None
 
 
 def referral_task(task: Json) -> Json:
