@@ -177,6 +177,7 @@ def test_client_js_ehr_and_standalone_launch_in_chromium(
     assert ehr["login"]["url"].startswith(fhir_base.removesuffix("/fhir") + "/auth/authorize")
     assert "允许 / Allow" in ehr["consent"]["text"] and "patient/*.rs" in ehr["consent"]["text"]
     app = ehr["app"]
+    assert "error" not in app, app  # what client-js threw on the app page
     assert app["origin"] == app_origin != fhir_base.removesuffix("/fhir")  # a second origin
     assert app["serverUrl"] == fhir_base
     # SMART: the launch context is the EHR's patient; no banner needed inside the EHR
@@ -194,6 +195,7 @@ def test_client_js_ehr_and_standalone_launch_in_chromium(
     assert sorted(alone["picker"]["choices"]) == ["Patient/p1", "Patient/p2"]
     assert "选择患者 / Choose a patient" in alone["picker"]["text"]
     app = alone["app"]
+    assert "error" not in app, app
     assert app["patientId"] == "p2" and app["needPatientBanner"] is True
     assert app["patient"] == {"id": "p2", "family": "Li"}
     assert app["observations"] == [{"id": "o-p2", "subject": "Patient/p2"}]
