@@ -7,8 +7,9 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 const config = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 // Debian's chromium, never a downloaded one (`npx playwright install` needs the internet)
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// quiet and offline: no updates, sync or QUIC; playwright adds --headless and --no-sandbox
 const ARGS = [
   "--disable-gpu", "--disable-background-networking", "--disable-component-update",
   "--disable-sync", "--no-first-run", "--disable-quic",
