@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATABASE ?= fhir.db
+# `make serve` is the local demo: authorization off (the log and /metadata say so) so the
+# README's curl examples run as they are; `make serve AUTH=on`, or `fhir-server serve`, for real
+AUTH ?= off
 
 $(BIN)/fhir-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +17,7 @@ $(BIN)/fhir-server: pyproject.toml
 install: $(BIN)/fhir-server
 
 serve: install
-	$(BIN)/fhir-server serve --database $(DATABASE)
+	FHIR_SERVER_AUTH=$(AUTH) $(BIN)/fhir-server serve --database $(DATABASE)
 
 test: install
 	$(BIN)/pytest

@@ -78,6 +78,8 @@ def server(database: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.P
         **os.environ,
         "FHIR_SERVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir",
         "FHIR_SERVER_DEMO_ON_EMPTY": "false",  # measure the Synthea data alone
+        # the harness posts and reads without a token; the read load is measured again with one
+        "FHIR_SERVER_AUTH": "off",
     }
     proc = subprocess.Popen(
         [

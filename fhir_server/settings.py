@@ -52,10 +52,11 @@ class Settings:
     #: HTTPS: the server's certificate chain (PEM) and its private key; both or neither
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    #: `on`: FHIR requests need a bearer token (401 without); `off` (for now the default, until
-    #: the policy module enforces scopes): a request without a token is served anonymously.
-    #: A token that is sent is checked either way.
-    auth: str = "off"
+    #: `on` (the default): FHIR requests need a bearer token (401 without; the probes,
+    #: metadata and SMART discovery stay open). `off`: for local development and test
+    #: harnesses only: a request without a token is served anonymously with full access
+    #: (said in the log and in the CapabilityStatement); a token that is sent is checked.
+    auth: str = "on"
     #: the audit trail (fhir_server/audit): an AuditEvent for every REST access, hash-chained.
     #: Off by default for now: it still costs ingest (a 500-Patient transaction ~1.5x) and read
     #: throughput (~1/3); see the README, "Audit trail"

@@ -60,7 +60,8 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
     """Services over a new database at `path` (a copy of the template), not yet wired."""
     if _TEMPLATE and not path.exists():
         shutil.copyfile(_TEMPLATE[0], path)
-    config = Settings(database=path, **settings)  # type: ignore[arg-type]
+    # a test harness: anonymous requests unless a test turns authorization on (auth="on")
+    config = Settings(database=path, **{"auth": "off", **settings})  # type: ignore[arg-type]
     store = SqliteStore(path, config.lock_timeout_seconds)
     return Services(config, store, parts.registry, parts.terminology, parts.validator)
 

@@ -97,7 +97,7 @@ def test_fhirclient_prepares_and_reads_a_patient_over_real_http(live_server: str
     fhir.prepare()  # fetches /metadata and parses it with the strict R4 models (raised before)
     assert fhir.server.capabilityStatement.fhirVersion == "4.0.1"
     # the server advertises SMART (rest.security oauth-uris), so the client knows where to
-    # authorize; with `auth` off (the default) it may still read without a token
+    # authorize; with `auth` off (this test harness) it may still read without a token
     assert fhir.server.auth is not None
     assert fhir.server.auth._authorize_uri.endswith("/auth/authorize")
     patient = r4_patient.Patient.read(pid, fhir.server)

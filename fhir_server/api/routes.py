@@ -175,6 +175,14 @@ def _capabilities(request: Request) -> dict[str, Any]:
     if security is not None:
         rest = {**body["rest"][0], "security": security(request.state.base_url)}
         body = {**body, "rest": [rest, *body["rest"][1:]]}
+    if _services(request).settings.auth == "off":  # said loudly: clients and auditors see it
+        warning = (
+            "WARNING: authorization is off (FHIR_SERVER_AUTH=off, for development and test "
+            "harnesses): requests without a token are served with full access."
+        )
+        rest = body["rest"][0]
+        security = {**rest.get("security", {}), "description": warning}
+        body = {**body, "rest": [{**rest, "security": security}, *body["rest"][1:]]}
     return body
 
 
