@@ -20,6 +20,12 @@ from .server import Auth, active_token, organization_of
 _OPEN = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 
 
+def resolve(auth: Auth, value: str, base: str) -> Principal | None:
+    """The Principal of a live access token issued for this FHIR base, else None."""
+    found = active_token(auth, value, base)
+    return principal(auth, found[0], found[1], value) if found is not None else None
+
+
 def principal(auth: Auth, client_id: str, data: dict[str, Any], value: str) -> Principal:
     fhir_user = data.get("fhir_user")
     kind = "system" if data.get("system") else "user"
@@ -77,15 +83,14 @@ class Bearer:
             return
         kind, _, value = header.partition(" ")
         value = value.strip()
-        found = None
+        who = None
         if kind.lower() == "bearer" and value:
             base = scope["state"]["base_url"]
-            found = await run_in_threadpool(active_token, self.auth, value, base)
-        if found is None:
+            who = await run_in_threadpool(resolve, self.auth, value, base)  # one hop: reads
+        if who is None:
             why = "malformed, unknown, expired or revoked token, or issued for another server"
             await self._refuse(scope, receive, send, "invalid_token", why)
             return
-        who = await run_in_threadpool(principal, self.auth, found[0], found[1], value)
         scope = {**scope, "state": {**scope["state"], "principal": who}}
         await self.app(scope, receive, send)
 
