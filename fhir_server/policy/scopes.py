@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from ..spec import RESOURCE_TYPES
@@ -37,8 +38,10 @@ class Grant:
         return letter in self.letters and self.rtype in ("*", rtype)
 
 
+@lru_cache(maxsize=4096)
 def parse_scope(scope: str) -> Grant | None:
-    """One scope string as a Grant; None for launch/identity scopes and anything malformed."""
+    """One scope string as a Grant; None for launch/identity scopes and anything malformed.
+    Pure, so cached: every request with a token asks again for the same few scopes."""
     if scope in NON_RESOURCE or scope.startswith("launch/"):
         return None
     match = _SCOPE.fullmatch(scope)
