@@ -71,6 +71,37 @@ def auth_code(r: Any, state: str | None = None) -> str:
     return query["code"][0]
 
 
+def code_flow(
+    c: TestClient, client_id: str, scope: str, user: str, launch: str = "", **extra: str
+) -> Any:
+    """The token response of the authorization-code flow with PKCE S256 (RFC 7636), driven
+    like a browser through login, picker and consent in a new browser (no sign-in session of
+    an earlier flow); a public client names itself (RFC 6749 §3.2.1)."""
+    browser = TestClient(c.app, raise_server_exceptions=False)
+    verifier, challenge = pkce()
+    state = secrets.token_urlsafe(12)
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": scope,
+        "state": state,
+        "aud": BASE,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **({"launch": launch} if launch else {}),
+        **extra,
+    }
+    form = {
+        "grant_type": "authorization_code",
+        "code": auth_code(drive(browser, params, user), state),
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+        "client_id": client_id,
+    }
+    return browser.post("/auth/token", data=form)
+
+
 def assertion(key: Any, alg: str, client_id: str, **claims: Any) -> str:
     """A Backend Services client assertion (RFC 7523 §3, SMART Backend Services)."""
     now = int(time.time())

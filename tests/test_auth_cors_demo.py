@@ -5,16 +5,13 @@ and the demo consortium's sample app and users, signed in through the real login
 from __future__ import annotations
 
 import base64
-import hashlib
-import html
 import json
-import re
-import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from smart import hidden, pkce
 
 from fhir_server import cli
 from fhir_server.app import load_demo
@@ -190,25 +187,12 @@ def test_discovery_and_metadata_are_open_to_any_origin(app_client: TestClient):
 # --- the demo consortium's sign-ins ---------------------------------------------------------
 
 
-def _pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.rstrip(b"=").decode()
-
-
-def _hidden(page: str) -> dict[str, str]:
-    return {
-        html.unescape(n): html.unescape(v)
-        for n, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)
-    }
-
-
 def test_the_demo_s_doctor_gets_a_token_for_the_demo_app_that_reads_patients(
     client: TestClient,
 ):
     summary = load_demo(client.app.state.services)  # type: ignore[attr-defined]
     assert summary is not None and DEMO_PASSWORD in summary and "dr-hz-first" in summary
-    verifier, challenge = _pkce()
+    verifier, challenge = pkce()
     params = {
         "response_type": "code",
         "client_id": "demo-app",
@@ -221,11 +205,11 @@ def test_the_demo_s_doctor_gets_a_token_for_the_demo_app_that_reads_patients(
     }
     page = client.get("/auth/authorize", params=params)
     assert 'name="password"' in page.text  # the login form, as a browser gets it
-    form = {**_hidden(page.text), "username": "dr-hz-first", "password": DEMO_PASSWORD}
+    form = {**hidden(page.text), "username": "dr-hz-first", "password": DEMO_PASSWORD}
     consent = client.post("/auth/authorize", data=form, follow_redirects=False)
     assert 'name="approve"' in consent.text, consent.text  # the demo app is not trusted
     r = client.post(
-        "/auth/authorize", data={**_hidden(consent.text), "approve": "yes"},
+        "/auth/authorize", data={**hidden(consent.text), "approve": "yes"},
         follow_redirects=False,
     )  # fmt: skip
     assert r.status_code == 302 and r.headers["location"].startswith(DEMO_REDIRECT)
@@ -249,7 +233,7 @@ def test_the_demo_s_doctor_gets_a_token_for_the_demo_app_that_reads_patients(
     assert patients.status_code == 200
     assert patients.json()["total"] >= 1 and patients.json()["entry"]
     # and a wrong password is refused
-    wrong = {**_hidden(page.text), "username": "dr-hz-first", "password": "not-the-password"}
+    wrong = {**hidden(page.text), "username": "dr-hz-first", "password": "not-the-password"}
     client.cookies.clear()
     assert client.post("/auth/authorize", data=wrong).status_code == 401
 

@@ -8,7 +8,6 @@ checks that a token-borne principal gets them too."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,14 @@ import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
 from joserfc.jwk import RSAKey
-from smart import BASE, JWT_BEARER, PASSWORD, REDIRECT, assertion, auth_code, auth_of, drive, pkce
+from smart import (
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    assertion,
+    auth_of,
+    code_flow,
+)
 from test_policy_enforce import CATEGORY, DATA, forbidden, ids, observation
 
 from fhir_server.app import build_app
@@ -60,31 +66,8 @@ def fresh(tmp_path: Any, parts: Parts) -> Iterator[TestClient]:
 
 
 def app_token(c: TestClient, scope: str, user: str = "pat1", launch: str = "") -> dict[str, Any]:
-    """The token response of the authorization-code flow with PKCE S256 (RFC 7636), driven
-    like a browser through login and consent; a public client names itself (RFC 6749 §3.2.1).
-    Each flow runs in a new browser (no sign-in session of an earlier one)."""
-    c = TestClient(c.app, raise_server_exceptions=False)
-    verifier, challenge = pkce()
-    state = secrets.token_urlsafe(12)
-    params = {
-        "response_type": "code",
-        "client_id": APP,
-        "redirect_uri": REDIRECT,
-        "scope": scope,
-        "state": state,
-        "aud": BASE,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **({"launch": launch} if launch else {}),
-    }
-    form = {
-        "grant_type": "authorization_code",
-        "code": auth_code(drive(c, params, user), state),
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-        "client_id": APP,
-    }
-    r = c.post("/auth/token", data=form)
+    """The token response of the authorization-code flow (tests/smart.py code_flow)."""
+    r = code_flow(c, APP, scope, user, launch)
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     assert body["patient"] == "p1" and set(body["scope"].split()) == set(scope.split())

@@ -8,7 +8,6 @@ with PKCE S256, signed in through the login form."""
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,18 @@ import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
 from joserfc.jwk import RSAKey
-from smart import BASE, JWT_BEARER, PASSWORD, REDIRECT, assertion, auth_code, auth_of, drive, pkce
+from smart import (
+    BASE,
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    assertion,
+    auth_code,
+    auth_of,
+    drive,
+    pkce,
+)
+from smart import code_flow as smart_code_flow
 from test_audit import _db, events, subtype
 from test_workflow import (
     CANCEL,
@@ -64,28 +74,8 @@ def user(c: TestClient, name: str, role: str = "dr", org: str = "org-a", **kw: A
 
 
 def code_flow(c: TestClient, username: str, scope: str = EVERYTHING) -> Any:
-    """The authorization-code flow with PKCE S256 in a fresh browser; the token response."""
-    browser = TestClient(c.app, raise_server_exceptions=False)
-    verifier, challenge = pkce()
-    state = secrets.token_urlsafe(12)
-    params = {
-        "response_type": "code",
-        "client_id": APP,
-        "redirect_uri": REDIRECT,
-        "scope": scope,
-        "state": state,
-        "aud": BASE,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    form = {
-        "grant_type": "authorization_code",
-        "code": auth_code(drive(browser, params, username), state),
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-        "client_id": APP,
-    }
-    return browser.post("/auth/token", data=form)
+    """The authorization-code flow with PKCE S256 for this file's app; the token response."""
+    return smart_code_flow(c, APP, scope, username)
 
 
 def bearer(c: TestClient, username: str, scope: str = EVERYTHING) -> TestClient:
