@@ -92,12 +92,19 @@ def _drive(
     return drive(c, params, user, patient)
 
 
-def _exchange(c: TestClient, code: str, verifier: str | None, **extra: str) -> Any:
+def _exchange(
+    c: TestClient,
+    code: str,
+    verifier: str | None,
+    client: tuple[str, str] = ("conf", "app-secret"),
+    **extra: str,
+) -> Any:
+    """The code exchanged at the token endpoint by `client` (HTTP Basic)."""
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
     if verifier is not None:
         form["code_verifier"] = verifier
     form.update(extra)
-    return c.post("/auth/token", data=form, auth=("conf", "app-secret"))
+    return c.post("/auth/token", data=form, auth=client)
 
 
 def _token(c: TestClient, **extra: str) -> dict[str, Any]:
@@ -257,25 +264,14 @@ def test_code_is_single_use(hospital: TestClient) -> None:
 def test_code_of_one_client_is_refused_to_another(hospital: TestClient) -> None:
     admin.add_client(auth_of(hospital).store, "other", [REDIRECT], secret="other-secret")
     params, verifier = _request()
-    form = {
-        "grant_type": "authorization_code",
-        "code": auth_code(_drive(hospital, params)),
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
-    r = hospital.post("/auth/token", data=form, auth=("other", "other-secret"))
+    code = auth_code(_drive(hospital, params))
+    r = _exchange(hospital, code, verifier, client=("other", "other-secret"))
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
 def test_wrong_client_secret_is_401_invalid_client(hospital: TestClient) -> None:
     params, verifier = _request()
-    form = {
-        "grant_type": "authorization_code",
-        "code": auth_code(_drive(hospital, params)),
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
-    r = hospital.post("/auth/token", data=form, auth=("conf", "nope"))
+    r = _exchange(hospital, auth_code(_drive(hospital, params)), verifier, client=("conf", "nope"))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     assert r.headers["www-authenticate"].startswith("Basic")
 
