@@ -151,16 +151,7 @@ def _event(
     if failure is not None:
         event["outcomeDesc"] = str(failure)[:1000]
     event["agent"] = _agents(ctx, interaction in _TO_CLIENT)
-    event["source"] = {
-        "observer": {"type": "Device", "display": f"FHIR server {ctx.base_url}"},
-        "type": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                "code": "4",
-                "display": "Application Server",
-            }
-        ],
-    }
+    event["source"] = _source(ctx.base_url)
     event["entity"] = [_entity(t) for t in targets] + [
         {
             "what": {"identifier": {"value": ctx.request_id}},
@@ -351,8 +342,14 @@ def security_event(event: SecurityEvent, recorded: str) -> dict[str, Any]:
         out["agent"].append(user)
     elif event.token_id:
         client["policy"] = [f"urn:ietf:params:oauth:jti:{event.token_id}"]
-    out["source"] = {
-        "observer": {"type": "Device", "display": f"FHIR server {event.base_url}"},
+    out["source"] = _source(event.base_url)
+    return out
+
+
+def _source(base_url: str) -> dict[str, Any]:
+    """AuditEvent.source: this server, an application server (security-source-type 4)."""
+    return {
+        "observer": {"type": "Device", "display": f"FHIR server {base_url}"},
         "type": [
             {
                 "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
@@ -361,4 +358,3 @@ def security_event(event: SecurityEvent, recorded: str) -> dict[str, Any]:
             }
         ],
     }
-    return out
