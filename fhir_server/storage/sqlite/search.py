@@ -436,22 +436,73 @@ def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[st
 
 
 def _patient_ids(ps: q.PatientSet) -> tuple[str, list]:
-    """Ids of the Patients Organization/ps.organization manages, and of those of a care
-    relationship (a Task of ps.relationships) it is a party to."""
-    sql = (
+    """Ids of the Patients Organization/ps.organization may see: those of a care relationship
+    (a Task of ps.relationships) it is a party to or of a Consent permitting it, less those a
+    Consent denies it; then those it manages, which no Consent takes away. Compound SELECTs run
+    left to right: ((care UNION permitted) EXCEPT denied) UNION managed."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for relationship, since in ps.relationships:
+        tasks, task_args = _care_tasks(ps, relationship, since)
+        parts.append(
+            "SELECT f.target_id FROM idx_reference f WHERE f.type = 'Task' AND "
+            f"f.param = 'subject' AND f.target_type = 'Patient' AND f.rid IN ({tasks})"
+        )
+        args += task_args
+    sql = " UNION ".join(parts)
+    if ps.consents_at is not None:
+        permitted, permit_args = _consent_patients(ps.organization, "permit", ps.consents_at)
+        denied, deny_args = _consent_patients(ps.organization, "deny", ps.consents_at)
+        sql = f"{sql} UNION {permitted}" if sql else permitted
+        sql += f" EXCEPT {denied}"
+        args += [*permit_args, *deny_args]
+    managed = (
         "SELECT p.id FROM idx_reference m JOIN resource p ON p.rid = m.rid WHERE "
         "m.type = 'Patient' AND m.param = 'organization' AND m.target_type = 'Organization' "
         "AND m.target_id = ?"
     )
-    args: list[Any] = [ps.organization]
-    for relationship, since in ps.relationships:
-        tasks, task_args = _care_tasks(ps, relationship, since)
-        sql += (
-            " UNION SELECT f.target_id FROM idx_reference f WHERE f.type = 'Task' AND "
-            f"f.param = 'subject' AND f.target_type = 'Patient' AND f.rid IN ({tasks})"
+    return (f"{sql} UNION {managed}" if sql else managed), [*args, ps.organization]
+
+
+#: Consent.scope of the Consents the consortium rule reads (consentscope: privacy consent)
+_PRIVACY = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
+
+
+def _consent_patients(organization: str, decision: str, at: str) -> tuple[str, list]:
+    """The patients of the Consents in force at `at` (status active, scope patient-privacy,
+    `at` within provision.period) whose root provision.type is `decision` and that bind the
+    organization: a permit names it as provision.actor and covers the whole record (no
+    provision-limited value); a deny names it, or names no Organization or PractitionerRole
+    at all (it binds everyone then)."""
+    names, names_args = _stands_for("a", organization)
+    actor = (
+        "cp.rid IN (SELECT a.rid FROM idx_reference a WHERE a.type = 'Consent' "
+        f"AND a.param = 'actor' AND {names})"
+    )
+    if decision == "permit":
+        binds = (
+            "cp.rid NOT IN (SELECT rid FROM idx_token WHERE type = 'Consent' "
+            f"AND param = 'provision-limited') AND {actor}"
         )
-        args += task_args
-    return sql, args
+    else:
+        binds = (
+            f"({actor} OR cp.rid NOT IN (SELECT rid FROM idx_reference WHERE type = 'Consent' "
+            "AND param = 'actor' AND target_type IN ('Organization', 'PractitionerRole')))"
+        )
+    instant = date_bounds(at)[0]
+    sql = (
+        "SELECT cp.target_id FROM idx_reference cp WHERE cp.type = 'Consent' "
+        "AND cp.param = 'patient' AND cp.target_type = 'Patient' "
+        "AND cp.rid IN (SELECT rid FROM idx_token WHERE type = 'Consent' "
+        "AND param = 'provision-type' AND code = ?) "
+        "AND cp.rid IN (SELECT rid FROM idx_token WHERE type = 'Consent' AND param = 'status' "
+        "AND code = 'active') "
+        "AND cp.rid IN (SELECT rid FROM idx_token WHERE type = 'Consent' AND param = 'scope' "
+        "AND code = ? AND system = ?) "
+        "AND cp.rid NOT IN (SELECT rid FROM idx_date WHERE type = 'Consent' AND param = 'period' "
+        f"AND (low > ? OR high < ?)) AND {binds}"
+    )
+    return sql, [decision, _PRIVACY[1], _PRIVACY[0], instant, instant, *names_args]
 
 
 def _care_tasks(ps: q.PatientSet, r: q.CareRelationship, since: str) -> tuple[str, list]:
@@ -498,6 +549,18 @@ def _party(alias: str, organization: str) -> tuple[str, list]:
         "WHERE ro.type = 'PractitionerRole' AND ro.param = 'organization' "
         "AND ro.target_type = 'Organization' AND ro.target_id = ?)))"
     ), [organization, organization]
+
+
+def _stands_for(alias: str, organization: str) -> tuple[str, list]:
+    """The reference row `alias` names the organization, one of its PractitionerRoles, or the
+    Organization it is partOf (the consortium: a Consent naming it binds every member)."""
+    party, args = _party(alias, organization)
+    return (
+        f"({party} OR ({alias}.target_type = 'Organization' AND {alias}.target_id IN "
+        "(SELECT po.target_id FROM resource o JOIN idx_reference po ON po.rid = o.rid "
+        "WHERE o.type = 'Organization' AND o.id = ? AND o.deleted = 0 "
+        "AND po.param = 'partof' AND po.target_type = 'Organization')))"
+    ), [*args, organization]
 
 
 def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
