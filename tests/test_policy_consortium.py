@@ -285,3 +285,16 @@ def test_the_receiving_hospital_updates_the_referral_task_within_its_transitions
     assert r.json()["lastModified"] == before
     assert sees_pa(b)  # through the referral, under way
     assert c.get(url).json()["status"] == "accepted"
+
+
+def test_a_patient_linking_to_a_patient_one_sees_stays_hidden(server: TestClient) -> None:
+    """Patient.link puts a Patient in the linked patient's compartment (R4
+    CompartmentDefinition), but links never widen access (security.md §3.2): B's record of
+    the same person, linked to A's, is not A's to read."""
+    linked = {**_patient("pb-link", "hb"),
+              "link": [{"other": {"reference": "Patient/pa"}, "type": "seealso"}]}  # fmt: skip
+    assert server.put("/fhir/Patient/pb-link", json=linked).status_code == 201
+    a = login(server, "dra")
+    assert a.get("/fhir/Patient/pb-link").status_code == 404
+    assert "Patient/pb-link" not in ids(a.get("/fhir/Patient"))
+    assert login(server, "drb").get("/fhir/Patient/pb-link").status_code == 200

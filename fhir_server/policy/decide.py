@@ -203,7 +203,9 @@ def tenancy(
         return None
     if rtype in ROLE_ONLY and ROLE_ONLY[rtype] in principal.roles:
         return None  # the consortium's auditor reads the whole trail, every hospital's
-    params = tuple(p for p in compartment.get(rtype, ()) if p != "{def}")
+    # a Patient is in the set by its own id: the R4 definition's Patient.link would let a
+    # record linking to a visible patient in, and links never widen access (§3.2)
+    params = () if rtype == "Patient" else tuple(p for p in compartment[rtype] if p != "{def}")
     if rtype == "Consent" and LETTER.get(interaction) not in ("r", "s"):
         patients = q.PatientSet(org, (), params)
     else:
