@@ -508,3 +508,21 @@ def test_hospital_systems_run_their_sides_referral_operations(
     refused(op(backend(c, "his-s-read", w["sender"], "system/*.rs"), f"{second}/$cancel", CANCEL))
     ok(op(sender, f"{second}/$cancel", CANCEL))
     assert pair(get(c, second)) == ("cancelled", "withdrawn")
+
+
+def test_no_side_rewrites_a_submitted_referral_request(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    """The care relationship and the sides are read from the ServiceRequest (requester,
+    performer) too: once submitted, a plain write keeps them, so the receiver cannot make
+    itself the sender (and then cancel)."""
+    c, w = referrals
+    sr = referral(c, w)
+    task, _ = submit(w["by_sender"], sr)
+    body = {**get(c, sr), "requester": {"reference": w["rc"]}}
+    r = w["by_receiver"].put(f"/fhir/{sr}", json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["issue"][0]["expression"] == ["ServiceRequest.requester"]
+    refused(op(w["by_receiver"], f"{task}/$cancel", CANCEL))
+    note = {**get(c, sr), "note": [{"text": "ECG attached"}]}
+    assert w["by_receiver"].put(f"/fhir/{sr}", json=note).status_code == 200

@@ -38,11 +38,13 @@ def is_ours(resource: dict[str, Any]) -> bool:
 
 
 def on_write(change: Change) -> Effect | None:
-    if change.rtype == "ServiceRequest":
-        check_request_change(change.before, change.resource)
-        return None
     before, after = change.before, change.resource
     work = Work(change.session, change.services, change.ctx, "")  # to look up the sides
+    if change.rtype == "ServiceRequest":
+        check_request_change(before, after)
+        if before and after and is_referral_request(before) and before.get("status") != "draft":
+            _check_kept(work, before, after, ("subject", "requester", "performer"))
+        return None
     if after is None:
         if before is not None:
             check_task_delete(before)
@@ -58,7 +60,7 @@ def on_write(change: Change) -> Effect | None:
     else:
         transition = check_task_change(table, before, after)
         if is_referral_task(before) and pair_of(before) != DRAFTED:
-            _check_kept(work, before, after)
+            _check_kept(work, before, after, ("for", "focus", "owner", "requester"))
             side = EITHER if transition is None else TRANSITIONS[transition.code]
             what = "change this referral Task" if transition is None else _what(transition)
             check_side(work, side, what, before)
@@ -97,16 +99,16 @@ def _what(transition: Transition) -> str:
     return f"make transition {transition.number} ({transition.code}) of this referral"
 
 
-#: what a plain write of a submitted referral Task may not change: its patient, its
-#: ServiceRequest, and (by organization) its sides: else a side could hand the patient's
-#: record to another hospital, or make itself the other side
-_KEPT = ("for", "focus", "owner", "requester")
-
-
-def _check_kept(work: Work, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """409 when a plain write changes the patient, ServiceRequest or sides of a submitted
-    referral Task (a claim by PUT may name a PractitionerRole of the owning organization)."""
-    for name in _KEPT:
+def _check_kept(
+    work: Work, before: dict[str, Any], after: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    """409 when a plain write changes the patient, request or sides of a submitted referral
+    (its Task's for, focus, owner, requester; its ServiceRequest's subject, requester,
+    performer): else a side could hand the patient's record to another hospital, or make
+    itself the other side. Owner and requester are compared by organization (a claim by PUT
+    may name a PractitionerRole of the owning organization)."""
+    rtype = before["resourceType"]
+    for name in names:
         old, new = before.get(name), after.get(name)
         if name in ("owner", "requester"):
             old, new = organization_of(work, old) or old, organization_of(work, new) or new
@@ -114,9 +116,9 @@ def _check_kept(work: Work, before: dict[str, Any], after: dict[str, Any]) -> No
             raise error(
                 409,
                 "business-rule",
-                f"A submitted referral's Task.{name} is kept by plain writes (its patient, "
-                "its request and its sides); a new referral is a new Task",
-                f"Task.{name}",
+                f"A submitted referral's {rtype}.{name} is kept by plain writes (its patient, "
+                "its request and its sides); a new referral is a new request",
+                f"{rtype}.{name}",
             )
 
 
