@@ -174,3 +174,14 @@ def test_only_practitioners_get_the_break_glass_role(world: dict[str, Any]) -> N
         admin.add_user(auth_of(world["c"]).store, "p2", PASSWORD, "Patient/pa", ["break-glass"])
     with pytest.raises(admin.AdminError):
         admin.add_user(auth_of(world["c"]).store, "x", PASSWORD, "PractitionerRole/drb", ["root"])
+
+
+def test_a_browser_app_may_send_the_reason(world: dict[str, Any]) -> None:
+    """An app on another origin (the registered redirect URI's) sends the header after a
+    CORS preflight (Fetch §4.8), percent-encoded as the first test does."""
+    r = world["c"].options("/fhir/Patient/pa", headers={
+        "Origin": "http://app.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, x-break-glass-reason"})  # fmt: skip
+    assert r.status_code in (200, 204), r.text
+    allowed = r.headers["access-control-allow-headers"].lower()
+    assert "x-break-glass-reason" in allowed
