@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _auth_commands(sub: Any) -> None:
     """client add|list|remove, user add, launch: the SMART authorization server's data."""
+    from .policy.decide import ROLES
+
     client = sub.add_parser("client", help="register, list or remove SMART client apps")
     csub = client.add_subparsers(dest="action", required=True)
     add = csub.add_parser("add", help="register a client; prints it as JSON")
@@ -101,7 +103,11 @@ def _auth_commands(sub: Any) -> None:
     link = uadd.add_mutually_exclusive_group(required=True)
     link.add_argument("--practitioner-role", help="PractitionerRole/ID (and so an Organization)")
     link.add_argument("--patient", help="Patient/ID")
-    uadd.add_argument("--role", action="append", choices=["auditor"], default=[])
+    uadd.add_argument(
+        "--role", action="append", choices=ROLES, default=[],
+        help="auditor: reads the audit trail; break-glass: may read past the consortium rule "
+        "in an emergency, giving a reason (X-Break-Glass-Reason)",
+    )
     launch = sub.add_parser("launch", help="print a one-time EHR launch value")
     launch.add_argument("--client-id", required=True)
     launch.add_argument("--user", required=True)

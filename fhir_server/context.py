@@ -49,3 +49,6 @@ class RequestContext:
     #: the caller's network address, when known (audit)
     client_address: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: the reason given to break the glass (X-Break-Glass-Reason), None when none was: the
+    #: policy decides whether it is honoured (policy/enforce.py), the audit records it
+    break_glass: str | None = None

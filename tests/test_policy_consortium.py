@@ -224,3 +224,77 @@ def test_an_ended_referral_counts_for_referral_access_days(server: TestClient) -
 
 def _ago(days: int) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+
+
+# --- plain writes of the referral Task: by its sides, transition by transition -----------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Any, parts: Parts) -> Iterator[TestClient]:
+    yield from _serve(tmp_path / "fhir.db", parts)
+
+
+def _task(c: TestClient, tid: str, status: str, business: str, **more: Any) -> dict[str, Any]:
+    """The referral Task as stored, moved to (status, business), with `more` changed."""
+    current = c.get(f"/fhir/Task/{tid}").json()
+    return {**current, **referral(tid, status, business),
+            "extension": current.get("extension", []), **more}  # fmt: skip
+
+
+def test_the_receiving_hospital_updates_the_referral_task_within_its_transitions(
+    fresh: TestClient,
+) -> None:
+    """The receiving hospital sees pa only through the referral, yet updates the Task by PUT
+    and PATCH: the transitions that are its own (referral-model.md §2.5: it claims and
+    accepts), not the sender's (it does not cancel); and no plain write moves the referral to
+    another patient or hospital, or stretches its access by backdating its end."""
+    c = fresh
+    a, b = login(c, "dra"), login(c, "drb")
+    r = a.post("/fhir/Task", json={**referral("t", "requested", "submitted"), "id": None})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    url = f"/fhir/Task/{tid}"
+    # T3 claim (receiver), then T7 accept (receiver): the receiving hospital's own moves
+    assert b.put(url, json=_task(c, tid, "received", "received")).status_code == 200
+    assert a.put(url, json=_task(c, tid, "accepted", "approved")).status_code == 403
+    assert b.put(url, json=_task(c, tid, "accepted", "approved")).status_code == 200
+    # T11 cancel is the sender's, T13 check-in the receiver's
+    for who, body in ((b, _task(c, tid, "cancelled", "withdrawn")),
+                      (a, _task(c, tid, "in-progress", "arrived"))):  # fmt: skip
+        r = who.put(url, json=body)
+        assert r.status_code == 403, r.text
+        assert r.json()["issue"][0]["code"] == "forbidden"
+    # either side adds a note; a PATCH does as a PUT
+    note = [{"text": "bring the ECG"}]
+    assert a.put(url, json=_task(c, tid, "accepted", "approved", note=note)).status_code == 200
+    patch = [{"op": "add", "path": "/note/-", "value": {"text": "ECG received"}}]
+    r = b.patch(url, json=patch, headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    # the patient, the request and the sides stay; lastModified is the last transition's
+    for field, value in (("for", {"reference": "Patient/pb"}),
+                         ("owner", {"reference": "Organization/ha"}),
+                         ("requester", {"reference": "PractitionerRole/drb"})):  # fmt: skip
+        r = b.put(url, json=_task(c, tid, "accepted", "approved", **{field: value}))
+        assert r.status_code == 409, r.text
+        assert r.json()["issue"][0]["expression"] == [f"Task.{field}"]
+    before = c.get(url).json()["lastModified"]
+    later = _task(c, tid, "accepted", "approved", lastModified="2099-01-01T00:00:00Z",
+                  note=[{"text": "later"}])  # fmt: skip
+    r = b.put(url, json=later)
+    assert r.status_code == 200, r.text
+    assert r.json()["lastModified"] == before
+    assert sees_pa(b)  # through the referral, under way
+    assert c.get(url).json()["status"] == "accepted"
+
+
+def test_a_patient_linking_to_a_patient_one_sees_stays_hidden(server: TestClient) -> None:
+    """Patient.link puts a Patient in the linked patient's compartment (R4
+    CompartmentDefinition), but links never widen access (security.md §3.2): B's record of
+    the same person, linked to A's, is not A's to read."""
+    linked = {**_patient("pb-link", "hb"),
+              "link": [{"other": {"reference": "Patient/pa"}, "type": "seealso"}]}  # fmt: skip
+    assert server.put("/fhir/Patient/pb-link", json=linked).status_code == 201
+    a = login(server, "dra")
+    assert a.get("/fhir/Patient/pb-link").status_code == 404
+    assert "Patient/pb-link" not in ids(a.get("/fhir/Patient"))
+    assert login(server, "drb").get("/fhir/Patient/pb-link").status_code == 200

@@ -463,3 +463,66 @@ def test_a_patient_token_and_missing_scopes_cannot_run_referral_operations(
     reader = bearer(c, "receiver", "openid fhirUser user/*.rs")
     refused(op(reader, f"{task}/$claim"))
     assert pair(get(c, task)) == ("requested", "submitted")
+
+
+def backend(
+    c: TestClient, client_id: str, organization: str, scope: str = "system/*.cruds"
+) -> TestClient:
+    """A SMART Backend Services client registered with `organization` (`client add
+    --organization`), carrying its client_credentials token (private_key_jwt, RS384)."""
+    key = RSAKey.generate_key(2048, {"kid": client_id}, private=True)
+    admin.add_client(auth_of(c).store, client_id, [], jwks={"keys": [key.as_dict(private=False)]},
+                     scope=scope, organization=organization)  # fmt: skip
+    form = {"grant_type": "client_credentials", "scope": scope,
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion(key, "RS384", client_id)}  # fmt: skip
+    r = c.post("/auth/token", data=form)
+    assert r.status_code == 200, r.text
+    out = TestClient(c.app, raise_server_exceptions=False)
+    out.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    return out
+
+
+def test_hospital_systems_run_their_sides_referral_operations(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    """A hospital's own system (an HIS acting machine-to-machine) is on its hospital's side
+    like its users, within its scopes: the receiver's claims and accepts, the sender's
+    submits and cancels; the other hospital's does neither."""
+    c, w = referrals
+    sender, receiver = backend(c, "his-s", w["sender"]), backend(c, "his-r", w["receiver"])
+    other = backend(c, "his-o", w["other"])
+    sr = referral(c, w)
+    refused(op(receiver, f"{sr}/$submit"))
+    task, _ = submit(sender, sr)
+    for system in (sender, other):
+        refused(op(system, f"{task}/$claim"))
+    ok(op(receiver, f"{task}/$claim", ref("owner", w["rc"])))
+    booked = ref("slot", slot(c, w))
+    refused(op(sender, f"{task}/$accept", booked))
+    ok(op(receiver, f"{task}/$accept", booked))
+    assert pair(get(c, task)) == ("accepted", "booked")
+    second, _ = submit(sender, referral(c, w))
+    refused(op(receiver, f"{second}/$cancel", CANCEL))
+    # without a scope to update Tasks, the operations table refuses even the sender's system
+    refused(op(backend(c, "his-s-read", w["sender"], "system/*.rs"), f"{second}/$cancel", CANCEL))
+    ok(op(sender, f"{second}/$cancel", CANCEL))
+    assert pair(get(c, second)) == ("cancelled", "withdrawn")
+
+
+def test_no_side_rewrites_a_submitted_referral_request(
+    referrals: tuple[TestClient, dict[str, Any]],
+) -> None:
+    """The care relationship and the sides are read from the ServiceRequest (requester,
+    performer) too: once submitted, a plain write keeps them, so the receiver cannot make
+    itself the sender (and then cancel)."""
+    c, w = referrals
+    sr = referral(c, w)
+    task, _ = submit(w["by_sender"], sr)
+    body = {**get(c, sr), "requester": {"reference": w["rc"]}}
+    r = w["by_receiver"].put(f"/fhir/{sr}", json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["issue"][0]["expression"] == ["ServiceRequest.requester"]
+    refused(op(w["by_receiver"], f"{task}/$cancel", CANCEL))
+    note = {**get(c, sr), "note": [{"text": "ECG attached"}]}
+    assert w["by_receiver"].put(f"/fhir/{sr}", json=note).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 from fastapi import APIRouter
@@ -52,9 +52,21 @@ def _context(request: Request) -> RequestContext:
         principal=getattr(request.state, "principal", ANONYMOUS),
         client_address=request.client.host if request.client else None,
         request_id=request.state.request_id,
+        break_glass=_break_glass_reason(request),
     )
     request.state.ctx = ctx  # for the audit of a request that fails (app.py)
     return ctx
+
+
+def _break_glass_reason(request: Request) -> str | None:
+    """The X-Break-Glass-Reason header as text: UTF-8 as curl sends it, or percent-encoded
+    UTF-8 as a browser must send it (fetch allows only ISO-8859-1 header values); blank
+    reasons are "" (the policy refuses them)."""
+    raw = request.headers.get("x-break-glass-reason")
+    if raw is None:
+        return None
+    text = raw.encode("latin-1").decode("utf-8", errors="replace")
+    return " ".join(unquote(text).split())
 
 
 def _audit(

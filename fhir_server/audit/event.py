@@ -150,6 +150,8 @@ def _event(
     }
     if failure is not None:
         event["outcomeDesc"] = str(failure)[:1000]
+    if ctx.break_glass is not None:  # security.md §4.1: break-glass, with the reason given
+        event["purposeOfEvent"] = [_break_glass(ctx.break_glass)]
     event["agent"] = _agents(ctx, interaction in _TO_CLIENT)
     event["source"] = _source(ctx.base_url)
     event["entity"] = [_entity(t) for t in targets] + [
@@ -209,7 +211,16 @@ def _agents(ctx: RequestContext, to_client: bool) -> list[dict[str, Any]]:
     }
     if principal.token_id:
         user["policy"] = [f"urn:ietf:params:oauth:jti:{principal.token_id}"]
+    if ctx.break_glass is not None:
+        user["purposeOfUse"] = [_break_glass(ctx.break_glass)]
     return [client, server, user]
+
+
+def _break_glass(reason: str) -> dict[str, Any]:
+    """v3-ActReason BTG (break the glass), the reason as the concept's text."""
+    coding = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG",
+              "display": "break the glass"}  # fmt: skip
+    return {"coding": [coding], **({"text": reason} if reason else {})}
 
 
 def _dcm(code: str) -> dict[str, Any]:

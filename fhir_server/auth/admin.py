@@ -8,6 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..policy.decide import BREAK_GLASS_ROLE, ROLES
 from ..storage.sqlite.auth import AuthStore
 from .scopes import DEFAULT_APP_SCOPES, DEFAULT_BACKEND_SCOPES
 from .secrets import hash_secret, new_token, token_hash
@@ -123,6 +124,11 @@ def add_user(
         raise AdminError("password: at least 8 characters")
     if not re.fullmatch(r"(PractitionerRole|Patient)/[A-Za-z0-9\-.]{1,64}", fhir_user):
         raise AdminError("link the user to PractitionerRole/ID or Patient/ID")
+    unknown = set(roles or ()) - set(ROLES)
+    if unknown:
+        raise AdminError(f"unknown role {sorted(unknown)[0]}: one of {', '.join(ROLES)}")
+    if BREAK_GLASS_ROLE in (roles or ()) and not fhir_user.startswith("PractitionerRole/"):
+        raise AdminError("only practitioners may break the glass, not patients")
     user = {
         "username": username,
         "password_hash": hash_secret(password),

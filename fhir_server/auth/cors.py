@@ -16,10 +16,11 @@ OPEN = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/a
 #: the OAuth endpoints a browser app calls with fetch (authorize is a navigation, not CORS)
 OAUTH = frozenset({"/auth/token", "/auth/introspect", "/auth/revoke"})
 FHIR_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-#: request headers a FHIR client sends beyond the CORS-safelisted ones (http.html)
+#: request headers a FHIR client sends beyond the CORS-safelisted ones (http.html), and the
+#: reason of a break-the-glass read (policy/enforce.py)
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-None-Exist, "
-    "If-Modified-Since"
+    "If-Modified-Since, X-Break-Glass-Reason"
 )
 #: response headers a FHIR client reads (http.html: versioning, create, async, request ids;
 #: RFC 6750 §3: the bearer error code of a 401)

@@ -144,19 +144,19 @@ def update(
     if body_id != rid:
         raise error(400, "invalid", f"Body id '{body_id}' does not match URL id '{rid}'", "id")
     prev = session.current(rtype, rid)
-    if prev is not None and not prev[1].deleted:
+    before = prev[1] if prev is not None and not prev[1].deleted else None
+    if before is not None:
         check_instance(session, ctx, services, "update", rtype, rid)
     else:  # update-as-create: the update permission covers it (SMART v2 `u`)
         authorize(ctx, services, "update", rtype)
     check_if_match(prev, if_match)
-    if prev is not None and not prev[1].deleted and _unchanged(prev[1], resource):
-        return Result(200, prev[1])
+    if before is not None and _unchanged(before, resource):
+        return Result(200, before)
     change = Change(session, services, ctx, "PUT", rtype, rid, prev[1] if prev else None, resource)
     resource = _hooked(change)
     stored = save(session, services, rtype, rid, resource, prev, "PUT")
-    check_written(session, ctx, services, "update", rtype, rid)
-    created = prev is None or prev[1].deleted
-    return Result(201 if created else 200, stored, location=True)
+    check_written(session, ctx, services, "update", rtype, rid, before, resource)
+    return Result(201 if before is None else 200, stored, location=True)
 
 
 def _hooked(change: Change) -> Validated:

@@ -3,8 +3,10 @@ search clauses each grant narrows it to (security.md §3.2 steps 3 and 4). Pure:
 
 Effective access = scopes ∩ launch context ∩ the consortium rule: a practitioner (and a system
 client registered with an organization) sees the Patient compartments of the patients their
-organization manages or has a care relationship for (relationships registered by features on
-Services.care). Consent, labels and break-glass are not decided here yet.
+organization manages, has a care relationship for (relationships registered by features on
+Services.care) or holds a permitting Consent for, unless a Consent denies it; a user with the
+break-glass role may lift the rule for reads in an emergency. Security labels are not decided
+here yet.
 """
 
 from __future__ import annotations
@@ -66,6 +68,19 @@ BEYOND_COMPARTMENT = {"Task": ["subject"]}
 #: privacy/security officer reads them"). Anonymous callers are not checked here: they reach
 #: the interactions only while `auth` is off (auth/bearer.py answers 401 otherwise).
 ROLE_ONLY: dict[str, str] = {"AuditEvent": "auditor"}
+
+
+#: the server role that lets a practitioner break the glass (`fhir-server user add --role`)
+BREAK_GLASS_ROLE = "break-glass"
+#: the server roles a user may hold beyond their scopes
+ROLES = ("auditor", BREAK_GLASS_ROLE)
+
+
+def may_break_glass(principal: Principal) -> bool:
+    """Only users (practitioners) holding the break-glass role: patients see their own record
+    anyway, and a system client acts for no one in an emergency (HIPAA 164.312(a)(2)(ii)
+    emergency access is a person's, reviewed afterwards)."""
+    return principal.kind == "user" and BREAK_GLASS_ROLE in principal.roles
 
 
 def role_permits(principal: Principal, rtype: str) -> bool:
@@ -170,34 +185,49 @@ def organization_id(principal: Principal) -> str | None:
 
 
 def tenancy(
-    principal: Principal, rtype: str, care: tuple[q.CareRelationship, ...], now: datetime
+    principal: Principal, interaction: str, rtype: str, care: tuple[q.CareRelationship, ...],
+    now: datetime,
 ) -> q.Clause | None:
     """The consortium rule for `rtype` (security.md §3.2 step 5, issue 10 "Access decisions"):
     for a type in the Patient compartment, that compartment of the patients the principal's
-    organization manages or has a care relationship for (while it holds, and for its `days`
-    after it ended); None for types outside the compartment (Organization, Practitioner,
-    Location, terminology, ...: shared by the consortium) and for principals it does not bind."""
+    organization manages, has a care relationship for (while it holds, and for its `days`
+    after it ended) or a Consent permits it, less those a Consent denies it; None for types
+    outside the compartment (Organization, Practitioner, Location, terminology, ...: shared by
+    the consortium) and for principals it does not bind. Consents are written only for the
+    patients the organization manages: a patient's privacy decision is recorded by their own
+    hospital (or by the patient), and no one widens their access, or lifts a denial, by
+    writing one."""
     org = organization_id(principal)
     compartment = {**q.COMPARTMENTS.get("Patient", {}), **BEYOND_COMPARTMENT}
     if org is None or (rtype != "Patient" and rtype not in compartment):
         return None
     if rtype in ROLE_ONLY and ROLE_ONLY[rtype] in principal.roles:
         return None  # the consortium's auditor reads the whole trail, every hospital's
-    params = tuple(p for p in compartment.get(rtype, ()) if p != "{def}")
-    since = tuple((r, (now - timedelta(days=r.days)).isoformat()) for r in care)
-    patients = q.PatientSet(org, since, params)
+    # a Patient is in the set by its own id: the R4 definition's Patient.link would let a
+    # record linking to a visible patient in, and links never widen access (§3.2)
+    params = () if rtype == "Patient" else tuple(p for p in compartment[rtype] if p != "{def}")
+    if rtype == "Consent" and LETTER.get(interaction) not in ("r", "s"):
+        patients = q.PatientSet(org, (), params)
+    else:
+        since = tuple((r, (now - timedelta(days=r.days)).isoformat()) for r in care)
+        patients = q.PatientSet(org, since, params, consents_at=now.isoformat())
     return q.Clause(q.Param("_tenancy", "special"), (), patients=patients)
 
 
 def decide(
     principal: Principal, interaction: str, rtype: str, registry: Registry,
     care: tuple[q.CareRelationship, ...] = (), now: datetime | None = None,
+    emergency: bool = False,
 ) -> list[q.Clause]:
     """The clauses that confine `interaction` on `rtype` for `principal` ([] = all of the
     type); 403 when no scope permits it at all. `care`: the care relationships features
-    registered; `now`: the instant the relationships are judged at."""
+    registered; `now`: the instant relationships and Consents are judged at; `emergency`: the
+    principal broke the glass (may_break_glass, checked by the caller): reads and searches are
+    not bound by the consortium rule (nor by Consents denying them), writes still are."""
     options = []
-    bound = tenancy(principal, rtype, care, now or datetime.now(UTC))
+    at = now or datetime.now(UTC)
+    lifted = emergency and LETTER.get(interaction) in ("r", "s")
+    bound = None if lifted else tenancy(principal, interaction, rtype, care, at)
     for grant in allowed(principal, interaction, rtype):
         clauses = narrowing(principal, grant, rtype, registry, bound)
         if clauses is not None:

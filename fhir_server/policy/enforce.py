@@ -6,22 +6,28 @@ not checked here: whether a token is required is the authorization server's sett
 Hidden resources answer 404 (no existence oracle); an interaction no scope permits, 403. A type
 the principal lacks the role for (decide.ROLE_ONLY: AuditEvent) is hidden whole: its instances
 answer 404, searches of it 403, and no other search reaches it (system search, chains, _has,
-includes).
+includes); nor does a chain or _has reach a type the principal sees only part of.
+
+Break-the-glass: a request carrying a reason (X-Break-Glass-Reason, RequestContext.break_glass)
+from a user with the break-glass role reads past the consortium rule; it is refused (403) to
+anyone else, and while the audit trail is off (no emergency access goes unrecorded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, error
 from ..search import query as q
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite import Session
+from ..storage.sqlite import Session, Stored
 from ..storage.sqlite import search as sql
-from .decide import OPERATIONS, ROLE_ONLY, decide, forbidden, role_permits
+from .decide import OPERATIONS, ROLE_ONLY, decide, forbidden, may_break_glass, role_permits
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -47,8 +53,33 @@ def authorize(
     enforce), else the Access the principal's scopes give; 403 when they give none."""
     if ctx.principal.kind == "anonymous":
         return None
-    care = tuple(services.care)
-    return Access(rtype, decide(ctx.principal, interaction, rtype, services.registry, care))
+    care, emergency = tuple(services.care), breaks_glass(ctx, services)
+    clauses = decide(ctx.principal, interaction, rtype, services.registry, care, None, emergency)
+    return Access(rtype, clauses)
+
+
+#: the longest break-the-glass reason kept (it goes into every AuditEvent of the request)
+MAX_REASON = 500
+
+
+def breaks_glass(ctx: RequestContext, services: Services) -> bool:
+    """Whether this request breaks the glass (security.md §3.2: an explicit step with a
+    reason; HIPAA 164.312(a)(2)(ii) emergency access): False without a reason given; 403 for
+    a principal who may not (decide.may_break_glass) and while the audit trail is off; 400
+    for an empty or overlong reason."""
+    reason = ctx.break_glass
+    if reason is None:
+        return False
+    header = "X-Break-Glass-Reason"
+    if not may_break_glass(ctx.principal):
+        raise forbidden("Break-the-glass is reserved to users with the break-glass role", header)
+    if not services.settings.audit:
+        raise forbidden("Break-the-glass needs the audit trail (setting audit) on", header)
+    if not reason or len(reason) > MAX_REASON:
+        raise error(
+            400, "required", f"{header} must give the reason, 1-{MAX_REASON} characters", header
+        )
+    return True
 
 
 def visible(session: Session, ctx: RequestContext, access: Access, ids: Iterable[str]) -> set[str]:
@@ -79,19 +110,29 @@ def check_instance(
 
 def check_written(
     session: Session, ctx: RequestContext, services: Services, interaction: str, rtype: str,
-    rid: str,
+    rid: str, before: Stored | None = None, after: dict[str, Any] | None = None,
 ) -> None:
-    """After a create/update stored its new version (inside the write transaction): 403 when
-    the new content lies outside what the principal may write, e.g. an Observation moved to
-    another patient; raising rolls the transaction back. A Task written does not count as a
-    care relationship for its own check: no writer grants itself access."""
+    """After a create/update stored its new version `after` over `before` (inside the write
+    transaction): 403 when the new content lies outside what the principal may write, e.g. an
+    Observation moved to another patient; raising rolls the transaction back. A Task written
+    does not count as a care relationship for its own check (no writer grants itself access),
+    except in an update keeping its patient (Task.for) of a Task the writer could read
+    (check_instance): that gives the writer nothing they did not have, and lets the receiving
+    hospital of a referral update its Task (which side may change what is the referral
+    feature's check: referral/guard.py)."""
     access = authorize(ctx, services, interaction, rtype)
-    if access is not None and rtype == "Task":
+    if access is not None and rtype == "Task" and not _keeps_patient(before, after):
         access = Access(rtype, [_excluding(c, rid) for c in access.clauses])
     if access is not None and access.narrowed and not visible(session, ctx, access, [rid]):
         raise forbidden(
             f"The {rtype} written lies outside what the granted scopes permit ({interaction})"
         )
+
+
+def _keeps_patient(before: Stored | None, after: dict[str, Any] | None) -> bool:
+    if before is None or before.json is None or after is None:
+        return False
+    return bool(orjson.loads(before.json).get("for") == after.get("for"))
 
 
 def _excluding(clause: q.Clause, task_id: str) -> q.Clause:
@@ -105,13 +146,14 @@ def narrow(
     clauses: list[q.Clause],
 ) -> list[q.Clause]:
     """A type-level query's clauses plus the Access clauses (search, conditional URLs).
-    Chains and _has reach resources outside the compartment: refused for narrowed access."""
+    Chains and _has reach resources outside the narrowing: refused for narrowed access, and
+    into a narrowed type (_refuse_oracles)."""
     access = authorize(ctx, services, interaction, rtype)
     if access is None:
         return clauses
-    _refuse_hidden(ctx, clauses)
     if access.narrowed:
         _refuse_reaching(clauses)
+    _refuse_oracles(ctx, services, clauses)
     return [*access.clauses, *clauses]
 
 
@@ -122,7 +164,7 @@ def narrow_system(
     branch of an OR. Without `_type` a narrowed principal would need every type: refused."""
     if ctx.principal.kind == "anonymous":
         return clauses
-    _refuse_hidden(ctx, clauses)
+    _refuse_oracles(ctx, services, clauses)
     if not types:  # only an unnarrowed grant on every type (user/*.s, system/*.s) fits
         try:
             authorize(ctx, services, "search-system", "*")
@@ -142,8 +184,8 @@ def _refuse_reaching(clauses: list[q.Clause]) -> None:
         if c.chain is not None or c.has is not None:
             name = "_has" if c.has is not None else f"{c.param.code}.(chain)"
             raise forbidden(
-                "Chained and _has search parameters are not available under patient-level "
-                "scopes", name
+                "Chained and _has search parameters are not available on a type this user "
+                "sees only in part", name
             )
 
 
@@ -161,21 +203,29 @@ def _without_hidden(ctx: RequestContext) -> list[q.Clause]:
     return [q.Clause(q.Param("_type", "special"), (), by_type=branches)]
 
 
-def _refuse_hidden(ctx: RequestContext, clauses: list[q.Clause]) -> None:
-    """403 for a chain or _has that reaches a hidden type: its values would leak through the
-    matches (an inference oracle, security.md §3.2)."""
-    hidden = _hidden(ctx)
+def _refuse_oracles(ctx: RequestContext, services: Services, clauses: list[q.Clause]) -> None:
+    """403 for a chain or _has that reaches a type the principal may not search, or sees only
+    part of (a hidden type; the Patient compartment under the consortium rule): its values
+    would leak through the matches, e.g. `Organization?_has:Patient:organization:name=X`
+    telling whether another hospital has such a patient (an inference oracle, security.md
+    §3.2)."""
     pending = list(clauses)
-    while hidden and pending:
+    while pending:
         c = pending.pop()
-        if c.chain is not None:
-            if c.target_type in hidden:
-                raise forbidden(f"{c.target_type} is not available to this user", c.param.code)
-            pending.append(c.chain)
-        if c.has is not None:
-            if c.has[0] in hidden:
-                raise forbidden(f"{c.has[0]} is not available to this user", "_has")
-            pending.append(c.has[2])
+        reached = c.target_type if c.chain is not None else c.has[0] if c.has else None
+        if reached is None:
+            continue
+        name = "_has" if c.has is not None else c.param.code
+        try:
+            partial = authorize(ctx, services, "search-type", reached)
+        except FhirError:
+            raise forbidden(f"{reached} is not available to this user", name) from None
+        if partial is not None and partial.narrowed:
+            raise forbidden(
+                f"Chained and _has search parameters cannot reach {reached} resources, which "
+                "this user sees only in part", name
+            )
+        pending.append(c.chain if c.chain is not None else c.has[2])  # type: ignore[index]
 
 
 def check_history(ctx: RequestContext, services: Services, rtype: str | None) -> None:

@@ -1,7 +1,9 @@
 """The referral feature's write hook: plain REST writes of referral resources must keep to the
-rules (rules.py, over the transition table), and a legal Task move made by PUT/PATCH gets the
-milestones and Provenance an operation would have given it. The operations themselves write
-through the unit of work (work.py), not through this hook."""
+rules (rules.py, over the transition table) and to the sides (sides.py: a transition made by
+PUT/PATCH is its side's, as by its operation; other changes of a submitted referral Task are
+either side's, and keep its patient and sides), and a legal Task move made by PUT/PATCH gets
+the milestones and Provenance an operation would have given it. The operations themselves
+write through the unit of work (work.py), not through this hook."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ..interactions.hooks import Change, Effect
 from ..interactions.search import find
 from ..model.resource import now
 from .rules import (
+    DRAFTED,
     check_request_change,
     check_task_change,
     check_task_create,
@@ -24,7 +27,9 @@ from .rules import (
     provenance,
     record_plain_update,
 )
-from .transitions import TERMINAL, table_of
+from .sides import EITHER, TRANSITIONS
+from .transitions import TERMINAL, Transition, table_of
+from .work import Work, check_side, organization_of
 
 
 def is_ours(resource: dict[str, Any]) -> bool:
@@ -33,22 +38,34 @@ def is_ours(resource: dict[str, Any]) -> bool:
 
 
 def on_write(change: Change) -> Effect | None:
-    if change.rtype == "ServiceRequest":
-        check_request_change(change.before, change.resource)
-        return None
     before, after = change.before, change.resource
+    work = Work(change.session, change.services, change.ctx, "")  # to look up the sides
+    if change.rtype == "ServiceRequest":
+        check_request_change(before, after)
+        if before and after and is_referral_request(before) and before.get("status") != "draft":
+            _check_kept(work, before, after, ("subject", "requester", "performer"))
+        return None
     if after is None:
         if before is not None:
             check_task_delete(before)
+            if is_referral_task(before):
+                check_side(work, EITHER, "delete this referral Task", before)
         return None
     table = table_of(change.services)
     if before is None:
         transition = check_task_create(table, after)
         _check_one_active(change)
+        if transition is not None:
+            check_side(work, TRANSITIONS[transition.code], _what(transition), after)
     else:
         transition = check_task_change(table, before, after)
+        if is_referral_task(before) and pair_of(before) != DRAFTED:
+            _check_kept(work, before, after, ("for", "focus", "owner", "requester"))
+            side = EITHER if transition is None else TRANSITIONS[transition.code]
+            what = "change this referral Task" if transition is None else _what(transition)
+            check_side(work, side, what, before)
     if transition is None:
-        return None
+        return _keep_last_modified(before, after)
     stamp, agent = now(), {"display": change.ctx.principal.label}
     stamped = record_plain_update(after, transition, stamp, agent, created=before is None)
     trail = provenance(change.rid, transition.code, stamp, agent, label=transition.number)
@@ -76,3 +93,42 @@ def _check_one_active(change: Change) -> None:
                 f"{focus} already has an open referral Task (Task/{rid}); one referral, one Task",
                 "Task.focus",
             )
+
+
+def _what(transition: Transition) -> str:
+    return f"make transition {transition.number} ({transition.code}) of this referral"
+
+
+def _check_kept(
+    work: Work, before: dict[str, Any], after: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    """409 when a plain write changes the patient, request or sides of a submitted referral
+    (its Task's for, focus, owner, requester; its ServiceRequest's subject, requester,
+    performer): else a side could hand the patient's record to another hospital, or make
+    itself the other side. Owner and requester are compared by organization (a claim by PUT
+    may name a PractitionerRole of the owning organization)."""
+    rtype = before["resourceType"]
+    for name in names:
+        old, new = before.get(name), after.get(name)
+        if name in ("owner", "requester"):
+            old, new = organization_of(work, old) or old, organization_of(work, new) or new
+        if old != new:
+            raise error(
+                409,
+                "business-rule",
+                f"A submitted referral's {rtype}.{name} is kept by plain writes (its patient, "
+                "its request and its sides); a new referral is a new request",
+                f"{rtype}.{name}",
+            )
+
+
+def _keep_last_modified(before: dict[str, Any] | None, after: dict[str, Any]) -> Effect | None:
+    """Task.lastModified of a referral Task is the time of its last transition, stamped by
+    the server: a plain write that makes none keeps it (it dates when an ended referral's
+    access ends: policy/decide.py, referral_access_days)."""
+    if before is None or before.get("lastModified") == after.get("lastModified"):
+        return None
+    kept = {k: v for k, v in after.items() if k != "lastModified"}
+    if "lastModified" in before:
+        kept["lastModified"] = before["lastModified"]
+    return Effect(kept)

@@ -300,7 +300,7 @@ def run(
     with transaction(call.services, call.ctx) as session:
         work = Work(session, call.services, call.ctx, now())
         resource = work.get(rtype, call.rid)
-        check_side(work, operation, resource)
+        check_side(work, SIDES[operation], f"invoke {operation}", resource)
         answer = repeat(work, resource) if repeat else None
         if answer is not None:
             return Outcome(answer)
@@ -312,30 +312,37 @@ def run(
     return Outcome(bundle(call.ctx.base_url, saved))
 
 
-def check_side(work: Work, operation: str, resource: Json) -> None:
-    """403 unless the caller is a user of the organization on `operation`'s side of this
-    referral (sides.py: only the receiving organization accepts, only the sender cancels).
-    Anonymous callers (auth off) are not checked; patients and system clients belong to no
-    side."""
-    principal, side = work.ctx.principal, SIDES[operation]
+def check_side(work: Work, side: str | None, what: str, resource: Json) -> None:
+    """403 unless the caller acts for the organization on `side` of this referral (sides.py:
+    only the receiving organization accepts, only the sender cancels; None: nobody over REST):
+    a user of it, or a backend client registered with it. Anonymous callers (auth off) are
+    not checked; patients belong to no side."""
+    principal = work.ctx.principal
     if principal.kind == "anonymous":
         return
     where = {RECEIVER: "the receiving organization (Task.owner)",
              SENDER: "the referring organization (ServiceRequest.requester)",
-             EITHER: "the referring or the receiving organization"}[side]  # fmt: skip
-    mine = principal.organization if principal.kind == "user" else None
-    if mine is None or mine not in _side_organizations(work, side, resource):
-        raise error(403, "forbidden", f"Only a user of {where} may invoke {operation} here")
+             EITHER: "the referring or the receiving organization"}  # fmt: skip
+    if side is None:
+        raise error(403, "forbidden", f"Only the server's timers may {what}")
+    mine = principal.organization if principal.kind in ("user", "system") else None
+    if mine is None or mine not in side_organizations(work, side, resource):
+        raise error(403, "forbidden", f"Only a user or client of {where[side]} may {what} here")
 
 
-def _side_organizations(work: Work, side: str, resource: Json) -> set[str | None]:
+def side_organizations(work: Work, side: str, resource: Json) -> set[str | None]:
+    """The organizations on `side` of the referral of `resource` (a Task, or the
+    ServiceRequest itself): the receiver is Task.owner's; the sender the ServiceRequest's
+    requester's (Task.requester's for a Task without one, as a plain write may make)."""
     found: set[str | None] = set()
     if side in (RECEIVER, EITHER) and resource["resourceType"] == "Task":
         found.add(organization_of(work, resource.get("owner")))
     if side in (SENDER, EITHER):
         sr = resource if resource["resourceType"] == "ServiceRequest" else None
-        sr = sr or service_request(work, resource)
-        found.add(organization_of(work, sr.get("requester")))
+        focus = split(resource.get("focus") or (resource.get("basedOn") or [None])[0])
+        if sr is None and focus is not None and focus[0] == "ServiceRequest":
+            sr = work.load(*focus)
+        found.add(organization_of(work, (sr or resource).get("requester")))
     return found - {None}
 
 

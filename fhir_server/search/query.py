@@ -118,16 +118,18 @@ class CareRelationship:
 @dataclass(frozen=True)
 class PatientSet:
     """The patients Organization/`organization` may see: those it manages
-    (Patient.managingOrganization) and those of a care relationship it is a party to;
-    `relationships` pairs each with the instant after which an ended one still counts.
-    `params`: the reference parameters putting the type in the Patient compartment.
-    `excluding`: a Task id whose own relationship does not count (the check of its write:
-    a Task cannot grant its writer access)."""
+    (Patient.managingOrganization), and those of a care relationship it is a party to or of a
+    Consent permitting it, unless a Consent denies it (policy/decide.py). `relationships` pairs
+    each with the instant after which an ended one still counts. `params`: the reference
+    parameters putting the type in the Patient compartment. `excluding`: a Task id whose own
+    relationship does not count (the check of its write: a Task cannot grant its writer
+    access). `consents_at`: the instant Consents are judged at; None: they do not count."""
 
     organization: str
     relationships: tuple[tuple[CareRelationship, str], ...]
     params: tuple[str, ...]
     excluding: str | None = None
+    consents_at: str | None = None
 
 
 @dataclass

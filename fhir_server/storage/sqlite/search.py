@@ -420,63 +420,123 @@ class Compiler:
 def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[str, list]:
     """In the Patient compartment of a patient of `ps`: referring to one through a compartment
     parameter, or (a Patient) being one. Links never widen it."""
-    allowed, allowed_args = _patient_ids(ps)
     ors, args = [], []
     if ps.params and rtype is not None:
+        sees, sees_args = _sees(ps, "x.target_id")
         marks = ", ".join("?" * len(ps.params))
         ors.append(
-            f"{alias}.rid IN (SELECT rid FROM idx_reference WHERE type = ? AND param IN "
-            f"({marks}) AND target_type = 'Patient' AND target_id IN ({allowed}))"
+            f"EXISTS (SELECT 1 FROM idx_reference x WHERE x.rid = {alias}.rid AND x.param IN "
+            f"({marks}) AND x.target_type = 'Patient' AND {sees})"
         )
-        args += [rtype, *ps.params, *allowed_args]
+        args += [*ps.params, *sees_args]
     if rtype == "Patient":
-        ors.append(f"{alias}.id IN ({allowed})")
-        args += allowed_args
+        sees, sees_args = _sees(ps, f"{alias}.id")
+        ors.append(sees)
+        args += sees_args
     return ("(" + " OR ".join(ors) + ")" if ors else "0"), args
 
 
-def _patient_ids(ps: q.PatientSet) -> tuple[str, list]:
-    """Ids of the Patients Organization/ps.organization manages, and of those of a care
-    relationship (a Task of ps.relationships) it is a party to."""
-    sql = (
-        "SELECT p.id FROM idx_reference m JOIN resource p ON p.rid = m.rid WHERE "
-        "m.type = 'Patient' AND m.param = 'organization' AND m.target_type = 'Organization' "
-        "AND m.target_id = ?"
+def _sees(ps: q.PatientSet, pid: str) -> tuple[str, list]:
+    """Whether Organization/ps.organization may see Patient `pid` (an SQL expression): one it
+    manages; or one of a care relationship (a Task of ps.relationships) it is a party to or of
+    a Consent permitting it, unless a Consent denies it. Every part is a correlated lookup on
+    the indexes, so a read costs the same however many patients the organization has."""
+    managed = (
+        "EXISTS (SELECT 1 FROM resource p JOIN idx_reference m ON m.rid = p.rid "
+        f"WHERE p.type = 'Patient' AND p.id = {pid} AND m.param = 'organization' "
+        "AND m.target_type = 'Organization' AND m.target_id = ?)"
     )
+    shared: list[str] = []
     args: list[Any] = [ps.organization]
     for relationship, since in ps.relationships:
-        tasks, task_args = _care_tasks(ps, relationship, since)
-        sql += (
-            " UNION SELECT f.target_id FROM idx_reference f WHERE f.type = 'Task' AND "
-            f"f.param = 'subject' AND f.target_type = 'Patient' AND f.rid IN ({tasks})"
+        holds, holds_args = _care_task(ps, relationship, since, "f.rid")
+        shared.append(
+            "EXISTS (SELECT 1 FROM idx_reference f WHERE f.type = 'Task' AND "
+            f"f.param = 'subject' AND f.target_type = 'Patient' AND f.target_id = {pid} "
+            f"AND {holds})"
         )
-        args += task_args
-    return sql, args
+        args += holds_args
+    if ps.consents_at is not None:
+        permitted, permit_args = _consent(ps.organization, "permit", ps.consents_at, pid)
+        shared.append(permitted)
+        args += permit_args
+    if not shared:
+        return managed, args
+    either = "(" + " OR ".join(shared) + ")"
+    if ps.consents_at is not None:
+        denied, deny_args = _consent(ps.organization, "deny", ps.consents_at, pid)
+        either = f"({either} AND NOT {denied})"
+        args += deny_args
+    return f"({managed} OR {either})", args
 
 
-def _care_tasks(ps: q.PatientSet, r: q.CareRelationship, since: str) -> tuple[str, list]:
-    """Row ids of the Tasks of relationship `r` that hold (live, or ended after `since`) and
-    name ps.organization as a party (Task.owner, or the requester or performer of the
-    ServiceRequest in Task.focus; a PractitionerRole stands for its organization)."""
+#: Consent.scope of the Consents the consortium rule reads (consentscope: privacy consent)
+_PRIVACY = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
+
+
+def _consent(organization: str, decision: str, at: str, pid: str) -> tuple[str, list]:
+    """Whether Patient `pid` has a Consent in force at `at` (status active, scope
+    patient-privacy, `at` within provision.period) whose root provision.type is `decision`
+    and that binds the organization: a permit names it as provision.actor and covers the
+    whole record (no provision-limited value); a deny names it, or names no Organization or
+    PractitionerRole at all (it binds everyone then)."""
+    names, names_args = _stands_for("a", organization)
+    actor = (
+        "EXISTS (SELECT 1 FROM idx_reference a WHERE a.rid = cp.rid AND a.param = 'actor' "
+        f"AND {names})"
+    )
+    if decision == "permit":
+        binds = (
+            "NOT EXISTS (SELECT 1 FROM idx_token l WHERE l.rid = cp.rid "
+            f"AND l.param = 'provision-limited') AND {actor}"
+        )
+    else:
+        binds = (
+            f"({actor} OR NOT EXISTS (SELECT 1 FROM idx_reference a WHERE a.rid = cp.rid "
+            "AND a.param = 'actor' AND a.target_type IN ('Organization', 'PractitionerRole')))"
+        )
+    instant = date_bounds(at)[0]
+    sql = (
+        "EXISTS (SELECT 1 FROM idx_reference cp WHERE cp.type = 'Consent' "
+        f"AND cp.param = 'patient' AND cp.target_type = 'Patient' AND cp.target_id = {pid} "
+        "AND EXISTS (SELECT 1 FROM idx_token k WHERE k.rid = cp.rid "
+        "AND k.param = 'provision-type' AND k.code = ?) "
+        "AND EXISTS (SELECT 1 FROM idx_token k WHERE k.rid = cp.rid AND k.param = 'status' "
+        "AND k.code = 'active') "
+        "AND EXISTS (SELECT 1 FROM idx_token k WHERE k.rid = cp.rid AND k.param = 'scope' "
+        "AND k.code = ? AND k.system = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = cp.rid AND d.param = 'period' "
+        f"AND (d.low > ? OR d.high < ?)) AND {binds})"
+    )
+    return sql, [decision, _PRIVACY[1], _PRIVACY[0], instant, instant, *names_args]
+
+
+def _care_task(
+    ps: q.PatientSet, r: q.CareRelationship, since: str, task: str
+) -> tuple[str, list]:
+    """Whether the Task of row id `task` (an SQL expression) is one of relationship `r` that
+    holds (live, or ended after `since`) and names ps.organization as a party (Task.owner, or
+    the requester or performer of the ServiceRequest in Task.focus; a PractitionerRole stands
+    for its organization)."""
     live, ended = ", ".join("?" * len(r.live)), ", ".join("?" * len(r.ended))
     party, party_args = _party("o", ps.organization)
     sr_party, sr_party_args = _party("s", ps.organization)
     sql = (
-        "SELECT c.rid FROM idx_token c WHERE c.type = 'Task' AND c.param = 'code' "
-        "AND c.system = ? AND c.code = ? "
-        "AND c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' "
-        "AND param = 'business-status' AND system = ?) "
-        "AND (c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' AND param = 'status' "
-        f"AND code IN ({live or 'NULL'})) "
-        "OR (c.rid IN (SELECT rid FROM idx_token WHERE type = 'Task' AND param = 'status' "
-        f"AND code IN ({ended or 'NULL'})) AND c.rid IN (SELECT rid FROM idx_date "
-        "WHERE type = 'Task' AND param = 'modified' AND low > ?))) "
-        "AND (c.rid IN (SELECT o.rid FROM idx_reference o WHERE o.type = 'Task' "
+        f"EXISTS (SELECT 1 FROM idx_token c WHERE c.rid = {task} AND c.param = 'code' "
+        "AND c.system = ? AND c.code = ?) "
+        f"AND EXISTS (SELECT 1 FROM idx_token b WHERE b.rid = {task} "
+        "AND b.param = 'business-status' AND b.system = ?) "
+        f"AND (EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = {task} AND t.param = 'status' "
+        f"AND t.code IN ({live or 'NULL'})) "
+        f"OR (EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = {task} AND t.param = 'status' "
+        f"AND t.code IN ({ended or 'NULL'})) AND EXISTS (SELECT 1 FROM idx_date d "
+        f"WHERE d.rid = {task} AND d.param = 'modified' AND d.low > ?))) "
+        f"AND (EXISTS (SELECT 1 FROM idx_reference o WHERE o.rid = {task} "
         f"AND o.param = 'owner' AND {party}) "
-        "OR c.rid IN (SELECT f.rid FROM idx_reference f JOIN resource sr "
-        "ON sr.type = 'ServiceRequest' AND sr.id = f.target_id AND sr.deleted = 0 "
-        "JOIN idx_reference s ON s.rid = sr.rid WHERE f.type = 'Task' AND f.param = 'focus' "
-        "AND f.target_type = 'ServiceRequest' AND s.type = 'ServiceRequest' "
+        "OR EXISTS (SELECT 1 FROM idx_reference g JOIN resource sr "
+        "ON sr.type = 'ServiceRequest' AND sr.id = g.target_id AND sr.deleted = 0 "
+        f"JOIN idx_reference s ON s.rid = sr.rid WHERE g.rid = {task} AND g.param = 'focus' "
+        "AND g.target_type = 'ServiceRequest' "
         f"AND s.param IN ('requester', 'performer') AND {sr_party}))"
     )
     args = [
@@ -484,20 +544,34 @@ def _care_tasks(ps: q.PatientSet, r: q.CareRelationship, since: str) -> tuple[st
         *party_args, *sr_party_args,
     ]  # fmt: skip
     if ps.excluding is not None:
-        sql += " AND c.rid NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
+        sql += (
+            f" AND {task} NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
+        )
         args.append(ps.excluding)
-    return sql, args
+    return f"({sql})", args
 
 
 def _party(alias: str, organization: str) -> tuple[str, list]:
     """The reference row `alias` names the organization or one of its PractitionerRoles."""
     return (
         f"(({alias}.target_type = 'Organization' AND {alias}.target_id = ?) OR "
-        f"({alias}.target_type = 'PractitionerRole' AND {alias}.target_id IN "
-        "(SELECT pr.id FROM idx_reference ro JOIN resource pr ON pr.rid = ro.rid "
-        "WHERE ro.type = 'PractitionerRole' AND ro.param = 'organization' "
+        f"({alias}.target_type = 'PractitionerRole' AND EXISTS (SELECT 1 FROM resource pr "
+        f"JOIN idx_reference ro ON ro.rid = pr.rid WHERE pr.type = 'PractitionerRole' "
+        f"AND pr.id = {alias}.target_id AND ro.param = 'organization' "
         "AND ro.target_type = 'Organization' AND ro.target_id = ?)))"
     ), [organization, organization]
+
+
+def _stands_for(alias: str, organization: str) -> tuple[str, list]:
+    """The reference row `alias` names the organization, one of its PractitionerRoles, or the
+    Organization it is partOf (the consortium: a Consent naming it binds every member)."""
+    party, args = _party(alias, organization)
+    return (
+        f"({party} OR ({alias}.target_type = 'Organization' AND EXISTS (SELECT 1 "
+        "FROM resource o JOIN idx_reference po ON po.rid = o.rid WHERE o.type = 'Organization' "
+        "AND o.id = ? AND o.deleted = 0 AND po.param = 'partof' "
+        f"AND po.target_type = 'Organization' AND po.target_id = {alias}.target_id)))"
+    ), [*args, organization]
 
 
 def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
