@@ -1,4 +1,5 @@
-"""`make bench`: ingest, read-by-id and search figures for this machine, as a table and JSON.
+"""`make bench`: ingest, read-by-id and search figures for this machine, as a table and JSON,
+and what the audit trail (on by default) costs.
 
 Starts its own server process on a fresh database, drives it over HTTP with an asyncio client,
 and stops it. `--scale N` also loads the Synthea data N times over (ids rewritten) and repeats
@@ -71,8 +72,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(database: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The real server as a separate process, as users run it."""
+def server(
+    database: Path, workers: int = 1, audit: bool = True
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real server as a separate process, as users run it (the audit trail on, as by
+    default, unless `audit` is false)."""
     port = free_port()
     env = {
         **os.environ,
@@ -80,6 +84,7 @@ def server(database: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.P
         "FHIR_SERVER_DEMO_ON_EMPTY": "false",  # measure the Synthea data alone
         # the harness posts and reads without a token; the read load is measured again with one
         "FHIR_SERVER_AUTH": "off",
+        "FHIR_SERVER_AUDIT": str(audit).lower(),
     }
     proc = subprocess.Popen(
         [
@@ -210,6 +215,85 @@ def _data_count(client: httpx.Client, base: str) -> int:
         if audits() == first:
             return total - first
         time.sleep(0.3)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the server: the process and its workers, added up."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        total += cpu_seconds(int(child))
+    return total
+
+
+def audit_settled(database: Path, timeout: float = 120) -> None:
+    """Wait until the audit writer has expanded every record (it holds expansion back while
+    requests keep coming), so that CPU measured afterwards includes that work."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with sqlite3.connect(database, timeout=30) as conn:
+            if not conn.execute("SELECT count(*) FROM audit_pending").fetchone()[0]:
+                return
+        time.sleep(0.5)
+
+
+def patients_transaction(count: int) -> bytes:
+    """A transaction of `count` new Patients (the ingest shape of a registration batch)."""
+    entries = [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+         "resource": {"resourceType": "Patient", "name": [{"family": f"F{i}", "given": ["G"]}],
+                      "gender": "female", "birthDate": "1970-01-01"},
+         "request": {"method": "POST", "url": "Patient"}}
+        for i in range(count)
+    ]  # fmt: skip
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+
+
+def audit_cost(
+    database: Path, workers: int, clients: int, seconds: float, rounds: int = 2
+) -> dict[str, Any]:
+    """The audit trail on (the default) and off, on the same data, interleaved round by
+    round (the machine is shared and noisy): read by id (req/s, p95, and the server's CPU per
+    read including the AuditEvents it expands after the load), and the median time of three
+    500-Patient transactions and of 20 single creates. Medians over the rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    body = patients_transaction(500)
+    headers = {"content-type": "application/fhir+json"}
+    one = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Single"}]})
+    for r in range(rounds):
+        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            with server(database, workers, audit=mode == "on") as (base, proc):
+                audit_settled(database)
+                before = cpu_seconds(proc.pid)
+                read = read_by_id(base, clients, seconds)
+                audit_settled(database)
+                cpu = (cpu_seconds(proc.pid) - before) / max(read["requests"], 1)
+                times, singles = [], []
+                with httpx.Client(timeout=600) as client:
+                    for _ in range(3):
+                        t0 = time.perf_counter()
+                        client.post(base, content=body, headers=headers).raise_for_status()
+                        times.append(time.perf_counter() - t0)
+                        audit_settled(database)
+                    for _ in range(20):
+                        t0 = time.perf_counter()
+                        client.post(f"{base}/Patient", content=one,
+                                    headers=headers).raise_for_status()  # fmt: skip
+                        singles.append(time.perf_counter() - t0)
+            runs[mode].append({
+                "req_per_s": read["req_per_s"], "p95_ms": read["p95_ms"],
+                "cpu_ms_per_read": cpu * 1000,
+                "transaction_500_ms": sorted(times)[1] * 1000,
+                "create_ms": sorted(singles)[len(singles) // 2] * 1000,
+            })  # fmt: skip
+    out: dict[str, Any] = {"rounds": rounds}
+    for mode, results in runs.items():
+        out[mode] = {
+            key: round(sorted(r[key] for r in results)[len(results) // 2], 2)
+            for key in results[0]
+        }
+    return out
 
 
 def physical_baseline(files: list[Path]) -> dict[str, Any]:
@@ -440,31 +524,33 @@ def run(
     workers: int = 2,
     ingest_clients: int = 2,
     copies: int = 1,
+    audit_rounds: int = 2,
 ) -> dict[str, Any]:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        server(Path(tmp) / "bench.db", workers) as (base, proc),
-    ):
-        database = Path(tmp) / "bench.db"
-        result: dict[str, Any] = {
-            "machine": machine(),
-            "date": datetime.now(UTC).isoformat(),
-            "workers": workers,
-        }
-        result["ingest"] = ingest(base, files, ingest_clients)
-        result["ingest"]["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
-        result["baseline"] = physical_baseline(files)
-        result["ingest"]["fraction_of_baseline"] = round(
-            result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
-        )
-        result["read"] = read_by_id(base, clients, seconds)
-        result["read_with_token"] = read_by_id(
-            base, clients, seconds, backend_token(base, database)
-        )
-        result["search"] = search(base, repeats)
-        if copies > 1:
-            result["scale"] = scale(base, files, copies - 1, ingest_clients)
-            result["scale"]["search"] = search(base, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        with server(Path(tmp) / "bench.db", workers) as (base, proc):
+            database = Path(tmp) / "bench.db"
+            result: dict[str, Any] = {
+                "machine": machine(),
+                "date": datetime.now(UTC).isoformat(),
+                "workers": workers,
+            }
+            result["ingest"] = ingest(base, files, ingest_clients)
+            result["ingest"]["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+            result["baseline"] = physical_baseline(files)
+            result["ingest"]["fraction_of_baseline"] = round(
+                result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
+            )
+            result["read"] = read_by_id(base, clients, seconds)
+            result["read_with_token"] = read_by_id(
+                base, clients, seconds, backend_token(base, database)
+            )
+            result["search"] = search(base, repeats)
+            if copies > 1:
+                result["scale"] = scale(base, files, copies - 1, ingest_clients)
+                result["scale"]["search"] = search(base, repeats)
+        # audit on vs off, on the same data
+        result["audit"] = audit_cost(Path(tmp) / "bench.db", workers, clients, seconds,
+                                     audit_rounds)  # fmt: skip
     return result
 
 
@@ -505,6 +591,16 @@ def table(result: dict[str, Any]) -> str:
             f"scale: {scaled['added']:,} more resources in {scaled['seconds']} s "
             f"({scaled['per_second']}/s, {scaled['failed']} failed)"
         )
+    audit = result.get("audit")
+    if audit:
+        on, off = audit["on"], audit["off"]
+        lines.append(f"audit trail on vs off (medians of {audit['rounds']} interleaved rounds):")
+        for key, label in (("req_per_s", "read by id, req/s"), ("p95_ms", "read by id, p95 ms"),
+                           ("cpu_ms_per_read", "server CPU ms per read (expansion included)"),
+                           ("transaction_500_ms", "500-Patient transaction, ms"),
+                           ("create_ms", "single create, ms")):  # fmt: skip
+            ratio = on[key] / off[key] if off[key] else float("nan")
+            lines.append(f"  {label:<44} {on[key]:>9} {off[key]:>9}   {ratio:.2f}x")
     return "\n".join(lines)
 
 
@@ -520,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale", type=int, default=1, help="load the data N times over (ids rewritten)"
     )
+    parser.add_argument(
+        "--audit-rounds", type=int, default=2, help="interleaved rounds of audit on vs off"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
@@ -534,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workers,
         args.ingest_clients,
         args.scale,
+        args.audit_rounds,
     )
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)

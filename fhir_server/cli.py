@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     _auth_commands(sub)
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="recompute the AuditEvent hash chain")
+    verify = audit_sub.add_parser(
+        "verify", help="recompute the hash chain; check each AuditEvent against its record"
+    )
     verify.add_argument("--database", type=Path)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
@@ -203,7 +205,8 @@ def _demo(settings: Settings) -> int:
 
 
 def _audit_verify(settings: Settings) -> int:
-    """Exit 0 with "ok: N events" when the chain holds, 1 naming the first broken link."""
+    """Exit 0 with "ok: R records, E AuditEvents" when the trail holds, 1 naming the first
+    break."""
     from .audit.chain import verify
     from .storage.sqlite import SqliteStore
 
@@ -212,13 +215,14 @@ def _audit_verify(settings: Settings) -> int:
         return 2
     store = SqliteStore(settings.database, settings.lock_timeout_seconds)
     try:
-        count, broken = verify(store.reader().conn)
+        found = verify(store.reader().conn)
     finally:
         store.close()
-    if broken is not None:
-        print(f"broken: {broken} (after {count} good events)")
+    if found.broken is not None:
+        print(f"broken: {found.broken} (after {found.records} good records)")
         return 1
-    print(f"ok: {count} events")
+    waiting = f" ({found.pending} records not expanded yet)" if found.pending else ""
+    print(f"ok: {found.records} records, {found.events} AuditEvents{waiting}")
     return 0
 
 

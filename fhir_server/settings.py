@@ -57,10 +57,10 @@ class Settings:
     #: harnesses only: a request without a token is served anonymously with full access
     #: (said in the log and in the CapabilityStatement); a token that is sent is checked.
     auth: str = "on"
-    #: the audit trail (fhir_server/audit): an AuditEvent for every REST access, hash-chained.
-    #: Off by default for now: it still costs ingest (a 500-Patient transaction ~1.5x) and read
-    #: throughput (~1/3); see the README, "Audit trail"
-    audit: bool = False
+    #: the audit trail (fhir_server/audit): a hash-chained record of every REST access and
+    #: security event, expanded into searchable AuditEvents in the background (README, "Audit
+    #: trail"); `false` turns it off
+    audit: bool = True
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

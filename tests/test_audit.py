@@ -5,9 +5,12 @@ that `fhir-server audit verify` checks, and AuditEvents only the server writes."
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,10 @@ from conftest import make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
-from fhir_server.audit.chain import canonical, verify
+from fhir_server.audit.chain import verify
+from fhir_server.audit.event import INDEXED, versions
+from fhir_server.audit.record import encode
+from fhir_server.search.index import index_rows
 from fhir_server.services import Parts
 
 
@@ -41,15 +47,25 @@ def _db(client: TestClient) -> Path:
 
 
 def events(client: TestClient) -> list[dict[str, Any]]:
-    """Every AuditEvent stored, in write order, after the queued read audits are written;
-    read from the database, so that looking does not add audits."""
+    """Every AuditEvent stored, in the order of the records they were expanded from, after
+    the queued reads are recorded and every record expanded; read from the database, so that
+    looking does not add audits."""
     client.app.state.services.features["audit"].flush()  # type: ignore[attr-defined]
-    with sqlite3.connect(_db(client)) as conn:
-        rows = conn.execute(
-            "SELECT h.json FROM audit_chain c JOIN history h ON h.type = c.type "
-            "AND h.id = c.id AND h.version = c.version ORDER BY c.seq"
-        ).fetchall()
-    return [orjson.loads(r[0]) for r in rows]
+    return stored_events(_db(client))
+
+
+def stored_events(db: Path) -> list[dict[str, Any]]:
+    """The AuditEvents in the database, in record order (`<record id>-<n>`, record.py)."""
+    with sqlite3.connect(db) as conn:
+        made = []
+        for (data,) in conn.execute("SELECT record FROM audit_record ORDER BY seq"):
+            rows = conn.execute(
+                "SELECT json FROM history WHERE type = 'AuditEvent' AND id LIKE ? "
+                "ORDER BY length(id), id",
+                (orjson.loads(data)["id"] + "-%",),
+            ).fetchall()
+            made += [orjson.loads(r[0]) for r in rows]
+    return made
 
 
 def subtype(event: dict[str, Any]) -> str:
@@ -113,17 +129,32 @@ def test_read_is_audited_with_the_version_read_and_its_patient(client: TestClien
     assert CONTENT not in orjson.dumps(event).decode()  # never resource content
 
 
-def test_writes_are_audited_in_the_same_transaction(client: TestClient) -> None:
-    """No flush: write audits are stored with the change, not queued."""
-    pid = patient(client)
+def records(client: TestClient) -> list[dict[str, Any]]:
+    """The audit records stored, in chain order, as they are (no flush)."""
     with sqlite3.connect(_db(client)) as conn:
-        rows = conn.execute("SELECT json FROM resource WHERE type = 'AuditEvent'").fetchall()
-    made = [orjson.loads(r[0]) for r in rows]
-    assert [(subtype(e), e["action"], whats(e, "4")) for e in made] == [
-        ("create", "C", [f"Patient/{pid}/_history/1"])
-    ]
-    assert whats(made[0], "1") == [f"Patient/{pid}"]
+        rows = conn.execute("SELECT record FROM audit_record ORDER BY seq").fetchall()
+    return [orjson.loads(r[0]) for r in rows]
+
+
+def test_writes_are_recorded_in_the_same_transaction(client: TestClient) -> None:
+    """No flush: a write's record is stored with the change; its AuditEvent is expanded
+    from the record afterwards. A write refused inside its transaction leaves no record of
+    a change (only, once the reads are written, the failed request)."""
+    pid = patient(client)
+    [made] = records(client)
+    assert (made["kind"], made["do"], made["outcome"]) == ("rest", "create", "0")
+    assert made["targets"] == [{"what": f"Patient/{pid}/_history/1"}]
+    assert made["patients"] == [f"Patient/{pid}"]
+    [event] = events(client)
+    assert (subtype(event), event["action"], whats(event, "4"), whats(event, "1")) == (
+        "create", "C", [f"Patient/{pid}/_history/1"], [f"Patient/{pid}"]
+    )  # fmt: skip
+    stale = {"If-Match": 'W/"7"'}
+    body = {"resourceType": "Patient", "id": pid}
+    assert client.put(f"/fhir/Patient/{pid}", json=body, headers=stale).status_code == 412
+    assert [r["do"] for r in records(client) if r["outcome"] == "0"] == ["create"]
     before = len(events(client))
+    assert [subtype(e) for e in events(client)[-1:]] == ["update"]  # the 412, outcome 4
     oid = observation(client, pid)
     body = {"resourceType": "Patient", "id": pid, "active": True}
     assert client.put(f"/fhir/Patient/{pid}", json=body).status_code == 200
@@ -265,7 +296,8 @@ def test_clients_cannot_write_audit_events(client: TestClient, method: str) -> N
     count = len(made)  # the refusal was audited too (outcome 4)
     wanted = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
     assert [subtype(e) for e in made if e["outcome"] == "4"] == [wanted]
-    assert verify(sqlite3.connect(_db(client))) == (count, None)
+    found = verify(sqlite3.connect(_db(client)))
+    assert (found.events, found.broken) == (count, None)
 
 
 def test_a_transaction_cannot_create_audit_events(client: TestClient) -> None:
@@ -327,49 +359,89 @@ def _cli_verify(db: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_chain_verifies_after_mixed_traffic_and_finds_an_edit(client: TestClient) -> None:
-    _mixed_traffic(client)
-    db, count = _db(client), len(events(client))
-    ok = _cli_verify(db)
-    assert ok.returncode == 0 and ok.stdout.strip() == f"ok: {count} events"
-    with sqlite3.connect(db) as conn:  # an auditor's nightmare: outcome 4 rewritten to 0
-        [(rtype, rid, version)] = conn.execute(
-            "SELECT type, id, version FROM audit_chain WHERE seq = 4"
-        ).fetchall()
+def _record(db: Path, seq: int) -> dict[str, Any]:
+    with sqlite3.connect(db) as conn:
+        (data,) = conn.execute("SELECT record FROM audit_record WHERE seq = ?", (seq,)).fetchone()
+    record: dict[str, Any] = orjson.loads(data)
+    return record
+
+
+def _rewrite(db: Path, rid: str, old: str, new: str) -> None:
+    """Change an AuditEvent's stored JSON (its history and current rows alike), as someone
+    with write access to the file would."""
+    with sqlite3.connect(db) as conn:
         for table in ("history", "resource"):
-            conn.execute(
-                f"UPDATE {table} SET json = CAST(replace(CAST(json AS TEXT), '\"outcome\":\"0\"',"
-                f" '\"outcome\":\"4\"') AS BLOB) WHERE type = ? AND id = ?", (rtype, rid)
-            )  # fmt: skip
-    broken = _cli_verify(db)
-    assert broken.returncode == 1
-    assert f"seq 4 ({rtype}/{rid}/_history/{version})" in broken.stdout
+            changed = conn.execute(
+                f"UPDATE {table} SET json = CAST(replace(CAST(json AS TEXT), ?, ?) AS BLOB) "
+                "WHERE type = 'AuditEvent' AND id = ?", (old, new, rid)
+            ).rowcount  # fmt: skip
+            assert changed == 1
 
 
-def test_chain_finds_a_deleted_event(client: TestClient) -> None:
+def test_chain_verifies_after_mixed_traffic_and_finds_an_edited_audit_event(
+    client: TestClient,
+) -> None:
     _mixed_traffic(client)
     db = _db(client)
     with sqlite3.connect(db) as conn:
-        rid = conn.execute("SELECT id FROM audit_chain WHERE seq = 3").fetchone()[0]
-        for table in ("history", "resource", "audit_chain"):
-            conn.execute(f"DELETE FROM {table} WHERE type = 'AuditEvent' AND id = ?", (rid,))
-    count, broken = verify(sqlite3.connect(db))
-    assert count == 2 and broken is not None and "seq 4" in broken
+        records = conn.execute("SELECT count(*) FROM audit_record").fetchone()[0]
+    ok = _cli_verify(db)
+    assert ok.returncode == 0
+    assert ok.stdout.strip() == f"ok: {records} records, {len(events(client))} AuditEvents"
+    # an auditor's nightmare: the failed read of Patient/nobody (outcome 4) made a success
+    [failed] = [e for e in events(client) if e["outcome"] == "4"]
+    _rewrite(db, failed["id"], '"outcome":"4"', '"outcome":"0"')
+    broken = _cli_verify(db)
+    assert broken.returncode == 1
+    assert f"AuditEvent/{failed['id']} differs from its record" in broken.stdout
 
 
-def test_chain_finds_reordered_events(client: TestClient) -> None:
+def test_chain_finds_an_edited_record(client: TestClient) -> None:
+    """The record and its AuditEvent rewritten alike (the patient's reference): the record's
+    hash no longer links."""
     _mixed_traffic(client)
     db = _db(client)
-    with sqlite3.connect(db) as conn:  # swap which events seq 2 and 3 name
-        two, three = (conn.execute("SELECT type, id, version FROM audit_chain WHERE seq = ?",
+    record = _record(db, 2)  # the Observation's creation
+    [pid] = record["patients"]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE audit_record SET record = CAST(replace(CAST(record AS TEXT), ?, ?) AS BLOB) "
+            "WHERE seq = 2", (pid, "Patient/someone-else")
+        )  # fmt: skip
+    _rewrite(db, record["id"] + "-1", pid, "Patient/someone-else")
+    found = verify(sqlite3.connect(db))
+    assert found.records == 1 and found.broken is not None
+    assert found.broken.startswith("record seq 2: hash mismatch")
+
+
+def test_chain_finds_a_deleted_audit_event_and_a_deleted_record(client: TestClient) -> None:
+    _mixed_traffic(client)
+    db = _db(client)
+    rid = _record(db, 3)["id"] + "-1"
+    with sqlite3.connect(db) as conn:
+        for table in ("history", "resource"):
+            conn.execute(f"DELETE FROM {table} WHERE type = 'AuditEvent' AND id = ?", (rid,))
+    assert verify(sqlite3.connect(db)).broken == f"record seq 3: AuditEvent/{rid} is missing"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit_record WHERE seq = 3")
+    found = verify(sqlite3.connect(db))
+    assert found.records == 2 and found.broken is not None and "seq 4" in found.broken
+
+
+def test_chain_finds_reordered_records(client: TestClient) -> None:
+    _mixed_traffic(client)
+    db = _db(client)
+    with sqlite3.connect(db) as conn:  # swap records 2 and 3 (and their hashes)
+        two, three = (conn.execute("SELECT record, hash FROM audit_record WHERE seq = ?",
                                    (s,)).fetchone() for s in (2, 3))  # fmt: skip
-        conn.execute("UPDATE audit_chain SET id = ? WHERE seq = 2", (three[1],))
-        conn.execute("UPDATE audit_chain SET id = ? WHERE seq = 3", (two[1],))
-    count, broken = verify(sqlite3.connect(db))
-    assert count == 1 and broken is not None and "seq 2" in broken and "hash mismatch" in broken
+        conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 2", three)
+        conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 3", two)
+    found = verify(sqlite3.connect(db))
+    assert found.records == 1 and found.broken is not None
+    assert "seq 2" in found.broken and "hash mismatch" in found.broken
 
 
-def test_chain_finds_an_inserted_event(client: TestClient) -> None:
+def test_chain_finds_an_inserted_audit_event(client: TestClient) -> None:
     _mixed_traffic(client)
     db = _db(client)
     with sqlite3.connect(db) as conn:
@@ -377,15 +449,103 @@ def test_chain_finds_an_inserted_event(client: TestClient) -> None:
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES ('AuditEvent', 'forged', 1, '2020-01-01T00:00:00Z', 0, 'POST', '{}')"
         )
-    count, broken = verify(sqlite3.connect(db))
-    assert broken == "AuditEvent/forged/_history/1 is stored but not in the chain"
+    found = verify(sqlite3.connect(db))
+    assert found.broken == "AuditEvent/forged/_history/1 is stored but not in the chain"
 
 
-def test_canonical_json_is_jcs_for_audit_content() -> None:
+def test_encoding_is_jcs_for_record_content() -> None:
     """RFC 8785 §3.2.3 sorts keys, §3.2.2.2 escapes strings; worked out by hand."""
     value = {"b": "\u00e9\n\u0001\"", "a": [True, None, 12], "A": {"z": "", "y": 0}}
-    assert canonical(value) == (
+    assert encode(value) == (
         b'{"A":{"y":0,"z":""},"a":[true,null,12],"b":"\xc3\xa9\\n\\u0001\\""}'
     )
-    with pytest.raises(ValueError):
-        canonical({"value": 1.5})  # ECMAScript number form: not what orjson writes
+
+
+def test_a_restart_expands_the_records_a_crash_left_pending(
+    tmp_path: Path, parts: Parts
+) -> None:
+    """The writer dies before it expands a write's record, and the process with it (nothing
+    written at shutdown): the record is in the chain, its AuditEvent is not. The next server
+    on the file expands it by itself, and the trail verifies."""
+    db = tmp_path / "fhir.db"
+    services = make_services(db, parts)  # the defaults: audit on
+    with TestClient(build_app(services.settings, services)) as c:
+        trail = c.app.state.services.features["audit"]  # type: ignore[attr-defined]
+        trail._stop.set()
+        trail._wake.set()
+        trail._thread.join()
+        c.app.state.services.hooks.on_close.remove(trail.close)  # type: ignore[attr-defined]
+        pid = patient(c)
+    found = verify(sqlite3.connect(db))
+    assert (found.records, found.events, found.pending, found.broken) == (1, 0, 1, None)
+    again = make_services(db, parts)
+    with TestClient(build_app(again.settings, again)):
+        deadline = time.monotonic() + 10
+        while not stored_events(db) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [event] = stored_events(db)
+    assert subtype(event) == "create" and whats(event, "1") == [f"Patient/{pid}"]
+    found = verify(sqlite3.connect(db))
+    assert (found.pending, found.broken) == (0, None) and found.events >= 1
+
+
+def test_the_trail_continues_a_schema_4_chain(client: TestClient) -> None:
+    """A database whose AuditEvents were chained one by one (schema 4, audit_chain): the
+    records continue that chain, and verify checks both; a changed old event is found."""
+    db = _db(client)
+    old = {"resourceType": "AuditEvent", "id": "old-1", "recorded": "2026-01-01T00:00:00Z",
+           "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00Z"},
+           "type": {"code": "rest"}, "outcome": "0", "agent": [{"requestor": True}],
+           "source": {"observer": {"display": "x"}}}  # fmt: skip
+    # RFC 8785 by hand: sorted keys, no whitespace (ASCII strings only)
+    jcs = json.dumps(old, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(bytes(32) + jcs).hexdigest()
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
+            "VALUES ('AuditEvent', 'old-1', 1, '2026-01-01T00:00:00Z', 0, 'POST', ?)", (jcs,)
+        )
+        conn.execute(
+            "INSERT INTO resource (type, id, version, last_updated, deleted, json) "
+            "VALUES ('AuditEvent', 'old-1', 1, '2026-01-01T00:00:00Z', 0, ?)", (jcs,)
+        )
+        conn.execute("INSERT INTO audit_chain VALUES (1, 'AuditEvent', 'old-1', 1, ?)", (digest,))
+    patient(client)
+    events(client)
+    first = _record(db, 1)
+    with sqlite3.connect(db) as conn:
+        data, link = conn.execute("SELECT record, hash FROM audit_record WHERE seq = 1").fetchone()
+    assert first["do"] == "create"
+    assert link == hashlib.sha256(bytes.fromhex(digest) + data).hexdigest()
+    found = verify(sqlite3.connect(db))
+    assert (found.events, found.broken) == (2, None)
+    _rewrite(db, "old-1", '"outcome":"0"', '"outcome":"4"')
+    broken = verify(sqlite3.connect(db)).broken
+    assert broken is not None and broken.startswith("seq 1 (AuditEvent/old-1/_history/1)")
+
+
+def test_index_rows_are_those_the_search_parameters_extract(client: TestClient) -> None:
+    """The AuditEvents' index rows are built from their known shape (event.py), not by the
+    generic extractors: for every kind of event, both give the same rows."""
+    pid = patient(client)
+    client.get(f"/fhir/Patient/{pid}")
+    client.get("/fhir/Observation?subject=Patient/" + pid)
+    client.get("/fhir/Patient/nobody")
+    client.delete(f"/fhir/Patient/{pid}")
+    entry = {"resource": {"resourceType": "Patient"},
+             "request": {"method": "POST", "url": "Patient"}}  # fmt: skip
+    client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    events(client)
+    registry = client.app.state.services.registry  # type: ignore[attr-defined]
+    with sqlite3.connect(_db(client)) as conn:
+        made = [orjson.loads(r[0]) for r in conn.execute("SELECT record FROM audit_record")]
+    assert {r["kind"] for r in made} == {"rest", "bundle"}
+    glass = {**made[0], "by": {**made[0]["by"], "btg": "cardiac arrest"}}  # purpose rows too
+    for record in [*made, glass]:
+        for version in versions(record, "2026-01-02T03:04:05.678901Z"):
+            assert version.stored.json is not None
+            event = orjson.loads(version.stored.json)
+            expected = index_rows("AuditEvent", event, registry, INDEXED)
+            assert {t: sorted(r, key=repr) for t, r in version.index_rows.items()} == {
+                t: sorted(r, key=repr) for t, r in expected.items()
+            }

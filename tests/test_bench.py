@@ -13,7 +13,7 @@ SAMPLE = Path(__file__).parent / "data" / "synthea"
 def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
-    result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2)
+    result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2, audit_rounds=1)
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
@@ -28,6 +28,12 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     assert result["scale"]["failed"] == 0 and result["scale"]["added"] == patients
     assert result["scale"]["resources"] - result["scale"]["resources_before"] == patients
     assert set(result["scale"]["search"]) == set(result["search"])
+    # the audit trail's cost: the same loads with it on (the default) and off
+    for mode in ("on", "off"):
+        figures = result["audit"][mode]
+        assert figures["req_per_s"] > 0 and figures["cpu_ms_per_read"] > 0
+        assert figures["transaction_500_ms"] > 0 and figures["create_ms"] > 0
+    assert "audit trail on vs off" in bench.table(result)
 
 
 def test_copies_rewrite_ids_but_keep_shared_references() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,8 +88,11 @@ READ_URLS = [
 
 @pytest.mark.parametrize("kind", ["batch", "transaction"])
 def test_every_read_interaction_in_a_bundle_answers_as_the_rest_call(
-    client: TestClient, kind: str
+    client_with: Callable[..., TestClient], kind: str
 ) -> None:
+    # without the audit trail: its AuditEvents, expanded in the background between the
+    # bundle and the REST calls, would change the system history the two compare
+    client = client_with(audit=False)
     put(client, patient("p1", "Alpha"))
     put(client, patient("p1", "Alpha2"))  # version 2, so history and vread differ
     put(client, patient("p2", "Beta"))

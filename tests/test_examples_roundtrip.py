@@ -8,6 +8,7 @@ security, tag) and every other element must come back as sent. R4 types that R4B
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,14 @@ def test_examples_are_vendored() -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_roundtrips_put_then_get(client: TestClient, path: Path) -> None:
+def test_example_roundtrips_put_then_get(
+    client: TestClient, client_with: Callable[..., TestClient], path: Path
+) -> None:
     original = json.loads(path.read_text("utf-8"))
+    if original["resourceType"] == "AuditEvent":
+        # with the audit trail on (the default) only the server writes AuditEvents (405,
+        # test_audit); the store's round trip of the examples is checked without it
+        client = client_with(audit=False)
     url = f"/fhir/{original['resourceType']}/{original['id']}"
     r = client.put(url, content=path.read_bytes(),
                    headers={"Content-Type": "application/fhir+json"})

@@ -240,6 +240,10 @@ def test_sign_in_and_token_events_are_audited_in_the_chain(audited: TestClient) 
     assert_atna(login, "110114", "0")
     assert {"system": DCM, "code": "110122", "display": "Login"} in login["subtype"]
     assert agents(login) == {APP, "doctor1"}
+    # BALP: the client application's network address (TestClient calls from "testclient"),
+    # and the /auth request's X-Request-Id, as REST events carry them
+    assert login["agent"][0]["network"] == {"address": "testclient", "type": "2"}
+    assert [e["type"]["code"] for e in login["entity"]] == ["XrequestId"]
     (issued,) = security_events(audited, "token-issued")
     assert_atna(issued, "110114", "0")
     token = TestClient(audited.app, raise_server_exceptions=False)
@@ -264,8 +268,8 @@ def test_sign_in_and_token_events_are_audited_in_the_chain(audited: TestClient) 
     assert revoked.status_code == 200
     (logout,) = security_events(audited, "token-revoked")
     assert {"system": DCM, "code": "110123", "display": "Logout"} in logout["subtype"]
-    count, broken = verify(sqlite3.connect(_db(audited)))
-    assert broken is None and count == len(events(audited))
+    found = verify(sqlite3.connect(_db(audited)))
+    assert found.broken is None and found.events == len(events(audited))
 
 
 def _sign_in(c: TestClient, password: str) -> Any:

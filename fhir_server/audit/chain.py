@@ -1,98 +1,162 @@
-"""Tamper evidence for the audit trail (security.md §4.2): a hash chain over every stored
-AuditEvent in write order, hash_n = SHA-256(hash_{n-1} || JCS(AuditEvent_n)), appended under
-the write lock in the transaction that stores the event, and its verification.
+"""Tamper evidence for the audit trail (security.md §4.2): a hash chain over the audit records
+in write order, hash_n = SHA-256(hash_{n-1} || record_n), appended under the write lock in the
+transaction that stores the record, and its verification, which also expands every record
+again and compares the AuditEvents stored for it.
 
-A recomputable chain detects an edited, deleted, inserted or reordered event; it cannot detect
-cutting off the newest events, nor a rewrite of the whole chain by someone with write access
-to the file: that needs signed checkpoints kept elsewhere (§4.2, not built yet)."""
+A recomputable chain detects an edited, deleted, inserted or reordered record or AuditEvent;
+it cannot detect cutting off the newest records, nor a rewrite of the whole chain by someone
+with write access to the file: that needs signed checkpoints kept elsewhere (§4.2, not built
+yet). Databases of schema 4 chained AuditEvents one by one (audit_chain); the records continue
+that chain, and verify checks both."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..storage.sqlite import Session, Stored
-from ..storage.sqlite.audit import Link, append_links, chain_head, chained, unchained
+from ..storage.sqlite import Session
+from ..storage.sqlite.audit import (
+    append_records,
+    audit_event_count,
+    chained,
+    record_head,
+    records,
+    stored_event,
+    unchained_events,
+)
+from .event import expand
+from .record import Record, encode
 
-#: the hash before the first event
+#: the hash before the first link
 GENESIS = bytes(32)
 
 
-def canonical(resource: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value, for the JSON an AuditEvent can hold.
+@dataclass(frozen=True)
+class Appended:
+    """A record as chained: its place, its hash (hex) and the record."""
 
-    orjson with sorted keys writes what JCS writes when (a) there are no floating-point
-    numbers (JCS prints numbers as ECMAScript does; AuditEvents hold only strings, booleans
-    and small integers, which both print alike) and (b) keys are ASCII (JCS sorts by UTF-16
-    code units, orjson by code points: the same order for ASCII). Strings are escaped alike:
-    `"`, `\\\\` and the control characters (\\b \\t \\n \\f \\r short, the rest \\u00xx),
-    everything else as UTF-8. Both conditions are checked, so the shortcut cannot silently
-    differ from JCS."""
-    _check_jcs_safe(resource)
-    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    seq: int
+    hash: str
+    record: Record
 
 
-def _check_jcs_safe(value: Any) -> None:
-    if isinstance(value, float):
-        raise ValueError("a float in an AuditEvent: canonical() would not be JCS")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not key.isascii():
-                raise ValueError(f"a non-ASCII key in an AuditEvent: {key!r}")
-            _check_jcs_safe(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_jcs_safe(item)
-
-
-def link(previous: bytes, stored_json: bytes) -> bytes:
-    """hash_n from hash_{n-1} and the stored JSON of event n."""
-    return hashlib.sha256(previous + canonical(orjson.loads(stored_json))).digest()
-
-
-def append(session: Session, written: Iterable[Stored]) -> None:
-    """Chain every AuditEvent version among `written` (in write order) after the current
-    head. Runs inside the write transaction, so the head cannot move meanwhile. The stored
-    JSON of an AuditEvent is already canonical (trail.versions), so it is hashed as it is:
-    under the lock only SHA-256 runs; verify() checks it against the recomputed form."""
-    events = [s for s in written if s.type == "AuditEvent" and s.json is not None]
-    if not events:
-        return
-    head = chain_head(session)
+def append(session: Session, made: Iterable[Record], pending: bool) -> list[Appended]:
+    """Chain records after the current head, inside the write transaction (so the head
+    cannot move meanwhile; only SHA-256 runs under the lock). `pending`: their AuditEvents
+    are still to be expanded (the writer does it after the commit)."""
+    head = record_head(session)
     seq, previous = (head[0], bytes.fromhex(head[1])) if head else (0, GENESIS)
-    links: list[Link] = []
-    for stored in events:
-        assert stored.json is not None
-        previous = hashlib.sha256(previous + stored.json).digest()
+    rows: list[tuple[int, bytes, str]] = []
+    out: list[Appended] = []
+    for record in made:
+        data = encode(record)
+        previous = hashlib.sha256(previous + data).digest()
         seq += 1
-        links.append((seq, stored.type, stored.id, stored.version, previous.hex()))
-    append_links(session, links)
+        rows.append((seq, data, previous.hex()))
+        out.append(Appended(seq, previous.hex(), record))
+    if rows:
+        append_records(session, rows, time.time() if pending else None)
+    return out
 
 
-def verify(conn: sqlite3.Connection) -> tuple[int, str | None]:
-    """(events checked, the first broken link described, or None when the chain holds)."""
+@dataclass(frozen=True)
+class Verified:
+    """What `audit verify` found: records and AuditEvents checked, records not expanded yet,
+    and the first break described (None when the trail holds)."""
+
+    records: int
+    events: int
+    pending: int
+    broken: str | None
+
+
+def verify(conn: sqlite3.Connection) -> Verified:
+    """Check the schema-4 links, then every record's link and the AuditEvents expanded from it;
+    last, that no AuditEvent is stored that neither names."""
+    old, previous, broken = _verify_links(conn)
+    if broken is not None:
+        return Verified(0, old, 0, broken)
+    count = events = pending = 0
+    for (seq, data, digest), waiting in records(conn):
+        name = f"record seq {seq}"
+        if seq != count + 1:
+            return Verified(count, old + events, pending, f"{name}: expected seq {count + 1}; "
+                            "records are missing")  # fmt: skip
+        previous = hashlib.sha256(previous + data).digest()
+        if previous.hex() != digest:
+            return Verified(count, old + events, pending, f"{name}: hash mismatch; the "
+                            "record or an earlier one was changed")  # fmt: skip
+        count += 1
+        if waiting:
+            pending += 1
+            continue
+        for event in expand(orjson.loads(data)):
+            broken = _check_event(conn, event)
+            if broken is not None:
+                return Verified(count, old + events, pending, f"{name}: {broken}")
+            events += 1
+    stored = audit_event_count(conn)
+    if stored != old + events:
+        extra = _unnamed(conn)
+        return Verified(count, old + events, pending, f"{extra} is stored but not in the chain")
+    return Verified(count, old + events, pending, None)
+
+
+def _check_event(conn: sqlite3.Connection, event: dict[str, Any]) -> str | None:
+    """Why the stored AuditEvent differs from its expansion `event`, or None."""
+    name = f"AuditEvent/{event['id']}"
+    found = stored_event(conn, event["id"])
+    if found is None:
+        return f"{name} is missing"
+    history_json, json, version, deleted = found
+    if json != history_json or version != 1 or deleted:
+        return f"{name} was changed or deleted after it was stored"
+    stored = orjson.loads(history_json) if history_json is not None else None
+    if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
+        return f"{name} is not an AuditEvent"
+    meta = stored["meta"]  # when it was expanded: not part of the record
+    expected = {**event, "meta": {"versionId": "1", "lastUpdated": meta.get("lastUpdated")}}
+    if stored != expected:
+        return f"{name} differs from its record"
+    return None
+
+
+def _unnamed(conn: sqlite3.Connection) -> str:
+    """The first stored AuditEvent version that neither the schema-4 chain nor a record
+    names (found the slow way: only when the counts disagree)."""
+    named = {e["id"] for (_, data, _), _ in records(conn) for e in expand(orjson.loads(data))}
+    for rid, version in unchained_events(conn):
+        if version != 1 or rid not in named:
+            return f"AuditEvent/{rid}/_history/{version}"
+    return "an AuditEvent"
+
+
+def _verify_links(conn: sqlite3.Connection) -> tuple[int, bytes, str | None]:
+    """The schema-4 chain: (events checked, the last hash, the first broken link or None);
+    hash_n = SHA-256(hash_{n-1} || RFC 8785 JSON of AuditEvent n)."""
     previous, count = GENESIS, 0
     for (seq, rtype, rid, version, digest), history_json, json, deleted in chained(conn):
         name = f"seq {seq} ({rtype}/{rid}/_history/{version})"
         if seq != count + 1:
-            return count, f"{name}: expected seq {count + 1}; links are missing"
+            return count, previous, f"{name}: expected seq {count + 1}; links are missing"
         if history_json is None:
-            return count, f"{name}: the AuditEvent version is missing"
+            return count, previous, f"{name}: the AuditEvent version is missing"
         if json != history_json or deleted:
-            return count, f"{name}: the current AuditEvent differs from the chained version"
+            changed = f"{name}: the current AuditEvent differs from the chained version"
+            return count, previous, changed
         try:
-            previous = link(previous, history_json)
-        except ValueError as exc:
-            return count, f"{name}: the stored AuditEvent is not valid JSON ({exc})"
+            canonical = encode(orjson.loads(history_json))
+        except orjson.JSONDecodeError as exc:
+            return count, previous, f"{name}: the stored AuditEvent is not valid JSON ({exc})"
+        previous = hashlib.sha256(previous + canonical).digest()
         if previous.hex() != digest:
-            return count, f"{name}: hash mismatch; the event or an earlier one was changed"
+            mismatch = f"{name}: hash mismatch; the event or an earlier one was changed"
+            return count, previous, mismatch
         count += 1
-    extra = unchained(conn)
-    if extra:
-        rtype, rid, version = extra[0]
-        return count, f"{rtype}/{rid}/_history/{version} is stored but not in the chain"
-    return count, None
+    return count, previous, None

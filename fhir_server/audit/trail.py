@@ -1,14 +1,23 @@
-"""Writing the audit trail: write interactions are audited inside their own transaction (an
-audit is never lost when the change commits); read interactions are queued and written in
-small batches by a background thread, so reads stay fast (a crash may lose the reads of the
-last flush interval, ~200 ms)."""
+"""Writing the audit trail. A write's record (record.py) is chained in the write's own
+transaction, so it commits or rolls back with the change. Reads are queued and chained by a
+background writer within `interval` (a crash may lose the reads of the last ~200 ms; never a
+write's record). The writer also expands the records into AuditEvents, which is most of the
+cost, so it does that when the server pauses (no request for `quiet` seconds), or for the
+records that waited `max_lag` seconds: under continuous load the searchable view lags behind
+the chain by up to `max_lag`, and the requests do not wait for it.
+
+The writer builds everything outside the write lock, yielding the GIL between pieces, and
+holds the lock only to chain and insert. Expansion is idempotent: a record's AuditEvents are
+stored in the transaction that takes it off audit_pending, so a record is expanded once
+whichever process or restart gets to it; records pending for `stale_after` seconds (their
+process died) are taken from the database."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,190 +25,239 @@ import orjson
 
 from ..context import RequestContext
 from ..interactions.hooks import Access, Commit, SecurityEvent, transaction
-from ..interactions.write import new_id
 from ..model.resource import now
-from ..search.index import index_rows
 from ..services import Services
 from ..storage.sqlite import Session, Stored, Version
-from . import chain
-from .event import (
-    Patients,
-    Target,
-    bundle_events,
-    classify,
-    rest_events,
-    security_event,
-    written_entity,
-)
+from ..storage.sqlite.audit import stale_pending, take_pending
+from . import record
+from .chain import Appended, append
+from .event import versions
 
 log = logging.getLogger("fhir_server.audit")
 
 
 class Trail:
-    """The audit feature's state: how to find a resource's patients, and the read queue."""
+    """The audit feature's state: how to find a resource's patients, the reads to record and
+    the records to expand, and the background writer."""
 
-    def __init__(self, services: Services, interval: float = 0.2, batch: int = 500) -> None:
+    def __init__(
+        self,
+        services: Services,
+        interval: float = 0.2,
+        batch: int = 500,
+        quiet: float = 0.05,
+        max_lag: float = 30.0,
+    ) -> None:
+        #: seconds between writer runs; at most about `batch` AuditEvents per transaction
         self.services, self.interval, self.batch = services, interval, batch
-        self.patients = Patients(services.registry)
-        self._queue: queue.SimpleQueue[Access] = queue.SimpleQueue()
+        self.quiet, self.max_lag, self.stale_after = quiet, max_lag, 2 * max_lag
+        self.patients = record.Patients(services.registry)
+        #: (time.time() of the access, the access)
+        self._accesses: deque[tuple[float, Access]] = deque()
+        #: (time.time() when chained, the record): this process's records to expand
+        self._records: deque[tuple[float, Appended]] = deque()
+        #: time.monotonic() of the last request seen (reads and writes)
+        self._active = 0.0
         self._flushing = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()
+        #: the first sweep takes what was pending before this process started (a restart)
+        self._swept, self._started = time.monotonic(), time.time()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    # --- writes: in the transaction -----------------------------------------------------
+    # --- writes: a record in the transaction ---------------------------------------------
 
     def before_lock(self, ctx: RequestContext, bundle: str, written: list[Stored]) -> Prepared:
-        """The AuditEvents of a bulk transaction's creates, built before the write lock."""
-        groups: dict[str | None, list[dict[str, Any]]] = {}
-        for stored in written:
-            resource = orjson.loads(stored.json) if stored.json is not None else None
-            self._group(groups, stored, "create", resource)
-        events = bundle_events(ctx, bundle, now(), groups)
-        return Prepared([_key(s) for s in written], versions(self.services, events, now()))
+        """The record of a bulk transaction's creates, built before the write lock."""
+        writes = [self._write_entry(s, "create", s.json) for s in written]
+        return Prepared([_key(s) for s in written], record.bundle(ctx, bundle, now(), writes))
 
     def before_commit(self, session: Session, commit: Commit) -> None:
-        """Audit the versions this REST transaction wrote (ctx None: the server's own writes,
-        not REST), with what before_lock prepared when it covers them, then chain every
-        AuditEvent the transaction stored."""
-        if commit.ctx is not None:
-            writes = [s for s in session.written if s.type != "AuditEvent"]
-            prepared = commit.prepared.get("audit")
-            if isinstance(prepared, Prepared) and prepared.covers == [_key(s) for s in writes]:
-                made = prepared.versions
-            else:  # the bundle was redone under the lock, or no bulk write
-                events = self._write_events(session, commit.ctx, commit.bundle, writes)
-                made = versions(self.services, events, now())
-            session.save_many([(None, v) for v in made])
-        chain.append(session, session.written)
+        """Chain the record of the versions this REST transaction wrote (ctx None: the
+        server's own writes, not REST), with what before_lock prepared when it covers them."""
+        if commit.ctx is None:
+            return
+        self._active = time.monotonic()
+        writes = [s for s in session.written if s.type != "AuditEvent"]
+        if not writes:
+            return
+        prepared = commit.prepared.get("audit")
+        if isinstance(prepared, Prepared) and prepared.covers == [_key(s) for s in writes]:
+            made = [prepared.record]
+        else:  # the bundle was redone under the lock, or no bulk write
+            made = self._write_records(session, commit.ctx, commit.bundle, writes)
+        self._pending(append(session, made, pending=True))
 
-    def _write_events(
+    def _write_records(
         self, session: Session, ctx: RequestContext, bundle: str | None, writes: list[Stored]
-    ) -> list[dict[str, Any]]:
-        """A single REST write: one event per version (and patient); a bundle's writes: one
-        event per patient compartment touched (bundle_events)."""
-        events: list[dict[str, Any]] = []
-        groups: dict[str | None, list[dict[str, Any]]] = {}
+    ) -> list[record.Record]:
+        """A single REST write: one record per version; a bundle's writes: one record."""
+        if bundle is not None:
+            entries = [self._write_entry(s, *_written(session, s)) for s in writes]
+            return [record.bundle(ctx, bundle, now(), entries)]
+        made = []
         for stored in writes:
-            interaction, resource = _written(session, stored)
-            if bundle is not None:
-                self._group(groups, stored, interaction, resource)
-                continue
-            patients = self.patients(stored.type, resource)
-            target = Target(_what(stored))
-            events += rest_events(ctx, interaction, stored.last_updated, [target], patients)
-        if groups and bundle is not None:
-            events += bundle_events(ctx, bundle, now(), groups)
-        return events
+            interaction, json = _written(session, stored)
+            patients = self.patients.of_stored(stored.type, stored.id, json)
+            targets = [{"what": _what(stored)}]
+            made.append(record.rest(ctx, interaction, stored.last_updated, targets, patients))
+        return made
 
-    def _group(
-        self,
-        groups: dict[str | None, list[dict[str, Any]]],
-        stored: Stored,
-        interaction: str,
-        resource: dict[str, Any] | None,
-    ) -> None:
-        entity = written_entity(_what(stored), interaction)
-        owners: list[str | None] = [*self.patients(stored.type, resource)] or [None]
-        for owner in owners:
-            groups.setdefault(owner, []).append(entity)
+    def _write_entry(self, stored: Stored, interaction: str, json: bytes | None) -> list[Any]:
+        return [_what(stored), interaction, self.patients.of_stored(stored.type, stored.id, json)]
 
     # --- the authorization server's security events: at once -----------------------------
 
     def on_security(self, event: SecurityEvent) -> None:
-        """Store a security event in the chain before the authorization server answers (a
-        sign-in is slow anyway: the password hash). Best effort (BALP): a failure to audit is
-        logged and does not fail the sign-in."""
+        """Chain a security event's record before the authorization server answers. Best
+        effort (BALP): a failure to audit is logged and does not fail the sign-in."""
         try:
             with transaction(self.services) as session:
-                store(self.services, session, [security_event(event, now())])
+                appended = append(session, [record.security(event, now())], pending=True)
+            self._pending(appended)
         except Exception:  # noqa: BLE001 - see the docstring
             log.exception("audit: the security event %s could not be written", event.kind)
 
     # --- reads: queued ------------------------------------------------------------------
 
     def on_access(self, access: Access) -> None:
-        """Called on the request path: only queue (the work happens in the writer)."""
-        self._queue.put(access)
-        if self._queue.qsize() >= self.batch:
+        """Called on the request path: only queue (the writer does the work)."""
+        self._active = time.monotonic()
+        self._accesses.append((time.time(), access))
+        if len(self._accesses) >= self.batch:
             self._wake.set()
 
+    # --- the writer -----------------------------------------------------------------------
+
+    def _pending(self, appended: list[Appended]) -> None:
+        at = time.time()
+        self._records.extend((at, a) for a in appended)
+
     def flush(self) -> int:
-        """Write every queued access now; returns how many were written."""
+        """Chain every queued access and expand every pending record now, this process's and
+        any other's (tests, shutdown); returns how many records were expanded."""
         with self._flushing:
-            pending: list[Access] = []
-            while True:
-                try:
-                    pending.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if pending:
-                self._write(pending)
-            return len(pending)
+            self._chain_accesses()
+            done = self._expand(lambda: time.time() + 1)
+            return done + self._expand_stale(time.time() + 1)
 
     def close(self) -> None:
         """Stop the writer and write what is queued (on shutdown)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - shutdown goes on: what is pending stays pending
+            log.exception("audit: the trail could not be written at shutdown")
 
     def _run(self) -> None:
-        """Every `interval` seconds, or sooner when `batch` accesses wait: write them."""
+        """Every `interval` seconds, or sooner when `batch` accesses wait: chain them; then
+        expand what may be expanded now; now and then, records left by another process."""
+        stale_before: float | None = self._started
         while not self._stop.is_set():
+            try:
+                with self._flushing:
+                    self._chain_accesses()
+                    self._expand(self._due)
+                    if stale_before is not None:
+                        self._expand_stale(stale_before)
+                        self._swept, stale_before = time.monotonic(), None
+                    if time.monotonic() - self._swept >= self.stale_after / 2:
+                        stale_before = time.time() - self.stale_after
+            except Exception:  # noqa: BLE001 - the writer must survive a bad record or a lock
+                log.exception("audit: the writer failed; it retries")
             self._wake.wait(self.interval)
             self._wake.clear()
-            self.flush()
 
-    def _write(self, accesses: list[Access]) -> None:
-        """Build the events outside the write lock, yielding the GIL after each access (a
-        request thread then waits for one access's work, not a 5 ms switch interval), then
-        store them in one transaction (sqlite releases the GIL while it writes)."""
-        try:
-            made: list[Version] = []
-            for access in accesses:
-                made += versions(self.services, self.access_events(access), now())
-                time.sleep(0)
+    def _due(self) -> float:
+        """Records chained before this instant may be expanded now: all of them while the
+        server pauses, else those that waited `max_lag`."""
+        if time.monotonic() - self._active >= self.quiet:
+            return time.time() + 1
+        return time.time() - self.max_lag
+
+    def _chain_accesses(self) -> None:
+        """Records of the queued accesses, built outside the lock, chained in one transaction
+        per `batch`."""
+        while self._accesses:
+            made: list[record.Record] = []
+            while self._accesses and len(made) < self.batch:
+                at, access = self._accesses.popleft()
+                made.append(record.access(access, record.instant(at), self.patients))
+                _pause(len(made))
             with transaction(self.services) as session:
-                session.save_many([(None, v) for v in made])
-        except Exception:  # noqa: BLE001 - the writer must survive a bad event or a lock
-            log.exception("audit: %d read audit events could not be written", len(accesses))
+                appended = append(session, made, pending=True)
+            self._pending(appended)
 
-    def access_events(self, access: Access) -> list[dict[str, Any]]:
-        """The AuditEvents of one read, search, history, operation or failed request."""
-        interaction, target = classify(access.method, access.path)
-        interaction = access.interaction or interaction
-        targets: list[Target] = []
-        patients: list[str] = []
-        for stored in access.resources:
-            targets.append(Target(f"{stored.type}/{stored.id}/_history/{stored.version}"))
-            resource = orjson.loads(stored.json) if stored.json is not None else None
-            patients += self.patients(stored.type, resource)
-        if access.bundle is not None:
-            patients += self._bundle_patients(access.bundle)
-        if interaction.startswith(("search", "history", "operation")):
-            targets.append(Target(target.what, access.query))
-        elif not targets and target.what:
-            targets.append(target)
-        if not access.resources and target.what and target.what.startswith("Patient/"):
-            patients.append("/".join(target.what.split("/")[:2]))  # the patient asked about
-        return rest_events(access.ctx, interaction, now(), targets, patients, access.failure)
+    def _expand(self, due: Any) -> int:
+        """Expand this process's pending records chained before `due()`, oldest first, about
+        `batch` AuditEvents a transaction, asking `due` again between transactions (a burst of
+        requests stops the expansion)."""
+        done = 0
+        while self._records and self._records[0][0] < due():
+            chunk: list[Appended] = []
+            weight = 0
+            while self._records and weight < self.batch and self._records[0][0] < due():
+                chunk.append(self._records.popleft()[1])
+                weight += _weight(chunk[-1])
+            done += self._store(chunk)
+        return done
 
-    def _bundle_patients(self, bundle: bytes) -> list[str]:
-        found: list[str] = []
-        for entry in orjson.loads(bundle).get("entry") or ():
-            resource = entry.get("resource")
-            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-                found += self.patients(resource["resourceType"], resource)
-        return found
+    def _expand_stale(self, before: float) -> int:
+        """Expand the records pending in the database since before `before`: left by a
+        process that died (or by another that is far behind)."""
+        rows = stale_pending(self.services.store.reader().conn, before, 100 * self.batch)
+        pending = deque(Appended(seq, digest, orjson.loads(data)) for seq, data, digest in rows)
+        done = 0
+        while pending:
+            chunk: list[Appended] = []
+            weight = 0
+            while pending and weight < self.batch:
+                chunk.append(pending.popleft())
+                weight += _weight(chunk[-1])
+            done += self._store(chunk)
+        return done
+
+    def _store(self, pending: list[Appended]) -> int:
+        """The AuditEvents of records, built outside the write lock (yielding the GIL now and
+        then, so a request thread waits for one piece, not a 5 ms switch interval), stored in
+        the transaction that takes the records off audit_pending. A record another process
+        expanded meanwhile is left out; one that cannot be expanded (a bug) is logged and
+        stays pending."""
+        stamp = now()
+        expanded: dict[int, list[Version]] = {}
+        for n, appended in enumerate(pending, 1):
+            try:
+                expanded[appended.seq] = versions(appended.record, stamp)
+            except Exception:  # noqa: BLE001 - see the docstring
+                log.exception("audit: record seq %d cannot be expanded", appended.seq)
+            _pause(n)
+        wanted = {a.seq: a.hash for a in pending if a.seq in expanded}
+        with transaction(self.services) as session:
+            taken = take_pending(session, wanted)
+            session.save_many([(None, v) for seq in taken for v in expanded[seq]])
+        return len(taken)
+
+
+def _pause(n: int) -> None:
+    """Let the request threads have the GIL every 8 pieces of the writer's work."""
+    if n % 8 == 0:
+        time.sleep(0)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """AuditEvents built before the write lock, and the writes (type, id, version) they cover."""
+    """A record built before the write lock, and the writes (type, id, version) it covers."""
 
     covers: list[tuple[str, str, int]]
-    versions: list[Version]
+    record: record.Record
+
+
+def _weight(appended: Appended) -> int:
+    """About how many AuditEvents a record expands to (a bundle: one per patient at most)."""
+    r = appended.record
+    return max(1, len(r.get("patients") or r.get("writes") or ()))
 
 
 def _key(stored: Stored) -> tuple[str, str, int]:
@@ -210,54 +268,10 @@ def _what(stored: Stored) -> str:
     return f"{stored.type}/{stored.id}/_history/{stored.version}"
 
 
-def _written(session: Session, stored: Stored) -> tuple[str, dict[str, Any] | None]:
-    """The interaction that wrote a version, and the resource whose patients it touched (for
-    a deletion, the version it deleted)."""
+def _written(session: Session, stored: Stored) -> tuple[str, bytes | None]:
+    """The interaction that wrote a version, and the JSON whose patients it touched (for a
+    deletion, the version it deleted)."""
     if stored.deleted:
         prev = session.version(stored.type, stored.id, stored.version - 1)
-        json = prev.json if prev is not None else None
-        interaction = "delete"
-    else:
-        json, interaction = stored.json, "create" if stored.version == 1 else "update"
-    return interaction, orjson.loads(json) if json is not None else None
-
-
-#: what auditors search AuditEvents by: only these are indexed (no full text either); the
-#: parameters read from the parts every event of one interaction shares, and from `entity`
-_SHARED_CODES = frozenset(
-    {"date", "agent", "type", "subtype", "action", "outcome", "source", "patient"}
-)
-_ENTITY_CODES = frozenset({"entity", "patient"})
-
-
-def versions(services: Services, events: list[dict[str, Any]], stamp: str) -> list[Version]:
-    """AuditEvents built by this server (event.py), ready to store. They are not run through
-    the validator (its cost would double a bulk ingest; the tests validate every kind). The
-    stored JSON is canonical (RFC 8785: sorted keys; only strings, booleans and ASCII keys,
-    see chain.canonical), so the chain hashes the stored bytes as they are; `verify`
-    recomputes the canonical form, so a non-canonical event could not pass unnoticed.
-    Index rows: the shared parts are indexed once per interaction (events of one interaction
-    share their agent list), the entities per event."""
-    registry = services.registry
-    shared: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
-    out: list[Version] = []
-    for event in events:
-        rows = shared.get(id(event["agent"]))
-        if rows is None:
-            common = {k: v for k, v in event.items() if k != "entity"}
-            rows = index_rows("AuditEvent", common, registry, _SHARED_CODES)
-            shared[id(event["agent"])] = rows
-        own = index_rows("AuditEvent", event, registry, _ENTITY_CODES)
-        rid = new_id()
-        body = {**event, "id": rid, "meta": {"versionId": "1", "lastUpdated": stamp}}
-        json = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        index = {t: list(dict.fromkeys(rows[t] + own[t])) for t in rows}
-        out.append(Version(Stored("AuditEvent", rid, 1, stamp, False, json, "POST"), index,
-                           None, {}))  # fmt: skip
-    return out
-
-
-def store(services: Services, session: Session, events: list[dict[str, Any]]) -> None:
-    """Save AuditEvents built by this server in one batch."""
-    if events:
-        session.save_many([(None, v) for v in versions(services, events, now())])
+        return "delete", prev.json if prev is not None else None
+    return "create" if stored.version == 1 else "update", stored.json

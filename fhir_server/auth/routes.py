@@ -18,6 +18,10 @@ router = APIRouter()
 
 
 def _auth(request: Request) -> Auth:
+    """The authorization server; also names the caller of this request for the security
+    events it may raise (server.caller: the client's address and the request id)."""
+    address = request.client.host if request.client else None
+    server.caller.set((address, getattr(request.state, "request_id", None)))
     auth: Auth = request.app.state.services.features["auth"]
     return auth
 

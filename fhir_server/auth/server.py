@@ -9,6 +9,7 @@ import base64
 import hmac
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
@@ -74,12 +75,21 @@ class Auth:
         self.keys = Keys(self.store)
 
 
+#: the client's network address and the X-Request-Id of the /auth request being served (set
+#: by routes.py for each one; a ContextVar follows the request into the thread pool, and
+#: concurrent requests each see their own), for the security events it raises
+caller: ContextVar[tuple[str | None, str | None]] = ContextVar("caller", default=(None, None))
+
+
 def alert(
     auth: Auth, base: str, kind: str, success: bool, client_id: str | None = None,
     user: str | None = None, reason: str | None = None, token_id: str | None = None,
 ) -> None:
-    """Tell the features that record security events (the audit trail) of one."""
-    event = SecurityEvent(kind, success, base, client_id, user, reason, token_id)
+    """Tell the features that record security events (the audit trail) of one, with the
+    address and request id of the /auth request it happened in (`caller`)."""
+    address, request_id = caller.get()
+    event = SecurityEvent(kind, success, base, client_id, user, reason, token_id, address,
+                          request_id)  # fmt: skip
     auth.services.hooks.security(event)
 
 

@@ -116,7 +116,8 @@ SECURITY_EVENTS = frozenset(
 class SecurityEvent:
     """One event of the authorization server, for whichever feature records them (the audit
     trail): `kind` one of SECURITY_EVENTS; identifiers and a reason only, never a secret.
-    `token_id` names an issued token as Principal.token_id does (so its uses correlate)."""
+    `token_id` names an issued token as Principal.token_id does (so its uses correlate);
+    `address` is the client's network address, `request_id` the request's X-Request-Id."""
 
     kind: str
     success: bool
@@ -125,6 +126,8 @@ class SecurityEvent:
     user: str | None = None
     reason: str | None = None
     token_id: str | None = None
+    address: str | None = None
+    request_id: str | None = None
 
 
 OnSecurity = Callable[[SecurityEvent], None]

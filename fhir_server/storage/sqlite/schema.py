@@ -113,6 +113,23 @@ MIGRATIONS: list[str] = [
         hash TEXT NOT NULL
     );
     """,
+    # 5: the audit trail as compact records (audit/record.py): one row per audited interaction,
+    # hash = SHA-256(previous hash || record bytes), chained after the last link of
+    # audit_chain (the AuditEvents chained before records existed). A write's record commits
+    # with the write; the AuditEvents are expanded from the records in the background, and
+    # audit_pending lists the records not expanded yet (since when: unix seconds), so a restart
+    # finds them.
+    """
+    CREATE TABLE audit_record (
+        seq INTEGER PRIMARY KEY,
+        record BLOB NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE audit_pending (
+        seq INTEGER PRIMARY KEY,
+        since REAL NOT NULL
+    );
+    """,
 ]
 
 #: value columns per index table, as search.index.index_rows fills them (plus `grp`, set
