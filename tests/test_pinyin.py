@@ -27,7 +27,8 @@ PEOPLE = [
     _person("Patient", "smith", "Smith", ["John"]),
     {"resourceType": "Patient", "id": "textonly", "name": [{"text": "李四"}]},
     _person("Practitioner", "drwang", "王", ["医生"]),
-    {**_person("RelatedPerson", "mother", "刘", ["芳"]), "patient": {"reference": "Patient/zhangsan"}},
+    {**_person("RelatedPerson", "mother", "刘", ["芳"]),
+     "patient": {"reference": "Patient/zhangsan"}},
 ]
 
 
