@@ -1,7 +1,7 @@
 """The core's operations: $validate, the terminology operations and the patient-centred ones
 ($match, ...); features add theirs."""
 
-from . import match, terminology, validate
+from . import link, match, terminology, validate
 from .registry import Operations
 
 
@@ -11,4 +11,5 @@ def core() -> Operations:
     table.extend(validate.OPERATIONS)
     table.extend(terminology.OPERATIONS)
     table.extend(match.OPERATIONS)
+    table.extend(link.OPERATIONS)
     return table
