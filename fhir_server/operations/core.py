@@ -1,7 +1,7 @@
 """The core's operations: $validate, the terminology operations and the patient-centred ones
 ($match, ...); features add theirs."""
 
-from . import link, match, terminology, validate
+from . import everything, link, match, terminology, validate
 from .registry import Operations
 
 
@@ -12,4 +12,5 @@ def core() -> Operations:
     table.extend(terminology.OPERATIONS)
     table.extend(match.OPERATIONS)
     table.extend(link.OPERATIONS)
+    table.extend(everything.OPERATIONS)
     return table

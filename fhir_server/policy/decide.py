@@ -47,6 +47,7 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$match": ("search-type", "Patient"),
     "$link": ("update", "Patient"),
     "$unlink": ("update", "Patient"),
+    "$everything": ("read", None),  # each type of the compartment narrowed as its search
     # the referral operations (referral-model.md §2.5) change the Task (ServiceRequest for
     # $submit) they are invoked on: an update grant on it; which side of the referral may
     # invoke each is the referral feature's check (referral/sides.py)
