@@ -69,6 +69,12 @@ class Settings:
     match_certain: float = 0.95
     match_probable: float = 0.70
     match_possible: float = 0.45
+    #: Bulk Data export: the folder of the NDJSON files (default: `<database>.exports` beside
+    #: the database), hours a finished export's files stay, resources between checkpoints (a
+    #: job interrupted by a restart resumes from the last one)
+    export_dir: Path | None = None
+    export_retention_hours: float = 24.0
+    export_batch: int = 5000
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

@@ -1,7 +1,7 @@
 """The core's operations: $validate, the terminology operations and the patient-centred ones
 ($match, ...); features add theirs."""
 
-from . import everything, link, match, terminology, validate
+from . import everything, export, link, match, terminology, validate
 from .registry import Operations
 
 
@@ -13,4 +13,5 @@ def core() -> Operations:
     table.extend(match.OPERATIONS)
     table.extend(link.OPERATIONS)
     table.extend(everything.OPERATIONS)
+    table.extend(export.OPERATIONS)
     return table
