@@ -121,7 +121,8 @@ def _included(
 ) -> list[tuple[str, str, bytes]]:
     """What the page's members refer to and the Binary resources their attachments name,
     not already members, that the caller may read (others are left out silently)."""
-    found = store.referenced(session, [r[0] for r in rows])
+    targets = store.referenced(session, [r[0] for r in rows]) - members
+    found = store.resources(session, sorted(targets))
     binaries = {b for _, _, _, raw in rows if b"Binary/" in raw
                 for b in _attachments(orjson.loads(raw), call.ctx.base_url)}  # fmt: skip
     found += store.by_ids(session, "Binary", binaries)

@@ -24,6 +24,8 @@ MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 #: candidates read per lookup: a name or a birth date shared by more people than this is not
 #: what decides a match (each needs more evidence, which has a lookup of its own)
 PER_LOOKUP = 200
+#: pinyin readings of the asked name looked up at most (polyphonic names have several)
+MAX_READINGS = 4
 
 
 @OPERATIONS.operation("$match", "type", ("Patient",), definition=DEFINITION)
@@ -114,12 +116,13 @@ def _lookups(query: rules.Person) -> list[q.Clause]:
     if query.birth_date:
         dates = [query.birth_date, rules.swapped(query.birth_date)]
         out.append(q.Clause(date, tuple(d for d in dates if d)))
+    # names through the value index (a prefix: 张三 also finds 张三丰, scored lower)
     for name in sorted(query.names):
         if pinyin.has_han(name):
-            out.append(q.Clause(string, (name,), "exact"))
-    for reading in sorted(query.pinyin):
-        if pinyin.romanised(reading):
-            out.append(q.Clause(string, (reading,)))
+            out.append(q.Clause(string, (name,)))
+    readings = sorted(r for r in query.pinyin if pinyin.romanised(r))[:MAX_READINGS]
+    for reading in readings:
+        out.append(q.Clause(string, (reading,)))
     return [c for c in out if all(_plain(v) for v in c.values)]
 
 

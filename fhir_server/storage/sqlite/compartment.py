@@ -111,19 +111,19 @@ def resources(session: Session, rids: Iterable[int]) -> list[tuple[int, str, str
     return [found[r] for r in wanted if r in found]
 
 
-def referenced(session: Session, rids: list[int]) -> list[tuple[int, str, str, bytes]]:
-    """(rid, type, id, json) of the current resources these rows refer to, each once."""
+def referenced(session: Session, rids: list[int]) -> set[int]:
+    """Row ids of the current resources these rows refer to."""
     if not rids:
-        return []
-    return [
-        (r[0], r[1], r[2], r[3])
+        return set()
+    return {
+        r[0]
         for r in session.query(
-            "SELECT DISTINCT t.rid, t.type, t.id, t.json FROM idx_reference i "
+            "SELECT t.rid FROM idx_reference i "
             "JOIN resource t ON t.type = i.target_type AND t.id = i.target_id "
             "AND t.deleted = 0 WHERE i.rid IN (SELECT value FROM json_each(?))",
             [orjson.dumps(rids).decode()],
         )
-    ]
+    }
 
 
 def by_ids(session: Session, rtype: str, ids: Iterable[str]) -> list[tuple[int, str, str, bytes]]:
