@@ -54,15 +54,14 @@ def match(call: Call) -> Outcome:
     session = services.store.reader()
     narrowing = enforce.narrow(call.ctx, services, "search-type", "Patient", [])
     scored = []
-    for pid, raw in _candidates(session, call.ctx.base_url, query, narrowing):
+    possible = settings.match_possible
+    for pid, raw in _candidates(session, call.ctx.base_url, query, narrowing, possible):
         candidate = orjson.loads(raw)
         found = rules.person(candidate, systems)
         if found.replaced:  # merged away: the record that replaced it is the one to use
             continue
         value = rules.score(rules.evidence(query, found))
-        grade = rules.grade(
-            value, settings.match_certain, settings.match_probable, settings.match_possible
-        )
+        grade = rules.grade(value, settings.match_certain, settings.match_probable, possible)
         if grade is not None:
             scored.append((value, pid, raw, grade))
     scored.sort(key=lambda s: (-s[0], s[1]))
@@ -85,12 +84,12 @@ def match(call: Call) -> Outcome:
 
 
 def _candidates(
-    session: Any, base: str, query: rules.Person, narrowing: list[q.Clause]
+    session: Any, base: str, query: rules.Person, narrowing: list[q.Clause], possible: float
 ) -> list[tuple[str, bytes]]:
-    """(id, json) of the current Patients sharing a strong attribute with the query, each once,
-    within what the caller may search (the same narrowing as a search)."""
+    """(id, json) of the current Patients sharing a looked-up attribute with the query, each
+    once, within what the caller may search (the same narrowing as a search)."""
     ids: dict[str, None] = {}
-    for lookup in _lookups(query):
+    for lookup in _lookups(query, rules.lookups(query, possible)):
         for _, pid in sql.match_ids(session, base, "Patient", [*narrowing, lookup], PER_LOOKUP):
             ids.setdefault(pid)
     out = []
@@ -101,28 +100,30 @@ def _candidates(
     return out
 
 
-def _lookups(query: rules.Person) -> list[q.Clause]:
-    """One index lookup per strong attribute of the query: each candidate shares one."""
+def _lookups(query: rules.Person, wanted: set[str]) -> list[q.Clause]:
+    """One index lookup per wanted attribute of the query (rules.lookups)."""
     token, string = q.Param("identifier", "token"), q.Param("name", "string")
     date = q.Param("birthdate", "date")
     out: list[q.Clause] = []
-    for value in sorted(query.national_ids):
-        out.append(q.Clause(token, (value, value.lower())))
-    for system, value in sorted(query.identifiers):
-        if _plain(system) and _plain(value):
-            out.append(q.Clause(token, (f"{system}|{value}",)))
-    for digits in sorted(query.phones):
-        out.append(q.Clause(q.Param("phone", "token"), (digits, f"+86{digits}", f"+86 {digits}")))
+    if "national-id" in wanted:
+        out += [q.Clause(token, (value, value.lower())) for value in sorted(query.national_ids)]
+    if "identifier" in wanted:
+        out += [q.Clause(token, (f"{system}|{value}",)) for system, value in
+                sorted(query.identifiers) if _plain(system) and _plain(value)]  # fmt: skip
+    if "phone" in wanted:
+        out += [q.Clause(q.Param("phone", "token"), (d, f"+86{d}", f"+86 {d}"))
+                for d in sorted(query.phones)]  # fmt: skip
     if query.birth_date:
-        dates = [query.birth_date, rules.swapped(query.birth_date)]
-        out.append(q.Clause(date, tuple(d for d in dates if d)))
-    # names through the value index (a prefix: 张三 also finds 张三丰, scored lower)
-    for name in sorted(query.names):
-        if pinyin.has_han(name):
-            out.append(q.Clause(string, (name,)))
-    readings = sorted(r for r in query.pinyin if pinyin.romanised(r))[:MAX_READINGS]
-    for reading in readings:
-        out.append(q.Clause(string, (reading,)))
+        dates = [query.birth_date] if "birth-date" in wanted else []
+        if "birth-date-swapped" in wanted:
+            dates.append(rules.swapped(query.birth_date) or query.birth_date)
+        if dates:
+            out.append(q.Clause(date, tuple(dict.fromkeys(dates))))
+    if "name" in wanted:
+        # names through the value index (a prefix: 张三 also finds 张三丰, scored lower)
+        out += [q.Clause(string, (n,)) for n in sorted(query.names) if pinyin.has_han(n)]
+        readings = sorted(r for r in query.pinyin if pinyin.romanised(r))[:MAX_READINGS]
+        out += [q.Clause(string, (r,)) for r in readings]
     return [c for c in out if all(_plain(v) for v in c.values)]
 
 

@@ -167,6 +167,42 @@ def evidence(query: Person, candidate: Person) -> list[tuple[str, float]]:
     return found
 
 
+#: attributes found through an index lookup, costliest first (a common name or birth date
+#: matches many records); the others (gender, address, family only) are only scored
+LOOKUPS = ("name", "birth-date-swapped", "birth-date", "phone", "identifier", "national-id")
+
+
+def lookups(query: Person, possible: float) -> set[str]:
+    """The lookups worth making: a candidate sharing none of the looked-up attributes can
+    score at most the weights of the others, and a lookup is left out while that stays below
+    `possible` (with the default weights and grades: the name alone, name, gender and address
+    together, or a swapped birth date cannot make a possible match, so these lookups, which
+    find many records, are not made)."""
+    present = {
+        "national-id": bool(query.national_ids), "identifier": bool(query.identifiers),
+        "name": bool(query.names or query.pinyin), "birth-date": bool(query.birth_date),
+        "birth-date-swapped": bool(query.birth_date and swapped(query.birth_date)),
+        "phone": bool(query.phones),
+    }  # fmt: skip
+    needed = {name for name, here in present.items() if here}
+
+    def bound(made: set[str]) -> float:
+        """The best score of a candidate sharing no attribute in `made`."""
+        def w(name: str) -> float:
+            return WEIGHTS[name][0] if present[name] and name not in made else 0.0
+
+        names = max(w("name"), WEIGHTS["family"][0] if query.families else 0.0)
+        births = max(w("birth-date"), w("birth-date-swapped"))
+        free = (WEIGHTS["gender"][0] if query.gender else 0.0) + (
+            WEIGHTS["address"][0] if query.addresses else 0.0)  # fmt: skip
+        return names + births + w("national-id") + w("identifier") + w("phone") + free
+
+    for name in LOOKUPS:
+        if name in needed and bound(needed - {name}) < possible:
+            needed.discard(name)
+    return needed
+
+
 def score(found: list[tuple[str, float]]) -> float:
     return round(min(1.0, max(0.0, sum(w for _, w in found))), 4)
 

@@ -622,7 +622,9 @@ def _date_condition(value: str, low: str, high: str, code: str) -> tuple[str, li
 
 def _range_condition(prefix: str, low: str, high: str, qlo: Any, qhi: Any) -> tuple[str, list]:
     if prefix == "eq":
-        return f"{low} >= ? AND {high} <= ?", [qlo, qhi]
+        # `low <= qhi` follows from the others (low <= high), but bounds the index range on
+        # low: without it an early date read every later value of the parameter
+        return f"{low} >= ? AND {low} <= ? AND {high} <= ?", [qlo, qhi, qhi]
     if prefix == "ne":
         return f"NOT ({low} >= ? AND {high} <= ?)", [qlo, qhi]
     if prefix == "gt":
