@@ -250,3 +250,32 @@ def test_match_is_post_only_and_listed(desk: TestClient) -> None:
     (patient,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Patient"]
     definition = "http://hl7.org/fhir/OperationDefinition/Patient-match"
     assert {"name": "match", "definition": definition} in patient["operation"]
+
+
+def test_lookups_are_those_that_can_reach_the_possible_grade() -> None:
+    """A candidate sharing none of the looked-up attributes scores at most the others'
+    weights: name 0.25 + gender 0.05 + address 0.05 = 0.35 < 0.45, so a name needs no lookup
+    of its own when the grade is 0.45; at 0.30 it does."""
+    from fhir_server.operations import match_rules as rules
+
+    def person(**more: Any) -> rules.Person:
+        return rules.person({"resourceType": "Patient", **query("张", "三", **more)}, [NATIONAL])
+
+    assert rules.lookups(person(), 0.45) == set()
+    assert rules.lookups(person(), 0.20) == {"name"}
+    # birth date 0.20 + name 0.25 = 0.45 without its lookup: needed; swapped 0.05 + 0.25 not
+    assert rules.lookups(person(birthDate="1980-03-05"), 0.45) == {"birth-date"}
+    # at 0.35: name 0.25 + gender 0.05 = 0.30 stays below, so no name lookup; with a swapped
+    # birth date (0.05) it reaches 0.35, so the swapped date is looked up
+    assert rules.lookups(person(birthDate="1980-03-05", gender="male"), 0.35) == {
+        "birth-date", "birth-date-swapped"}  # fmt: skip
+
+
+def test_lower_grades_bring_namesakes(client_with: Any) -> None:
+    """match_possible = 0.25: the name alone makes a possible match (setting, README)."""
+    c = client_with(match_possible=0.25)
+    for r in PEOPLE[3:7]:
+        assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
+    found = graded(ask(c, query("张", "三")))
+    assert found == [("zhang-a", 0.25, "possible"), ("zhang-b", 0.25, "possible"),
+                     ("zhang-other", 0.25, "possible"), ("zhang-swapped", 0.25, "possible")]
