@@ -82,18 +82,18 @@ def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
 
 #: string parameters whose values are one part of a HumanName (R4 `family`, `given` of Patient
 #: and Practitioner): their pinyin is read as that part (a surname as a surname)
-_PINYIN_PARTS: dict[str, Callable[[str], set[str]]] = {
+_PINYIN_PARTS: dict[str, Callable[[str], frozenset[str]]] = {
     "family": pinyin.family_forms,
     "given": pinyin.given_forms,
 }
 
 
-def _name_pinyin(name: dict[str, Any]) -> set[str]:
+def _name_pinyin(name: dict[str, Any]) -> frozenset[str]:
     given = [g for g in _list(name.get("given")) if type(g) is str]
     return pinyin.name_forms(_text(name.get("family")), given, _text(name.get("text")))
 
 
-def _pinyin(code: str, forms: set[str], out: list[Row]) -> None:
+def _pinyin(code: str, forms: frozenset[str], out: list[Row]) -> None:
     """Pinyin readings of a Chinese name (search/pinyin.py), under `code:pinyin` with no
     original: the default string match finds them, :exact and sorting never see them."""
     key = code + pinyin.SUFFIX

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from itertools import islice, product
 from typing import Any
 
@@ -125,23 +125,34 @@ def _forms(syllables: list[str]) -> set[str]:
     return {"".join(syllables), " ".join(syllables)} if syllables else set()
 
 
-def family_forms(family: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def family_forms(family: str) -> frozenset[str]:
     if not has_han(family):
-        return set()
-    return {f for syllables in surname_readings(family) for f in _forms(syllables)}
+        return frozenset()
+    return frozenset(f for syllables in surname_readings(family) for f in _forms(syllables))
 
 
-def given_forms(given: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def given_forms(given: str) -> frozenset[str]:
     if not has_han(given):
-        return set()
+        return frozenset()
     out: set[str] = set()
     for syllables in given_readings(given):
         out |= _forms(syllables)
         out.add("".join(s[0] for s in syllables))
-    return out
+    return frozenset(out)
 
 
-def name_forms(family: str | None, given: Iterable[str], text: str | None = None) -> set[str]:
+def name_forms(
+    family: str | None, given: Iterable[str], text: str | None = None
+) -> frozenset[str]:
+    """Every pinyin form a HumanName is found by (see _name_forms); cached, since the name,
+    phonetic and family/given parameters all read the same names."""
+    return _name_forms(family, tuple(given), text)
+
+
+@lru_cache(maxsize=8192)
+def _name_forms(family: str | None, given: tuple[str, ...], text: str | None) -> frozenset[str]:
     """Every pinyin form a HumanName is found by: family, given, the full name run together,
     spaced, spaced between family and given only, and its initials (张三丰: zhang, sanfeng,
     san feng, zhangsanfeng, zhang san feng, zhang sanfeng, zsf). Empty without Chinese."""
@@ -150,7 +161,7 @@ def name_forms(family: str | None, given: Iterable[str], text: str | None = None
         family, given_text = split_text(text)
     family = family or ""
     if not has_han(family + given_text):
-        return set()
+        return frozenset()
     out: set[str] = set()
     for fam in surname_readings(family) or [[]]:
         for syllables in given_readings(given_text) or [[]]:
@@ -160,4 +171,4 @@ def name_forms(family: str | None, given: Iterable[str], text: str | None = None
                 out.add(f"{''.join(fam)} {''.join(syllables)}")
             out.add("".join(s[0] for s in whole))
     out.discard("")
-    return out
+    return frozenset(out)
