@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from bench import people
 from fhir_server.loader import read_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -507,6 +508,75 @@ def search(base: str, repeats: int) -> dict[str, Any]:
     return out
 
 
+# --- the patient-centred data centre (issue 15): export, $everything, $match ----------------
+
+
+def export_speed(base: str) -> dict[str, Any]:
+    """A system-level Bulk Data export of everything stored: resources written to NDJSON per
+    second, from the kick-off to the manifest (polled every 20 ms)."""
+    with httpx.Client(timeout=600) as client:
+        started = time.perf_counter()
+        kick = client.get(f"{base}/$export", headers={"Prefer": "respond-async"})
+        kick.raise_for_status()
+        location = kick.headers["content-location"]
+        while (status := client.get(location)).status_code == 202:
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        status.raise_for_status()
+        manifest = status.json()
+        client.delete(location)
+    resources = sum(item["count"] for item in manifest["output"])
+    return {"resources": resources, "files": len(manifest["output"]),
+            "seconds": round(seconds, 2), "per_second": round(resources / seconds, 1)}  # fmt: skip
+
+
+def everything_speed(base: str, patients: int, repeats: int) -> dict[str, Any]:
+    """Patient/$everything of Synthea patients (each whole record in one bundle), sequentially."""
+    with httpx.Client(timeout=120) as client:
+        found = client.get(f"{base}/Patient?_count={patients}&_elements=id").json()
+        ids = [e["resource"]["id"] for e in found.get("entry", [])]
+        samples, sizes = [], []
+        for pid in ids:
+            client.get(f"{base}/Patient/{pid}/$everything")  # warm-up
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                r = client.get(f"{base}/Patient/{pid}/$everything")
+                samples.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            sizes.append(len(r.json().get("entry", [])))
+    return {"patients": len(ids), "mean_entries": round(sum(sizes) / max(len(sizes), 1), 1),
+            **percentiles(samples)}  # fmt: skip
+
+
+def match_speed(base: str, count: int, queries: int) -> dict[str, Any]:
+    """Load `count` synthetic Chinese patients (transactions of 1,000), then time $match
+    questions a registration desk asks about them (bench/people.py)."""
+    population = people.population(count)
+    with httpx.Client(timeout=600) as client:
+        started = time.perf_counter()
+        for i in range(0, count, 1000):
+            chunk = population[i : i + 1000]
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": p, "request": {"method": "POST", "url": "Patient"}} for p in chunk]}
+            r = client.post(base, content=orjson.dumps(bundle),
+                            headers={"content-type": "application/fhir+json"})  # fmt: skip
+            r.raise_for_status()
+        loading = time.perf_counter() - started
+        total = client.get(f"{base}/Patient?_summary=count").json()["total"]
+        samples, found = [], 0
+        for q in people.queries(population, queries):
+            body = orjson.dumps({"resourceType": "Parameters",
+                                 "parameter": [{"name": "resource", "resource": q}]})  # fmt: skip
+            t0 = time.perf_counter()
+            r = client.post(f"{base}/Patient/$match", content=body,
+                            headers={"content-type": "application/fhir+json"})  # fmt: skip
+            samples.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            found += bool(r.json().get("entry"))
+    return {"patients": total, "loaded_per_second": round(count / loading, 1),
+            "queries": queries, "answered_with_matches": found, **percentiles(samples)}  # fmt: skip
+
+
 def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
@@ -525,6 +595,7 @@ def run(
     ingest_clients: int = 2,
     copies: int = 1,
     audit_rounds: int = 2,
+    match_patients: int = 100_000,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         with server(Path(tmp) / "bench.db", workers) as (base, proc):
@@ -545,6 +616,9 @@ def run(
                 base, clients, seconds, backend_token(base, database)
             )
             result["search"] = search(base, repeats)
+            result["export"] = export_speed(base)
+            result["everything"] = everything_speed(base, 50, max(1, repeats // 5))
+            result["match"] = match_speed(base, match_patients, max(20, repeats * 10))
             if copies > 1:
                 result["scale"] = scale(base, files, copies - 1, ingest_clients)
                 result["scale"]["search"] = search(base, repeats)
@@ -601,6 +675,15 @@ def table(result: dict[str, Any]) -> str:
                            ("create_ms", "single create, ms")):  # fmt: skip
             ratio = on[key] / off[key] if off[key] else float("nan")
             lines.append(f"  {label:<44} {on[key]:>9} {off[key]:>9}   {ratio:.2f}x")
+    ex, ev, ma = result["export"], result["everything"], result["match"]
+    lines += [
+        f"system $export: {ex['resources']:,} resources in {ex['files']} files in "
+        f"{ex['seconds']} s = {ex['per_second']:,}/s",
+        f"Patient/$everything ({ev['patients']} patients, {ev['mean_entries']} entries on "
+        f"average): p50 {ev['p50_ms']} ms, p95 {ev['p95_ms']} ms",
+        f"Patient/$match ({ma['queries']} questions, {ma['patients']:,} patients, loaded at "
+        f"{ma['loaded_per_second']:,}/s): p50 {ma['p50_ms']} ms, p95 {ma['p95_ms']} ms",
+    ]
     return "\n".join(lines)
 
 
@@ -619,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--audit-rounds", type=int, default=2, help="interleaved rounds of audit on vs off"
     )
+    parser.add_argument(
+        "--match-patients", type=int, default=100_000, help="patients loaded for $match"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
@@ -634,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ingest_clients,
         args.scale,
         args.audit_rounds,
+        args.match_patients,
     )
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import audit, auth, bootstrap, conformance, referral
-from .api import http
+from .api import bulk, http
 from .api.access import AccessLog
 from .api.routes import router
 from .context import RequestContext
@@ -30,6 +30,7 @@ from .interactions.hooks import Access
 from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
+from .operations.export_worker import Worker as ExportWorker
 from .referral.sweep import run_periodically
 from .services import Parts, Services
 from .settings import Settings
@@ -75,10 +76,13 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(run_periodically(app.state.services))
+        exports = ExportWorker(app.state.services)  # Bulk Data export jobs, in a thread
+        exports.start()
         yield
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
+        await run_in_threadpool(exports.stop)
         app.state.services.close()
 
     app = FastAPI(
@@ -101,6 +105,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # SMART: the endpoints in rest.security (oauth-uris) are absolute, so built per base URL
     app.state.capability_security = auth.security
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
+    app.include_router(bulk.router, prefix="/fhir")  # before /fhir/{type}/{id} claims _export
     app.include_router(router, prefix="/fhir")
     app.add_api_route("/health", health, methods=["GET", "HEAD"])
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])

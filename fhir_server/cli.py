@@ -1,5 +1,5 @@
 """fhir-server serve | load | sweep | demo | backup | restore | client | user | launch |
-audit verify: the console script."""
+audit verify | export: the console script."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify", help="recompute the hash chain; check each AuditEvent against its record"
     )
     verify.add_argument("--database", type=Path)
+    _export_command(sub)
     args = parser.parse_args(argv)
     settings = Settings.from_env(
         host=getattr(args, "host", None),
@@ -67,7 +68,45 @@ def main(argv: list[str] | None = None) -> int:
         return _auth(settings, args)
     if args.command == "audit":
         return _audit_verify(settings)
+    if args.command == "export":
+        return _export(settings, args)
     return _load(settings, args.files)
+
+
+def _export_command(sub: Any) -> None:
+    export = sub.add_parser("export", help="Bulk Data export from a running server, downloaded")
+    export.add_argument("--url", help="FHIR base URL (default: http://HOST:PORT/fhir)")
+    export.add_argument("--token", help="bearer token (default: $FHIR_SERVER_TOKEN)")
+    level = export.add_mutually_exclusive_group()
+    level.add_argument("--patients", action="store_true", help="Patient/$export: all patients")
+    level.add_argument("--group", help="Group/ID/$export: the group's patients")
+    export.add_argument("--type", help="resource types, comma-separated (_type)")
+    export.add_argument("--since", help="only resources changed after this instant (_since)")
+    export.add_argument("--type-filter", action="append", default=[],
+                        help="Type?criteria, repeatable (_typeFilter)")  # fmt: skip
+    export.add_argument("--out", type=Path, default=Path("export"), help="folder for the files")
+    export.add_argument("--database", type=Path, help=argparse.SUPPRESS)  # talks HTTP only
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    from .bulk_client import ExportError, run
+
+    base = args.url or settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
+    params = [(k, v) for k, v in (("_type", args.type), ("_since", args.since)) if v]
+    params += [("_typeFilter", f) for f in args.type_filter]
+    level = f"group/{args.group}" if args.group else "patient" if args.patients else "system"
+    token = args.token or os.environ.get("FHIR_SERVER_TOKEN")
+    try:
+        manifest = run(base, args.out, token, level, params)
+    except (ExportError, OSError) as exc:
+        print(f"fhir-server export: {exc}", file=sys.stderr)
+        return 1
+    total = sum(item.get("count", 0) for item in manifest["output"])
+    print(f"exported {total} resources in {len(manifest['output'])} files to {args.out} "
+          f"(transactionTime {manifest['transactionTime']})", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _auth_commands(sub: Any) -> None:

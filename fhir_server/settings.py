@@ -61,6 +61,20 @@ class Settings:
     #: security event, expanded into searchable AuditEvents in the background (README, "Audit
     #: trail"); `false` turns it off
     audit: bool = True
+    # --- the patient-centred data centre (README "Patient index", "Bulk Data export") ---
+    #: Patient.identifier systems holding the national ID (居民身份证号, GB 11643), comma-separated
+    national_id_systems: str = "https://yilian.health/fhir/sid/resident-id"
+    #: Patient/$match: a score at or above each grades certain, probable, possible (lower
+    #: scores are not returned)
+    match_certain: float = 0.95
+    match_probable: float = 0.70
+    match_possible: float = 0.45
+    #: Bulk Data export: the folder of the NDJSON files (default: `<database>.exports` beside
+    #: the database), hours a finished export's files stay, resources between checkpoints (a
+    #: job interrupted by a restart resumes from the last one)
+    export_dir: Path | None = None
+    export_retention_hours: float = 24.0
+    export_batch: int = 5000
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

@@ -13,7 +13,8 @@ SAMPLE = Path(__file__).parent / "data" / "synthea"
 def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
-    result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2, audit_rounds=1)
+    result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2, audit_rounds=1,
+                       match_patients=300)
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
@@ -23,6 +24,16 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
     assert "ingest (2 clients):" in bench.table(result)
+    # issue 15's rows: every stored resource exported, $everything and $match timed
+    export = result["export"]
+    assert export["resources"] >= result["ingest"]["resources"] and export["per_second"] > 0
+    assert result["everything"]["patients"] == 1 and result["everything"]["p95_ms"] > 0
+    match = result["match"]
+    assert match["patients"] == 301 and match["queries"] == 20
+    # half the questions name a loaded person with the national ID or by pinyin and phone
+    # (people.queries): found; a swapped birth date alone scores too little (0.35)
+    assert match["answered_with_matches"] >= 10
+    assert "system $export" in bench.table(result)
     # the scale step adds a copy of the patient bundle with new ids: twice the patients
     patients = result["ingest"]["resources"] - 778  # the hospital and practitioner batches
     assert result["scale"]["failed"] == 0 and result["scale"]["added"] == patients

@@ -17,6 +17,7 @@ INTERACTIONS = [
     "create", "search-type",
 ]  # fmt: skip
 COMMON = ("_id", "_lastUpdated", "_text", "_content", "_list")
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 SYSTEM_PARAMS = [
     {"name": "_type", "type": "token", "documentation": "Resource types to search"},
     {"name": "_has", "type": "string", "documentation": "Reverse chaining, nested"},
@@ -96,11 +97,14 @@ def capability_statement(
                 "operation": _operations(operations, rtype),
             }
         )
+    bulk = any(op.name == "$export" for op in operations)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": software_date,
         "kind": "instance",
+        # Bulk Data Access IG 2.0.0: a server offering $export instantiates its statement
+        **({"instantiates": [BULK_DATA]} if bulk else {}),
         "software": {"name": "fhir-server", "version": __version__},
         "implementation": {"description": "FHIR R4 server for hospital consortia"},
         "fhirVersion": "4.0.1",

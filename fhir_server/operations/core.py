@@ -1,6 +1,7 @@
-"""The core's operations: $validate and the terminology operations (features add theirs)."""
+"""The core's operations: $validate, the terminology operations and the patient-centred ones
+($match, ...); features add theirs."""
 
-from . import terminology, validate
+from . import everything, export, link, match, terminology, validate
 from .registry import Operations
 
 
@@ -9,4 +10,8 @@ def core() -> Operations:
     table = Operations()
     table.extend(validate.OPERATIONS)
     table.extend(terminology.OPERATIONS)
+    table.extend(match.OPERATIONS)
+    table.extend(link.OPERATIONS)
+    table.extend(everything.OPERATIONS)
+    table.extend(export.OPERATIONS)
     return table

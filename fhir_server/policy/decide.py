@@ -43,6 +43,12 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$lookup": ("read", None),
     "$validate-code": ("read", None),
     "$expand": ("read", None),
+    # the patient-centred operations (issue 15): narrowed like the searches they are
+    "$match": ("search-type", "Patient"),
+    "$link": ("update", "Patient"),
+    "$unlink": ("update", "Patient"),
+    "$everything": ("read", None),  # each type of the compartment narrowed as its search
+    "$export": None,  # reads nothing at kick-off: each type is authorized as its search
     # the referral operations (referral-model.md §2.5) change the Task (ServiceRequest for
     # $submit) they are invoked on: an update grant on it; which side of the referral may
     # invoke each is the referral feature's check (referral/sides.py)

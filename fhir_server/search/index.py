@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.search import pinyin
 from fhir_server.search.fhirpath import Extractor, Node, compile_expression, parse_reference
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.ucum import UCUM, factor
@@ -58,6 +59,8 @@ def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
     for v, t in values:
         if type(v) is str:
             out.append((code, normalize_string(v), v))
+            if code in _PINYIN_PARTS and _CJK.search(v):
+                _pinyin(code, _PINYIN_PARTS[code](v), out)
         elif type(v) is dict:
             if t == "HumanName" or (t is None and ("family" in v or "given" in v)):
                 keys: Iterable[str] = _NAME_PARTS
@@ -74,6 +77,27 @@ def _strings(code: str, values: list[Node], tables: dict[str, list[Row]]) -> Non
                 full = _cjk_full_name(v)
                 if full:
                     out.append((code, normalize_string(full), full))
+                _pinyin(code, _name_pinyin(v), out)
+
+
+#: string parameters whose values are one part of a HumanName (R4 `family`, `given` of Patient
+#: and Practitioner): their pinyin is read as that part (a surname as a surname)
+_PINYIN_PARTS: dict[str, Callable[[str], frozenset[str]]] = {
+    "family": pinyin.family_forms,
+    "given": pinyin.given_forms,
+}
+
+
+def _name_pinyin(name: dict[str, Any]) -> frozenset[str]:
+    given = [g for g in _list(name.get("given")) if type(g) is str]
+    return pinyin.name_forms(_text(name.get("family")), given, _text(name.get("text")))
+
+
+def _pinyin(code: str, forms: frozenset[str], out: list[Row]) -> None:
+    """Pinyin readings of a Chinese name (search/pinyin.py), under `code:pinyin` with no
+    original: the default string match finds them, :exact and sorting never see them."""
+    key = code + pinyin.SUFFIX
+    out.extend((key, form, None) for form in sorted(forms))
 
 
 def _cjk_full_name(name: dict[str, Any]) -> str | None:

@@ -130,6 +130,28 @@ MIGRATIONS: list[str] = [
         since REAL NOT NULL
     );
     """,
+    # 6: Bulk Data export jobs (operations/export.py): kept here so that a job outlives the
+    # process that ran it. `owner` is who may poll, download and delete; `principal` the caller
+    # as at kick-off (the job is narrowed as they are); `progress` the last checkpoint (type,
+    # row id, file sizes) a restarted job resumes from; a running job's worker renews `lease`.
+    """
+    CREATE TABLE export_job (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        transaction_time TEXT NOT NULL,
+        created REAL NOT NULL,
+        worker TEXT,
+        lease REAL,
+        progress TEXT,
+        manifest TEXT,
+        error TEXT,
+        expires REAL
+    );
+    CREATE INDEX export_job_status ON export_job (status, created);
+    """,
 ]
 
 #: value columns per index table, as search.index.index_rows fills them (plus `grp`, set

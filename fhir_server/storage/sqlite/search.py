@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from ...errors import error
+from ...search import pinyin
 from ...search import query as q
 from ...search.fulltext import MAX_TERM_LENGTH, MAX_TERMS
 from ...search.paging import Cursor, SortKey, after, order_by
@@ -58,12 +59,14 @@ class Compiler:
         #: system search: the `_type` list, which scopes index lookups made without a type
         self.types = types
 
-    def _scope(self, rtype: str | None, p: Param) -> tuple[str, list[Any]]:
+    def _scope(
+        self, rtype: str | None, p: Param, also: str | None = None
+    ) -> tuple[str, list[Any]]:
         if rtype is None and self.types:
-            head, args = _scope(None, p)
+            head, args = _scope(None, p, also)
             marks = ", ".join("?" * len(self.types))
             return f"type IN ({marks}) AND {head}", [*self.types, *args]
-        return _scope(rtype, p)
+        return _scope(rtype, p, also)
 
     def where(self, rtype: str | None, clauses: list[Clause], alias: str = "r") -> tuple[str, list]:
         """All clauses ANDed. When one of them selects row ids from an index, SQLite must
@@ -167,6 +170,8 @@ class Compiler:
             table, p = "idx_token", Param(p.code, "token")
         elif c.modifier == "of-type":
             scope, scope_args = self._scope(rtype, Param(f"{p.code}:of-type", "token"))
+        elif p.type == "string" and c.modifier is None and _pinyin_values(c.values):
+            scope, scope_args = self._scope(rtype, p, also=p.code + pinyin.SUFFIX)
         ors, args = [], []
         for v in c.values:
             sql, a = self._value(p, None if c.modifier == "not" else c.modifier, v)
@@ -574,13 +579,20 @@ def _stands_for(alias: str, organization: str) -> tuple[str, list]:
     ), [*args, organization]
 
 
-def _scope(rtype: str | None, p: Param) -> tuple[str, list[Any]]:
+def _scope(rtype: str | None, p: Param, also: str | None = None) -> tuple[str, list[Any]]:
     """The index rows of one parameter; quantities also have their UCUM-canonical rows,
-    which the value condition picks between."""
+    which the value condition picks between; `also` names more rows to read (a name's pinyin)."""
     head, args = ("type = ? AND ", [rtype]) if rtype else ("", [])
     if p.type == "quantity":
-        return f"{head}param IN (?, ?)", [*args, p.code, f"{p.code}:canonical"]
+        also = f"{p.code}:canonical"
+    if also is not None:
+        return f"{head}param IN (?, ?)", [*args, p.code, also]
     return f"{head}param = ?", [*args, p.code]
+
+
+def _pinyin_values(values: tuple[str, ...]) -> bool:
+    """Whether some value could be pinyin: then a name's pinyin rows are searched too."""
+    return any(pinyin.romanised(normalize_string(v)) for v in values)
 
 
 def _check_terms(c: Clause) -> None:
@@ -610,7 +622,9 @@ def _date_condition(value: str, low: str, high: str, code: str) -> tuple[str, li
 
 def _range_condition(prefix: str, low: str, high: str, qlo: Any, qhi: Any) -> tuple[str, list]:
     if prefix == "eq":
-        return f"{low} >= ? AND {high} <= ?", [qlo, qhi]
+        # `low <= qhi` follows from the others (low <= high), but bounds the index range on
+        # low: without it an early date read every later value of the parameter
+        return f"{low} >= ? AND {low} <= ? AND {high} <= ?", [qlo, qhi, qhi]
     if prefix == "ne":
         return f"NOT ({low} >= ? AND {high} <= ?)", [qlo, qhi]
     if prefix == "gt":
