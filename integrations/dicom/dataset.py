@@ -1,0 +1,161 @@
+"""Reading a Part-10 instance for the index: its UIDs, the attributes matched on, and the DICOM
+JSON (PS3.18 Annex F) kept per level. Character sets are pydicom's (PS3.5 §6.1: ISO_IR 192,
+GB18030, GBK and the ISO 2022 sets), so names are decoded once, here."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import orjson
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.valuerep import PersonName
+
+from .attributes import INSTANCE, SERIES, STUDY
+from .storage.index import InstanceRow
+
+#: PS3.5 §9.1: a UID is at most 64 characters of digits and dots, components without leading 0
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+#: tags the index reads: everything up to the pixel data (large values are not read)
+_DEFER = 4096
+
+
+class BadInstance(ValueError):
+    """The bytes are not an instance the store can keep; says what and which attribute."""
+
+    def __init__(self, reason: str, tag: int | None = None) -> None:
+        super().__init__(reason)
+        self.tag = tag
+
+
+def valid_uid(value: str) -> bool:
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+def read_header(data: bytes) -> Dataset:
+    """The instance without its pixel data; BadInstance for what is not Part-10 DICOM."""
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size=_DEFER)
+        ds.file_meta.TransferSyntaxUID  # noqa: B018 - a Part-10 file has one
+    except (InvalidDicomError, AttributeError, EOFError, ValueError, OSError) as exc:
+        raise BadInstance(f"not a DICOM Part-10 instance: {exc}") from None
+    return ds
+
+
+def index_row(ds: Dataset, path: str, size: int) -> InstanceRow:
+    """What the index keeps of one instance; BadInstance when a UID it needs is missing or
+    malformed (PS3.4 C.4.2.1.4.1: Study, Series and SOP Instance UID are Type 1)."""
+    study_uid = _uid(ds, 0x0020000D, "StudyInstanceUID")
+    series_uid = _uid(ds, 0x0020000E, "SeriesInstanceUID")
+    sop_uid = _uid(ds, 0x00080018, "SOPInstanceUID")
+    sop_class = _uid(ds, 0x00080016, "SOPClassUID")
+    transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    study = {
+        "uid": study_uid,
+        "patient_id": _text(ds, "PatientID"),
+        "issuer": _text(ds, "IssuerOfPatientID"),
+        "patient_name": match_name(ds.get("PatientName")),
+        "birth_date": _text(ds, "PatientBirthDate"),
+        "sex": _text(ds, "PatientSex"),
+        "accession": _text(ds, "AccessionNumber"),
+        "study_date": _text(ds, "StudyDate"),
+        "study_time": _text(ds, "StudyTime"),
+        "study_id": _text(ds, "StudyID"),
+        "description": _text(ds, "StudyDescription"),
+        "referring": match_name(ds.get("ReferringPhysicianName")),
+        "attrs": level_json(ds, STUDY),
+    }
+    series = {
+        "uid": series_uid,
+        "study_uid": study_uid,
+        "modality": _text(ds, "Modality"),
+        "number": _int(ds, "SeriesNumber"),
+        "description": _text(ds, "SeriesDescription"),
+        "attrs": level_json(ds, SERIES),
+    }
+    instance = {
+        "uid": sop_uid,
+        "series_uid": series_uid,
+        "study_uid": study_uid,
+        "sop_class": sop_class,
+        "transfer_syntax": transfer_syntax,
+        "number": _int(ds, "InstanceNumber"),
+        "frames": max(frames, 1),
+        "path": path,
+        "size": size,
+        "attrs": level_json(ds, INSTANCE),
+    }
+    return InstanceRow(study, series, instance)
+
+
+def uids(ds: Dataset) -> tuple[str, str, str]:
+    """(study, series, SOP instance) UIDs, checked."""
+    return (
+        _uid(ds, 0x0020000D, "StudyInstanceUID"),
+        _uid(ds, 0x0020000E, "SeriesInstanceUID"),
+        _uid(ds, 0x00080018, "SOPInstanceUID"),
+    )
+
+
+def level_json(ds: Dataset, tags: frozenset[int]) -> bytes:
+    """DICOM JSON of those of `tags` the instance has (names decoded in its character set),
+    as UTF-8 bytes (so SpecificCharacterSet becomes ISO_IR 192)."""
+    part = Dataset()
+    for tag in sorted(tags):
+        if tag in ds:
+            part[tag] = ds[tag]
+    try:
+        out = part.to_json_dict(bulk_data_threshold=10**9)
+    except Exception as exc:  # a value its VR cannot hold: the sender's error
+        raise BadInstance(f"an attribute cannot be represented: {exc}") from None
+    if "00080005" in out:
+        out["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+    return orjson.dumps(out)
+
+
+def match_name(value: Any) -> str:
+    """A PN as C-FIND and QIDO match it: its component groups (alphabetic, ideographic,
+    phonetic) joined by '=', upper case, trailing empty components dropped."""
+    if value is None or value == "":
+        return ""
+    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    groups = [name.alphabetic, name.ideographic, name.phonetic]
+    return "=".join(normal_name(g) for g in groups).rstrip("=")
+
+
+def normal_name(group: str) -> str:
+    return group.rstrip("^ ").upper()
+
+
+def _uid(ds: Dataset, tag: int, name: str) -> str:
+    value = str(ds.get(tag).value if tag in ds else "").strip("\0 ")
+    if not value:
+        raise BadInstance(f"{name} ({tag:08X}) is missing", tag)
+    if not valid_uid(value):
+        raise BadInstance(f"{name} ({tag:08X}) is not a valid UID: '{value[:70]}'", tag)
+    return value
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, PersonName):
+        return str(value)
+    if not isinstance(value, str):
+        value = "\\".join(str(v) for v in value) if hasattr(value, "__iter__") else str(value)
+    return value.strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
