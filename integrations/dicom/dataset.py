@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from typing import Any
 
 import orjson
@@ -44,7 +45,41 @@ def read_header(data: bytes) -> Dataset:
     return ds
 
 
-def index_row(ds: Dataset, path: str, size: int) -> InstanceRow:
+class Levels:
+    """The study and series parts of index rows, remembered by the raw bytes of their
+    attributes: the instances of a study repeat them, and decoding them again for every
+    instance would cost most of a C-STORE (pydicom converts element by element)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._lock = threading.Lock()  # associations run in threads of their own
+
+    def get(self, ds: Dataset, tags: frozenset[int], make: Any) -> dict[str, Any]:
+        key = (tags, *(_raw(ds, t) for t in sorted(tags | _CHARSET)))
+        with self._lock:
+            found = self._seen.get(key)
+        if found is None:
+            found = make(ds)
+            with self._lock:
+                if len(self._seen) >= self.size:
+                    self._seen.pop(next(iter(self._seen)))
+                self._seen[key] = found
+        return found
+
+
+_CHARSET = frozenset({0x00080005})
+
+
+def _raw(ds: Dataset, tag: int) -> Any:
+    if tag not in ds:
+        return None
+    element = ds.get_item(tag)
+    value = element.value
+    return value if isinstance(value, bytes | str | int | float) else repr(value)
+
+
+def index_row(ds: Dataset, path: str, size: int, levels: Levels | None = None) -> InstanceRow:
     """What the index keeps of one instance; BadInstance when a UID it needs is missing or
     malformed (PS3.4 C.4.2.1.4.1: Study, Series and SOP Instance UID are Type 1)."""
     study_uid = _uid(ds, 0x0020000D, "StudyInstanceUID")
@@ -56,7 +91,27 @@ def index_row(ds: Dataset, path: str, size: int) -> InstanceRow:
         frames = int(ds.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
         frames = 1
-    study = {
+    levels = levels or Levels(1)
+    study = levels.get(ds, STUDY | {0x0020000D}, _study)
+    series = levels.get(ds, SERIES | {0x0020000D}, _series)
+    instance = {
+        "uid": sop_uid,
+        "series_uid": series_uid,
+        "study_uid": study_uid,
+        "sop_class": sop_class,
+        "transfer_syntax": transfer_syntax,
+        "number": _int(ds, "InstanceNumber"),
+        "frames": max(frames, 1),
+        "path": path,
+        "size": size,
+        "attrs": level_json(ds, INSTANCE),
+    }
+    return InstanceRow(study, series, instance)
+
+
+def _study(ds: Dataset) -> dict[str, Any]:
+    study_uid = _uid(ds, 0x0020000D, "StudyInstanceUID")
+    return {
         "uid": study_uid,
         "patient_id": _text(ds, "PatientID"),
         "issuer": _text(ds, "IssuerOfPatientID"),
@@ -71,27 +126,17 @@ def index_row(ds: Dataset, path: str, size: int) -> InstanceRow:
         "referring": match_name(ds.get("ReferringPhysicianName")),
         "attrs": level_json(ds, STUDY),
     }
-    series = {
-        "uid": series_uid,
-        "study_uid": study_uid,
+
+
+def _series(ds: Dataset) -> dict[str, Any]:
+    return {
+        "uid": _uid(ds, 0x0020000E, "SeriesInstanceUID"),
+        "study_uid": _uid(ds, 0x0020000D, "StudyInstanceUID"),
         "modality": _text(ds, "Modality"),
         "number": _int(ds, "SeriesNumber"),
         "description": _text(ds, "SeriesDescription"),
         "attrs": level_json(ds, SERIES),
     }
-    instance = {
-        "uid": sop_uid,
-        "series_uid": series_uid,
-        "study_uid": study_uid,
-        "sop_class": sop_class,
-        "transfer_syntax": transfer_syntax,
-        "number": _int(ds, "InstanceNumber"),
-        "frames": max(frames, 1),
-        "path": path,
-        "size": size,
-        "attrs": level_json(ds, INSTANCE),
-    }
-    return InstanceRow(study, series, instance)
 
 
 def uids(ds: Dataset) -> tuple[str, str, str]:

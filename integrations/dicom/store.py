@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from pydicom import Dataset
 
-from .dataset import BadInstance, index_row, read_header, uids
+from .dataset import BadInstance, Levels, index_row, read_header, uids
 from .storage.files import Files
 from .storage.index import Index
 
@@ -28,6 +28,7 @@ class Stored:
 class InstanceStore:
     def __init__(self, files: Files, index: Index) -> None:
         self.files, self.index = files, index
+        self.levels = Levels()
 
     def put(self, data: bytes, header: Dataset | None = None) -> Stored:
         """Keep `data` (a Part-10 instance) and index it; BadInstance (nothing stored) when it
@@ -37,7 +38,7 @@ class InstanceStore:
         ds = header if header is not None else read_header(data)
         study, series, sop = uids(ds)
         relative = self.files.relative(study, series, sop)
-        row = index_row(ds, relative, len(data))  # BadInstance before anything is written
+        row = index_row(ds, relative, len(data), self.levels)  # BadInstance before anything is written
         had = self.index.instance(sop)
         self.files.write(relative, data)
         try:
