@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.valuerep import PersonName
 
 from .attributes import INSTANCE, SERIES, STUDY
@@ -40,8 +39,8 @@ def read_header(data: bytes) -> Dataset:
     try:
         ds = dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size=_DEFER)
         ds.file_meta.TransferSyntaxUID  # noqa: B018 - a Part-10 file has one
-    except (InvalidDicomError, AttributeError, EOFError, ValueError, OSError) as exc:
-        raise BadInstance(f"not a DICOM Part-10 instance: {exc}") from None
+    except Exception as exc:  # pydicom raises many kinds (zlib, struct, EOF, Invalid...)
+        raise BadInstance(f"not a DICOM Part-10 instance: {str(exc)[:200]}") from None
     return ds
 
 
@@ -204,3 +203,83 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def check_complete(data: bytes, ds: Dataset) -> None:
+    """BadInstance unless the dataset's elements end exactly where the bytes do (PS3.5 §7.1;
+    sequences and encapsulated pixel data of undefined length by their delimiters, §7.5).
+    pydicom stops quietly at a truncation, so an upload cut short would otherwise be kept."""
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax == "1.2.840.10008.1.2.1.99":  # deflated: the walk would need to inflate
+        return
+    explicit = syntax != "1.2.840.10008.1.2"
+    little = syntax != "1.2.840.10008.1.2.2"
+    start = 132 + 12 + int.from_bytes(data[140:144], "little")
+    try:
+        end = _walk(data, start, len(data), explicit, little, top=True)
+    except IndexError:
+        end = -1
+    if end != len(data):
+        raise BadInstance("the instance is truncated or malformed: its elements do not end "
+                          "where the data does")  # fmt: skip
+
+
+_LONG = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+         b"UV"}  # fmt: skip
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _walk(data: bytes, pos: int, end: int, explicit: bool, little: bool, top: bool) -> int:
+    """Walk elements from `pos` until `end` (or an Item Delimitation Item); the position
+    after the last one. IndexError when the bytes run out inside an element."""
+    order = "little" if little else "big"
+    while pos < end:
+        if pos + 8 > len(data):
+            raise IndexError(pos)
+        group = int.from_bytes(data[pos : pos + 2], order)
+        element = int.from_bytes(data[pos + 2 : pos + 4], order)
+        if group == 0xFFFE:  # item delimitation (end of an item of undefined length)
+            return pos + 8 if element == 0xE00D and not top else -1
+        vr = data[pos + 4 : pos + 6]
+        if explicit and vr.isalpha() and vr.isupper():
+            if vr in _LONG:
+                length = int.from_bytes(data[pos + 8 : pos + 12], order)
+                pos += 12
+            else:
+                length = int.from_bytes(data[pos + 6 : pos + 8], order)
+                pos += 8
+        else:
+            length = int.from_bytes(data[pos + 4 : pos + 8], order)
+            pos += 8
+        if length == _UNDEFINED:
+            pos = _items(data, pos, explicit, little)
+        else:
+            pos += length
+            if pos > len(data):
+                raise IndexError(pos)
+    return pos
+
+
+def _items(data: bytes, pos: int, explicit: bool, little: bool) -> int:
+    """Items (or fragments) of a value of undefined length up to its Sequence Delimitation
+    Item; the position after it."""
+    order = "little" if little else "big"
+    while True:
+        if pos + 8 > len(data):
+            raise IndexError(pos)
+        group = int.from_bytes(data[pos : pos + 2], order)
+        element = int.from_bytes(data[pos + 2 : pos + 4], order)
+        length = int.from_bytes(data[pos + 4 : pos + 8], order)
+        pos += 8
+        if group != 0xFFFE:
+            raise IndexError(pos)
+        if element == 0xE0DD:
+            return pos
+        if length == _UNDEFINED:
+            pos = _walk(data, pos, len(data), explicit, little, top=False)
+            if pos < 0:
+                raise IndexError(pos)
+        else:
+            pos += length
+            if pos > len(data):
+                raise IndexError(pos)

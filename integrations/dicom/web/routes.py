@@ -23,7 +23,7 @@ from fhir_server.services import Services
 
 from .. import results
 from ..attributes import tag_of
-from ..dataset import BadInstance, read_header, valid_uid
+from ..dataset import BadInstance, check_complete, read_header, valid_uid
 from ..matching import BadMatch, match
 from ..service import Dicom, dicom_of
 from ..storage.query import Match, compile_query
@@ -557,6 +557,7 @@ def _stow(
             if media != "application/dicom":
                 raise BadInstance(f"part {number} is {media}, not application/dicom")
             header = read_header(data)
+            check_complete(data, header)  # an upload cut short (C-STORE: by DIMSE framing)
             sop_class = str(header.get("SOPClassUID", ""))
             if study is not None and str(header.get("StudyInstanceUID", "")) != study:
                 failed.append(_failed(header, DOES_NOT_MATCH))
