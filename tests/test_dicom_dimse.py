@@ -224,8 +224,8 @@ def test_c_find_with_a_malformed_date_or_level_fails_with_a900(
 ) -> None:
     need("findscu")
     for key in ("StudyDate=2026-01-01", "StudyDate=abc"):
-        done = dcmtk("findscu", "-v", "-S", "-aec", server.ae_title, "-k", "QueryRetrieveLevel=STUDY",
-                     "-k", key, "127.0.0.1", str(server.port))  # fmt: skip
+        done = dcmtk("findscu", "-v", "-S", "-aec", server.ae_title, "-k",
+                     "QueryRetrieveLevel=STUDY", "-k", key, "127.0.0.1", str(server.port))
         # dcmtk names 0xA900 (PS3.4 C.4.1.1.4, Identifier does not match SOP Class) thus
         assert "datasetdoesnotmatchsopclass" in done.stderr.lower(), done.stderr
     done = dcmtk("findscu", "-v", "-S", "-aec", server.ae_title, "-k", "QueryRetrieveLevel=PATIENT",

@@ -346,10 +346,10 @@ def test_multiframe_frames_come_one_part_each(live: tuple[str, Any]) -> None:
 def test_dicomweb_shows_a_user_exactly_what_their_imaging_study_search_shows(
     tmp_path: Path, parts: Parts
 ) -> None:
+    from smart import PASSWORD, REDIRECT, auth_of
     from test_policy_consortium import DATA, login
 
     from fhir_server.auth import admin
-    from smart import PASSWORD, REDIRECT, auth_of
 
     services = make_services(tmp_path / "fhir.db", parts, auth="on")
     with TestClient(build_app(services.settings, services),

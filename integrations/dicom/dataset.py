@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydicom import Dataset, dcmread
@@ -232,7 +232,7 @@ _UNDEFINED = 0xFFFFFFFF
 def _walk(data: bytes, pos: int, end: int, explicit: bool, little: bool, top: bool) -> int:
     """Walk elements from `pos` until `end` (or an Item Delimitation Item); the position
     after the last one. IndexError when the bytes run out inside an element."""
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     while pos < end:
         if pos + 8 > len(data):
             raise IndexError(pos)
@@ -263,7 +263,7 @@ def _walk(data: bytes, pos: int, end: int, explicit: bool, little: bool, top: bo
 def _items(data: bytes, pos: int, explicit: bool, little: bool) -> int:
     """Items (or fragments) of a value of undefined length up to its Sequence Delimitation
     Item; the position after it."""
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     while True:
         if pos + 8 > len(data):
             raise IndexError(pos)

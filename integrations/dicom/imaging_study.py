@@ -160,7 +160,7 @@ def patient(
             names.append(name)
     if names:
         out["name"] = names
-    sex = GENDER.get(_first(values.get("00100040")) or "", None)
+    sex = GENDER.get(_first(values.get("00100040")) or "")
     if _first(values.get("00100040")) is not None:
         out["gender"] = sex or "unknown"
     birth = fhir_date(_first(values.get("00100030")) or "")

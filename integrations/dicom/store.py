@@ -38,7 +38,8 @@ class InstanceStore:
         ds = header if header is not None else read_header(data)
         study, series, sop = uids(ds)
         relative = self.files.relative(study, series, sop)
-        row = index_row(ds, relative, len(data), self.levels)  # BadInstance before anything is written
+        # BadInstance before anything is written
+        row = index_row(ds, relative, len(data), self.levels)
         had = self.index.instance(sop)
         self.files.write(relative, data)
         try:

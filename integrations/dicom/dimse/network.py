@@ -7,7 +7,7 @@ SO_REUSEADDR, so both of its sockets are subclassed here."""
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE
 from pynetdicom.transport import (
@@ -54,7 +54,10 @@ class NoDelayAE(AE):
         server class); `shutdown()` stops it."""
         import threading
 
-        server = self.make_server(address, evt_handlers=handlers, server_class=NoDelayServer)
+        server = cast(
+            NoDelayServer,
+            self.make_server(address, evt_handlers=handlers, server_class=NoDelayServer),
+        )
         thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
         thread.start()
         self._servers.append(server)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from fhir_server.services import Services
 
@@ -21,6 +18,10 @@ from ..service import dicom_of
 from ..sync import sync_study
 from . import listen, scp
 from .network import NoDelayAE
+from .scp import (
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 log = logging.getLogger("integrations.dicom")
 
@@ -51,10 +52,10 @@ def pull(services: Services, peer_aet: str, study_uid: str, method: str = "get")
     server = None
     if method == "get":
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        roles = []
+        roles: list[Any] = []
         for cx in StoragePresentationContexts[:127]:  # 128 contexts at most, one is the model's
-            ae.add_requested_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-            roles.append(build_role(cx.abstract_syntax, scp_role=True))
+            ae.add_requested_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+            roles.append(build_role(str(cx.abstract_syntax), scp_role=True))
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=roles,
                              evt_handlers=[(evt.EVT_C_STORE, scp.store, [dicom])])  # fmt: skip
         model = StudyRootQueryRetrieveInformationModelGet

@@ -13,15 +13,6 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 
 from .. import results
 from ..dataset import BadInstance, read_header
@@ -31,6 +22,15 @@ from ..storage.query import Match, compile_query
 from .network import NoDelayAE
 
 log = logging.getLogger("integrations.dicom")
+
+#: SOP classes (PS3.4 A.4, C.6.1.3, C.6.2.3): pynetdicom names them, but untyped
+Verification = "1.2.840.10008.1.1"
+PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
+PatientRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.1.2"
+PatientRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.1.3"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
 
 #: C-STORE statuses (PS3.4 B.2.3)
 SUCCESS = 0x0000
@@ -68,7 +68,7 @@ def application_entity(dicom: Dicom) -> NoDelayAE:
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs per instance
     ae.add_supported_context(Verification)
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES,
+        ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES,
                                  scu_role=True, scp_role=True)  # fmt: skip
     for model in (*_FIND, *_RETRIEVE):
         ae.add_supported_context(model)
@@ -163,7 +163,7 @@ def find(event: Any, dicom: Dicom) -> Iterator[tuple[int, Dataset | None]]:
         found = results.series(dicom.index, rows, None, base, False)
     else:
         found = results.instances(rows, None, base, None)
-    keys = [e.tag for e in identifier]
+    keys = [int(e.tag) for e in identifier]
     for item in found:
         if event.is_cancelled:
             yield CANCEL, None

@@ -5,8 +5,8 @@ bearer token), decided by the core's own search of ImagingStudy by id."""
 from __future__ import annotations
 
 from fhir_server.context import RequestContext
-from fhir_server.policy.decide import forbidden
 from fhir_server.interactions.search import find
+from fhir_server.policy.decide import forbidden
 from fhir_server.policy.enforce import authorize
 from fhir_server.services import Services
 

@@ -36,7 +36,7 @@ def parameters(header: str) -> tuple[str, dict[str, str]]:
     """A Content-Type or Accept item as (media type, parameters), lower-case names."""
     message = Message()
     message["content-type"] = header
-    params = {k.lower(): v for k, v in message.get_params()[1:]}
+    params = {k.lower(): v for k, v in (message.get_params() or [])[1:]}
     return message.get_content_type(), params
 
 

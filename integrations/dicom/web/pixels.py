@@ -5,6 +5,7 @@ and rendered images (§10.4.1.1.4, §8.3.5.1: window, viewport, quality) as JPEG
 from __future__ import annotations
 
 import io
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -115,10 +116,8 @@ def _to_8bit(ds: Dataset, frame: Any, window: tuple[float, float] | None) -> Any
         return _scale(frame.astype(np.float64), None, float(frame.min()), float(frame.max()))
     values = apply_modality_lut(frame, ds).astype(np.float64)
     if window is None and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        try:
+        with suppress(Exception):  # a malformed VOI LUT: the full range instead
             values = apply_voi_lut(values, ds).astype(np.float64)
-        except Exception:
-            pass
     image = _scale(values, window, float(values.min()), float(values.max()))
     return 255 - image if photometric == "MONOCHROME1" else image
 

@@ -89,7 +89,9 @@ def _accepts(request: Request) -> list[tuple[str, dict[str, str]]]:
 def _split_accept(header: str) -> list[str]:
     """Accept items split at commas outside quotes (a `type="…"` value may hold none, but
     be safe)."""
-    items, current, quoted = [], [], False
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in header:
         if ch == '"':
             quoted = not quoted
@@ -479,7 +481,7 @@ def _render_params(request: Request) -> tuple[str, tuple[float, float] | None,
                 raise ValueError
     except ValueError:
         raise error(400, "invalid", "window=center,width[,function], viewport=width,height, "
-                    "quality=1..100", "window")  # fmt: skip
+                    "quality=1..100", "window") from None  # fmt: skip
     return media, window, viewport, quality
 
 
