@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from integrations.dicom.dataset import Levels, index_row, read_header
-from integrations.dicom.storage.index import Index
+from integrations.dicom.storage.index import Index, InstanceRow
 
 #: OHIF's study list request (integrations.md §3.2) and a filtered one
 QIDO = {
@@ -56,22 +57,31 @@ def _instances(directory: Path, count: int) -> tuple[str, str]:
 
 
 def _prefill(storage: Path, studies: int) -> float:
-    """`studies` more studies in the index, as the store indexes them (one instance each,
-    names and dates varied), marked as synced: the QIDO searches run over them."""
+    """`studies` more studies in the index (one instance each; names, IDs and dates varied),
+    rows as the store makes them (index_row of CT_small, values replaced), marked as synced:
+    the QIDO searches run over them."""
     ds = dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    template = index_row(read_header(_part10(ds)), "x.dcm", 0, Levels())
     index = Index(storage / "index.db")
     started = time.perf_counter()
-    levels = Levels()
     names = ["ZHANG^SAN", "LI^SI", "WANG^WU", "ZHAO^LIU", "CHEN^QI"]
     for n in range(studies):
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-        ds.SOPInstanceUID = generate_uid()
-        ds.PatientName = f"{names[n % 5]}{n}"
-        ds.PatientID = f"P{n}"
-        ds.StudyDate = f"20{10 + n % 15}{1 + n % 12:02d}{1 + n % 28:02d}"
-        row = index_row(read_header(_part10(ds)), f"x/{n}.dcm", 0, levels)
+        study, series, sop = generate_uid(), generate_uid(), generate_uid()
+        name, date = f"{names[n % 5]}{n}", f"20{10 + n % 15}{1 + n % 12:02d}{1 + n % 28:02d}"
+        attrs = orjson.loads(template.study["attrs"])
+        attrs["0020000D"]["Value"] = [study]
+        attrs["00100010"]["Value"] = [{"Alphabetic": name}]
+        attrs["00100020"]["Value"] = [f"P{n}"]
+        attrs["00080020"]["Value"] = [date]
+        row = InstanceRow(
+            {**template.study, "uid": study, "patient_name": name, "patient_id": f"P{n}",
+             "study_date": date, "attrs": orjson.dumps(attrs)},
+            {**template.series, "uid": series, "study_uid": study},
+            {**template.instance, "uid": sop, "series_uid": series, "study_uid": study,
+             "path": f"x/{n}.dcm"},
+        )  # fmt: skip
         index.put(row, "2020-01-01T00:00:00Z")
-        index.mark_synced(str(ds.StudyInstanceUID), 1, "")
+        index.mark_synced(study, 1, "")
     index.close()
     return time.perf_counter() - started
 

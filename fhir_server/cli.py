@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -215,7 +216,7 @@ def _serve(settings: Settings) -> int:
     # the DIMSE service in a process of its own: C-STORE parsing never competes with HTTP
     # requests for one interpreter's lock
     listener = multiprocessing.get_context("spawn").Process(
-        target=_listen, args=(settings,), name="dicom-listen", daemon=True
+        target=_listen, args=(settings, os.getpid()), name="dicom-listen", daemon=True
     )
     listener.start()
     try:
@@ -243,7 +244,7 @@ def _dicom_commands(sub: Any) -> None:
     pull.add_argument("--database", type=Path)
 
 
-def _listen(settings: Settings) -> int:
+def _listen(settings: Settings, parent: int | None = None) -> int:
     import logging
 
     from integrations.dicom.dimse import listen
@@ -253,7 +254,7 @@ def _listen(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     services = open_services(settings)
     try:
-        return listen.run(services)
+        return listen.run(services, parent)
     finally:
         services.close()
 

@@ -10,7 +10,8 @@ import threading
 from typing import Any, Literal
 
 import orjson
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
+from pydicom.filereader import read_partial
 from pydicom.valuerep import PersonName
 
 from .attributes import INSTANCE, SERIES, STUDY
@@ -35,9 +36,11 @@ def valid_uid(value: str) -> bool:
 
 
 def read_header(data: bytes) -> Dataset:
-    """The instance without its pixel data; BadInstance for what is not Part-10 DICOM."""
+    """The instance's attributes up to the last one the index keeps (the rest, often a large
+    private group, is not parsed: this runs for every C-STORE); BadInstance for what is not
+    Part-10 DICOM."""
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size=_DEFER)
+        ds = read_partial(io.BytesIO(data), stop_when=_past_indexed, defer_size=_DEFER)
         ds.file_meta.TransferSyntaxUID  # noqa: B018 - a Part-10 file has one
     except Exception as exc:  # pydicom raises many kinds (zlib, struct, EOF, Invalid...)
         raise BadInstance(f"not a DICOM Part-10 instance: {str(exc)[:200]}") from None
@@ -76,6 +79,14 @@ def _raw(ds: Dataset, tag: int) -> Any:
     element = ds.get_item(tag)
     value = element.value
     return value if isinstance(value, bytes | str | int | float) else repr(value)
+
+
+def _past_indexed(tag: Any, vr: Any, length: int) -> bool:
+    return int(tag) > _LAST
+
+
+#: the last attribute any level keeps (attributes.py)
+_LAST = max(STUDY | SERIES | INSTANCE)
 
 
 def index_row(ds: Dataset, path: str, size: int, levels: Levels | None = None) -> InstanceRow:

@@ -39,7 +39,7 @@ def studies(index: Index, rows: list[tuple[Any, ...]], keep: set[str] | None, ba
             "00081190": {"vr": "UR", "Value": [f"{base}/studies/{uid}"]},
         }
         item.update({k: v for k, v in computed.items() if keep is None or k in keep})
-        out.append(_sorted(item))
+        out.append(item)
     return out
 
 

@@ -58,7 +58,9 @@ def _open(services: Services) -> Dicom:
     def warming(stop: Any) -> None:
         warm(store, stop)
 
-    syncer = Syncer(services, index, warming).start()
+    # started by the DIMSE listener (dimse/listen.py), where instances arrive one by one;
+    # STOW-RS writes its ImagingStudies itself before it answers
+    syncer = Syncer(services, index, warming)
     return Dicom(config, index, store, syncer)
 
 

@@ -154,11 +154,17 @@ class Syncer:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def changed(self) -> None:
         self._last = time.monotonic()
         self._event.set()
 
     def stop(self) -> None:
+        if not self.running:
+            return
         self._stop = True
         self._event.set()
         self._thread.join(timeout=30)

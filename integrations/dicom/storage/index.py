@@ -28,8 +28,10 @@ CREATE TABLE IF NOT EXISTS study (
     resource_id TEXT,                        -- that ImagingStudy's id
     updated TEXT NOT NULL
 );
--- QIDO's usual filters; the list is ordered by date, newest first
-CREATE INDEX IF NOT EXISTS study_date ON study (study_date DESC, study_time DESC, uid);
+-- the study list, newest first; it covers the usual filters (a viewer's name, ID and
+-- accession boxes: wildcards scan it without reading the rows)
+CREATE INDEX IF NOT EXISTS study_list ON study
+    (study_date DESC, study_time DESC, uid, patient_name, patient_id, accession);
 CREATE INDEX IF NOT EXISTS study_patient ON study (patient_id, issuer);
 CREATE INDEX IF NOT EXISTS study_accession ON study (accession);
 CREATE INDEX IF NOT EXISTS study_unsynced ON study (synced) WHERE synced < revision;
