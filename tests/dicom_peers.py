@@ -97,6 +97,7 @@ class Server:
     client: TestClient
     port: int
     ae_title: str
+    scp: Any = None
 
     @property
     def dicom(self) -> Any:
@@ -118,7 +119,7 @@ def start_server(tmp: Path, parts: Parts, **settings: Any) -> Iterator[Server]:
     with TestClient(app, raise_server_exceptions=False) as client:
         server = listen.start(services)
         try:
-            yield Server(services, client, port, config["dicom_ae_title"])
+            yield Server(services, client, port, config["dicom_ae_title"], server)
         finally:
             listen.stop(server)
 

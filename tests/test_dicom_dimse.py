@@ -4,6 +4,7 @@ refusals (unknown AE, too many associations, bad datasets, half-sent datasets)."
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +37,26 @@ from integrations.dicom.dimse.pull import pull
 
 @pytest.fixture
 def server(tmp_path: Path, parts: Parts) -> Iterator[Server]:
-    yield from start_server(tmp_path, parts)
+    # a hospital's patient IDs under their own system (the rule the HL7 v2 adapter shares)
+    yield from start_server(tmp_path, parts, identifier_systems="HOSP1=urn:oid:1.2.156.1")
+
+
+def test_every_association_socket_runs_with_tcp_nodelay(server: Server) -> None:
+    """integrations.md §2.2: without it each C-STORE waits ~40 ms for a delayed ACK."""
+    from integrations.dicom.dimse.network import NoDelayAE
+
+    ae = NoDelayAE(ae_title="SCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="FHIRSCP")
+    assert assoc.is_established
+    ours = assoc.dul.socket.socket  # the requestor side (our SCU, C-MOVE sub-associations)
+    assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    deadline = time.time() + 5
+    while not server.scp.active_associations and time.time() < deadline:
+        time.sleep(0.02)
+    theirs = server.scp.active_associations[0].dul.socket.socket  # the acceptor side
+    assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assoc.release()
 
 
 def dataset_bytes(part10: bytes) -> bytes:
@@ -85,7 +105,7 @@ def test_a_pushed_study_becomes_one_imaging_study_field_by_field(
     # the HIS registered the patient (ADT) and the order (ORM) first
     patient = client.post("/fhir/Patient", json={
         "resourceType": "Patient",
-        "identifier": [{"system": "urn:yilian:patient-id", "value": "CN0001"}],
+        "identifier": [{"system": "urn:oid:1.2.156.1", "value": "CN0001"}],
         "name": [{"family": "张", "given": ["三"]}],
     }).json()  # fmt: skip
     order = client.post("/fhir/ServiceRequest", json={
@@ -96,7 +116,8 @@ def test_a_pushed_study_becomes_one_imaging_study_field_by_field(
         "code": {"text": "胸部CT"}, "subject": {"reference": f"Patient/{patient['id']}"},
     }).json()  # fmt: skip
     study, paths = write_study(
-        tmp_path / "in", 3, series_count=2, PatientID="CN0001", AccessionNumber="ACC-7",
+        tmp_path / "in", 3, series_count=2, PatientID="CN0001", IssuerOfPatientID="HOSP1",
+        AccessionNumber="ACC-7",
         SpecificCharacterSet="ISO_IR 192", PatientName="Zhang^San=张^三",
         StudyDescription="胸部CT平扫", StudyDate="20260105", StudyTime="083000",
         BodyPartExamined="CHEST", Laterality="R", SeriesDate="20260105", SeriesTime="083105",

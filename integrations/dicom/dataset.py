@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -15,6 +16,7 @@ from pydicom.filereader import read_partial
 from pydicom.valuerep import PersonName
 
 from .attributes import INSTANCE, SERIES, STUDY
+from .header import Raw, json_value
 from .storage.index import InstanceRow
 
 #: PS3.5 §9.1: a UID is at most 64 characters of digits and dots, components without leading 0
@@ -57,41 +59,102 @@ class Levels:
         self._seen: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._lock = threading.Lock()  # associations run in threads of their own
 
-    def get(self, ds: Dataset, tags: frozenset[int], make: Any) -> dict[str, Any]:
-        key = (tags, *(_raw(ds, t) for t in sorted(tags | _CHARSET)))
+    def peek(self, key: tuple[Any, ...] | None) -> dict[str, Any] | None:
         with self._lock:
-            found = self._seen.get(key)
+            return self._seen.get(key) if key is not None else None
+
+    def get(self, key: tuple[Any, ...] | None, make: Callable[[], dict[str, Any]]) -> dict:
+        """The part for `key` (the raw bytes of its attributes; None: not remembered)."""
+        found = self.peek(key)
         if found is None:
-            found = make(ds)
-            with self._lock:
-                if len(self._seen) >= self.size:
-                    self._seen.pop(next(iter(self._seen)))
-                self._seen[key] = found
+            found = make()
+            if key is not None:
+                with self._lock:
+                    if len(self._seen) >= self.size:
+                        self._seen.pop(next(iter(self._seen)))
+                    self._seen[key] = found
         return found
 
 
 _CHARSET = frozenset({0x00080005})
+_STUDY_KEY = STUDY | {0x0020000D} | _CHARSET
+_SERIES_KEY = SERIES | {0x0020000D} | _CHARSET
 
 
-def _raw(ds: Dataset, tag: int) -> Any:
-    if tag not in ds:
+def level_key(raw: Raw | None, tags: frozenset[int]) -> tuple[Any, ...] | None:
+    """The raw bytes of `tags` as read by header.scan: equal bytes, equal part."""
+    if raw is None:
         return None
-    element = ds.get_item(tag)
-    value = element.value
-    return value if isinstance(value, bytes | str | int | float) else repr(value)
+    return (tags, *(raw.values.get(t, ("", None))[1] for t in sorted(tags)))
+
+
+def fast_row(raw: Raw, path: str, size: int, levels: Levels) -> InstanceRow | None:
+    """The index row from the raw attributes alone, when the study and series parts are
+    remembered (every instance of a study after its first) and the instance's attributes
+    are of simple VRs; else None (then index_row, with pydicom). Same result either way
+    (tests/test_dicom_header.py)."""
+    study = levels.peek(level_key(raw, _STUDY_KEY))
+    series = levels.peek(level_key(raw, _SERIES_KEY))
+    if study is None or series is None:
+        return None
+    attrs: dict[str, Any] = {}
+    for tag in sorted(INSTANCE):
+        found = raw.values.get(tag)
+        if found is not None:
+            value = json_value(*found)
+            if value is None:
+                return None
+            attrs[f"{tag:08X}"] = value
+    number = attrs.get("00200013", {}).get("Value")
+    frames = attrs.get("00280008", {}).get("Value")
+    sop_uid = _raw_uid(raw, 0x00080018, "SOPInstanceUID")
+    instance = {
+        "uid": sop_uid,
+        "series_uid": series["uid"],
+        "study_uid": study["uid"],
+        "sop_class": _raw_uid(raw, 0x00080016, "SOPClassUID"),
+        "transfer_syntax": raw.syntax,
+        "number": number[0] if number else None,
+        "frames": max(frames[0], 1) if frames else 1,
+        "path": path,
+        "size": size,
+        "attrs": orjson.dumps(attrs),
+    }
+    return InstanceRow(study, series, instance)
+
+
+def raw_uids(raw: Raw) -> tuple[str, str, str]:
+    """(study, series, SOP instance) UIDs from the raw attributes, checked as uids() does."""
+    return (
+        _raw_uid(raw, 0x0020000D, "StudyInstanceUID"),
+        _raw_uid(raw, 0x0020000E, "SeriesInstanceUID"),
+        _raw_uid(raw, 0x00080018, "SOPInstanceUID"),
+    )
+
+
+def _raw_uid(raw: Raw, tag: int, name: str) -> str:
+    value = raw.text(tag) or ""
+    if not value:
+        raise BadInstance(f"{name} ({tag:08X}) is missing", tag)
+    if not valid_uid(value):
+        raise BadInstance(f"{name} ({tag:08X}) is not a valid UID: '{value[:70]}'", tag)
+    return value
 
 
 def _past_indexed(tag: Any, vr: Any, length: int) -> bool:
-    return int(tag) > _LAST
+    return int(tag) > LAST
 
 
 #: the last attribute any level keeps (attributes.py)
-_LAST = max(STUDY | SERIES | INSTANCE)
+LAST = max(STUDY | SERIES | INSTANCE)
 
 
-def index_row(ds: Dataset, path: str, size: int, levels: Levels | None = None) -> InstanceRow:
+def index_row(
+    ds: Dataset, path: str, size: int, levels: Levels | None = None, raw: Raw | None = None
+) -> InstanceRow:
     """What the index keeps of one instance; BadInstance when a UID it needs is missing or
-    malformed (PS3.4 C.4.2.1.4.1: Study, Series and SOP Instance UID are Type 1)."""
+    malformed (PS3.4 C.4.2.1.4.1: Study, Series and SOP Instance UID are Type 1). With `raw`
+    (header.scan of the same bytes) its study and series parts are remembered in `levels`."""
     study_uid = _uid(ds, 0x0020000D, "StudyInstanceUID")
     series_uid = _uid(ds, 0x0020000E, "SeriesInstanceUID")
     sop_uid = _uid(ds, 0x00080018, "SOPInstanceUID")
@@ -102,8 +165,8 @@ def index_row(ds: Dataset, path: str, size: int, levels: Levels | None = None) -
     except (TypeError, ValueError):
         frames = 1
     levels = levels or Levels(1)
-    study = levels.get(ds, STUDY | {0x0020000D}, _study)
-    series = levels.get(ds, SERIES | {0x0020000D}, _series)
+    study = levels.get(level_key(raw, _STUDY_KEY), lambda: _study(ds))
+    series = levels.get(level_key(raw, _SERIES_KEY), lambda: _series(ds))
     instance = {
         "uid": sop_uid,
         "series_uid": series_uid,

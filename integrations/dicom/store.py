@@ -10,7 +10,17 @@ from datetime import UTC, datetime
 
 from pydicom import Dataset
 
-from .dataset import BadInstance, Levels, index_row, read_header, uids
+from .dataset import (
+    LAST,
+    BadInstance,
+    Levels,
+    fast_row,
+    index_row,
+    raw_uids,
+    read_header,
+    uids,
+)
+from .header import scan
 from .storage.files import Files
 from .storage.index import Index
 
@@ -35,11 +45,18 @@ class InstanceStore:
         is not an instance the store can keep. A re-sent SOP Instance UID replaces the earlier
         copy. The file is complete before the index names it, and removed again when the
         index refuses it, so no reader ever finds half an instance."""
-        ds = header if header is not None else read_header(data)
-        study, series, sop = uids(ds)
-        relative = self.files.relative(study, series, sop)
-        # BadInstance before anything is written
-        row = index_row(ds, relative, len(data), self.levels)
+        raw = scan(data, LAST)
+        row = None
+        if raw is not None and header is None:  # C-STORE: pydicom only for a study's first
+            study, series, sop = raw_uids(raw)
+            relative = self.files.relative(study, series, sop)
+            row = fast_row(raw, relative, len(data), self.levels)
+        if row is None:
+            ds = header if header is not None else read_header(data)
+            study, series, sop = uids(ds)
+            relative = self.files.relative(study, series, sop)
+            # BadInstance before anything is written
+            row = index_row(ds, relative, len(data), self.levels, raw)
         had = self.index.instance(sop)
         self.files.write(relative, data)
         try:

@@ -140,7 +140,7 @@ class Syncer:
 
     def __init__(
         self, services: Services, index: Index, warm: Any = None,
-        quiet: float = 0.5, delay: float = 2.0,
+        quiet: float = 0.5, delay: float = 5.0,
     ) -> None:
         self.services, self.index, self.warm = services, index, warm
         self.quiet, self.delay = quiet, delay

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
 
 from .. import results
-from ..dataset import BadInstance, read_header
+from ..dataset import BadInstance
 from ..matching import BadMatch, match
 from ..service import Dicom
 from ..storage.query import Match, compile_query
@@ -107,8 +107,7 @@ def store(event: Any, dicom: Dicom) -> int:
     """C-STORE: the dataset as received, with the File Meta Information of its presentation
     context (PS3.10 §7.1), kept unchanged; success only once its index row is committed."""
     try:
-        data = event.encoded_dataset(include_meta=True)
-        dicom.store.put(data, read_header(data))
+        dicom.store.put(event.encoded_dataset(include_meta=True))
     except BadInstance as exc:
         log.warning("C-STORE from %s refused: %s", event.assoc.requestor.ae_title, exc)
         return DATASET_DOES_NOT_MATCH if exc.tag is not None else CANNOT_UNDERSTAND
