@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from .attributes import PATIENT_LEVEL, QIDO_DEFAULT, SERIES, STUDY, hex_tag
+from .attributes import PATIENT_LEVEL, QIDO_DEFAULT, hex_tag
 from .storage.index import Index
 
 Json = dict[str, Any]
@@ -87,10 +87,6 @@ def instances(
 def patients(rows: list[tuple[Any, ...]]) -> list[Json]:
     keep = {hex_tag(t) for t in PATIENT_LEVEL} | {"00080005"}
     return [_sorted(_pick(orjson.loads(attrs), keep)) for _pid, _issuer, attrs in rows]
-
-
-def level_tags(level: str) -> frozenset[int]:
-    return {"STUDY": STUDY, "SERIES": SERIES}.get(level, frozenset())
 
 
 def _cs(values: list[str]) -> Json:

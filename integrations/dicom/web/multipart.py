@@ -3,7 +3,6 @@ WADO-RS response, reading the parts of a STOW-RS request."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from email.message import Message
@@ -64,5 +63,3 @@ def split(body: bytes, header: str) -> list[tuple[dict[str, str], bytes]]:
         out.append((headers, content[:-2] if content.endswith(b"\r\n") else content))
     return out
 
-
-_TS = re.compile(r"[0-9.]+|\*")

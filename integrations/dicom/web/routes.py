@@ -296,7 +296,9 @@ def _dicom_syntax(request: Request) -> None:
                 'Instances are offered as multipart/related; type="application/dicom"')  # fmt: skip
 
 
-async def _retrieve(request: Request, study: str, series: str | None, sop: str | None):
+async def _retrieve(
+    request: Request, study: str, series: str | None, sop: str | None
+) -> Response:
     _dicom_syntax(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
     rows = await _run(_instances, services, ctx, dicom, study, series, sop)
@@ -327,7 +329,9 @@ async def retrieve_instance(request: Request, study: str, series: str, sop: str)
     return await _retrieve(request, study, series, sop)
 
 
-async def _metadata(request: Request, study: str, series: str | None, sop: str | None):
+async def _metadata(
+    request: Request, study: str, series: str | None, sop: str | None
+) -> Response:
     _json_accepted(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
     rows = await _run(_instances, services, ctx, dicom, study, series, sop)
@@ -427,7 +431,9 @@ async def retrieve_frames(
 @router.api_route(
     PREFIX + "/studies/{study}/series/{series}/instances/{sop}/bulk/{tag}", methods=_READ
 )
-async def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str):
+async def retrieve_bulk(
+    request: Request, study: str, series: str, sop: str, tag: str
+) -> Response:
     """A BulkDataURI of our metadata: the element's value bytes, as stored."""
     number = tag_of(tag) if len(tag) == 8 else None
     if number is None:
