@@ -25,6 +25,7 @@ from fhir_server.app import build_app
 from fhir_server.services import Parts
 from integrations.dicom import dicom_of
 from integrations.dicom.sync import sync_study
+from integrations.patients import identifier_system
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +356,9 @@ def test_dicomweb_shows_a_user_exactly_what_their_imaging_study_search_shows(
     with TestClient(build_app(services.settings, services),
                     raise_server_exceptions=False) as c:  # fmt: skip
         dicom = dicom_of(services)
-        with_id = [{**r, "identifier": [{"system": "urn:yilian:patient-id", "value": r["id"]}]}
+        # the patients as registered by the HIS: PatientID under the site's own system
+        system = identifier_system(services.settings, None)
+        with_id = [{**r, "identifier": [{"system": system, "value": r["id"]}]}
                    if r["resourceType"] == "Patient" else r for r in DATA]  # fmt: skip
         from conftest import seed
 
