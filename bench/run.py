@@ -36,6 +36,8 @@ import orjson
 from bench import people
 from fhir_server.loader import read_bytes
 
+from . import dicom
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA = ROOT.parent / "shared" / "synthea"
 
@@ -596,6 +598,8 @@ def run(
     copies: int = 1,
     audit_rounds: int = 2,
     match_patients: int = 100_000,
+    dicom_instances: int = 1000,
+    dicom_studies: int = 10000,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         with server(Path(tmp) / "bench.db", workers) as (base, proc):
@@ -625,6 +629,8 @@ def run(
         # audit on vs off, on the same data
         result["audit"] = audit_cost(Path(tmp) / "bench.db", workers, clients, seconds,
                                      audit_rounds)  # fmt: skip
+        # DICOM: a server of its own (serve --dicom), after the FHIR load has stopped
+        result["dicom"] = dicom.bench(dicom_instances, dicom_studies, max(repeats, 5) * 5)
     return result
 
 
@@ -684,6 +690,8 @@ def table(result: dict[str, Any]) -> str:
         f"Patient/$match ({ma['queries']} questions, {ma['patients']:,} patients, loaded at "
         f"{ma['loaded_per_second']:,}/s): p50 {ma['p50_ms']} ms, p95 {ma['p95_ms']} ms",
     ]
+    if "dicom" in result:
+        lines += dicom.table(result["dicom"])
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """build_app(settings): wires storage, the core, the features and the routers into one ASGI app.
 
-This module and the console script are the only ones that import features: the core knows
-them only through what they register on Services (operations, write hooks)."""
+This module and the console script are the only ones that import features and integrations:
+the core knows them only through what they register on Services (operations, write hooks) and
+the routes they add here."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from integrations import dicom
 
 from . import audit, auth, bootstrap, conformance, referral
 from .api import bulk, http
@@ -43,6 +46,7 @@ def wire(services: Services) -> Services:
     services.operations.extend(core_operations())
     referral.register(services)
     auth.register(services)
+    dicom.register(services)  # integrations: register like features, after them
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
     # after the guide: storing the server's own conformance resources is not a REST access
@@ -107,11 +111,16 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
     app.include_router(bulk.router, prefix="/fhir")  # before /fhir/{type}/{id} claims _export
     app.include_router(router, prefix="/fhir")
+    app.include_router(dicom.router)  # /dicom-web, /iid
     app.add_api_route("/health", health, methods=["GET", "HEAD"])
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
     required = services.settings.auth == "on"
-    app.add_middleware(auth.Bearer, auth=services.features["auth"], required=required)
-    app.add_middleware(auth.Cors, auth=services.features["auth"])  # a preflight has no token
+    protected = ("/fhir", *dicom.PREFIXES)  # the APIs a bearer token and CORS govern
+    app.add_middleware(
+        auth.Bearer, auth=services.features["auth"], required=required, prefixes=protected
+    )
+    # a preflight has no token
+    app.add_middleware(auth.Cors, auth=services.features["auth"], prefixes=protected)
     app.add_middleware(_Edge, settings=services.settings)
     app.add_middleware(AccessLog)  # outermost: every response carries the request id
 

@@ -75,6 +75,30 @@ class Settings:
     export_dir: Path | None = None
     export_retention_hours: float = 24.0
     export_batch: int = 5000
+    #: patient identifier systems of the integrations (HL7 v2 PID-3.4, DICOM Issuer of Patient
+    #: ID): `AUTHORITY=system,...`; an authority not listed gets a system derived from its
+    #: name (integrations/patients.py)
+    identifier_systems: str = ""
+    #: DICOM (integrations/dicom): the instance store, a directory tree of Part-10 files and
+    #: its index; default: `<database>.dicom` beside the database
+    dicom_storage: Path | None = None
+    #: `serve` also runs the DIMSE service (`serve --dicom`), in a process of its own
+    dicom_listen: bool = False
+    #: our AE title and DIMSE port (`dicom listen`, `serve --dicom`)
+    dicom_ae_title: str = "FHIRSERVER"
+    dicom_port: int = 11112
+    #: calling AE titles accepted (comma-separated); empty: any
+    dicom_allowed_aets: str = ""
+    #: C-MOVE destinations we send to: `AET=host:port,...`
+    dicom_move_destinations: str = ""
+    #: PACS we query and pull from (`dicom pull --from AET`): `AET=host:port,...`
+    dicom_peers: str = ""
+    #: associations served at once; further ones are rejected (A-ASSOCIATE-RJ, transient)
+    dicom_max_associations: int = 20
+    #: a web viewer's study URL, `{study}` standing for the StudyInstanceUID (e.g. OHIF's
+    #: `http://viewer/viewer?StudyInstanceUIDs={study}`): ImagingStudy then names an IHE IID
+    #: Endpoint that opens it
+    dicom_viewer_url: str = ""
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

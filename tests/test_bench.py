@@ -14,7 +14,7 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
     result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2, audit_rounds=1,
-                       match_patients=300)
+                       match_patients=300, dicom_instances=20, dicom_studies=50)  # fmt: skip
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
@@ -45,6 +45,12 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
         assert figures["req_per_s"] > 0 and figures["cpu_ms_per_read"] > 0
         assert figures["transaction_500_ms"] > 0 and figures["create_ms"] > 0
     assert "audit trail on vs off" in bench.table(result)
+    dicom = result["dicom"]
+    if "skipped" not in dicom:  # dcmtk installed (always in CI)
+        assert dicom["store"]["ok"] and dicom["store"]["instances"] == 20
+        assert dicom["imaging_study_lag_s"] is not None
+        assert dicom["metadata"]["instances"] == 20 and dicom["qido"]["studies"] == 51
+        assert "DICOM C-STORE" in bench.table(result)
 
 
 def test_copies_rewrite_ids_but_keep_shared_references() -> None:

@@ -65,7 +65,7 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -
 
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "integrations").rglob("*.py")]):
         module = _module(path)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         targets: set[str] = set()
@@ -82,7 +82,7 @@ def _within(module: str, prefixes: tuple[str, ...]) -> bool:
 def test_the_core_imports_no_feature_and_features_no_app_or_integration() -> None:
     wrong = []
     for module, targets in import_graph().items():
-        if _within(module, APPS):
+        if _within(module, APPS + INTEGRATIONS):
             continue
         for target in targets:
             if _within(module, FEATURES):
@@ -91,6 +91,25 @@ def test_the_core_imports_no_feature_and_features_no_app_or_integration() -> Non
             elif _within(target, FEATURES + APPS + INTEGRATIONS):
                 wrong.append(f"core module {module} imports {target}")
     assert wrong == []
+
+
+#: what integrations may not import: storage (they write through the interactions, so
+#: validation, policy, hooks and history hold) and the apps (which import them)
+INTEGRATIONS_MAY_NOT = ("fhir_server.storage", *APPS)
+
+
+def test_integrations_write_through_the_core_never_its_storage_or_the_apps() -> None:
+    graph = import_graph()
+    wrong = [
+        f"integration {module} imports {target}"
+        for module, targets in graph.items()
+        if _within(module, INTEGRATIONS)
+        for target in targets
+        if _within(target, INTEGRATIONS_MAY_NOT)
+    ]
+    assert wrong == []
+    # the checker sees the integrations at all: the DICOM syncer writes through interactions
+    assert "fhir_server.interactions.write" in graph["integrations.dicom.sync"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -130,7 +149,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_the_modules_of_fhir_server_form_no_import_circle() -> None:
+def test_the_modules_of_fhir_server_and_integrations_form_no_import_circle() -> None:
     assert cycles(import_graph()) == []
 
 

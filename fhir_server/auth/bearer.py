@@ -63,12 +63,16 @@ class Bearer:
     request and leaves the Principal in `scope["state"]["principal"]` for routes._context.
     With `auth` off a request without a token is anonymous; with it on, 401."""
 
-    def __init__(self, app: ASGIApp, auth: Auth, required: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: Auth, required: bool, prefixes: tuple[str, ...] = ("/fhir",)
+    ) -> None:
         self.app, self.auth, self.required = app, auth, required
+        #: the paths that answer for a token: /fhir, and what integrations add (/dicom-web)
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/fhir"):
+        if scope["type"] != "http" or not path.startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         header = next(

@@ -29,13 +29,13 @@ EXPOSE_HEADERS = "Location, ETag, Last-Modified, Content-Location, X-Request-ID,
 MAX_AGE = "600"
 
 
-def _methods(path: str) -> str | None:
+def _methods(path: str, prefixes: tuple[str, ...]) -> str | None:
     """The methods a cross-origin caller may use on this path; None: no CORS here."""
     if path in OPEN:
         return "GET, HEAD"
     if path in OAUTH:
         return "POST"
-    if path == "/fhir" or path.startswith("/fhir/"):
+    if any(path == p or path.startswith(p + "/") for p in prefixes):
         return FHIR_METHODS
     return None
 
@@ -47,11 +47,14 @@ class Cors:
     registered gets no Access-Control-* header, and is otherwise served exactly as without
     CORS (a preflight from it goes on to the routes, as any OPTIONS request)."""
 
-    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+    def __init__(self, app: ASGIApp, auth: Auth, prefixes: tuple[str, ...] = ("/fhir",)) -> None:
         self.app, self.auth = app, auth
+        #: the APIs served to registered origins: /fhir, and what integrations add
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        methods = _methods(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "")
+        methods = _methods(path, self.prefixes) if scope["type"] == "http" else None
         if methods is None:
             await self.app(scope, receive, send)
             return
