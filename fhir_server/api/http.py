@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ..errors import FhirError, error, operation_outcome
+from ..model import literal
 from ..settings import Settings
 from ..storage.sqlite import Stored
 
@@ -257,10 +258,10 @@ def fhir_response(
     (only then do we re-parse)."""
     pretty = request.query_params.get("_pretty") == "true"
     if isinstance(body, dict) and not pretty:
-        body = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+        body = literal.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
     elif body is not None and pretty:
-        parsed = orjson.loads(body) if isinstance(body, bytes) else body
-        body = orjson.dumps(parsed, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        parsed = literal.loads(body) if isinstance(body, bytes) else body
+        body = literal.dumps(parsed, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     elif isinstance(body, bytes):
         body += b"\n"
     return Response(

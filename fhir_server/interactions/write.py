@@ -16,6 +16,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import error, information
+from ..model import literal
 from ..model.fhirpath_patch import apply_fhirpath_patch
 from ..model.json_patch import apply_json_patch
 from ..model.patch_error import PatchError
@@ -186,8 +187,14 @@ def _run_hooks(change: Change) -> Validated | None:
 def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
     """No new version for an identical resource (as HAPI does): compare all but meta stamps."""
     assert prev.json is not None
-    old = orjson.loads(prev.json)
-    return without_stamps(old) == without_stamps(resource)
+    return same_content(literal.loads(prev.json), resource)
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal but for the meta stamps, numbers compared as written (`80.0` is not `80.00`),
+    names in any order."""
+    sort = orjson.OPT_SORT_KEYS
+    return literal.dumps(without_stamps(a), sort) == literal.dumps(without_stamps(b), sort)
 
 
 def without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +294,7 @@ def patch(
         raise error(410, "deleted", f"{rtype}/{rid} has been deleted")
     check_if_match(prev, if_match)
     assert prev[1].json is not None
-    current = orjson.loads(prev[1].json)
+    current = literal.loads(prev[1].json)
     try:
         if json_patch:
             if not isinstance(document, list):

@@ -329,9 +329,9 @@ def _check_value(
 
 
 def _show(value: Any) -> str:
-    import orjson
+    from .literal import dumps
 
-    return orjson.dumps(value).decode()
+    return dumps(value).decode()
 
 
 def _check_choice_types(el: Element, parent: Node) -> Iterator[Issue]:
