@@ -404,8 +404,9 @@ class Rewriter:
                         out[k] = self.resolve(v, entry_base)
                     elif k == "div" and isinstance(v, str) and ids:
                         out[k] = _LINK.sub(link, v)
-                    elif isinstance(v, str):
-                        out[k] = ids.get(v, v) if v.startswith("urn:") else v
+                    elif isinstance(v, str):  # a uri, url, oid or uuid element; an element
+                        # named `value` is a string or decimal (Identifier.value keeps a urn)
+                        out[k] = ids.get(v, v) if v.startswith("urn:") and k != "value" else v
                     else:
                         out[k] = walk(v)
                 return out
