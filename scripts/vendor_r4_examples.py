@@ -8,6 +8,9 @@ literals are what the tests compare), into ``tests/data/r4-examples-more.tar.xz`
 1.4 MB instead of 8 MB of files. Examples are the package's ``Type-id.json`` files except the
 conformance resources (their own kinds below) and the spec's definition Bundles (the same
 conformance resources again, 110 MB).
+
+It also copies HL7's own FHIR XML test resources (fhir-test-cases, Apache-2.0) into
+``tests/data/xml/``: XML written by HL7, not by us, for the XML tests.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TGZ = REPO / ".." / "shared" / "fhir-spec" / "hl7.fhir.r4.examples-4.0.1.tgz"
 SINGLES = REPO / "tests" / "data" / "r4-examples"
 ARCHIVE = REPO / "tests" / "data" / "r4-examples-more.tar.xz"
+TEST_CASES = REPO / ".." / "shared" / "fhir-test-cases" / "r4"
+XML_DIR = REPO / "tests" / "data" / "xml"
+XML_FILES = (
+    "patient-example.xml", "questionnaire-example.xml", "observation-example.xml",
+)  # fmt: skip
 
 CONFORMANCE = (
     "SearchParameter", "StructureDefinition", "ValueSet", "CodeSystem", "ConceptMap",
@@ -69,6 +77,10 @@ def main(tgz: Path = DEFAULT_TGZ) -> None:
     ARCHIVE.write_bytes(buffer.getvalue())
     print(f"{len(found)} examples: {len(present)} in {SINGLES.name}/, "
           f"{len(found) - len(present)} in {ARCHIVE.name} ({len(buffer.getvalue()):,} bytes)")
+    XML_DIR.mkdir(exist_ok=True)
+    for name in XML_FILES:
+        (XML_DIR / name).write_bytes((TEST_CASES / name).read_bytes())
+    print(f"{len(XML_FILES)} HL7 XML test resources in {XML_DIR.relative_to(REPO)}/")
 
 
 if __name__ == "__main__":

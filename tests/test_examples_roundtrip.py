@@ -1,4 +1,5 @@
-"""Every example resource of the HL7 R4 package survives PUT then GET unchanged, value for value.
+"""Every example resource of the HL7 R4 package survives PUT then GET unchanged, value for value,
+in JSON and through XML.
 
 Only `meta.versionId` and `meta.lastUpdated` belong to the server; any other meta (profile,
 security, tag) and every other element must come back as sent, and every number as it was
@@ -7,6 +8,11 @@ that keeps each number's text, so the comparison is exact and independent of the
 R4 types that R4B dropped (spec/resource_types.json, `missing_in_r4b`) are stored like the
 others.
 
+Through XML: the example's XML form (GET with `Accept: application/fhir+xml`) PUT under another
+id reads back in JSON equal to the example. The narrative is XHTML either way, but XML has more
+than one spelling of it (`&quot;` or `"`, `<br />` or `<br/>`), so narratives compare by their
+canonical XML (C14N); everything else compares exactly.
+
 The examples: tests/data/r4-examples (the search tests read them by name) and, for the rest,
 tests/data/r4-examples-more.tar.xz (scripts/vendor_r4_examples.py writes both from the package).
 """
@@ -14,6 +20,7 @@ tests/data/r4-examples-more.tar.xz (scripts/vendor_r4_examples.py writes both fr
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +29,7 @@ from typing import Any
 import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
+from lxml import etree
 
 from fhir_server.app import build_app
 from fhir_server.services import Parts
@@ -31,6 +39,7 @@ SINGLES = sorted((DATA / "r4-examples").glob("*.json"))
 ARCHIVE = DATA / "r4-examples-more.tar.xz"
 SERVER_META = ("versionId", "lastUpdated")
 JSON = {"Content-Type": "application/fhir+json"}
+XML = {"Content-Type": "application/fhir+xml"}
 
 #: R4 examples that break R4's own rules, so a validating server refuses them (400):
 #: ImplementationGuide.name and .status are 1..1 (the spec's own guide has neither), and
@@ -52,6 +61,19 @@ EXAMPLES: dict[str, bytes] = {p.name: p.read_bytes() for p in SINGLES} | _archiv
 def literal_tree(raw: bytes) -> Any:
     """The JSON tree with every number as ('number', its text): exact comparison."""
     return json.loads(raw, parse_float=lambda s: ("number", s), parse_int=lambda s: ("number", s))
+
+
+def canonical_narratives(node: Any) -> Any:
+    """The tree with each narrative `div` as canonical XML (C14N 1.0)."""
+    if isinstance(node, dict):
+        return {
+            k: etree.tostring(etree.fromstring(v.encode()), method="c14n")
+            if k == "div" and isinstance(v, str) else canonical_narratives(v)
+            for k, v in node.items()
+        }  # fmt: skip
+    if isinstance(node, list):
+        return [canonical_narratives(v) for v in node]
+    return node
 
 
 def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -97,3 +119,17 @@ def test_example_roundtrips_put_then_get(server: TestClient, name: str) -> None:
     body = literal_tree(got.content)
     assert body["meta"]["versionId"] == "1" and body["meta"]["lastUpdated"]
     assert without_server_meta(body) == without_server_meta(original)
+
+    as_xml = server.get(url, headers={"Accept": "application/fhir+xml"})
+    assert as_xml.status_code == 200, as_xml.text[:3000]
+    assert as_xml.headers["content-type"] == "application/fhir+xml; charset=utf-8"
+    other = "xml-" + original["id"][:60]
+    rid = f'<id value="{other}"/>'.encode()
+    xml = re.sub(rb'<id value="[^"]*"/>', rid, as_xml.content, count=1)
+    r = server.put(f"/fhir/{original['resourceType']}/{other}", content=xml, headers=XML)
+    assert r.status_code == 201, r.text[:3000]
+    back = literal_tree(r.content)  # Prefer return=representation, the default: stored JSON
+    assert back["id"] == other
+    assert canonical_narratives(without_server_meta({**back, "id": original["id"]})) == (
+        canonical_narratives(without_server_meta(original))
+    )
