@@ -10,8 +10,8 @@ from typing import Any
 from . import conformance
 from .context import RequestContext
 from .interactions import bundle
-from .interactions.write import same_content
 from .model import literal
+from .model.resource import same_content
 from .services import Services
 from .storage.sqlite import Session
 

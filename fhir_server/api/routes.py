@@ -182,7 +182,7 @@ async def capabilities(request: Request) -> Response:
 def _capabilities(request: Request) -> dict[str, Any]:
     """The CapabilityStatement, with the authorization server's endpoints (absolute, so per
     base URL) in rest.security when a feature registered them."""
-    body: dict[str, Any] = request.app.state.capabilities
+    body: dict[str, Any] = request.app.state.capabilities()
     security = getattr(request.app.state, "capability_security", None)
     if security is not None:
         rest = {**body["rest"][0], "security": security(request.state.base_url)}

@@ -12,15 +12,13 @@ import re
 import uuid
 from typing import Any
 
-import orjson
-
 from ..context import RequestContext
 from ..errors import error, information
 from ..model import literal
 from ..model.fhirpath_patch import apply_fhirpath_patch
 from ..model.json_patch import apply_json_patch
 from ..model.patch_error import PatchError
-from ..model.resource import dumps, now, with_meta
+from ..model.resource import dumps, now, same_content, with_meta
 from ..model.validate import Validated, check_depth
 from ..policy.enforce import authorize, check_instance, check_written
 from ..search.composite import composite_rows
@@ -188,26 +186,6 @@ def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
     """No new version for an identical resource (as HAPI does): compare all but meta stamps."""
     assert prev.json is not None
     return same_content(literal.loads(prev.json), resource)
-
-
-def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal but for the meta stamps, numbers compared as written (`80.0` is not `80.00`),
-    names in any order."""
-    sort = orjson.OPT_SORT_KEYS
-    return literal.dumps(without_stamps(a), sort) == literal.dumps(without_stamps(b), sort)
-
-
-def without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
-    """The resource without the server's meta.versionId and meta.lastUpdated."""
-    meta = {
-        k: v
-        for k, v in (resource.get("meta") or {}).items()
-        if k not in ("versionId", "lastUpdated")
-    }
-    out = {k: v for k, v in resource.items() if k != "meta"}
-    if meta:
-        out["meta"] = meta
-    return out
 
 
 def conditional_update(

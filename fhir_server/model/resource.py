@@ -81,3 +81,23 @@ def with_meta(
 def dumps(resource: dict[str, Any]) -> bytes:
     """The stored form: compact JSON, numbers as they were written."""
     return _dumps(resource)
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal but for the meta stamps, numbers compared as written (`80.0` is not `80.00`),
+    names in any order."""
+    sort = orjson.OPT_SORT_KEYS
+    return _dumps(without_stamps(a), sort) == _dumps(without_stamps(b), sort)
+
+
+def without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource without the server's meta.versionId and meta.lastUpdated."""
+    meta = {
+        k: v
+        for k, v in (resource.get("meta") or {}).items()
+        if k not in ("versionId", "lastUpdated")
+    }
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
