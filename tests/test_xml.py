@@ -246,7 +246,7 @@ def test_fhirpath_patch_and_validate_in_xml(client: TestClient) -> None:
     assert values(xml_of(r.content), "f:issue/f:severity") == ["information"]
 
 
-def test_a_narrative_xml_cannot_carry_is_406_in_json(client: TestClient) -> None:
+def test_a_narrative_xml_cannot_carry_is_406(client: TestClient) -> None:
     """A stored narrative that is not well-formed XHTML has no XML form: 406, not a broken
     document (and not a 500)."""
     bad = {"resourceType": "Patient", "id": "n",

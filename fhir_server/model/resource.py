@@ -38,7 +38,7 @@ def _may_repeat_a_name(body: bytes, value: Any) -> bool:
     colon counts in the body and in orjson's output prove that no name repeats."""
     try:
         again = _dumps(value)
-    except orjson.JSONEncodeError as exc:
+    except (orjson.JSONEncodeError, ValueError) as exc:
         # nested deeper than orjson writes (255: no FHIR is), or a lone surrogate (\\ud800)
         raise error(400, "structure", f"Malformed JSON: {exc}") from None
     return b"\\u" in body or body.count(b":") != again.count(b":")

@@ -190,10 +190,18 @@ _ATTR_ESCAPES = str.maketrans(
 )  # fmt: skip
 
 
+#: XML 1.0 [2] Char: JSON strings may hold other code points, XML cannot
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _attr(value: Any) -> str:
     """An attribute value; line ends and tabs as references, which attribute-value
     normalisation would otherwise turn into spaces (XML 1.0 §3.3.3)."""
-    return str(value).translate(_ATTR_ESCAPES)
+    text = str(value)
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is not None:
+        raise _not_xml(f"U+{ord(bad.group()):04X} is not an XML character")
+    return text.translate(_ATTR_ESCAPES)
 
 
 _PARSER = etree.XMLParser(
