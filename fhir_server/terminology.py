@@ -10,6 +10,7 @@ callers read as "cannot check here".
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -100,9 +101,10 @@ class Terminology:
         self._index(resources)
 
     @classmethod
-    def load(cls, dirs: Sequence[Path]) -> Terminology:
-        """Every CodeSystem/ValueSet json (single or in Bundles) under the folders."""
-        return cls(conformance.resources(dirs))
+    def load(cls, dirs: Sequence[Path], stored: Iterable[dict[str, Any]] = ()) -> Terminology:
+        """Every CodeSystem/ValueSet json (single or in Bundles) under the folders, then those
+        among `stored` (written over REST; one with the url of a folder's replaces it)."""
+        return cls(itertools.chain(conformance.resources(dirs), stored))
 
     # --- loading ----------------------------------------------------------------------------
 

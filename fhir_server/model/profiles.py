@@ -14,6 +14,7 @@ children (e.g. `Extension.extension:source.url`, `Task.output:bed.type`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -195,11 +196,12 @@ def _profile(sd: dict[str, Any], types_by_url: dict[str, str]) -> Profile:
     return Profile(sd["url"], sd["type"], [_element(d, types_by_url) for d in definitions], slices)
 
 
-def load_catalog(dirs: Iterable[Path]) -> Catalog:
-    """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs."""
+def load_catalog(dirs: Iterable[Path], stored: Iterable[dict[str, Any]] = ()) -> Catalog:
+    """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs,
+    then those among `stored` (written over REST), which replace ones with the same url."""
     sds = [
         r
-        for r in resources(dirs)
+        for r in itertools.chain(resources(dirs), stored)
         if r.get("resourceType") == "StructureDefinition" and r.get("derivation") == "constraint"
     ]
     types_by_url = {r["url"]: r["type"] for r in sds}
@@ -329,9 +331,9 @@ def _check_value(
 
 
 def _show(value: Any) -> str:
-    import orjson
+    from .literal import dumps
 
-    return orjson.dumps(value).decode()
+    return dumps(value).decode()
 
 
 def _check_choice_types(el: Element, parent: Node) -> Iterator[Issue]:

@@ -272,8 +272,14 @@ class Validator:
         self.terminology = terminology
 
     @classmethod
-    def load(cls, dirs: Iterable[Path], terminology: Terminology | None) -> Validator:
-        return cls(load_catalog(dirs), terminology)
+    def load(
+        cls,
+        dirs: Iterable[Path],
+        terminology: Terminology | None,
+        stored: Iterable[dict[str, Any]] = (),
+    ) -> Validator:
+        """Our profiles (the folders'), then those among `stored` (written over REST)."""
+        return cls(load_catalog(dirs, stored), terminology)
 
     @property
     def profiles(self) -> set[str]:
