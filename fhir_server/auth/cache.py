@@ -18,33 +18,35 @@ from ..context import Principal
 
 
 class PrincipalCache:
-    """token hash -> (Principal, the FHIR base it was issued for, when the entry ends)."""
+    """token hash -> (Principal, the FHIR base it was issued for, until when the entry is
+    fresh on the monotonic clock, the token's `exp` on the wall clock). The freshness bound is
+    kept on the monotonic clock so that a step of the system clock cannot stretch it."""
 
     def __init__(self, seconds: float, size: int = 10_000) -> None:
         self.seconds, self.size = seconds, size
-        self._entries: dict[str, tuple[Principal, str, float]] = {}
+        self._entries: dict[str, tuple[Principal, str, float, float]] = {}
 
     def get(self, key: str, base: str) -> Principal | None:
         """The Principal of a token seen live within `seconds`, for this base; else None."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        who, aud, until = entry
-        if time.time() >= until:
+        who, aud, fresh_until, expires_at = entry
+        if time.monotonic() >= fresh_until or time.time() >= expires_at:
             self._entries.pop(key, None)
             return None
         return who if aud == base else None
 
     def put(self, key: str, base: str, who: Principal, expires_at: float) -> None:
-        """Keep a live token's Principal until `seconds` from now or the token's expiry."""
+        """Keep a live token's Principal for `seconds`, and never past the token's expiry."""
         if self.seconds <= 0:
             return
-        now = time.time()
+        now = time.monotonic()
         if len(self._entries) >= self.size:
             self._entries = {k: e for k, e in self._entries.items() if e[2] > now}
-            while len(self._entries) >= self.size:  # all live: the oldest go first
+            while len(self._entries) >= self.size:  # all fresh: the oldest go first
                 del self._entries[next(iter(self._entries))]
-        self._entries[key] = (who, base, min(expires_at, now + self.seconds))
+        self._entries[key] = (who, base, now + self.seconds, expires_at)
 
     def clear(self) -> None:
         """Forget everything: a token was revoked in this process."""
