@@ -423,24 +423,33 @@ def read_by_id(
 
 
 def read_with_and_without_token(
-    base: str, token: str, clients: int, seconds: float, rounds: int
+    base: str, database: Path, pid: int, token: str, clients: int, seconds: float, rounds: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The read load without and with `token`, `rounds` runs of `seconds` each, in the order
     A B B A A B ...: on a shared machine the load of others drifts, and alternating lets the
     drift fall on both alike. Per mode: requests and errors summed, req/s over all its runs,
-    latency percentiles the median of its runs'; `rounds`: each run's req/s."""
+    latency percentiles and the server's CPU per request (process `pid`, with the AuditEvents
+    it expands after the load: a token's reads name more agents) the median of its runs';
+    `rounds`: each run's req/s. CPU per request is what the load of other processes disturbs
+    least (throughput swings with it)."""
     ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for r in range(rounds):
         for with_token in (False, True) if r % 2 == 0 else (True, False):
-            runs[with_token].append(
-                read_by_id(base, clients, seconds, token if with_token else None, ids)
-            )
+            audit_settled(database)
+            before = cpu_seconds(pid)
+            run = read_by_id(base, clients, seconds, token if with_token else None, ids)
+            audit_settled(database)
+            used = cpu_seconds(pid) - before
+            run["cpu_us_per_request"] = round(used / max(run["requests"], 1) * 1e6, 1)
+            runs[with_token].append(run)
     plain, bearer = _combined(runs[False]), _combined(runs[True])
-    # each round's pair ran back to back: its ratio is the least disturbed by the drift
-    pairs = zip(runs[False], runs[True], strict=True)
+    # each round's pair ran back to back: its ratios are the least disturbed by the drift
+    pairs = list(zip(runs[False], runs[True], strict=True))
     ratios = sorted(b["req_per_s"] / max(a["req_per_s"], 1e-9) for a, b in pairs)
     bearer["fraction_of_read"] = round(ratios[len(ratios) // 2], 3)
+    cpu = sorted(b["cpu_us_per_request"] / max(a["cpu_us_per_request"], 1e-9) for a, b in pairs)
+    bearer["cpu_of_read"] = round(cpu[len(cpu) // 2], 3)
     return plain, bearer
 
 
@@ -459,6 +468,7 @@ def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": median("p50_ms"),
         "p95_ms": median("p95_ms"),
         "p99_ms": median("p99_ms"),
+        "cpu_us_per_request": median("cpu_us_per_request"),
         "rounds": [r["req_per_s"] for r in runs],
     }
 
@@ -660,7 +670,8 @@ def run(
                 result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
             )
             result["read"], result["read_with_token"] = read_with_and_without_token(
-                base, backend_token(base, database), clients, seconds, rounds
+                base, database, proc.pid, backend_token(base, database), clients, seconds,
+                rounds,
             )
             result["search"] = search(base, repeats)
             result["export"] = export_speed(base)
@@ -696,6 +707,11 @@ def table(result: dict[str, Any]) -> str:
             f"{tok['p50_ms']} ms, p95 {tok['p95_ms']} ms, p99 {tok['p99_ms']} ms "
             f"({tok['errors']} errors; {tok['fraction_of_read']:.0%} of the throughput without, "
             f"median of {len(tok['rounds'])} interleaved rounds)"
+        )
+        lines.append(
+            f"server CPU per read: {rd['cpu_us_per_request']} us without a token, "
+            f"{tok['cpu_us_per_request']} us with ({tok['cpu_of_read']:.0%} of without, median "
+            "of the rounds)"
         )
     lines += [
         "search                  total      p50 ms   p95 ms",

@@ -26,6 +26,8 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     # two runs each, alternated; the fraction is the median of the per-round ratios
     assert len(result["read"]["rounds"]) == len(with_token["rounds"]) == 2
     assert with_token["fraction_of_read"] > 0
+    assert with_token["cpu_us_per_request"] > 0 and with_token["cpu_of_read"] > 0
+    assert "server CPU per read" in bench.table(result)
     assert "read by id with a token" in bench.table(result)
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
