@@ -409,15 +409,68 @@ async def _read_load(
 
 
 def read_by_id(
-    base: str, clients: int, seconds: float, token: str | None = None
+    base: str, clients: int, seconds: float, token: str | None = None,
+    ids: list[str] | None = None,
 ) -> dict[str, Any]:
     """wrk (Debian package `wrk`) when installed: a C load generator leaves the CPU to the
     server; otherwise the asyncio client, which competes with the server for the 2 cores.
     With `token`, every read carries it (bearer check + scope policy on each request)."""
-    ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
+    if ids is None:
+        ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
     if shutil.which("wrk"):
         return _wrk(base, ids, clients, seconds, token)
     return asyncio.run(_read_load(base, ids, clients, seconds, token))
+
+
+def read_with_and_without_token(
+    base: str, database: Path, pid: int, token: str, clients: int, seconds: float, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The read load without and with `token`, `rounds` runs of `seconds` each, in the order
+    A B B A A B ...: on a shared machine the load of others drifts, and alternating lets the
+    drift fall on both alike. Per mode: requests and errors summed, req/s over all its runs,
+    latency percentiles and the server's CPU per request (process `pid`, with the AuditEvents
+    it expands after the load: a token's reads name more agents) the median of its runs';
+    `rounds`: each run's req/s. CPU per request is what the load of other processes disturbs
+    least (throughput swings with it)."""
+    ids = sample_ids(base, ["Patient", "Observation", "Encounter", "Condition"], 200)
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for r in range(rounds):
+        for with_token in (False, True) if r % 2 == 0 else (True, False):
+            audit_settled(database)
+            before = cpu_seconds(pid)
+            run = read_by_id(base, clients, seconds, token if with_token else None, ids)
+            audit_settled(database)
+            used = cpu_seconds(pid) - before
+            run["cpu_us_per_request"] = round(used / max(run["requests"], 1) * 1e6, 1)
+            runs[with_token].append(run)
+    plain, bearer = _combined(runs[False]), _combined(runs[True])
+    # each round's pair ran back to back: its ratios are the least disturbed by the drift
+    pairs = list(zip(runs[False], runs[True], strict=True))
+    ratios = sorted(b["req_per_s"] / max(a["req_per_s"], 1e-9) for a, b in pairs)
+    bearer["fraction_of_read"] = round(ratios[len(ratios) // 2], 3)
+    cpu = sorted(b["cpu_us_per_request"] / max(a["cpu_us_per_request"], 1e-9) for a, b in pairs)
+    bearer["cpu_of_read"] = round(cpu[len(cpu) // 2], 3)
+    return plain, bearer
+
+
+def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(key: str) -> float:
+        values = sorted(r[key] for r in runs)
+        return float(values[len(values) // 2])
+
+    requests = sum(r["requests"] for r in runs)
+    elapsed = sum(r["requests"] / max(r["req_per_s"], 1e-9) for r in runs)
+    return {
+        **runs[0],
+        "requests": requests,
+        "errors": sum(r["errors"] for r in runs),
+        "req_per_s": round(requests / max(elapsed, 1e-9), 1),
+        "p50_ms": median("p50_ms"),
+        "p95_ms": median("p95_ms"),
+        "p99_ms": median("p99_ms"),
+        "cpu_us_per_request": median("cpu_us_per_request"),
+        "rounds": [r["req_per_s"] for r in runs],
+    }
 
 
 _WRK_SCRIPT = """
@@ -600,6 +653,7 @@ def run(
     match_patients: int = 100_000,
     dicom_instances: int = 1000,
     dicom_studies: int = 10000,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         with server(Path(tmp) / "bench.db", workers) as (base, proc):
@@ -615,9 +669,9 @@ def run(
             result["ingest"]["fraction_of_baseline"] = round(
                 result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
             )
-            result["read"] = read_by_id(base, clients, seconds)
-            result["read_with_token"] = read_by_id(
-                base, clients, seconds, backend_token(base, database)
+            result["read"], result["read_with_token"] = read_with_and_without_token(
+                base, database, proc.pid, backend_token(base, database), clients, seconds,
+                rounds,
             )
             result["search"] = search(base, repeats)
             result["export"] = export_speed(base)
@@ -651,8 +705,13 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"read by id with a token (system/*.rs): {tok['req_per_s']} req/s; p50 "
             f"{tok['p50_ms']} ms, p95 {tok['p95_ms']} ms, p99 {tok['p99_ms']} ms "
-            f"({tok['errors']} errors; {tok['req_per_s'] / max(rd['req_per_s'], 1e-9):.0%} of "
-            "the throughput without)"
+            f"({tok['errors']} errors; {tok['fraction_of_read']:.0%} of the throughput without, "
+            f"median of {len(tok['rounds'])} interleaved rounds)"
+        )
+        lines.append(
+            f"server CPU per read: {rd['cpu_us_per_request']} us without a token, "
+            f"{tok['cpu_us_per_request']} us with ({tok['cpu_of_read']:.0%} of without, median "
+            "of the rounds)"
         )
     lines += [
         "search                  total      p50 ms   p95 ms",
@@ -702,7 +761,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4, help="read-load connections")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
     parser.add_argument("--ingest-clients", type=int, default=2, help="bundles posted at once")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="each read load run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="read load runs without and with a token, alternated"
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
         "--scale", type=int, default=1, help="load the data N times over (ids rewritten)"
@@ -729,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         args.scale,
         args.audit_rounds,
         args.match_patients,
+        rounds=args.rounds,
     )
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,10 @@ class Settings:
     #: harnesses only: a request without a token is served anonymously with full access
     #: (said in the log and in the CapabilityStatement); a token that is sent is checked.
     auth: str = "on"
+    #: seconds a worker process trusts an access token it found live without looking again
+    #: (auth/cache.py): the bound within which a revocation reaches every worker; 0: look up
+    #: the token on every request
+    token_cache_seconds: float = 2.0
     #: the audit trail (fhir_server/audit): a hash-chained record of every REST access and
     #: security event, expanded into searchable AuditEvents in the background (README, "Audit
     #: trail"); `false` turns it off

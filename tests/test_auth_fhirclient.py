@@ -1,14 +1,18 @@
-"""End to end with a real SMART client: Python `fhirclient` (smart-on-fhir/client-py) does an
-EHR launch against uvicorn, discovering the endpoints from the CapabilityStatement's oauth-uris,
-with a launch value from the `fhir-server launch` command and a browser played by requests."""
+"""End to end with a real SMART client: Python `fhirclient` (smart-on-fhir/client-py) against
+uvicorn, discovering the endpoints from the CapabilityStatement's oauth-uris: an EHR launch,
+with a launch value from the `fhir-server launch` command and a browser played by requests;
+and SMART Backend Services (client_credentials, private_key_jwt with RS384 and ES384)."""
 
 from __future__ import annotations
 
 import html
 import re
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
 
@@ -131,3 +135,93 @@ def test_python_fhirclient_ehr_launch(
     # the token is checked on the way in: a revoked or wrong one is refused
     bad = web.get(f"{live_server}/Patient/p1", headers={"Authorization": "Bearer forged"})
     assert bad.status_code == 401
+
+
+# --- SMART Backend Services -------------------------------------------------------------------
+
+
+def _seed(database: Path, tmp_path: Path) -> None:
+    """Two hospitals' patients and an Observation each, loaded by `fhir-server load` (the
+    server has `auth` on: REST writes would need a token of their own)."""
+    h1, h2 = ({"reference": f"Organization/{o}"} for o in ("h1", "h2"))
+    resources: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": "h1"},
+        {"resourceType": "Organization", "id": "h2"},
+        {"resourceType": "Patient", "id": "p1", "name": [{"family": "Wang"}],
+         "managingOrganization": h1},
+        {"resourceType": "Patient", "id": "p2", "name": [{"family": "Zhao"}],
+         "managingOrganization": h2},
+        *({"resourceType": "Observation", "id": f"o-{p}", "status": "final",
+           "code": {"text": "pulse"}, "subject": {"reference": f"Patient/{p}"}}
+          for p in ("p1", "p2")),
+    ]  # fmt: skip
+    ndjson = tmp_path / "seed.ndjson"
+    ndjson.write_bytes(b"\n".join(orjson.dumps(r) for r in resources))
+    assert cli.main(["load", str(ndjson), "--database", str(database)]) == 0
+
+
+@pytest.mark.parametrize("alg", ["RS384", "ES384"])
+def test_python_fhirclient_backend_services(
+    live_server_with: Any, tmp_path: Path, alg: str
+) -> None:
+    """fhirclient 4.4 does the client_credentials request itself when given a client assertion
+    (`jwt_token`), but cannot make one: it holds no key and signs nothing. So the assertion is
+    signed here (joserfc), for the token endpoint fhirclient discovered in the
+    CapabilityStatement; the rest (token request, reads, searches, the FHIR models) is fhirclient's.
+    """
+    from fhirclient.models.observation import Observation
+    from fhirclient.models.patient import Patient
+    from fhirclient.server import (
+        FHIRNotFoundException,
+        FHIRPermissionDeniedException,
+        FHIRUnauthorizedException,
+    )
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, RSAKey
+
+    base = live_server_with(auth="on")
+    database = tmp_path / "live0.db"
+    _seed(database, tmp_path)
+    key: Any = (
+        RSAKey.generate_key(2048, {"kid": "emr1"}, private=True)
+        if alg == "RS384"
+        else ECKey.generate_key("P-384", {"kid": "emr1"}, private=True)
+    )
+    jwks = tmp_path / "emr.jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    assert cli.main(["client", "add", "--client-id", "emr", "--jwks", str(jwks), "--scope",
+                     "system/*.rs", "--organization", "Organization/h1",
+                     "--database", str(database)]) == 0  # fmt: skip
+
+    smart = fhirclient.FHIRClient(settings={"app_id": "emr", "api_base": base,
+                                            "scope": "system/*.rs"})  # fmt: skip
+    smart.wants_patient = False  # else fhirclient adds `launch/patient` to the scope
+    assert smart.prepare() is False  # the CapabilityStatement is read; no token yet
+    token_uri = smart.server.auth.state["token_uri"]  # from the oauth-uris extension
+    assert token_uri == base.removesuffix("/fhir") + "/auth/token"
+    now = int(time.time())
+    claims = {"iss": "emr", "sub": "emr", "aud": token_uri, "exp": now + 240,
+              "jti": uuid.uuid4().hex}  # fmt: skip
+    smart.server.auth.jwt_token = jwt.encode(
+        {"alg": alg, "kid": "emr1", "typ": "JWT"}, claims, key, algorithms=[alg]
+    )
+    smart.authorize()  # grant_type=client_credentials with the client assertion
+    assert smart.ready and smart.launch_context["scope"] == "system/*.rs"
+    assert smart.launch_context["token_type"].lower() == "bearer"
+
+    # h1's system client sees h1's patient and its data, and nothing of h2's (the consortium
+    # rule: Organization/h1 manages p1 only)
+    assert Patient.read("p1", smart.server).name[0].family == "Wang"
+    with pytest.raises(FHIRNotFoundException):
+        Patient.read("p2", smart.server)
+    found = Observation.where(struct={"code:text": "pulse"}).perform_resources_iter(smart.server)
+    assert [o.id for o in found] == ["o-p1"]
+    patients = Patient.where(struct={}).perform_resources_iter(smart.server)
+    assert [p.id for p in patients] == ["p1"]
+    # system/*.rs reads and searches only
+    with pytest.raises(FHIRPermissionDeniedException):
+        Patient({"id": "p1", "name": [{"family": "Li"}]}).update(smart.server)
+    # the same assertion again is a replay (its jti was used): refused, no token
+    with pytest.raises(FHIRUnauthorizedException) as refused:
+        smart.authorize()
+    assert refused.value.response.json()["error"] == "invalid_client"

@@ -16,12 +16,18 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
     result = bench.run(files, clients=2, seconds=1, repeats=2, copies=2, audit_rounds=1,
-                       match_patients=300, dicom_instances=20, dicom_studies=50)  # fmt: skip
+                       match_patients=300, dicom_instances=20, dicom_studies=50,
+                       rounds=2)  # fmt: skip
     assert result["ingest"]["failed"] == 0
     assert result["ingest"]["resources"] == result["baseline"]["resources"]
     assert result["read"]["requests"] > 0 and result["read"]["errors"] == 0
     with_token = result["read_with_token"]  # every read carried a backend-services token
     assert with_token["requests"] > 0 and with_token["errors"] == 0
+    # two runs each, alternated; the fraction is the median of the per-round ratios
+    assert len(result["read"]["rounds"]) == len(with_token["rounds"]) == 2
+    assert with_token["fraction_of_read"] > 0
+    assert with_token["cpu_us_per_request"] > 0 and with_token["cpu_of_read"] > 0
+    assert "server CPU per read" in bench.table(result)
     assert "read by id with a token" in bench.table(result)
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())

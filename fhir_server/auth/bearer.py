@@ -20,10 +20,14 @@ from .server import Auth, active_token, organization_of
 _OPEN = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 
 
-def resolve(auth: Auth, value: str, base: str) -> Principal | None:
-    """The Principal of a live access token issued for this FHIR base, else None."""
+def resolve(auth: Auth, value: str, base: str) -> tuple[Principal, float] | None:
+    """The Principal of a live access token issued for this FHIR base, and when the token
+    expires; else None."""
     found = active_token(auth, value, base)
-    return principal(auth, found[0], found[1], value) if found is not None else None
+    if found is None:
+        return None
+    client_id, data, expires_at = found
+    return principal(auth, client_id, data, value), expires_at
 
 
 def principal(auth: Auth, client_id: str, data: dict[str, Any], value: str) -> Principal:
@@ -60,8 +64,9 @@ def _organization(auth: Auth, client_id: str, fhir_user: str | None, kind: str) 
 
 class Bearer:
     """ASGI middleware inside _Edge (which sets the base URL): resolves the token once per
-    request and leaves the Principal in `scope["state"]["principal"]` for routes._context.
-    With `auth` off a request without a token is anonymous; with it on, 401."""
+    request (from auth.principals while fresh) and leaves the Principal in
+    `scope["state"]["principal"]` for routes._context. With `auth` off a request without a
+    token is anonymous; with it on, 401."""
 
     def __init__(
         self, app: ASGIApp, auth: Auth, required: bool, prefixes: tuple[str, ...] = ("/fhir",)
@@ -89,14 +94,26 @@ class Bearer:
         value = value.strip()
         who = None
         if kind.lower() == "bearer" and value:
-            base = scope["state"]["base_url"]
-            who = await run_in_threadpool(resolve, self.auth, value, base)  # one hop: reads
+            who = await self._principal(value, scope["state"]["base_url"])
         if who is None:
             why = "malformed, unknown, expired or revoked token, or issued for another server"
             await self._refuse(scope, receive, send, "invalid_token", why)
             return
         scope = {**scope, "state": {**scope["state"], "principal": who}}
         await self.app(scope, receive, send)
+
+    async def _principal(self, value: str, base: str) -> Principal | None:
+        """From the cache (auth/cache.py) when the token was seen live a moment ago: no
+        threadpool hop; else from the token table, in one hop."""
+        key = token_hash(value)
+        who = self.auth.principals.get(key, base)
+        if who is not None:
+            return who
+        found = await run_in_threadpool(resolve, self.auth, value, base)
+        if found is None:
+            return None
+        self.auth.principals.put(key, base, *found)
+        return found[0]
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, code: str | None, why: str

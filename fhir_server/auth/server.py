@@ -24,6 +24,7 @@ from ..interactions.hooks import SecurityEvent
 from ..services import Services
 from ..storage.sqlite.auth import AuthStore
 from . import admin, assertion, pages
+from .cache import PrincipalCache
 from .keys import Keys
 from .scopes import grant
 from .secrets import new_token, token_hash, verify_secret
@@ -73,6 +74,8 @@ class Auth:
         self.services = services
         self.store = AuthStore(services.store)
         self.keys = Keys(self.store)
+        #: Principals of tokens checked a moment ago (bearer.py); forgotten on revocation
+        self.principals = PrincipalCache(services.settings.token_cache_seconds)
 
 
 #: the client's network address and the X-Request-Id of the /auth request being served (set
@@ -598,6 +601,8 @@ def revoke(auth: Auth, params: dict[str, str], headers: Headers, base: str) -> N
     if "token" not in params:
         raise OAuthError("invalid_request", "token is required")
     found = auth.store.revoke_token(token_hash(params["token"]), client["client_id"])
+    if found:  # at once in this process; other workers within token_cache_seconds
+        auth.principals.clear()
     alert(auth, base, "token-revoked", True, client["client_id"],
           reason=None if found else "no such token of this client")  # fmt: skip
 
