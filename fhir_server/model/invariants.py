@@ -361,9 +361,9 @@ def _type_of(node: Node) -> str | None:
         return str(v["resourceType"])
     if type(v) is bool:
         return "boolean"
-    if type(v) is int:
+    if isinstance(v, int):
         return "integer"
-    if type(v) is float:
+    if isinstance(v, float):  # a float subclass keeps a decimal's written form
         return "decimal"
     if type(v) is str:
         return "string"

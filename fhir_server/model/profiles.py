@@ -185,17 +185,20 @@ def _slice_matcher(definition: dict[str, Any], children: list[dict[str, Any]]) -
             )
 
         tests.append(own)
+    prefix = definition["id"] + "."
     for child in children:
-        child_name = child["id"].rsplit(".", 1)[-1]
+        # a child or deeper (vitalsigns: category:VSCat.coding.system and .code are fixed)
+        steps = [part.partition(":")[0] for part in child["id"][len(prefix):].split(".")]
         fixed, pattern = _choice_value(child, "fixed"), _choice_value(child, "pattern")
         if fixed is None and pattern is None:
             continue
 
-        def test(v: Any, key: str = child_name, f: Any = fixed, p: Any = pattern) -> bool:
-            values = [x for x, _ in _children((v, ""), key)]
-            return any(
-                (f is None or x == f) and (p is None or matches_pattern(x, p)) for x in values
-            )
+        def test(v: Any, path: list[str] = steps, f: Any = fixed, p: Any = pattern) -> bool:
+            nodes: list[Node] = [(v, "")]
+            for key in path:
+                nodes = [c for n in nodes for c in _children(n, key)]
+            return any((f is None or x == f) and (p is None or matches_pattern(x, p))
+                       for x, _ in nodes)  # fmt: skip
 
         tests.append(test)
     return lambda v: bool(tests) and all(t(v) for t in tests)
@@ -207,8 +210,7 @@ def _profile(sd: dict[str, Any], types_by_url: dict[str, str]) -> Profile:
     for d in definitions:
         if ":" in d["id"].rsplit(".", 1)[-1]:
             prefix = d["id"] + "."
-            kids = [c for c in definitions if c["id"].startswith(prefix)
-                    and "." not in c["id"][len(prefix):]]  # fmt: skip
+            kids = [c for c in definitions if c["id"].startswith(prefix)]
             slices[d["id"]] = _slice_matcher(d, kids)
     base = sd.get("baseDefinition")
     profile = Profile(sd["url"], sd["type"], [_element(d, types_by_url) for d in definitions],

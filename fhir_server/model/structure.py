@@ -19,7 +19,7 @@ import orjson
 from ..errors import Issue
 from ..spec import SPEC_DIR
 from .invariants import Env, Invariant, compile_invariant
-from .primitives import Check, checker
+from .primitives import Check, checker, narrative_has_content
 
 if TYPE_CHECKING:  # typing only: the terminology service answers the binding checks
     from ..terminology import Terminology
@@ -367,6 +367,9 @@ class _Walk:
             if problem is not None:
                 self.issue("value", problem, loc)
                 return
+            if self.full and slot.type == "xhtml" and not narrative_has_content(value):
+                self.issue("invariant", "txt-2: The narrative SHALL have some non-whitespace "
+                           "content", loc, "warning")  # fmt: skip
         elif kind == COMPLEX:
             assert slot.shape is not None
             self.object(slot.shape, value, loc, env)
