@@ -235,6 +235,13 @@ class Structures:
 
     # -- walking -----------------------------------------------------------------------------
 
+    def contexts(self, resource: dict[str, Any]) -> list[Evaluation]:
+        """Every invariant evaluation a full validation of the resource makes (for the
+        differential test of the compiled invariants)."""
+        walk = _Walk(self, True, [])
+        walk.resource(resource, [str(resource.get("resourceType"))], None)
+        return walk.record or []
+
     def validate(self, resource: dict[str, Any], full: bool = False) -> list[Issue]:
         """Every issue of the resource: errors, and in `full` mode (for $validate) also the
         warnings (extensible and preferred bindings, warning invariants)."""
@@ -264,13 +271,20 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+#: one invariant evaluation: the invariant, the element's value, the environment, and the
+#: element's type or path (what FHIRPath engines take as the context's type)
+Evaluation = tuple[Invariant, Any, Env, str]
+
+
 class _Walk:
     """One validation: the issues found so far, and the resources in scope for invariants."""
 
-    def __init__(self, structures: Structures, full: bool) -> None:
+    def __init__(self, structures: Structures, full: bool,
+                 record: list[Evaluation] | None = None) -> None:  # fmt: skip
         self.s = structures
         self.full = full
         self.issues: list[Issue] = []
+        self.record = record
 
     def issue(self, code: str, message: str, loc: Loc, severity: str = "error") -> None:
         self.issues.append(Issue(code, message, severity, _expression(loc)))
@@ -353,7 +367,7 @@ class _Walk:
                 self.issue("structure", f"Only one of {', '.join(present)} may be present "
                            f"({shape.name}.{name})", loc)  # fmt: skip
         if shape.invariants:
-            self._invariants(shape.invariants, obj, loc, env)
+            self._invariants(shape.invariants, obj, loc, env, shape.name)
 
     def _null_allowed(self, slot: Slot, obj: dict[str, Any], i: int) -> bool:
         other = obj.get(slot.key[1:] if slot.kind == PRIMITIVE_EXT else "_" + slot.key)
@@ -394,10 +408,13 @@ class _Walk:
         if slot.binding is not None and (self.full or slot.binding[0] == "required"):
             self._binding(slot, value, loc)
         if slot.invariants:
-            self._invariants(slot.invariants, value, loc, env)
+            base = slot.type if slot.path.endswith("[x]") else slot.path
+            self._invariants(slot.invariants, value, loc, env, base)
 
     def _invariants(self, invariants: tuple[Invariant, ...], value: Any, loc: Loc,
-                    env: Env) -> None:  # fmt: skip
+                    env: Env, base: str) -> None:  # fmt: skip
+        if self.record is not None:
+            self.record += [(inv, value, env, base) for inv in invariants]
         for inv in invariants:
             error = inv.severity == "error"
             if (error or self.full) and not inv.holds(value, env):
