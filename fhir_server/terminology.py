@@ -145,8 +145,8 @@ class Terminology:
         found = self._systems.get(key)
         if found is None:
             resource = self._cs_resources.get(key)
-            if resource is None:
-                return None
+            if resource is None or resource.get("content") == "not-present":
+                return None  # R4's stubs of SNOMED CT, LOINC ...: nothing of them is held
             found = self._systems[key] = _code_system(resource)
         return found
 

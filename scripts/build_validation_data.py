@@ -11,8 +11,8 @@ Writes three gzip files into ``fhir_server/spec/`` (deterministic: sorted, mtime
   reduced to what validation checks: path, cardinality, types (Reference targets as type
   names), contentReference, fixed/pattern values, bindings (required, extensible, preferred,
   with a value set) and the invariants (key, severity, human, FHIRPath expression; a shared
-  table, since ele-1 alone is on every element); the regex of each primitive type; whether an
-  element is in the summary.
+  table, since ele-1 alone is on every element; ERRATA below corrects one); the regex of each
+  primitive type; whether an element is in the summary.
 - ``profiles.json.gz``: the R4 constraint StructureDefinitions (the resource profiles such as
   vitalsigns and the 393 extension definitions) with their differentials only, for
   ``$validate?profile=`` and for knowing which extensions R4 defines (and which are modifiers).
@@ -43,6 +43,14 @@ REGEX = "http://hl7.org/fhir/StructureDefinition/regex"
 #: profiles of Quantity that elements name as their type (Observation.referenceRange.low ...)
 QUANTITY_PROFILES = ("SimpleQuantity", "MoneyQuantity")
 BINDINGS = ("required", "extensible", "preferred")
+#: invariants of R4 that contradict R4 itself, as corrected later: app-4 names the status
+#: 'no-show', which Appointment.status's required value set spells `noshow` (R4B/R5 fixed it)
+ERRATA = {
+    ("app-4", "Appointment.cancelationReason.exists() implies (Appointment.status='no-show' or "
+              "Appointment.status='cancelled')"):
+    "Appointment.cancelationReason.exists() implies (Appointment.status='noshow' or "
+    "Appointment.status='cancelled')",
+}  # fmt: skip
 #: what an element definition keeps in profiles.json.gz (differentials)
 DIFF_KEYS = (
     "id", "path", "sliceName", "min", "max", "type", "binding", "constraint", "slicing",
@@ -124,7 +132,8 @@ def compact_element(
     constraints = []
     for c in element.get("constraint") or ():
         if c.get("expression"):
-            key = (c["key"], c.get("severity", "error"), c.get("human", ""), c["expression"])
+            expression = ERRATA.get((c["key"], c["expression"]), c["expression"])
+            key = (c["key"], c.get("severity", "error"), c.get("human", ""), expression)
             constraints.append(table.setdefault(key, len(table)))
     if constraints:
         rec["constraints"] = constraints
