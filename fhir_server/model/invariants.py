@@ -105,7 +105,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 def _unquote(s: str) -> str:
-    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", lambda m: _ESCAPES.get(m.group(1), None)
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", lambda m: _ESCAPES.get(m.group(1))
                   or chr(int(m.group(1)[1:], 16)), s[1:-1])  # fmt: skip
 
 
@@ -251,10 +251,13 @@ def _date_key(text: str) -> tuple[int, datetime | tuple[int, ...]] | None:
     if len(parts) < 5 or zone is None:
         return len(parts), tuple(parts)
     micro = int(float("0." + m.group(7)) * 1e6) if m.group(7) else 0
-    offset = 0 if zone == "Z" else (int(zone[1:3]) * 60 + int(zone[4:6])) * (-1 if zone[0] == "-" else 1)
+    offset = 0 if zone == "Z" else int(zone[1:3]) * 60 + int(zone[4:6])
+    if zone[0] == "-":
+        offset = -offset
+    year, month, day, hour, minute = parts[:5]
+    second = parts[5] if len(parts) == 6 else 0
     try:
-        when = datetime(*parts, micro, tzinfo=UTC) if len(parts) == 6 else datetime(
-            *parts, tzinfo=UTC)  # fmt: skip
+        when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
     except ValueError:
         return None
     return len(parts), when - timedelta(minutes=offset)
@@ -271,14 +274,15 @@ def _compare(a: Any, b: Any) -> int | None:
         ka, kb = _date_key(a), _date_key(b)
         if ka is not None and kb is not None:
             if ka[0] != kb[0] or type(ka[1]) is not type(kb[1]):
-                if isinstance(ka[1], tuple) and isinstance(kb[1], tuple):
-                    common = min(len(ka[1]), len(kb[1]))
-                    if ka[1][:common] != kb[1][:common]:
-                        x, y = ka[1][:common], kb[1][:common]
-                        return (x > y) - (x < y)
+                ta, tb = ka[1], kb[1]
+                if isinstance(ta, tuple) and isinstance(tb, tuple):
+                    common = min(len(ta), len(tb))
+                    if ta[:common] != tb[:common]:
+                        return (ta[:common] > tb[:common]) - (ta[:common] < tb[:common])
                 return None
-            x, y = ka[1], kb[1]
-            return (x > y) - (x < y)  # type: ignore[operator]
+            x: Any = ka[1]
+            y: Any = kb[1]
+            return (x > y) - (x < y)
         return (a > b) - (a < b)
     if isinstance(a, dict) and isinstance(b, dict) and "value" in a and "value" in b:
         unit_a = a.get("code", a.get("unit"))
@@ -422,7 +426,7 @@ def _member(nodes: Nodes, name: str) -> Nodes:
 def _compile(ast: Ast, types: frozenset[str]) -> Fn:
     kind = ast[0]
     if kind == "lit":
-        lit = [(ast[1], None)]
+        lit: Nodes = [(ast[1], None)]
         return lambda nodes, env: lit
     if kind == "empty":
         return lambda nodes, env: []

@@ -5,6 +5,7 @@ rules (txt-1, txt-2, narrative.html#xhtml) that R4 writes as `htmlChecks()`."""
 from __future__ import annotations
 
 import binascii
+import math
 import re
 from collections.abc import Callable
 from datetime import date
@@ -88,11 +89,10 @@ def _number_check(name: str) -> Check:
 
     def check(value: Any) -> str | None:
         if name == "decimal":
-            if type(value) is bool or not isinstance(value, int | float) and not _is_decimal(
-                value
-            ):
+            number = isinstance(value, int | float) or _is_decimal(value)
+            if type(value) is bool or not number:
                 return f"A decimal must be a JSON number, not {_json_type(value)}"
-            if isinstance(value, float) and value != value or value in (float("inf"), -float("inf")):
+            if isinstance(value, float) and not math.isfinite(value):
                 return "A decimal must be a finite number"
             return None
         if not isinstance(value, int) or isinstance(value, bool):
@@ -148,16 +148,22 @@ def _show(value: Any) -> str:
 # -- narrative (narrative.html#xhtml; the Java validator's list of allowed names) -------------
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
-_ELEMENTS = frozenset(
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_ELEMENTS = _words(
     "p br div h1 h2 h3 h4 h5 h6 a span b em i strong small big tt dfn q var abbr acronym cite "
     "blockquote hr address bdo kbd sub sup ul ol li dl dt dd pre table caption colgroup col "
-    "thead tr tfoot tbody th td code samp img map area".split()
+    "thead tr tfoot tbody th td code samp img map area"
 )
-_ATTRIBUTES = frozenset(
+_ATTRIBUTES = _words(
     "title style class id lang xml:lang dir accesskey tabindex span width align valign char "
     "charoff abbr axis headers scope rowspan colspan href name src alt height border "
     "cellpadding cellspacing frame rules summary start type value shape coords nohref "
-    "usemap compact noshade clear size".split()
+    "usemap compact noshade clear size"
 )
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 #: the narrative Synthea and most EMRs write: one div of plain text

@@ -158,7 +158,7 @@ class Structures:
         if e.get("contentReference") or path in children:
             target = e.get("contentReference") or path
             sub = build(target)
-            inv = self._invariants(e, types, sub.invariants) if path in children else ()
+            inv = self._invariants(e, types, sub.invariants or ()) if path in children else ()
             shape.slots[name] = Slot(name, name, path, COMPLEX, many, "BackboneElement",
                                      shape=sub, invariants=inv)  # fmt: skip
             keys.append(name)
@@ -173,8 +173,9 @@ class Structures:
                 shape.slots[key] = slot
                 keys.append(key)
                 if slot.kind == PRIMITIVE:
+                    element = self.shape("Element")
                     shape.slots["_" + key] = Slot("_" + key, name, path, PRIMITIVE_EXT, many,
-                                                  "Element", shape=self.shape("Element"))  # fmt: skip
+                                                  "Element", shape=element)  # fmt: skip
         if name.endswith("[x]") and len(keys) > 1:
             shape.choices.append((name, tuple(keys)))
         low = e["min"]
@@ -194,7 +195,7 @@ class Structures:
                         invariants=inv)  # fmt: skip
         sub = self.shape(tname)
         return Slot(key, name, path, COMPLEX, many, tname, shape=sub,
-                    invariants=self._invariants(e, types, sub.invariants),
+                    invariants=self._invariants(e, types, sub.invariants or ()),
                     modifier_extension=name == "modifierExtension")  # fmt: skip
 
     def _check(self, tname: str) -> Check:
