@@ -56,6 +56,9 @@ _STRINGISH = frozenset({"string", "code", "id", "uri", "url", "canonical", "oid"
                         "markdown", "base64Binary", "xhtml"})  # fmt: skip
 
 
+_ENV_USE = re.compile(r"%(resource|rootResource|context)\b|resolve\(\)")
+
+
 class Unsupported(Exception):
     """The compiler does not cover this expression: fhirpathpy evaluates it."""
 
@@ -820,6 +823,93 @@ def _string_function(name: str, args: list[Fn]) -> Call:  # noqa: C901 - one tab
     return run
 
 
+# -- guards: elements whose absence alone lets an invariant hold ---------------------------------
+# Most invariants read like `dataAbsentReason.empty() or value.empty()` or
+# `contained.contained.empty()`: with `dataAbsentReason` (or `contained`) absent they hold
+# whatever else the element has. Those names are found from the syntax tree once, and the walk
+# does not evaluate the invariant on an element that lacks one of them.
+
+#: functions whose result is empty when their input is
+_EMPTY_IN_EMPTY_OUT = frozenset({
+    "where", "select", "first", "last", "tail", "ofType", "as", "trace", "distinct",
+    "substring", "startsWith", "endsWith", "matches", "replaceMatches", "contains", "toString",
+    "toInteger", "length", "lower", "upper", "replace", "indexOf", "extension", "children",
+    "descendants", "resolve",
+})  # fmt: skip
+
+
+def _root(ast: Ast) -> str | None:
+    """The element of the context a path starts from (`contained` in contained.meta...)."""
+    kind = ast[0]
+    if kind == "member":
+        base = ast[1]
+        if base is None:
+            return None if ast[2][:1].isupper() else str(ast[2])
+        if base[0] == "member" and base[1] is None and str(base[2])[:1].isupper():
+            return str(ast[2])  # Appointment.status on an Appointment
+        return _root(base)
+    if kind == "call" and ast[1] is not None and ast[2] in _EMPTY_IN_EMPTY_OUT:
+        return _root(ast[1])
+    if kind == "index":
+        return _root(ast[1])
+    return None
+
+
+def _empty_when(ast: Ast) -> set[str]:
+    """Names whose absence makes the expression empty."""
+    kind = ast[0]
+    if kind in ("member", "index") or (kind == "call" and ast[2] in _EMPTY_IN_EMPTY_OUT):
+        root = _root(ast)
+        return {root} if root else set()
+    if kind == "call" and ast[2] == "not" and ast[1] is not None:
+        return _empty_when(ast[1])
+    if kind == "op" and ast[1] in ("=", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/"):
+        return _empty_when(ast[2]) | _empty_when(ast[3])
+    if kind == "op" and ast[1] == "in":
+        return _empty_when(ast[2])
+    return set()
+
+
+def _passes_when(ast: Ast) -> set[str]:
+    """Names whose absence makes the expression true or empty: the invariant holds."""
+    kind = ast[0]
+    if kind == "call" and ast[1] is not None and ast[2] in ("empty", "all"):
+        return _empty_when(ast[1])
+    if kind == "call" and ast[1] is not None and ast[2] == "not":
+        return _false_when(ast[1])
+    if kind == "op" and ast[1] == "or":
+        return _passes_when(ast[2]) | _passes_when(ast[3])
+    if kind == "op" and ast[1] == "and":
+        return _passes_when(ast[2]) & _passes_when(ast[3])
+    if kind == "op" and ast[1] == "implies":
+        return _false_when(ast[2]) | _passes_when(ast[3])
+    return _empty_when(ast)
+
+
+def _false_when(ast: Ast) -> set[str]:
+    """Names whose absence makes the expression false or empty."""
+    kind = ast[0]
+    if kind == "call" and ast[1] is not None and ast[2] in ("exists", "hasValue"):
+        return _empty_when(ast[1])
+    if kind == "call" and ast[1] is not None and ast[2] == "not":
+        return _passes_when(ast[1])
+    if kind == "op" and ast[1] == "and":
+        return _false_when(ast[2]) | _false_when(ast[3])
+    if kind == "op" and ast[1] == "or":
+        return _false_when(ast[2]) & _false_when(ast[3])
+    return _empty_when(ast)
+
+
+def guard(expression: str) -> frozenset[str]:
+    """JSON names such that an element lacking any one of them meets the invariant (choice
+    elements left out: their JSON names vary)."""
+    try:
+        names = _passes_when(_Parser(expression).parse())
+    except Unsupported:
+        return frozenset()
+    return frozenset(n for n in names if n not in _CHOICE_NAMES)
+
+
 # -- the invariants --------------------------------------------------------------------------
 
 
@@ -834,6 +924,15 @@ class Invariant:
     #: (the element's JSON value, env) -> False when violated, else True or None
     run: Callable[[Any, Env], bool | None]
     compiled: bool  # False: fhirpathpy evaluates it
+    #: an element (object) lacking any of these meets the invariant (see guard())
+    guard: frozenset[str] = frozenset()
+
+    @property
+    def uses_env(self) -> bool:
+        """Whether the verdict may depend on more than the element itself (the resource, the
+        container, resolve()). ref-1 reads the container only for a local reference (`#id`),
+        which the caller tells by the value."""
+        return self.key != "ref-1" and _ENV_USE.search(self.expression) is not None
 
     def holds(self, value: Any, env: Env) -> bool:
         """Whether the invariant holds for the element; one that cannot be evaluated holds
@@ -989,7 +1088,7 @@ def compile_invariant(
     fhirpathpy."""
     hand = NATIVE.get((key, expression))
     if hand is not None:
-        return Invariant(key, severity, human, expression, hand, True)
+        return Invariant(key, severity, human, expression, hand, True, guard(expression))
     try:
         native = compile_native(expression, types)
     except Unsupported:
@@ -1008,7 +1107,7 @@ def compile_invariant(
         except Unsupported:
             return None
 
-    return Invariant(key, severity, human, expression, run, True)
+    return Invariant(key, severity, human, expression, run, True, guard(expression))
 
 
 def evaluate(expression: str, value: Any, resource: Any, types: Iterable[str] = ()) -> Nodes:

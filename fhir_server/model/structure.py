@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # typing only: the terminology service answers the binding ch
 
 #: JSON nested deeper than this is refused (the deepest R4 example nests 21 levels)
 MAX_DEPTH = 64
+#: how many (element, value) pairs found valid are remembered (about 10 MB at most)
+VALID_CACHE = 50_000
+#: lookups after which a slot whose values rarely repeat stops remembering them
+USEFUL_AFTER = 500
 ELE_1 = "ele-1"
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
@@ -59,6 +63,16 @@ class Slot:
     targets: frozenset[str] | None = None  # Reference(...) target types; None: any
     invariants: tuple[Invariant, ...] = ()
     modifier_extension: bool = False
+    #: the choice element the key belongs to (value[x]), if any
+    choice: str | None = None
+    #: whether a valid value may be remembered (Structures.pure); None until first asked,
+    #: False too once remembering proved useless here (values that never repeat: references)
+    pure: bool | None = None
+    tries: int = 0
+    hits: int = 0
+
+    #: a primitive checked by its type alone: nothing more to do once the value is
+    plain: bool = False
 
 
 @dataclass(eq=False)
@@ -69,7 +83,6 @@ class Shape:
     slots: dict[str, Slot] = field(default_factory=dict)
     #: (element name, its JSON keys, min, max or None for *)
     counted: list[tuple[str, tuple[str, ...], int, int | None]] = field(default_factory=list)
-    choices: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     invariants: tuple[Invariant, ...] | None = None  # None while being compiled
     resource: bool = False
 
@@ -87,6 +100,10 @@ class Structures:
         self._shapes: dict[str, Shape] = {}
         self._checks: dict[str, Check] = {}
         self._members: dict[str, frozenset[Any] | None] = {}
+        self._pure: dict[int, bool] = {}
+        #: (slot, JSON bytes) of values found valid in write mode: a value seen again (the same
+        #: LOINC code, the same unit) is not walked again. Bounded: cleared when full.
+        self.valid: set[tuple[int, bytes]] = set()
         self.resource_types = frozenset(
             t for t, d in self.types.items() if d["kind"] == "resource" and not d["abstract"]
         )
@@ -170,6 +187,9 @@ class Structures:
                 slot = self._slot(key, name, path, tname, many, e, types)
                 slot.binding, slot.fixed, slot.pattern = binding, fixed, pattern  # type: ignore[assignment]
                 slot.targets = targets
+                slot.plain = (slot.kind == PRIMITIVE and fixed is None and pattern is None
+                              and binding is None and not slot.invariants
+                              and tname != "xhtml")  # fmt: skip
                 shape.slots[key] = slot
                 keys.append(key)
                 if slot.kind == PRIMITIVE:
@@ -177,7 +197,10 @@ class Structures:
                     shape.slots["_" + key] = Slot("_" + key, name, path, PRIMITIVE_EXT, many,
                                                   "Element", shape=element)  # fmt: skip
         if name.endswith("[x]") and len(keys) > 1:
-            shape.choices.append((name, tuple(keys)))
+            for k in keys:
+                for key in (k, "_" + k):
+                    if key in shape.slots:
+                        shape.slots[key].choice = name
         low = e["min"]
         high = None if max_ == "*" else int(max_)
         if low or (high is not None and high != 1):
@@ -197,6 +220,26 @@ class Structures:
         return Slot(key, name, path, COMPLEX, many, tname, shape=sub,
                     invariants=self._invariants(e, types, sub.invariants or ()),
                     modifier_extension=name == "modifierExtension")  # fmt: skip
+
+    def pure(self, shape: Shape, seen: set[int] | None = None) -> bool:
+        """Whether validating a value of this shape depends on the value alone (no resource
+        inside, no invariant that reads the resource), so a valid one may be remembered."""
+        cached = self._pure.get(id(shape))
+        if cached is not None:
+            return cached
+        seen = seen if seen is not None else set()
+        if id(shape) in seen:
+            return True  # a cycle (Extension.extension): decided by the rest
+        seen.add(id(shape))
+        result = not any(i.uses_env for i in shape.invariants or ()) and all(
+            slot.kind != RESOURCE
+            and not any(i.uses_env for i in slot.invariants)
+            and (slot.shape is None or self.pure(slot.shape, seen))
+            for slot in shape.slots.values()
+        )
+        if len(seen) == 1 or not result:
+            self._pure[id(shape)] = result
+        return result
 
     def _check(self, tname: str) -> Check:
         found = self._checks.get(tname)
@@ -317,6 +360,7 @@ class _Walk:
                        loc)  # fmt: skip
             return
         slots = shape.slots
+        chosen: dict[str, str] | None = None
         for key, value in obj.items():
             slot = slots.get(key)
             if slot is None:
@@ -324,10 +368,18 @@ class _Walk:
                     continue
                 self.issue("structure", f"Unknown element '{key}' in {shape.name}", [*loc, key])
                 continue
-            loc.append(key)
+            if slot.choice is not None:
+                chosen = chosen or {}
+                other = chosen.get(slot.choice)
+                if other is not None and other.lstrip("_") != key.lstrip("_"):
+                    self.issue("structure", f"Only one of {other.lstrip('_')}, {key.lstrip('_')} "
+                               f"may be present ({shape.name}.{slot.choice})", loc)  # fmt: skip
+                chosen[slot.choice] = key
             if value is None:
-                self.issue("structure", "null is not a value (leave the element out)", loc)
+                self.issue("structure", "null is not a value (leave the element out)",
+                           [*loc, key])  # fmt: skip
             elif slot.many:
+                loc.append(key)
                 if type(value) is not list:
                     self.issue("structure", f"'{key}' must be a JSON array", loc)
                 elif not value:
@@ -339,14 +391,25 @@ class _Walk:
                             if not self._null_allowed(slot, obj, i):
                                 self.issue("structure", "null in an array without an extension "
                                            "at the same position", loc)  # fmt: skip
+                        elif slot.plain:
+                            problem = slot.check(item)  # type: ignore[misc]
+                            if problem is not None:
+                                self.issue("value", problem, loc)
                         else:
-                            self.value(slot, item, loc, env, obj)
+                            self.value(slot, item, loc, env)
                         loc.pop()
+                loc.pop()
             elif type(value) is list:
-                self.issue("structure", f"'{key}' must be a single value, not an array", loc)
+                self.issue("structure", f"'{key}' must be a single value, not an array",
+                           [*loc, key])  # fmt: skip
+            elif slot.plain:
+                problem = slot.check(value)  # type: ignore[misc]
+                if problem is not None:
+                    self.issue("value", problem, [*loc, key])
             else:
-                self.value(slot, value, loc, env, obj)
-            loc.pop()
+                loc.append(key)
+                self.value(slot, value, loc, env)
+                loc.pop()
         if len(obj) <= 1 and (not obj or "id" in obj) and not shape.resource:
             self.issue("invariant", "ele-1: All FHIR elements must have a @value or children",
                        loc)  # fmt: skip
@@ -362,11 +425,6 @@ class _Walk:
             elif high is not None and n > high:
                 self.issue("structure", f"{shape.name}.{name}: maximum allowed = {high}, but "
                            f"found {n}", [*loc, name.replace("[x]", "")])  # fmt: skip
-        for name, keys in shape.choices:
-            present = [k for k in keys if k in obj or "_" + k in obj]
-            if len(present) > 1:
-                self.issue("structure", f"Only one of {', '.join(present)} may be present "
-                           f"({shape.name}.{name})", loc)  # fmt: skip
         if shape.invariants:
             self._invariants(shape.invariants, obj, loc, env, shape.name)
 
@@ -374,7 +432,20 @@ class _Walk:
         other = obj.get(slot.key[1:] if slot.kind == PRIMITIVE_EXT else "_" + slot.key)
         return type(other) is list and i < len(other) and other[i] is not None
 
-    def value(self, slot: Slot, value: Any, loc: Loc, env: Env, parent: dict[str, Any]) -> None:
+    def value(self, slot: Slot, value: Any, loc: Loc, env: Env) -> None:
+        if slot.kind == COMPLEX and not self.full:
+            pure = slot.pure
+            if pure is None:
+                assert slot.shape is not None
+                pure = slot.pure = self.s.pure(slot.shape) and not any(
+                    i.uses_env for i in slot.invariants
+                )
+            if pure:
+                self._remembered(slot, value, loc, env)
+                return
+        self._value(slot, value, loc, env)
+
+    def _value(self, slot: Slot, value: Any, loc: Loc, env: Env) -> None:
         kind = slot.kind
         if kind == PRIMITIVE:
             assert slot.check is not None
@@ -412,11 +483,34 @@ class _Walk:
             base = slot.type if slot.path.endswith("[x]") else slot.path
             self._invariants(slot.invariants, value, loc, env, base)
 
+    def _remembered(self, slot: Slot, value: Any, loc: Loc, env: Env) -> None:
+        """A value of a pure slot: skipped when the same JSON was valid there before."""
+        try:
+            key = (id(slot), orjson.dumps(value))
+        except TypeError:  # a value orjson does not write (a decimal kept as written)
+            key = None
+        valid = self.s.valid
+        slot.tries += 1
+        if key is not None and key in valid:
+            slot.hits += 1
+            return
+        if slot.tries == USEFUL_AFTER and slot.hits * 5 < slot.tries:
+            slot.pure = False  # fewer than one in five seen before: not worth the bytes
+        before = len(self.issues)
+        self._value(slot, value, loc, env)
+        if key is not None and len(self.issues) == before and b'"#' not in key[1]:
+            if len(valid) >= VALID_CACHE:
+                valid.clear()
+            valid.add(key)
+
     def _invariants(self, invariants: tuple[Invariant, ...], value: Any, loc: Loc,
                     env: Env, base: str) -> None:  # fmt: skip
         if self.record is not None:
             self.record += [(inv, value, env, base) for inv in invariants]
+        is_object = type(value) is dict
         for inv in invariants:
+            if is_object and inv.guard and not all(k in value for k in inv.guard):
+                continue  # an element the invariant needs is absent: it holds
             error = inv.severity == "error"
             if (error or self.full) and not inv.holds(value, env):
                 self.issue("invariant", f"{inv.key}: {inv.human}", loc,
