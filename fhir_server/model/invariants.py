@@ -616,7 +616,10 @@ def _key(value: Any) -> Any:
     """A hashable stand-in for a value under FHIRPath equality (dates aside)."""
     value = _val(value)
     if isinstance(value, dict | list):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # numbers orjson does not write (beyond 64 bits, kept as written)
+            return repr(value)
     return (type(value) is bool, value)
 
 

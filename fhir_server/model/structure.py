@@ -311,7 +311,10 @@ def _expression(loc: Loc) -> str:
 
 
 def _show(value: Any) -> str:
-    text = orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # beyond what JSON numbers orjson writes hold, or a decimal as written
+        text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -458,7 +461,12 @@ class _Walk:
                            "content", loc, "warning")  # fmt: skip
         elif kind == COMPLEX:
             assert slot.shape is not None
+            before = len(self.issues)
             self.object(slot.shape, value, loc, env)
+            if len(self.issues) > before and any(
+                i.severity == "error" for i in self.issues[before:]
+            ):
+                return  # its bindings and invariants mean nothing on a malformed value
             if slot.modifier_extension:
                 self._modifier_extension(value, loc)
             if slot.targets is not None:
@@ -566,7 +574,10 @@ def _codings(value: Any, tname: str) -> list[tuple[str | None, str]]:
     if type(value) is not dict:
         return []
     if tname == "CodeableConcept":
-        return [pair for c in value.get("coding") or () for pair in _codings(c, "Coding")]
+        codings = value.get("coding")
+        if type(codings) is not list:
+            return []
+        return [pair for c in codings for pair in _codings(c, "Coding")]
     code = value.get("code")
     if type(code) is not str:
         return []
