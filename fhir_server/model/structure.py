@@ -11,7 +11,6 @@ import gzip
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -107,6 +106,10 @@ class Structures:
         self.resource_types = frozenset(
             t for t, d in self.types.items() if d["kind"] == "resource" and not d["abstract"]
         )
+        # every type compiled now (60 ms): a shape is never seen half-built by another thread
+        for name, definition in self.types.items():
+            if definition["kind"] != "primitive-type":
+                self.shape(name)
 
     @classmethod
     def load(cls, terminology: Terminology | None,
@@ -117,7 +120,7 @@ class Structures:
     # -- compiling ---------------------------------------------------------------------------
 
     def shape(self, name: str) -> Shape:
-        """The compiled shape of a type (cached; built on first use)."""
+        """The compiled shape of a type."""
         found = self._shapes.get(name)
         if found is None:
             found = self._compile_type(name)
@@ -248,20 +251,6 @@ class Structures:
             found = self._checks[tname] = checker(tname, regex)
         return found
 
-    def summary(self, rtype: str) -> frozenset[str]:
-        """Top-level JSON names in the summary view of a type (ElementDefinition.isSummary)."""
-        out = {"resourceType", "id", "meta", "implicitRules"}
-        for e in self.types[rtype]["elements"][1:]:
-            path = e["path"]
-            if path.count(".") == 1 and e.get("summary"):
-                name = path.rsplit(".", 1)[-1]
-                if name.endswith("[x]"):
-                    out |= {name[:-3] + t[0].upper() + t[1:] for t in
-                            (x[0] if isinstance(x, list) else x for x in e.get("types") or ())}
-                else:
-                    out.add(name)
-        return frozenset(out)
-
     # -- terminology -------------------------------------------------------------------------
 
     def members(self, valueset: str) -> frozenset[Any] | None:
@@ -336,17 +325,13 @@ class _Walk:
     def issue(self, code: str, message: str, loc: Loc, severity: str = "error") -> None:
         self.issues.append(Issue(code, message, severity, _expression(loc)))
 
-    @cached_property
-    def resource_types(self) -> frozenset[str]:
-        return self.s.resource_types
-
     def resource(self, value: Any, loc: Loc, root: dict[str, Any] | None) -> None:
         """A resource: at the top, contained, or in a Bundle entry or Parameters."""
         if type(value) is not dict:
             self.issue("structure", "Must be a resource (a JSON object)", loc)
             return
         rtype = value.get("resourceType")
-        if type(rtype) is not str or rtype not in self.resource_types:
+        if type(rtype) is not str or rtype not in self.s.resource_types:
             self.issue("invalid", f"Not a resource: unknown resourceType {rtype!r}", loc)
             return
         rid = value.get("id")
@@ -562,7 +547,7 @@ class _Walk:
         if type(ref) is not str or "Resource" in slot.targets:
             return
         m = _REF_TYPE.search(ref)
-        if m is not None and m.group(1) in self.resource_types and m.group(1) not in slot.targets:
+        if m is not None and m.group(1) in self.s.resource_types and m.group(1) not in slot.targets:
             self.issue("structure", f"A reference to a {m.group(1)} is not allowed here "
                        f"(allowed: {', '.join(sorted(slot.targets))})", loc)  # fmt: skip
 
