@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -30,6 +31,7 @@ from .api.routes import router
 from .context import RequestContext
 from .errors import FhirError, error
 from .interactions.hooks import Access
+from .interactions.reindex import check_search_parameter
 from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
@@ -44,11 +46,14 @@ log = logging.getLogger("fhir_server")
 def wire(services: Services) -> Services:
     """Register the core's and the features' operations and hooks, then store the guide."""
     services.operations.extend(core_operations())
+    services.hooks.add_on_write(check_search_parameter, ["SearchParameter"], lambda _: True)
     referral.register(services)
     auth.register(services)
     dicom.register(services)  # integrations: register like features, after them
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
+    # the conformance resources written over REST in earlier runs, before the first request
+    services.parts.refresh(services.store)
     # after the guide: storing the server's own conformance resources is not a REST access
     if settings.audit:
         audit.register(services)
@@ -99,13 +104,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = wire(services) if services else open_services(settings)
     services = app.state.services
-    app.state.capabilities = capability_statement(
-        services.registry,
-        services.operations,
-        now(),
-        conformance.profiles([services.settings.profiles_dir]),
-        services.settings.allow_multiple_delete,
-    )
+    app.state.capabilities = _Capabilities(services)
     # SMART: the endpoints in rest.security (oauth-uris) are absolute, so built per base URL
     app.state.capability_security = auth.security
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
@@ -121,6 +120,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     # a preflight has no token
     app.add_middleware(auth.Cors, auth=services.features["auth"], prefixes=protected)
+    app.add_middleware(_FreshParts, services=services, prefixes=protected)
     app.add_middleware(_Edge, settings=services.settings)
     app.add_middleware(AccessLog)  # outermost: every response carries the request id
 
@@ -229,6 +229,47 @@ class _Edge:
             return
         scope = {**scope, "state": {**scope.get("state", {}), "base_url": base}}
         await self.app(scope, receive, nosniff)
+
+
+class _Capabilities:
+    """The CapabilityStatement, made again when the search parameters change (a
+    SearchParameter written over REST: services.LiveParts)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.software_date = now()
+        self._made: tuple[object, dict[str, Any]] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        services = self.services
+        registry = services.registry
+        if self._made is None or self._made[0] is not registry:
+            body = capability_statement(
+                registry,
+                services.operations,
+                self.software_date,
+                conformance.profiles([services.settings.profiles_dir]),
+                services.settings.allow_multiple_delete,
+            )
+            self._made = (registry, body)
+        return self._made[1]
+
+
+class _FreshParts:
+    """Before each FHIR (and DICOMweb) request: the search registry, terminology and
+    validator in use are those of the conformance resources stored now (services.LiveParts;
+    one row read, and a rebuild off the event loop when another request or worker process
+    changed them)."""
+
+    def __init__(self, app: ASGIApp, services: Services, prefixes: tuple[str, ...]) -> None:
+        self.app, self.live, self.store = app, services.parts, services.store
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api = scope["type"] == "http" and scope["path"].startswith(self.prefixes)
+        if api and self.live.stale(self.store):
+            await run_in_threadpool(self.live.refresh, self.store)
+        await self.app(scope, receive, send)
 
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")

@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from . import conformance
 from .context import RequestContext
 from .interactions import bundle
-from .interactions.write import without_stamps
+from .model import literal
+from .model.resource import same_content
 from .services import Services
 from .storage.sqlite import Session
 
@@ -36,4 +35,4 @@ def _stored_as(reader: Session, resource: dict[str, Any]) -> bool:
     found = reader.current(resource["resourceType"], resource["id"])
     if found is None or found[1].deleted or found[1].json is None:
         return False
-    return without_stamps(orjson.loads(found[1].json)) == without_stamps(resource)
+    return same_content(literal.loads(found[1].json), resource)

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("path", type=Path)
     restore.add_argument("--database", type=Path)
     _auth_commands(sub)
+    reindex = sub.add_parser(
+        "reindex", help="index stored resources again (after a SearchParameter changed)"
+    )
+    reindex.add_argument("types", nargs="*", help="resource types (default: every type)")
+    reindex.add_argument("--database", type=Path)
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser(
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(settings)
     if args.command in ("client", "user", "launch"):
         return _auth(settings, args)
+    if args.command == "reindex":
+        return _reindex(settings, args.types)
     if args.command == "audit":
         return _audit_verify(settings)
     if args.command == "export":
@@ -342,6 +349,26 @@ def _audit_verify(settings: Settings) -> int:
         return 1
     waiting = f" ({found.pending} records not expanded yet)" if found.pending else ""
     print(f"ok: {found.records} records, {found.events} AuditEvents{waiting}")
+    return 0
+
+
+def _reindex(settings: Settings, types: list[str]) -> int:
+    from .app import open_services
+    from .interactions.reindex import reindex
+    from .spec import RESOURCE_TYPES
+
+    unknown = [t for t in types if t not in RESOURCE_TYPES]
+    if unknown:
+        print(f"error: not resource types: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    services = open_services(settings)
+    try:
+        for rtype in types or sorted(RESOURCE_TYPES):
+            count = reindex(services, rtype)
+            if count:
+                print(f"{rtype}: {count} reindexed")
+    finally:
+        services.close()
     return 0
 
 

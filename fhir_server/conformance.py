@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+from .model import literal
 
 KINDS = frozenset(
     {
@@ -22,7 +22,7 @@ def resources(dirs: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Every conformance resource in the folders (recursively), single or in Bundles."""
     for folder in dirs:
         for path in sorted(folder.rglob("*.json")) if folder.is_dir() else ():
-            data = orjson.loads(path.read_bytes())
+            data = literal.loads(path.read_bytes())
             items = (
                 [e.get("resource") for e in data.get("entry") or []]
                 if data.get("resourceType") == "Bundle"

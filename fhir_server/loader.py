@@ -8,11 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .context import RequestContext
 from .errors import FhirError, operation_outcome
 from .interactions import bundle
+from .model import literal
 from .services import Services
 
 NDJSON_CHUNK = 500
@@ -30,7 +29,7 @@ def bundles(path: Path) -> Iterator[dict[str, Any]]:
     """A Bundle file as is; an NDJSON file as transactions of PUT (with id) or POST entries."""
     raw = read_bytes(path)
     if ".ndjson" not in path.name:
-        data = orjson.loads(raw)
+        data = literal.loads(raw)
         if data.get("resourceType") == "Bundle" and data.get("type") in ("batch", "transaction"):
             yield data
         else:
@@ -39,7 +38,7 @@ def bundles(path: Path) -> Iterator[dict[str, Any]]:
     chunk: list[dict[str, Any]] = []
     for line in raw.splitlines():
         if line.strip():
-            chunk.append(orjson.loads(line))
+            chunk.append(literal.loads(line))
         if len(chunk) >= NDJSON_CHUNK:
             yield _transaction(chunk)
             chunk = []
@@ -83,7 +82,7 @@ def load(
                     failed += 1
                     outcome = entry["response"].get("outcome") or {}
                     report(f"{path.name} (bundle {number}): {_diagnostics(outcome)}")
-    except (OSError, ValueError) as exc:  # unreadable, not JSON (orjson's error is a ValueError)
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, not JSON
         failed += 1
         report(f"{path.name} (after bundle {number}): cannot read: {exc}")
     return done, failed

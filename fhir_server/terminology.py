@@ -14,6 +14,7 @@ here".
 from __future__ import annotations
 
 import gzip
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,10 +114,13 @@ class Terminology:
         self._index(resources)
 
     @classmethod
-    def load(cls, dirs: Sequence[Path], base: bool = True) -> Terminology:
+    def load(
+        cls, dirs: Sequence[Path], stored: Iterable[dict[str, Any]] = (), base: bool = True
+    ) -> Terminology:
         """R4 and THO (unless `base` is False), then every CodeSystem/ValueSet json (single or
-        in Bundles) under the folders."""
-        return cls(conformance.resources(dirs), base)
+        in Bundles) under the folders, then those among `stored` (written over REST; one with
+        the url of a folder's replaces it)."""
+        return cls(itertools.chain(conformance.resources(dirs), stored), base)
 
     # --- loading ----------------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ Choices:
 - ``_list``, ``_has`` and ``_type`` have no SearchParameter resource in R4 but apply to all types;
   they are added as ``special`` records on base ``Resource`` with a synthetic url.
 - The ``CompartmentDefinition-example`` demo is dropped.
+- ``elements.json``: for every resource, complex type and backbone element of R4, its child
+  elements in definition order (the order FHIR XML requires) with their types, whether they
+  repeat and whether XML writes them as attributes (``Element.id``, ``Extension.url``);
+  ``@Path`` types name a backbone element (or a contentReference), ``*`` the open type list.
 """
 
 from __future__ import annotations
@@ -135,6 +139,71 @@ def build_compartments(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
     return dict(sorted(out.items()))
 
 
+SYSTEM_TYPE = "http://hl7.org/fhirpath/System."
+
+
+def _type_code(t: dict[str, Any]) -> str:
+    """The FHIR type of an element type; `System.String` ids and urls name theirs in an
+    extension (structuredefinition-fhir-type)."""
+    code: str = t["code"]
+    if code.startswith(SYSTEM_TYPE):
+        for ext in t.get("extension", []):
+            if ext.get("valueUrl"):
+                return str(ext["valueUrl"])
+        return code[len(SYSTEM_TYPE) :].lower()
+    return code
+
+
+def build_elements(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"primitives": [...], "open": [...], "types": {path: [[name, types, repeats, attr]]}}
+    from the snapshots of the R4 base definitions (derivation specialization)."""
+    primitives: list[str] = []
+    types: dict[str, list[list[Any]]] = {}
+    open_types: list[str] = []
+    for _, sd in sorted(files.items()):
+        if not sd["url"].startswith("http://hl7.org/fhir/StructureDefinition/"):
+            continue
+        if sd.get("derivation") != "specialization":
+            continue
+        if sd["kind"] == "primitive-type":
+            primitives.append(sd["type"])
+            continue
+        if sd["kind"] not in ("resource", "complex-type"):
+            continue
+        elements = sd["snapshot"]["element"]
+        paths = {e["path"] for e in elements}
+        for e in elements[1:]:
+            path = e["path"]
+            parent, _, name = path.rpartition(".")
+            if e.get("contentReference"):
+                codes = ["@" + e["contentReference"].lstrip("#")]
+            elif f"{path}.id" in paths:
+                codes = ["@" + path]
+            else:
+                codes = [_type_code(t) for t in e.get("type", [])]
+            if sd["type"] == "Extension" and name == "value[x]":
+                open_types = codes
+            record: list[Any] = [name, codes, 1 if e.get("max") != "1" else 0]
+            if "xmlAttr" in (e.get("representation") or []):
+                record.append(1)
+            types.setdefault(parent, []).append(record)
+    for records in types.values():
+        for record in records:
+            if record[1] == open_types:
+                record[1] = ["*"]
+    return {"primitives": sorted(primitives), "open": open_types, "types": types}
+
+
+def _dump_elements(data: dict[str, Any]) -> str:
+    """One type per line, so diffs stay readable."""
+    dump = lambda v: json.dumps(v, separators=(",", ":"))  # noqa: E731
+    lines = [f"{dump(path)}:{dump(records)}" for path, records in sorted(data["types"].items())]
+    return (
+        f'{{"primitives":{dump(data["primitives"])},\n"open":{dump(data["open"])},\n'
+        '"types":{\n' + ",\n".join(lines) + "\n}}\n"
+    )
+
+
 def _dump_lines(records: list[dict[str, Any]]) -> str:
     """A JSON array with one compact record per line: small, and diffs well."""
     lines = [
@@ -157,7 +226,10 @@ def main(argv: list[str]) -> int:
     (OUT / "compartments.json").write_text(
         json.dumps(compartments, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
+    elements = build_elements(files)
+    (OUT / "elements.json").write_text(_dump_elements(elements), encoding="utf-8")
     print(
+        f"{len(elements['types'])} element trees, "
         f"{len(params)} search parameters, {len(types['types'])} resource types "
         f"({len(types['missing_in_r4b'])} missing in R4B), {len(compartments)} compartments"
     )

@@ -19,7 +19,7 @@ from fhir_server.app import build_app, open_services
 from fhir_server.interactions.hooks import transaction
 from fhir_server.interactions.write import save
 from fhir_server.serve import uvicorn_config
-from fhir_server.services import Parts, Services
+from fhir_server.services import LiveParts, Parts, Services
 from fhir_server.settings import Settings
 from fhir_server.storage.sqlite import SqliteStore
 
@@ -63,7 +63,7 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
     # a test harness: anonymous requests unless a test turns authorization on (auth="on")
     config = Settings(database=path, **{"auth": "off", **settings})  # type: ignore[arg-type]
     store = SqliteStore(path, config.lock_timeout_seconds)
-    return Services(config, store, parts.registry, parts.terminology, parts.validator)
+    return Services(config, store, LiveParts(parts, config))
 
 
 def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:

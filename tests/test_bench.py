@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bench import run as bench
 
 SAMPLE = Path(__file__).parent / "data" / "synthea"
@@ -65,10 +67,16 @@ def test_copies_rewrite_ids_but_keep_shared_references() -> None:
     assert bench.copy_of(body, 1) == copy != bench.copy_of(body, 2)
 
 
-def test_python_read_load_generator(tmp_path: Path) -> None:
-    files = bench.ordered_files(SAMPLE, limit=0)
+def test_python_read_load_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine has no wrk: the read load falls back to the asyncio client, whose
+    result the table prints like wrk's (it once lacked `tool`: KeyError in make bench)."""
+    files = bench.ordered_files(SAMPLE, limit=1)
+    monkeypatch.setattr(bench.shutil, "which", lambda _name: None)
     with bench.server(tmp_path / "b.db") as (base, _proc):
         bench.ingest(base, files)
         ids = bench.sample_ids(base, ["Organization"], 5)
         result = asyncio.run(bench._read_load(base, ids, clients=2, seconds=0.5))
+        fallback = bench.read_by_id(base, clients=2, seconds=0.5)
     assert result["requests"] > 0 and result["errors"] == 0
+    assert fallback["tool"] == "asyncio client" and fallback["requests"] > 0
+    assert set(fallback) >= {"req_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "clients"}

@@ -16,10 +16,13 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ..errors import FhirError, error, operation_outcome
+from ..model import literal, xml
+from ..model.resource import parse_json
 from ..settings import Settings
 from ..storage.sqlite import Stored
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 _JSON_TYPES = (
     "application/fhir+json",
     "application/json",
@@ -30,6 +33,11 @@ _JSON_TYPES = (
 _ANY = ("*/*", "application/*")
 _XML_TYPES = ("application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir")
 
+
+_KINDS = {
+    **{kind: "json" for kind in (*_JSON_TYPES, *_ANY)},
+    **{kind: "xml" for kind in _XML_TYPES},
+}
 
 #: the fhirVersion parameter values of R4 (http.html#version-parameter)
 FHIR_VERSIONS = ("4.0", "4.0.1")
@@ -50,30 +58,61 @@ def _our_version(params: dict[str, str]) -> bool:
     return params.get("fhirversion", FHIR_VERSIONS[0]) in FHIR_VERSIONS
 
 
-def negotiate(request: Request) -> None:
-    """406 when neither _format nor Accept allows JSON (the only format we produce) of FHIR R4
-    (a fhirVersion parameter names another version: http.html#version-parameter)."""
+def negotiate(request: Request) -> str:
+    """The format of the response, "json" or "xml" (http.html#mime-type): `_format` wins over
+    Accept, whose best-rated acceptable type is taken (`*/*`: JSON). 406 when neither names a
+    FHIR format of R4 (a fhirVersion parameter names another version: #version-parameter)."""
+    chosen = _format(request, strict=True)
+    request.state.fhir_format = chosen
+    return chosen
+
+
+def response_format(request: Request) -> str:
+    """The format negotiated for this request; for a request that failed before (or in)
+    negotiation, the one it asked for if we can tell, else JSON: an error must be answered."""
+    chosen = getattr(request.state, "fhir_format", None)
+    if chosen is not None:
+        return str(chosen)
+    try:
+        return _format(request, strict=False)
+    except FhirError:
+        return "json"
+
+
+def _format(request: Request, strict: bool) -> str:
     fmt = request.query_params.get("_format")
     if fmt is not None:
         kind, params = media_type(fmt)
-        if kind not in _JSON_TYPES:
-            raise error(
-                406, "not-supported", f"_format '{fmt}' is not supported; use json", "_format"
-            )
-        if not _our_version(params):
+        if kind in _JSON_TYPES or kind in _XML_TYPES:
+            if _our_version(params):
+                return "xml" if kind in _XML_TYPES else "json"
             raise error(406, "not-supported", f"_format '{fmt}': this server is FHIR R4 (4.0)")
-        return
+        raise error(
+            406, "not-supported", f"_format '{fmt}' is not supported; use json or xml", "_format"
+        )
     accept = request.headers.get("accept")
     if not accept:
-        return
-    kinds = [media_type(part) for part in accept.split(",")]
-    if not any((k in _JSON_TYPES or k in _ANY) and _our_version(p) for k, p in kinds):
+        return "json"
+    best, rating = None, 0.0
+    for part in accept.split(","):
+        kind, params = media_type(part)
+        known = _KINDS.get(kind)
+        if known is None or not _our_version(params):
+            continue
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            q = 0.0
+        if q > rating:
+            best, rating = known, q
+    if best is None and strict:
         raise error(
             406,
             "not-supported",
-            f"Cannot produce '{accept}'; this server speaks application/fhir+json, "
-            f"fhirVersion={FHIR_VERSIONS[0]}",
+            f"Cannot produce '{accept}'; this server speaks application/fhir+json and "
+            f"application/fhir+xml, fhirVersion={FHIR_VERSIONS[0]}",
         )
+    return best or "json"
 
 
 def wants_raw(request: Request) -> bool:
@@ -92,13 +131,24 @@ def fhir_body(request: Request) -> bool:
     return raw is None or media_type(raw)[0] in (*_JSON_TYPES, *_XML_TYPES)
 
 
-def check_content_type(request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> str:
+def check_content_type(
+    request: Request, allowed: tuple[str, ...] = (*_JSON_TYPES, *_XML_TYPES)
+) -> str:
     """415 for bodies in a format (or a FHIR version) we cannot read; returns the media type."""
     raw = request.headers.get("content-type", FHIR_JSON)
     media, params = media_type(raw)
     if media not in allowed or not _our_version(params):
         raise error(415, "not-supported", f"Content-Type '{raw}' is not supported")
     return media
+
+
+def parse_resource(media: str, raw: bytes) -> Any:
+    """A FHIR body in either format as its JSON value (FHIR XML through model/xml.py)."""
+    if media in _XML_TYPES:
+        if not raw:
+            raise error(400, "structure", "The request body is empty")
+        return xml.from_xml(raw)
+    return parse_json(raw)
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -253,14 +303,24 @@ def fhir_response(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A FHIR JSON response ending in a newline, as text files do; `_pretty=true` re-indents
-    (only then do we re-parse)."""
+    """A FHIR response in the negotiated format, ending in a newline, as text files do.
+    JSON is sent as stored; `_pretty=true` re-indents (only then do we re-parse); XML is
+    written from the JSON (model/xml.py)."""
     pretty = request.query_params.get("_pretty") == "true"
+    if body is not None and response_format(request) == "xml":
+        # a dict may hold stored JSON as orjson.Fragment (bundle.py): through bytes, then
+        resource = literal.loads(body if isinstance(body, bytes) else literal.dumps(body))
+        return Response(
+            content=xml.to_xml(resource, pretty) + (b"" if pretty else b"\n"),
+            status_code=status,
+            headers=headers,
+            media_type=f"{FHIR_XML}; charset=utf-8",
+        )
     if isinstance(body, dict) and not pretty:
-        body = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+        body = literal.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
     elif body is not None and pretty:
-        parsed = orjson.loads(body) if isinstance(body, bytes) else body
-        body = orjson.dumps(parsed, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        parsed = literal.loads(body) if isinstance(body, bytes) else body
+        body = literal.dumps(parsed, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     elif isinstance(body, bytes):
         body += b"\n"
     return Response(

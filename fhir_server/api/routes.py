@@ -32,7 +32,7 @@ router = APIRouter()
 T = TypeVar("T")
 #: HEAD wherever GET (http.html: HEAD answers as GET would, without the body)
 _READ = ["GET", "HEAD"]
-_PATCH_TYPES = ("application/json-patch+json", *http._JSON_TYPES)
+_PATCH_TYPES = ("application/json-patch+json", *http._JSON_TYPES, *http._XML_TYPES)
 
 
 def _services(request: Request) -> Services:
@@ -91,9 +91,9 @@ async def _body(
     settings = _services(request).settings
     if rtype == "Binary" and not http.fhir_body(request):
         return _binary(request, await http.read_body(request, settings), rid)
-    http.check_content_type(request)
+    media = http.check_content_type(request)
     raw = await http.read_body(request, settings)
-    return check_body(parse_json(raw), rtype)
+    return check_body(http.parse_resource(media, raw), rtype)
 
 
 def _binary(request: Request, raw: bytes, rid: str | None) -> dict[str, Any]:
@@ -182,7 +182,7 @@ async def capabilities(request: Request) -> Response:
 def _capabilities(request: Request) -> dict[str, Any]:
     """The CapabilityStatement, with the authorization server's endpoints (absolute, so per
     base URL) in rest.security when a feature registered them."""
-    body: dict[str, Any] = request.app.state.capabilities
+    body: dict[str, Any] = request.app.state.capabilities()
     security = getattr(request.app.state, "capability_security", None)
     if security is not None:
         rest = {**body["rest"][0], "security": security(request.state.base_url)}
@@ -463,10 +463,10 @@ async def _patch(request: Request, rtype: str, target: Callable[[Session], str])
     http.negotiate(request)
     media = http.check_content_type(request, _PATCH_TYPES)
     raw = await http.read_body(request, _services(request).settings)
-    document = parse_json(raw)
+    json_patch = media == "application/json-patch+json"
+    document = parse_json(raw) if json_patch else http.parse_resource(media, raw)
     services, ctx = _services(request), _context(request)
     if_match = request.headers.get("if-match")
-    json_patch = media == "application/json-patch+json"
     result = await _in_write(
         request,
         lambda s: write.patch(s, services, ctx, rtype, target(s), document, json_patch, if_match),
@@ -519,8 +519,7 @@ async def _operation(
     if request.method == "POST":
         raw = await http.read_body(request, services.settings)
         if raw:
-            http.check_content_type(request)
-            body = parse_json(raw)
+            body = http.parse_resource(http.check_content_type(request), raw)
     query = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
     ]

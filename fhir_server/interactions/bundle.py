@@ -21,6 +21,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, Issue, error, operation_outcome
+from ..model import literal
 from ..model.resource import now
 from ..model.validate import Validated, check_body, check_id, check_type
 from ..policy.enforce import check_written
@@ -192,8 +193,8 @@ def _patch_document(resource: Any) -> tuple[Any, bool]:
     if not isinstance(data, str) or not data:
         raise error(400, "required", "Binary.data must hold the JSON Patch (base64)", "Binary.data")
     try:
-        return orjson.loads(base64.b64decode(data, validate=True)), True
-    except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        return literal.loads(base64.b64decode(data, validate=True)), True
+    except (ValueError, RecursionError):  # binascii.Error, JSONDecodeError are ValueErrors
         raise error(
             400, "invalid", "Binary.data is not a JSON Patch document in base64", "Binary.data"
         ) from None
@@ -403,8 +404,9 @@ class Rewriter:
                         out[k] = self.resolve(v, entry_base)
                     elif k == "div" and isinstance(v, str) and ids:
                         out[k] = _LINK.sub(link, v)
-                    elif isinstance(v, str):
-                        out[k] = ids.get(v, v) if v.startswith("urn:") else v
+                    elif isinstance(v, str):  # a uri, url, oid or uuid element; an element
+                        # named `value` is a string or decimal (Identifier.value keeps a urn)
+                        out[k] = ids.get(v, v) if v.startswith("urn:") and k != "value" else v
                     else:
                         out[k] = walk(v)
                 return out
@@ -580,9 +582,9 @@ def _response(ctx: RequestContext, e: Entry, prefer_return: str) -> dict[str, An
         if stored.json is not None and (
             e.method in ("GET", "HEAD") or prefer_return == "representation"
         ):
-            entry["resource"] = orjson.loads(stored.json)
+            entry["resource"] = orjson.Fragment(stored.json)  # written as stored: no re-parse
     if e.body is not None:
-        entry["resource"] = orjson.loads(e.body)
+        entry["resource"] = orjson.Fragment(e.body)
     if isinstance(result.body, dict) and prefer_return == "OperationOutcome":
         response["outcome"] = result.body
     entry["response"] = response

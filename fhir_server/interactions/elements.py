@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
 from ..errors import error
+from ..model import literal
 from ..model.validate import R4B_INCOMPATIBLE, summary_elements
 
 _ALWAYS = ("resourceType", "id", "meta")
@@ -28,7 +28,7 @@ def shape_read(body: bytes, params: dict[str, str]) -> bytes:
     if summary not in (None, *_SUMMARIES):
         raise error(400, "invalid", f"Invalid _summary '{summary}'", "_summary")
     chosen = [e.strip() for e in elements.split(",")] if elements else None
-    return orjson.dumps(filter_elements(orjson.loads(body), summary, chosen))
+    return literal.dumps(filter_elements(literal.loads(body), summary, chosen))
 
 
 def filter_elements(

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ..context import RequestContext
 from ..errors import FhirError
+from ..model import literal
 from ..storage.sqlite import Session, Stored
 
 if TYPE_CHECKING:  # typing only: Services holds the hooks
@@ -38,7 +37,7 @@ class Change:
         """The current version as JSON, None when there is none or it is deleted."""
         if self.prev is None or self.prev.deleted or self.prev.json is None:
             return None
-        parsed: dict[str, Any] = orjson.loads(self.prev.json)
+        parsed: dict[str, Any] = literal.loads(self.prev.json)
         return parsed
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import Issue, error, operation_outcome
+from ..model import literal
 from ..policy import enforce
 from ..search import query as q
 from ..search.paging import Cursor
@@ -123,7 +124,7 @@ def _entry(base: str, rtype: str, rid: str, raw: bytes, mode: bytes) -> bytes:
 def _shape(raw: bytes, rtype: str, query: q.Query) -> bytes:
     if query.summary is None and query.elements is None:
         return raw
-    return orjson.dumps(filter_elements(orjson.loads(raw), query.summary, query.elements))
+    return literal.dumps(filter_elements(literal.loads(raw), query.summary, query.elements))
 
 
 def _links(

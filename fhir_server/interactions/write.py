@@ -12,14 +12,13 @@ import re
 import uuid
 from typing import Any
 
-import orjson
-
 from ..context import RequestContext
 from ..errors import error, information
+from ..model import literal
 from ..model.fhirpath_patch import apply_fhirpath_patch
 from ..model.json_patch import apply_json_patch
 from ..model.patch_error import PatchError
-from ..model.resource import dumps, now, with_meta
+from ..model.resource import dumps, now, same_content, with_meta
 from ..model.validate import Validated, check_depth
 from ..policy.enforce import authorize, check_instance, check_written
 from ..search.composite import composite_rows
@@ -186,21 +185,7 @@ def _run_hooks(change: Change) -> Validated | None:
 def _unchanged(prev: Stored, resource: dict[str, Any]) -> bool:
     """No new version for an identical resource (as HAPI does): compare all but meta stamps."""
     assert prev.json is not None
-    old = orjson.loads(prev.json)
-    return without_stamps(old) == without_stamps(resource)
-
-
-def without_stamps(resource: dict[str, Any]) -> dict[str, Any]:
-    """The resource without the server's meta.versionId and meta.lastUpdated."""
-    meta = {
-        k: v
-        for k, v in (resource.get("meta") or {}).items()
-        if k not in ("versionId", "lastUpdated")
-    }
-    out = {k: v for k, v in resource.items() if k != "meta"}
-    if meta:
-        out["meta"] = meta
-    return out
+    return same_content(literal.loads(prev.json), resource)
 
 
 def conditional_update(
@@ -287,7 +272,7 @@ def patch(
         raise error(410, "deleted", f"{rtype}/{rid} has been deleted")
     check_if_match(prev, if_match)
     assert prev[1].json is not None
-    current = orjson.loads(prev[1].json)
+    current = literal.loads(prev[1].json)
     try:
         if json_patch:
             if not isinstance(document, list):

@@ -20,6 +20,7 @@ children (e.g. `Extension.extension:source.url`, `Task.output:bed.type`).
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -220,12 +221,17 @@ def _profile(sd: dict[str, Any], types_by_url: dict[str, str]) -> Profile:
     return profile
 
 
-def load_catalog(dirs: Iterable[Path], r4: Sequence[dict[str, Any]] = ()) -> Catalog:
-    """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs;
+def load_catalog(
+    dirs: Iterable[Path],
+    r4: Sequence[dict[str, Any]] = (),
+    stored: Iterable[dict[str, Any]] = (),
+) -> Catalog:
+    """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs,
+    then those among `stored` (written over REST), which replace ones with the same url;
     R4's (`r4`) are kept to compile on first use."""
     sds = [
         r
-        for r in resources(dirs)
+        for r in itertools.chain(resources(dirs), stored)
         if r.get("resourceType") == "StructureDefinition" and r.get("derivation") == "constraint"
     ]
     types_by_url = {r["url"]: r["type"] for r in sds}
@@ -362,9 +368,9 @@ def _check_value(
 
 
 def _show(value: Any) -> str:
-    import orjson
+    from .literal import dumps
 
-    return orjson.dumps(value).decode()
+    return dumps(value).decode()
 
 
 def _check_choice_types(el: Element, parent: Node) -> Iterator[Issue]:

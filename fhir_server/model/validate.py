@@ -94,8 +94,14 @@ class Validator:
         self.terminology = terminology
 
     @classmethod
-    def load(cls, dirs: Iterable[Path], terminology: Terminology | None) -> Validator:
-        catalog = load_catalog(dirs, r4_profiles())
+    def load(
+        cls,
+        dirs: Iterable[Path],
+        terminology: Terminology | None,
+        stored: Iterable[dict[str, Any]] = (),
+    ) -> Validator:
+        """Our profiles (the folders'), then those among `stored` (written over REST)."""
+        catalog = load_catalog(dirs, r4_profiles(), stored)
         return cls(Structures.load(terminology, catalog.known_extensions()), catalog, terminology)
 
     @property

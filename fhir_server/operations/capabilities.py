@@ -108,8 +108,10 @@ def capability_statement(
         "software": {"name": "fhir-server", "version": __version__},
         "implementation": {"description": "FHIR R4 server for hospital consortia"},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
+        "patchFormat": [
+            "application/json-patch+json", "application/fhir+json", "application/fhir+xml"
+        ],
         "rest": [
             {
                 "mode": "server",

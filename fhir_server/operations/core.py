@@ -1,7 +1,7 @@
-"""The core's operations: $validate, the terminology operations and the patient-centred ones
-($match, ...); features add theirs."""
+"""The core's operations: $validate, the terminology operations, the patient-centred ones
+($match, ...) and $reindex; features add theirs."""
 
-from . import everything, export, link, match, terminology, validate
+from . import everything, export, link, match, reindex, terminology, validate
 from .registry import Operations
 
 
@@ -14,4 +14,5 @@ def core() -> Operations:
     table.extend(link.OPERATIONS)
     table.extend(everything.OPERATIONS)
     table.extend(export.OPERATIONS)
+    table.extend(reindex.OPERATIONS)
     return table

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..errors import error
 from ..interactions import read, write
 from ..interactions.hooks import transaction
+from ..model import literal
 from .registry import Call, Operations, Outcome
 
 OPERATIONS = Operations()
@@ -92,14 +91,14 @@ def _apply(call: Call, source_id: str, target_id: str, change: Any) -> Outcome:
         for rid in (source_id, target_id):
             stored = read.read_as(session, services, ctx, "Patient", rid)
             assert stored.json is not None
-            records.append(orjson.loads(stored.json))
+            records.append(literal.loads(stored.json))  # numbers as written
         change(*records)
         results = [
             write.update(session, services, ctx, "Patient", r["id"], services.validator(r))
             for r in records
         ]
     entries = [
-        {"fullUrl": f"{ctx.base_url}/{s.type}/{s.id}", "resource": orjson.loads(s.json)}
+        {"fullUrl": f"{ctx.base_url}/{s.type}/{s.id}", "resource": literal.loads(s.json)}
         for s in (r.stored for r in results)
         if s is not None and s.json is not None
     ]

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from ..context import RequestContext
 from ..errors import error
 from ..interactions.hooks import transaction
 from ..interactions.search import find
 from ..interactions.write import check_if_match, new_id, save
+from ..model import literal
 from ..model.resource import now
 from ..operations.registry import Call, Outcome
 from ..services import Services
@@ -89,7 +88,7 @@ class Work:
             if prev is None or prev[1].deleted or prev[1].json is None:
                 return None
             self.prev[key] = prev
-            self.res[key] = orjson.loads(prev[1].json)
+            self.res[key] = literal.loads(prev[1].json)
         return self.res[key]
 
     def get(self, rtype: str, rid: str) -> Json:
@@ -147,7 +146,7 @@ class Work:
             method = "PUT" if self.prev.get(key) else "POST"
             stored = save(self.session, self.services, *key, valid[key], self.prev[key], method)
             assert stored.json is not None
-            out.append(orjson.loads(stored.json))
+            out.append(literal.loads(stored.json))
         return out
 
 

@@ -352,8 +352,8 @@ def index_rows(
       code, for ``subject:identifier=system|value``;
     - Range values are not written to the quantity table (one row holds one value); number
       params index a Range as (low, high) with open ends at +/-inf;
-    - JSON numbers arrive as float, so ``100.00`` has lost its trailing zeros and gets the
-      implicit precision of ``100.0``.
+    - numbers are indexed with the precision they were written with (model/literal.py keeps
+      ``100.00`` as written), which gives a Range bound its implicit precision.
     """
     tables: dict[str, list[Row]] = {t: [] for t in TABLES}
     keys = resource.keys()

@@ -61,8 +61,6 @@ SPECIAL_MODIFIERS: dict[str, frozenset[str]] = {
     "_text": frozenset({"not"}),
     "_content": frozenset({"not"}),
 }
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -166,27 +164,72 @@ def compartment_clause(ctype: str, cid: str, rtype: str) -> Clause:
     )
 
 
-def split_values(raw: str) -> tuple[str, ...]:
-    """Comma-separated OR values; `\\,` is an escaped comma (search.html#escaping)."""
-    return tuple(v.replace("\\,", ",") for v in _UNESCAPED_COMMA.split(raw))
+def split_values(raw: str, name: str = "") -> tuple[str, ...]:
+    """Comma-separated OR values (search.html#combining). Each keeps its escapes, for the
+    splitting its type does (`|`, `$`); 400 for a backslash that escapes nothing."""
+    check_escapes(raw, name)
+    return tuple(split_escaped(raw, ","))
+
+
+#: the characters a backslash escapes in a search value (search.html#escaping)
+ESCAPED = frozenset("\\,$|")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def check_escapes(value: str, name: str) -> None:
+    """search.html#escaping: `\\` must precede `\\`, `,`, `$` or `|` ("xx\\xx is illegal")."""
+    i = value.find("\\")
+    while i >= 0:
+        if value[i + 1 : i + 2] not in ESCAPED:
+            raise error(
+                400,
+                "invalid",
+                f"'{name}': a backslash in a search value must escape '\\', ',', '$' or '|' "
+                f"(write \\\\ for a backslash)",
+                name or None,
+            )
+        i = value.find("\\", i + 2)
+
+
+def split_escaped(value: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Split at each `sep` no backslash escapes; the parts keep their escapes."""
+    if "\\" not in value:
+        return value.split(sep, maxsplit)
+    parts: list[str] = []
+    start = i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == sep and (maxsplit < 0 or len(parts) < maxsplit):
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
+    return parts
+
+
+def unescape(value: str) -> str:
+    """A value part as the literal it stands for: `\\,` `\\$` `\\|` `\\\\` -> `, $ | \\`."""
+    if "\\" not in value:
+        return value
+    return _ESCAPE.sub(r"\1", value)
 
 
 def split_composite(value: str) -> list[str]:
-    """`a$b` -> ['a', 'b']; `\\$` is an escaped dollar (search.html#escaping)."""
-    return [v.replace("\\$", "$") for v in _UNESCAPED_DOLLAR.split(value)]
+    """`a$b` -> ['a', 'b'] at each unescaped `$`; each part keeps its escapes, since it is
+    a value of its component's type (a token component splits at its own `|`)."""
+    return split_escaped(value, "$")
 
 
 def split_token(value: str) -> tuple[str | None, str]:
-    """`system|code` -> (system, code); `|code` -> ('', code); `code` -> (None, code)."""
-    parts = re.split(r"(?<!\\)\|", value, maxsplit=1)
-    unescape = _unescape
+    """`system|code` -> (system, code); `|code` -> ('', code); `code` -> (None, code);
+    unescaped (search.html#escaping)."""
+    parts = split_escaped(value, "|", 1)
     if len(parts) == 1:
         return None, unescape(parts[0])
     return unescape(parts[0]), unescape(parts[1])
-
-
-def _unescape(value: str) -> str:
-    return value.replace("\\|", "|").replace("\\$", "$").replace("\\\\", "\\")
 
 
 def split_prefix(value: str) -> tuple[str, str]:
@@ -248,7 +291,7 @@ def parse_clause(
         return Clause(param, (), None, chain=inner, target_type=targets[0])
     if mod is not None:
         _check_modifier(param, mod)
-    return Clause(param, split_values(raw), mod)
+    return Clause(param, split_values(raw, name), mod)
 
 
 def _has_param(registry: Registry, rtype: str, name: str) -> bool:

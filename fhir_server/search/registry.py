@@ -110,23 +110,33 @@ class Registry:
             self._by_url[p.url] = p
 
     @classmethod
-    def load(cls, extra_dirs: Iterable[Path] = (), spec_file: Path = SPEC_FILE) -> Registry:
-        """Read the R4 table, then SearchParameter files (``*.json``, recursively) in extra_dirs.
+    def load(
+        cls,
+        extra_dirs: Iterable[Path] = (),
+        spec_file: Path = SPEC_FILE,
+        stored: Iterable[dict[str, Any]] = (),
+    ) -> Registry:
+        """Read the R4 table, then SearchParameter files (``*.json``, recursively) in extra_dirs,
+        then the SearchParameter resources among `stored` (written over REST); later ones
+        replace earlier ones with the same base and code.
 
         Missing directories are ignored so a fresh checkout with no ``profiles/`` still starts.
         """
         records = orjson.loads(spec_file.read_bytes())
         params = [SearchParam.from_record(r) for r in records]
+        found: list[dict[str, Any]] = []
         for d in extra_dirs:
             d = Path(d)
             if not d.is_dir():
                 continue
             for f in sorted(d.rglob("*.json")):
-                params.extend(
-                    SearchParam.from_record(sp)
-                    for sp in _search_parameters_in(f)
-                    if sp.get("code") and sp.get("type") and sp.get("base")
-                )
+                found.extend(_search_parameters_in(f))
+        found.extend(r for r in stored if r.get("resourceType") == "SearchParameter")
+        params.extend(
+            SearchParam.from_record(sp)
+            for sp in found
+            if sp.get("code") and sp.get("type") and sp.get("base")
+        )
         return cls(params)
 
     def for_type(self, resource_type: str) -> dict[str, SearchParam]:

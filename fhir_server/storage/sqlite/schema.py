@@ -152,7 +152,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX export_job_status ON export_job (status, created);
     """,
+    # 7: the conformance generation: one counter, moved by every version written of the
+    # resources the server's Parts are built from (services.LiveParts), so each worker process
+    # sees with one read per request that they changed. A trigger, so no write path can miss it.
+    """
+    CREATE TABLE conformance_generation (n INTEGER NOT NULL);
+    INSERT INTO conformance_generation (n) VALUES (0);
+    CREATE TRIGGER conformance_written AFTER INSERT ON history
+    WHEN NEW.type IN ('StructureDefinition', 'ValueSet', 'CodeSystem', 'ConceptMap',
+                      'SearchParameter')
+    BEGIN
+        UPDATE conformance_generation SET n = n + 1;
+    END;
+    """,
 ]
+
+#: the resource types whose stored versions the Parts are built from (migration 7)
+CONFORMANCE_TYPES = (
+    "StructureDefinition", "ValueSet", "CodeSystem", "ConceptMap", "SearchParameter",
+)  # fmt: skip
 
 #: value columns per index table, as search.index.index_rows fills them (plus `grp`, set
 #: only on composite component rows)

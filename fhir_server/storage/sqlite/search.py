@@ -19,8 +19,10 @@ from ...search.query import (
     Param,
     Query,
     split_composite,
+    split_escaped,
     split_prefix,
     split_token,
+    unescape,
 )
 from ...search.ucum import UCUM, factor
 from ...search.values import date_bounds, normalize_string, number_bounds
@@ -109,7 +111,7 @@ class Compiler:
             col = f"{alias}.last_updated"
             ors, args = [], []
             for v in c.values:
-                sql, a = _date_condition(v, col, col, "_lastUpdated")
+                sql, a = _date_condition(unescape(v), col, col, "_lastUpdated")
                 ors.append(sql)
                 args += a
             return "(" + " OR ".join(ors) + ")", args
@@ -205,7 +207,7 @@ class Compiler:
     def _id(self, c: Clause, alias: str) -> tuple[str, list]:
         marks = ", ".join("?" * len(c.values))
         neg = "NOT " if c.modifier == "not" else ""
-        return f"{alias}.id {neg}IN ({marks})", list(c.values)
+        return f"{alias}.id {neg}IN ({marks})", [unescape(v) for v in c.values]
 
     def _composite(self, rtype: str | None, c: Clause) -> tuple[str, list]:
         """Each component matched in its own table, joined on the same row and group."""
@@ -237,7 +239,7 @@ class Compiler:
     def _list(self, c: Clause, alias: str) -> tuple[str, list]:
         """`_list=id`: the items of List/id (search.html#list)."""
         marks = ", ".join("?" * len(c.values))
-        ids = [v.removeprefix("List/") for v in c.values]
+        ids = [unescape(v).removeprefix("List/") for v in c.values]
         return (
             f"EXISTS (SELECT 1 FROM idx_reference i JOIN resource l ON l.rid = i.rid "
             f"WHERE l.type = 'List' AND l.deleted = 0 AND l.id IN ({marks}) AND "
@@ -251,12 +253,19 @@ class Compiler:
         column = "narrative" if c.param.code == "_text" else "content"
         _check_terms(c)
         ors = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in c.values)
-        args = [f"%{_like(normalize_string(v))}%" for v in c.values]
+        args = [f"%{_like(normalize_string(unescape(v)))}%" for v in c.values]
         neg = "NOT " if c.modifier == "not" else ""
         return f"{alias}.rid {neg}IN (SELECT rowid FROM fulltext WHERE {ors})", args
 
     def _value(self, p: Param, modifier: str | None, v: str) -> tuple[str, list]:
+        """One value of one parameter, still escaped: each type splits it at its own
+        separators first, then unescapes the parts (search.html#escaping)."""
         kind = p.type
+        if kind == "token":
+            return _token_condition(p, modifier, v)
+        if kind == "quantity":
+            return _quantity_condition(v, p.code)
+        v = unescape(v)
         if kind == "string":
             if modifier == "exact":
                 return "original = ?", [v]
@@ -264,30 +273,12 @@ class Compiler:
             if modifier == "contains":
                 return "value LIKE ? ESCAPE '\\'", [f"%{_like(norm)}%"]
             return "value >= ? AND value < ?", [norm, norm + "\U0010ffff"]
-        if kind == "token":
-            if modifier == "text":
-                return "text LIKE ? ESCAPE '\\'", [f"%{_like(v)}%"]
-            if modifier == "of-type":
-                parts = v.split("|")
-                if len(parts) != 3:
-                    raise error(400, "invalid", ":of-type takes system|code|value", p.code)
-                return "system = ? AND code = ? AND text = ?", parts
-            system, code = split_token(v)
-            if system is None:
-                return "code = ?", [code]
-            if code == "":
-                return "system = ?", [system]
-            if system == "":
-                return "code = ? AND system IS NULL", [code]
-            return "code = ? AND system = ?", [code, system]
         if kind == "reference":
             return self._reference(p, modifier, v)
         if kind == "date":
             return _date_condition(v, "low", "high", p.code)
         if kind == "number":
             return _number_condition(v, p.code)
-        if kind == "quantity":
-            return _quantity_condition(v, p.code)
         if kind == "uri":
             if modifier == "below":
                 return "value LIKE ? ESCAPE '\\'", [_like(v) + "%"]
@@ -606,6 +597,24 @@ def _check_terms(c: Clause) -> None:
         )
 
 
+def _token_condition(p: Param, modifier: str | None, v: str) -> tuple[str, list]:
+    if modifier == "text":
+        return "text LIKE ? ESCAPE '\\'", [f"%{_like(unescape(v))}%"]
+    if modifier == "of-type":
+        parts = [unescape(part) for part in split_escaped(v, "|")]
+        if len(parts) != 3:
+            raise error(400, "invalid", ":of-type takes system|code|value", p.code)
+        return "system = ? AND code = ? AND text = ?", parts
+    system, code = split_token(v)
+    if system is None:
+        return "code = ?", [code]
+    if code == "":
+        return "system = ?", [system]
+    if system == "":
+        return "code = ? AND system IS NULL", [code]
+    return "code = ? AND system = ?", [code, system]
+
+
 def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -681,7 +690,8 @@ def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
 
 def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     """`[prefix]number|system|code`; the code matches Quantity.code or Quantity.unit."""
-    text, system, unit = (value.split("|") + ["", ""])[:3]
+    parts = [unescape(part) for part in split_escaped(value, "|", 2)]
+    text, system, unit = (parts + ["", ""])[:3]
     prefix, v = split_prefix(text)
     try:
         qlo, qhi = _finite(number_bounds(v))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...errors import FhirError, error
-from .schema import INDEX_TABLES, MIGRATIONS, migrate
+from .schema import CONFORMANCE_TYPES, INDEX_TABLES, MIGRATIONS, migrate
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
 
@@ -184,6 +184,51 @@ class Session:
             Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[2] == 1 or bool(r[7]))
             for r in rows
         ], total
+
+    def conformance_generation(self) -> int:
+        """The counter every stored version of a conformance resource moves (migration 7)."""
+        row = self.conn.execute("SELECT n FROM conformance_generation").fetchone()
+        return int(row[0])
+
+    def conformance_resources(self) -> list[bytes]:
+        """The current, undeleted conformance resources (CONFORMANCE_TYPES), as stored."""
+        marks = ", ".join("?" * len(CONFORMANCE_TYPES))
+        rows = self.conn.execute(
+            f"SELECT json FROM resource WHERE type IN ({marks}) AND deleted = 0 ORDER BY rid",
+            CONFORMANCE_TYPES,
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def replace_index(self, rows: list[tuple[int, Version]]) -> None:
+        """New index rows for current versions (search parameters changed: $reindex); the
+        versions themselves stay as they are. A row whose resource has another version by now
+        is left alone: that version's write indexed it."""
+        conn = self.conn
+        marks = ", ".join("?" * len(rows))
+        now = dict(
+            conn.execute(
+                f"SELECT rid, version FROM resource WHERE rid IN ({marks})", [r for r, _ in rows]
+            ).fetchall()
+        )
+        rows = [(r, v) for r, v in rows if now.get(r) == v.stored.version]
+        for table in INDEX_TABLES:
+            conn.executemany(f"DELETE FROM idx_{table} WHERE rid = ?", [(r,) for r, _ in rows])
+        for table in INDEX_TABLES:
+            plain = [(r, v.stored.type, *x) for r, v in rows for x in v.index_rows.get(table, ())]
+            grouped = [(r, v.stored.type, *x) for r, v in rows for x in v.composite.get(table, ())]
+            if plain:
+                conn.executemany(_INSERT_INDEX[table], plain)
+            if grouped:
+                conn.executemany(_INSERT_GROUPED[table], grouped)
+
+    def current_rows(self, rtype: str, after: int, limit: int) -> list[tuple[int, Stored]]:
+        """Current undeleted versions of a type by row id, `limit` after row `after`."""
+        found = self.conn.execute(
+            "SELECT rid, id, version, last_updated, json FROM resource "
+            "WHERE type = ? AND deleted = 0 AND rid > ? ORDER BY rid LIMIT ?",
+            (rtype, after, limit),
+        ).fetchall()
+        return [(r[0], Stored(rtype, r[1], r[2], r[3], False, r[4])) for r in found]
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
