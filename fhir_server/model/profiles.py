@@ -91,13 +91,15 @@ class Catalog:
     extensions: dict[str, Profile]  # our extension definitions by url
     #: R4's constraint StructureDefinitions by url, compiled on first use
     r4: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every known profile's url -> the type it constrains (a targetProfile names a profile)
+    types: dict[str, str] = field(default_factory=dict)
     _compiled: dict[str, Profile] = field(default_factory=dict)
 
     def profile(self, url: str) -> Profile | None:
         """A resource profile or extension definition, ours or R4's."""
         found = self.profiles.get(url) or self.extensions.get(url) or self._compiled.get(url)
         if found is None and url in self.r4:
-            found = self._compiled[url] = _profile(self.r4[url], {})
+            found = self._compiled[url] = _profile(self.r4[url], self.types)
         return found
 
     def chain(self, url: str) -> list[Profile]:
@@ -234,8 +236,8 @@ def load_catalog(
         for r in itertools.chain(resources(dirs), stored)
         if r.get("resourceType") == "StructureDefinition" and r.get("derivation") == "constraint"
     ]
-    types_by_url = {r["url"]: r["type"] for r in sds}
-    catalog = Catalog({}, {}, {sd["url"]: sd for sd in r4})
+    types_by_url = {r["url"]: r["type"] for r in itertools.chain(r4, sds)}
+    catalog = Catalog({}, {}, {sd["url"]: sd for sd in r4}, types_by_url)
     for sd in sds:
         target = catalog.extensions if sd.get("type") == "Extension" else catalog.profiles
         target[sd["url"]] = _profile(sd, types_by_url)
