@@ -1,23 +1,31 @@
-"""A small in-memory terminology service over our own CodeSystems and ValueSets.
+"""An in-memory terminology service over the CodeSystems and ValueSets of R4, of HL7
+Terminology (THO, spec/terminology.json.gz made by scripts/build_validation_data.py) and our
+own folders (terminology/, profiles/), ours winning over theirs for the same url.
 
-Built once from the conformance resources (terminology/ and any profiles/ folder) and then
-answered with dict lookups: $lookup, $validate-code, $expand-style enumeration and concept
-properties (e.g. the `taskStatus` a referral business status pairs with). Only what our
-folders define is known: a value set that includes a system we do not hold in full (say all
-of SNOMED CT) cannot be enumerated, and `validate_code`/`expand` answer None for it, which
-callers read as "cannot check here".
+Answered with dict lookups: $lookup, $validate-code, expansion (compose include/exclude,
+concept lists, imported value sets, the filters is-a, descendent-of, is-not-a, =, in, not-in),
+subsumption, and concept properties (e.g. the `taskStatus` a referral business status pairs
+with). A CodeSystem is indexed on first use, so start-up only parses the file. A value set
+that includes a system we do not hold in full (SNOMED CT, LOINC, UCUM, BCP-47 ...) cannot be
+enumerated: `validate_code`/`expand` answer None for it, which callers read as "cannot check
+here".
 """
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import conformance
+from .spec import SPEC_DIR
 
 #: (system, code, display); display is None when nobody gave one
 Entry = tuple[str, str, str | None]
@@ -41,6 +49,7 @@ class Concept:
     properties: list[tuple[str, str, Any]]  # (code, value[x] key, value)
     parent: str | None = None
     children: list[str] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)
 
     def property(self, name: str) -> Any:
         """The value of the first property called `name`, else None."""
@@ -92,38 +101,43 @@ class Terminology:
     to share between threads: they are read-only after loading, and value-set expansions are
     cached under a lock."""
 
-    def __init__(self, resources: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(self, resources: Iterable[dict[str, Any]] = (), base: bool = False) -> None:
         self._lock = threading.RLock()
+        #: CodeSystem resources by url and url|version; indexed into _systems on first use
+        self._cs_resources: dict[str, dict[str, Any]] = {}
         self._systems: dict[str, CodeSystem] = {}
         self._valuesets: dict[str, dict[str, Any]] = {}
         self._by_id: dict[tuple[str, str], dict[str, Any]] = {}
         self._expansions: dict[str, dict[tuple[str, str], str | None] | None] = {}
+        if base:
+            self._index(spec_resources(), keep_ids=False)
         self._index(resources)
 
     @classmethod
-    def load(cls, dirs: Sequence[Path], stored: Iterable[dict[str, Any]] = ()) -> Terminology:
-        """Every CodeSystem/ValueSet json (single or in Bundles) under the folders, then those
-        among `stored` (written over REST; one with the url of a folder's replaces it)."""
-        return cls(itertools.chain(conformance.resources(dirs), stored))
+    def load(
+        cls, dirs: Sequence[Path], stored: Iterable[dict[str, Any]] = (), base: bool = True
+    ) -> Terminology:
+        """R4 and THO (unless `base` is False), then every CodeSystem/ValueSet json (single or
+        in Bundles) under the folders, then those among `stored` (written over REST; one with
+        the url of a folder's replaces it)."""
+        return cls(itertools.chain(conformance.resources(dirs), stored), base)
 
     # --- loading ----------------------------------------------------------------------------
 
-    def _index(self, resources: Iterable[dict[str, Any]]) -> None:
+    def _index(self, resources: Iterable[dict[str, Any]], keep_ids: bool = True) -> None:
+        """Our resources are also served by id; R4's and THO's only answer by url."""
         for r in resources:
             kind, url = r.get("resourceType"), r.get("url")
             if kind not in ("CodeSystem", "ValueSet") or not isinstance(url, str):
                 continue
-            if isinstance(r.get("id"), str):
+            if keep_ids and isinstance(r.get("id"), str):
                 self._by_id[(kind, r["id"])] = r
+            target = self._cs_resources if kind == "CodeSystem" else self._valuesets
+            target[url] = r
+            if r.get("version"):
+                target[f"{url}|{r['version']}"] = r
             if kind == "CodeSystem":
-                cs = _code_system(r)
-                self._systems[url] = cs
-                if cs.version:
-                    self._systems[f"{url}|{cs.version}"] = cs
-            else:
-                self._valuesets[url] = r
-                if r.get("version"):
-                    self._valuesets[f"{url}|{r['version']}"] = r
+                self._systems.pop(url, None)
 
     # --- questions --------------------------------------------------------------------------
 
@@ -131,7 +145,14 @@ class Terminology:
         """The CodeSystem with this canonical (`url`, `url|version`, or url plus version)."""
         base, suffix = split_canonical(url)
         version = version or suffix
-        return self._systems.get(f"{base}|{version}" if version else base)
+        key = f"{base}|{version}" if version else base
+        found = self._systems.get(key)
+        if found is None:
+            resource = self._cs_resources.get(key)
+            if resource is None or resource.get("content") == "not-present":
+                return None  # R4's stubs of SNOMED CT, LOINC ...: nothing of them is held
+            found = self._systems[key] = _code_system(resource)
+        return found
 
     def value_set(self, url: str, version: str | None = None) -> dict[str, Any] | None:
         """The ValueSet resource with this canonical, if we hold it."""
@@ -250,6 +271,28 @@ class Terminology:
                 )
         return True, expected or found_code
 
+    def subsumes(self, system: str, a: str, b: str) -> str | None:
+        """CodeSystem/$subsumes (codesystem-operation-subsumes.html): `equivalent`, `subsumes`
+        (a is an ancestor of b), `subsumed-by` or `not-subsumed`; None when the system or a
+        code is unknown here."""
+        cs = self.code_system(system)
+        ca, cb = (cs.find(a), cs.find(b)) if cs is not None else (None, None)
+        if cs is None or ca is None or cb is None:
+            return None
+        if ca.code == cb.code:
+            return "equivalent"
+        if ca.code in _ancestors(cs, cb.code):
+            return "subsumes"
+        if cb.code in _ancestors(cs, ca.code):
+            return "subsumed-by"
+        return "not-subsumed"
+
+    def contains(self, valueset_url: str, system: str | None, code: str) -> bool | None:
+        """Whether the value set holds the code (of `system`, or of any system); None when the
+        value set cannot be enumerated here."""
+        verdict = self.validate_code(valueset_url, system, code)
+        return None if verdict is None else verdict[0]
+
     # --- expansion --------------------------------------------------------------------------
 
     def _folded(
@@ -360,9 +403,17 @@ def _code_system(r: dict[str, Any]) -> CodeSystem:
             )
             if parent is not None:
                 concepts[parent].children.append(code)
+                concepts[code].parents.append(parent)
             walk(c.get("concept") or [], code)
 
     walk(r.get("concept") or [], None)
+    for concept in concepts.values():  # hierarchies given by property (THO's v3 systems)
+        for prop, _, value in concept.properties:
+            if prop in ("parent", "subsumedBy") and value in concepts:
+                if value not in concept.parents:
+                    concept.parents.append(value)
+                    concepts[value].children.append(concept.code)
+                concept.parent = concept.parent or value
     return CodeSystem(
         url=url,
         version=r.get("version"),
@@ -375,33 +426,54 @@ def _code_system(r: dict[str, Any]) -> CodeSystem:
     )
 
 
+def _descendants(cs: CodeSystem, code: str) -> set[str]:
+    out: set[str] = set()
+    stack = list(cs.concepts[code].children)
+    while stack:
+        child = stack.pop()
+        if child not in out:
+            out.add(child)
+            stack.extend(cs.concepts[child].children)
+    return out
+
+
+def _ancestors(cs: CodeSystem, code: str) -> set[str]:
+    out: set[str] = set()
+    stack = list(cs.concepts[code].parents)
+    while stack:
+        parent = stack.pop()
+        if parent not in out:
+            out.add(parent)
+            stack.extend(cs.concepts[parent].parents)
+    return out
+
+
 def _filter(cs: CodeSystem, f: dict[str, Any]) -> set[str] | None:
-    """The codes a compose filter selects (concept is-a/descendent-of/=/in, or a property
-    =/in); None for filters we do not implement."""
+    """The codes a compose filter selects (valueset.html#filters: concept is-a,
+    descendent-of, is-not-a, =, in, not-in; a property =, in, not-in); None for filters we do
+    not implement."""
     prop, op, value = f.get("property"), f.get("op"), f.get("value")
     if not isinstance(value, str):
         return None
-    if prop == "concept" and op in ("is-a", "descendent-of"):
+    if prop == "concept" and op in ("is-a", "descendent-of", "is-not-a"):
         if value not in cs.concepts:
-            return set()
-        out: set[str] = set()
-        stack = [value] if op == "is-a" else list(cs.concepts[value].children)
-        while stack:
-            code = stack.pop()
-            if code not in out:
-                out.add(code)
-                stack.extend(cs.concepts[code].children)
-        return out
-    if op not in ("=", "in"):
+            return set(cs.concepts) if op == "is-not-a" else set()
+        below = _descendants(cs, value)
+        if op == "descendent-of":
+            return below
+        return below | {value} if op == "is-a" else set(cs.concepts) - below - {value}
+    if op not in ("=", "in", "not-in"):
         return None
-    values = {v.strip() for v in value.split(",")} if op == "in" else {value}
+    values = {v.strip() for v in value.split(",")} if op != "=" else {value}
     if prop == "concept":
-        return {c for c in values if c in cs.concepts}
-    return {
-        c.code
-        for c in cs.concepts.values()
-        if any(code == prop and _text(v) in values for code, _, v in c.properties)
-    }
+        chosen = {c for c in values if c in cs.concepts}
+    else:
+        chosen = {
+            c.code
+            for c in cs.concepts.values()
+            if any(code == prop and _text(v) in values for code, _, v in c.properties)
+        }
+    return set(cs.concepts) - chosen if op == "not-in" else chosen
 
 
 def _text(value: Any) -> str:
@@ -420,3 +492,14 @@ def _flatten_contains(items: list[dict[str, Any]]) -> dict[tuple[str, str], str 
             out[(item["system"], item["code"])] = item.get("display")
         out.update(_flatten_contains(item.get("contains") or []))
     return out
+
+
+@cache
+def _spec_data() -> tuple[dict[str, Any], ...]:
+    """The R4 and THO CodeSystems and ValueSets, parsed once per process."""
+    blob = gzip.decompress((SPEC_DIR / "terminology.json.gz").read_bytes())
+    return tuple(orjson.loads(blob))
+
+
+def spec_resources() -> Iterable[dict[str, Any]]:
+    return _spec_data()

@@ -48,7 +48,7 @@ def test_python_fhirclient_ehr_launch(
 ) -> None:
     web = requests.Session()
     for resource in (
-        {"resourceType": "Organization", "id": "h1"},
+        {"resourceType": "Organization", "id": "h1", "name": "H1"},
         {
             "resourceType": "PractitionerRole",
             "id": "dr1",

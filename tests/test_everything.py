@@ -259,7 +259,8 @@ def _obs(oid: str, pid: str) -> dict[str, Any]:
 
 
 LINKED = [
-    {"resourceType": "Organization", "id": "ha"}, {"resourceType": "Organization", "id": "hb"},
+    {"resourceType": "Organization", "id": "ha", "name": "HA"},
+    {"resourceType": "Organization", "id": "hb", "name": "HB"},
     {"resourceType": "PractitionerRole", "id": "dra",
      "organization": {"reference": "Organization/ha"}},
     _p("pa", "ha", link=[{"other": {"reference": "Patient/pb"}, "type": "seealso"}]),

@@ -236,8 +236,8 @@ def hospitals(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterato
     services = make_services(tmp_path_factory.mktemp("hospitals") / "fhir.db", parts, audit=False)
     with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
         data = [
-            {"resourceType": "Organization", "id": "ha"},
-            {"resourceType": "Organization", "id": "hb"},
+            {"resourceType": "Organization", "id": "ha", "name": "HA"},
+            {"resourceType": "Organization", "id": "hb", "name": "HB"},
             {"resourceType": "PractitionerRole", "id": "dra",
              "organization": {"reference": "Organization/ha"}},
             {"resourceType": "PractitionerRole", "id": "drb",

@@ -155,7 +155,8 @@ def test_validate_parses_the_literals_like_every_write(client: TestClient) -> No
     """$validate parses like every write: a valid body with these numbers is valid."""
     r = client.post("/fhir/Observation/$validate", content=observation(), headers=JSON)
     assert r.status_code == 200
-    assert r.json()["issue"][0]["severity"] == "information", r.text
+    # valid: no error (dom-6's warning, no narrative, is all $validate may say of it)
+    assert {i["severity"] for i in r.json()["issue"]} <= {"information", "warning"}, r.text
 
 
 @pytest.mark.parametrize("number", ["1e400", "NaN", "-Infinity", "1" * 400])

@@ -119,7 +119,9 @@ def test_contained_resource_is_validated_with_its_own_path(client: TestClient) -
 
 def test_contained_r4_type_missing_from_r4b_is_accepted(client: TestClient) -> None:
     contained = [{"resourceType": "SubstancePolymer", "id": "p"}]
-    create(client, {"resourceType": "Patient", "contained": contained})
+    # referred to from the container (dom-3)
+    ext = [{"url": "http://example.org/polymer", "valueReference": {"reference": "#p"}}]
+    create(client, {"resourceType": "Patient", "contained": contained, "extension": ext})
 
 
 def test_bundle_entry_of_unknown_type_is_400(client: TestClient) -> None:
@@ -331,7 +333,7 @@ def test_a_number_where_a_url_is_needed_is_400(client: TestClient) -> None:
         "payloadType": [{"text": "any"}],
         "address": 5,
     }
-    refused(client.post("/fhir/Endpoint", json=endpoint), "Endpoint")
+    refused(client.post("/fhir/Endpoint", json=endpoint), "Endpoint.address")
     assert count(client, "Endpoint") == 0
 
 

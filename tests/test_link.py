@@ -24,8 +24,8 @@ def _patient(pid: str, org: str) -> dict[str, Any]:
 
 
 DATA = [
-    {"resourceType": "Organization", "id": "ha"},
-    {"resourceType": "Organization", "id": "hb"},
+    {"resourceType": "Organization", "id": "ha", "name": "HA"},
+    {"resourceType": "Organization", "id": "hb", "name": "HB"},
     {"resourceType": "PractitionerRole", "id": "drb",
      "organization": {"reference": "Organization/hb"}},
     _patient("a", "ha"), _patient("b", "hb"), _patient("c", "ha"), _patient("d", "ha"),

@@ -47,18 +47,20 @@ def patient(pid: str, family: str, given: str, birth: str, gender: str, org: str
     out: dict[str, Any] = {
         "resourceType": "Patient", "id": pid, "gender": gender, "birthDate": birth,
         "name": [{"family": family, "given": [given]}],
-        "identifier": [{"system": s, "value": v} for s, v in ids],
         "managingOrganization": {"reference": f"Organization/{org}"},
         "address": [{"city": "杭州市", "district": "西湖区", "line": ["文三路1号"]}],
         **more,
     }  # fmt: skip
+    if ids:  # FHIR JSON has no empty arrays
+        out["identifier"] = [{"system": s, "value": v} for s, v in ids]
     if phone:
         out["telecom"] = [{"system": "phone", "value": phone}]
     return out
 
 
 PEOPLE = [
-    {"resourceType": "Organization", "id": "ha"}, {"resourceType": "Organization", "id": "hb"},
+    {"resourceType": "Organization", "id": "ha", "name": "HA"},
+    {"resourceType": "Organization", "id": "hb", "name": "HB"},
     {"resourceType": "PractitionerRole", "id": "drb",
      "organization": {"reference": "Organization/hb"}},
     # one person, known to hospital A and to hospital B

@@ -33,6 +33,11 @@ RECIPIENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Par
                          "code": "PRCP"}]}  # fmt: skip
 
 
+def _created(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource as a create sends it: without an id (FHIR JSON has no null)."""
+    return {k: v for k, v in resource.items() if k != "id"}
+
+
 def _org(oid: str, part_of: str | None = None) -> dict[str, Any]:
     org: dict[str, Any] = {"resourceType": "Organization", "id": oid, "name": oid}
     if part_of:
@@ -244,7 +249,7 @@ def test_a_deny_takes_away_what_a_referral_and_a_permit_gave(world: dict[str, An
     active Consent with provision.type deny may apply to the reader. The managing
     organization keeps its own record."""
     a, b, c = world["dra"], world["drb"], world["drc"]
-    r = a.post("/fhir/Task", json={**referral("t", "requested", "submitted"), "id": None})
+    r = a.post("/fhir/Task", json=_created(referral("t", "requested", "submitted")))
     assert r.status_code == 201, r.text  # a referral from A to B: B sees pa
     put(a, consent("permit-c", "permit", "Organization/hc"))
     assert sees_pa(b) and sees_pa(c)
@@ -284,9 +289,9 @@ def test_only_the_managing_organization_records_consents(world: dict[str, Any]) 
     """A Consent is the patient's decision recorded by their own hospital: a hospital that
     sees pa through a referral can neither grant itself lasting access nor lift a denial."""
     a, b = world["dra"], world["drb"]
-    a.post("/fhir/Task", json={**referral("t", "requested", "submitted"), "id": None})
+    a.post("/fhir/Task", json=_created(referral("t", "requested", "submitted")))
     assert sees_pa(b)
-    r = b.post("/fhir/Consent", json={**consent("x", "permit", "Organization/hb"), "id": None})
+    r = b.post("/fhir/Consent", json=_created(consent("x", "permit", "Organization/hb")))
     assert r.status_code == 403, r.text
     assert r.json()["issue"][0]["code"] == "forbidden"
     put(a, consent("permit-c", "permit", "Organization/hc"))

@@ -44,7 +44,7 @@ def _serve(path: Any, parts: Parts) -> Iterator[TestClient]:
         h1 = {"reference": "Organization/h1"}
         managed = [{**r, "managingOrganization": h1} if r["id"] == "p1" else r for r in DATA]
         role = {"resourceType": "PractitionerRole", "id": "dr1", "organization": h1}
-        for r in [{"resourceType": "Organization", "id": "h1"}, *managed, role]:
+        for r in [{"resourceType": "Organization", "id": "h1", "name": "H1"}, *managed, role]:
             assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
         store = auth_of(c).store
         admin.add_client(store, APP, [REDIRECT], public=True)

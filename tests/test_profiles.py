@@ -14,6 +14,7 @@ from conftest import seed
 from fastapi.testclient import TestClient
 
 from fhir_server.model import profiles
+from fhir_server.model.invariants import Env
 from fhir_server.terminology import Terminology
 
 C = "https://yilian.health/fhir"
@@ -172,10 +173,11 @@ def test_profiles_lists_our_resource_profiles_and_every_invariant_compiles() -> 
     assert len(catalog.profiles) == 10
     keys = {c.key for p in catalog.profiles.values() for e in p.elements for c in e.constraints}
     assert {"yl-task-1", "yl-task-3", "yl-sr-2", "yl-sr-3", "yl-approval-1"} <= keys
-    for p in catalog.profiles.values():  # every expression runs on an empty instance
+    for p in catalog.profiles.values():  # every expression compiles natively
         for e in p.elements:
             for c in e.constraints:
-                c.run({"resourceType": p.type}, {"resource": {}})
+                assert c.compiled, c.expression
+                c.run({"resourceType": p.type}, Env({}, {}))
 
 
 # ----------------------------------------------------------------------------- accepted
@@ -232,6 +234,9 @@ def test_every_profile_accepts_a_conforming_instance(client: TestClient) -> None
             "status": "booked",
             "basedOn": [{"reference": "ServiceRequest/sr1"}],
             "slot": [{"reference": "Slot/s1"}],
+            # app-3: a booked appointment has its start and end
+            "start": "2026-03-02T09:00:00+08:00",
+            "end": "2026-03-02T09:30:00+08:00",
             "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}],
         },
         {

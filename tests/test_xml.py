@@ -243,7 +243,8 @@ def test_fhirpath_patch_and_validate_in_xml(client: TestClient) -> None:
     male = b"<Patient xmlns='http://hl7.org/fhir'><gender value='male'/></Patient>"
     r = client.post("/fhir/Patient/$validate", headers={**SEND_XML, "Accept": XML}, content=male)
     assert r.status_code == 200 and r.headers["content-type"] == XML_TYPE
-    assert values(xml_of(r.content), "f:issue/f:severity") == ["information"]
+    # valid: no error (a warning, dom-6 for the missing narrative, is allowed)
+    assert "error" not in values(xml_of(r.content), "f:issue/f:severity")
 
 
 def test_a_narrative_xml_cannot_carry_is_406(client: TestClient) -> None:

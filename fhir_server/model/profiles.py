@@ -4,8 +4,13 @@ resource whose meta.profile names one of them (profiling.html; validation.html#p
 Checked per differential element: cardinality (min/max, slices included), fixed[x] and pattern[x]
 values, value[x] types and Reference targets, required bindings (through the terminology
 service, skipped while it is absent or does not know the value set) and `constraint` invariants
-(FHIRPath, compiled once with fhirpathpy). Extensions whose url is one of our extension
-definitions are checked against that definition the same way.
+(FHIRPath, compiled once: model/invariants.py). Extensions whose url is one of our extension
+definitions are checked against that definition the same way. A profile derived from another
+profile (bodyheight from vitalsigns) is checked against both differentials.
+
+R4's own profiles and extension definitions (spec/profiles.json.gz) are in the catalog too,
+compiled on first use: `$validate` checks them when a resource claims them or `profile=` names
+them; writes check only ours.
 
 Slices are told apart the simple way our IG models them: an extension slice by the url of its
 profile, any other slice by the pattern[x]/fixed[x] on the slice element itself or on its direct
@@ -14,25 +19,27 @@ children (e.g. `Extension.extension:source.url`, `Task.output:bed.type`).
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fhirpathpy import compile as fp_compile
-from fhirpathpy.models import models as fp_models
+import orjson
 
 from ..conformance import resources
 from ..errors import Issue
+from ..spec import SPEC_DIR
+from .invariants import Env, Invariant, compile_invariant
 
 if TYPE_CHECKING:  # typing only: the terminology service answers the binding checks
     from ..terminology import Terminology
 
-__all__ = ["Catalog", "load_catalog", "matches_pattern", "profile_issues"]
+__all__ = ["Catalog", "load_catalog", "matches_pattern", "profile_issues", "r4_profiles"]
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +52,6 @@ Matcher = Callable[[Any], bool]
 
 # --------------------------------------------------------------------------------------------
 # The model: profiles compiled from their differentials
-
-
-@dataclass(frozen=True)
-class Constraint:
-    key: str
-    severity: str
-    human: str
-    expression: str
-    run: Callable[[Any, dict[str, Any]], list[Any]]
 
 
 @dataclass
@@ -73,22 +71,52 @@ class Element:
     types: tuple[str, ...] = ()
     #: allowed resource types of a Reference
     targets: tuple[str, ...] = ()
-    constraints: list[Constraint] = field(default_factory=list)
+    constraints: list[Invariant] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class Profile:
     url: str
     type: str  # constrained type: a resource type, or Extension
     elements: list[Element]
     #: element id of a slice -> how to tell its members
     slices: dict[str, Matcher]
+    base: str | None = None  # baseDefinition, when it is a profile too
+    modifier: bool = False  # an extension definition of a modifier extension
 
 
 @dataclass
 class Catalog:
-    profiles: dict[str, Profile]  # resource profiles by url
-    extensions: dict[str, Profile]  # extension definitions by url
+    profiles: dict[str, Profile]  # our resource profiles by url
+    extensions: dict[str, Profile]  # our extension definitions by url
+    #: R4's constraint StructureDefinitions by url, compiled on first use
+    r4: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every known profile's url -> the type it constrains (a targetProfile names a profile)
+    types: dict[str, str] = field(default_factory=dict)
+    _compiled: dict[str, Profile] = field(default_factory=dict)
+
+    def profile(self, url: str) -> Profile | None:
+        """A resource profile or extension definition, ours or R4's."""
+        found = self.profiles.get(url) or self.extensions.get(url) or self._compiled.get(url)
+        if found is None and url in self.r4:
+            found = self._compiled[url] = _profile(self.r4[url], self.types)
+        return found
+
+    def chain(self, url: str) -> list[Profile]:
+        """The profile and the profiles it derives from (not the base resource)."""
+        out: list[Profile] = []
+        found = self.profile(url)
+        while found is not None and found not in out:
+            out.append(found)
+            found = self.profile(found.base) if found.base else None
+        return out
+
+    def known_extensions(self) -> dict[str, bool]:
+        """Every extension url defined (ours and R4's) -> whether it is a modifier."""
+        known = {url: bool(sd.get("modifier")) for url, sd in self.r4.items()
+                 if sd.get("type") == "Extension"}  # fmt: skip
+        known.update({url: p.modifier for url, p in self.extensions.items()})
+        return known
 
 
 def _segments(element_id: str) -> list[tuple[str, str | None]]:
@@ -105,14 +133,6 @@ def _choice_value(definition: dict[str, Any], prefix: str) -> Any:
         if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isupper():
             return value
     return None
-
-
-_MODEL = fp_models["r4"]
-
-
-@cache
-def _compiled(expression: str) -> Callable[[Any, dict[str, Any]], list[Any]]:
-    return fp_compile(expression, _MODEL)  # type: ignore[no-any-return]
 
 
 def _target_type(canonical: str, types_by_url: dict[str, str]) -> str:
@@ -140,8 +160,8 @@ def _element(definition: dict[str, Any], types_by_url: dict[str, str]) -> Elemen
             for p in t.get("targetProfile") or ()
         ),
         constraints=[
-            Constraint(c["key"], c.get("severity", "error"), c.get("human", ""), c["expression"],
-                       _compiled(c["expression"]))
+            compile_invariant(c["key"], c.get("severity", "error"), c.get("human", ""),
+                              c["expression"], frozenset())
             for c in definition.get("constraint") or ()
             if c.get("expression")
         ],
@@ -168,17 +188,20 @@ def _slice_matcher(definition: dict[str, Any], children: list[dict[str, Any]]) -
             )
 
         tests.append(own)
+    prefix = definition["id"] + "."
     for child in children:
-        child_name = child["id"].rsplit(".", 1)[-1]
+        # a child or deeper (vitalsigns: category:VSCat.coding.system and .code are fixed)
+        steps = [part.partition(":")[0] for part in child["id"][len(prefix):].split(".")]
         fixed, pattern = _choice_value(child, "fixed"), _choice_value(child, "pattern")
         if fixed is None and pattern is None:
             continue
 
-        def test(v: Any, key: str = child_name, f: Any = fixed, p: Any = pattern) -> bool:
-            values = [x for x, _ in _children((v, ""), key)]
-            return any(
-                (f is None or x == f) and (p is None or matches_pattern(x, p)) for x in values
-            )
+        def test(v: Any, path: list[str] = steps, f: Any = fixed, p: Any = pattern) -> bool:
+            nodes: list[Node] = [(v, "")]
+            for key in path:
+                nodes = [c for n in nodes for c in _children(n, key)]
+            return any((f is None or x == f) and (p is None or matches_pattern(x, p))
+                       for x, _ in nodes)  # fmt: skip
 
         tests.append(test)
     return lambda v: bool(tests) and all(t(v) for t in tests)
@@ -190,26 +213,42 @@ def _profile(sd: dict[str, Any], types_by_url: dict[str, str]) -> Profile:
     for d in definitions:
         if ":" in d["id"].rsplit(".", 1)[-1]:
             prefix = d["id"] + "."
-            kids = [c for c in definitions if c["id"].startswith(prefix)
-                    and "." not in c["id"][len(prefix):]]  # fmt: skip
+            kids = [c for c in definitions if c["id"].startswith(prefix)]
             slices[d["id"]] = _slice_matcher(d, kids)
-    return Profile(sd["url"], sd["type"], [_element(d, types_by_url) for d in definitions], slices)
+    base = sd.get("baseDefinition")
+    profile = Profile(sd["url"], sd["type"], [_element(d, types_by_url) for d in definitions],
+                      slices, base if base and not base.startswith(CORE_SD + sd["type"]) else None)
+    root = definitions[0] if definitions and "." not in definitions[0]["id"] else {}
+    profile.modifier = bool(root.get("isModifier"))
+    return profile
 
 
-def load_catalog(dirs: Iterable[Path], stored: Iterable[dict[str, Any]] = ()) -> Catalog:
+def load_catalog(
+    dirs: Iterable[Path],
+    r4: Sequence[dict[str, Any]] = (),
+    stored: Iterable[dict[str, Any]] = (),
+) -> Catalog:
     """Compile the constraint StructureDefinitions (profiles and extensions) found in dirs,
-    then those among `stored` (written over REST), which replace ones with the same url."""
+    then those among `stored` (written over REST), which replace ones with the same url;
+    R4's (`r4`) are kept to compile on first use."""
     sds = [
         r
         for r in itertools.chain(resources(dirs), stored)
         if r.get("resourceType") == "StructureDefinition" and r.get("derivation") == "constraint"
     ]
-    types_by_url = {r["url"]: r["type"] for r in sds}
-    catalog = Catalog({}, {})
+    types_by_url = {r["url"]: r["type"] for r in itertools.chain(r4, sds)}
+    catalog = Catalog({}, {}, {sd["url"]: sd for sd in r4}, types_by_url)
     for sd in sds:
         target = catalog.extensions if sd.get("type") == "Extension" else catalog.profiles
         target[sd["url"]] = _profile(sd, types_by_url)
     return catalog
+
+
+@cache
+def r4_profiles() -> tuple[dict[str, Any], ...]:
+    """R4's profiles and extension definitions (differentials), parsed once per process."""
+    blob = gzip.decompress((SPEC_DIR / "profiles.json.gz").read_bytes())
+    return tuple(orjson.loads(blob))
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,14 +388,9 @@ def _check_choice_types(el: Element, parent: Node) -> Iterator[Issue]:
 
 
 def _check_constraints(el: Element, node: Node, resource: dict[str, Any]) -> Iterator[Issue]:
-    env = {"resource": resource, "rootResource": resource}
+    env = Env(resource, resource)
     for c in el.constraints:
-        try:
-            result = c.run(node[0], env)
-        except Exception:  # noqa: BLE001 - fail closed: an unevaluable invariant is not met
-            log.exception("invariant %s failed to evaluate: %s", c.key, c.expression)
-            result = [False]
-        if result == [False]:
+        if not c.holds(node[0], env):
             yield Issue("invariant", f"Constraint {c.key} failed: {c.human}",
                         "error" if c.severity == "error" else "warning", node[1])  # fmt: skip
 
@@ -414,31 +448,44 @@ def _extension_nodes(value: Any, expr: str) -> Iterator[Node]:
 
 
 def profile_issues(
-    resource: dict[str, Any], catalog: Catalog, service: Terminology | None
+    resource: dict[str, Any],
+    catalog: Catalog,
+    service: Terminology | None,
+    extra: Sequence[str] = (),
+    all_claimed: bool = False,
 ) -> list[Issue]:
-    """The issues of a resource against those of its meta.profile that are ours (none when it
-    claims none of them: only claimed profiles are checked, validation.html#profile)."""
+    """The issues of a resource against those of its meta.profile that are ours (or all it
+    claims that the catalog knows, with `all_claimed`), and against the `extra` profiles (which
+    must be known). Only claimed or requested profiles are checked (validation.html#profile)."""
     meta = resource.get("meta")
     claimed = meta.get("profile") if isinstance(meta, dict) else None
-    if not claimed or not isinstance(claimed, list):
-        return []
-    ours = [
-        catalog.profiles[url]
-        for url in dict.fromkeys(str(p).split("|", 1)[0] for p in claimed)
-        if url in catalog.profiles
-    ]
-    if not ours:
-        return []
+    urls = [str(p).split("|", 1)[0] for p in claimed if isinstance(p, str)] if isinstance(
+        claimed, list) else []  # fmt: skip
     rtype = resource.get("resourceType", "")
     issues: list[Issue] = []
-    for profile in ours:
+    chosen: list[Profile] = []
+    for url in dict.fromkeys(urls):
+        if url in catalog.profiles or (all_claimed and catalog.profile(url) is not None):
+            chosen += catalog.chain(url)
+    for url in extra:
+        found = catalog.chain(url.split("|", 1)[0])
+        if not found:
+            issues.append(Issue("not-found", f"Profile {url} is not known to this server",
+                                "error", "profile"))  # fmt: skip
+        chosen += found
+    chosen = list(dict.fromkeys(chosen))
+    if not chosen:
+        return issues
+    for profile in chosen:
         if profile.type != rtype:
             issues.append(Issue("invalid", f"Profile {profile.url} is for {profile.type}, "
                                 f"not {rtype}", "error", f"{rtype}.meta.profile"))  # fmt: skip
             continue
         issues.extend(check(profile, (resource, rtype), resource, service))
     for ext, expr in _extension_nodes(resource, rtype):
-        definition = catalog.extensions.get(str(ext.get("url"))) if isinstance(ext, dict) else None
+        url = str(ext.get("url")) if isinstance(ext, dict) else ""
+        definition = catalog.extensions.get(url) or (catalog.profile(url) if all_claimed
+                                                     else None)  # fmt: skip
         if definition is not None:
             issues.extend(check(definition, (ext, expr), resource, service))
     return list(dict.fromkeys(issues))

@@ -25,7 +25,8 @@ VS_VALIDATE = "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code"
 CS_VALIDATE = "http://hl7.org/fhir/OperationDefinition/CodeSystem-validate-code"
 #: check(system, code, display) -> (result, message or display), None if it cannot tell
 Check = Callable[[str | None, str, str | None], tuple[bool, str] | None]
-ONLY_OURS = "this server only supports the CodeSystems and ValueSets of its own terminology/"
+ONLY_OURS = ("this server only supports the CodeSystems and ValueSets of R4, of HL7 Terminology "
+             "and of its own terminology/")
 
 
 OPERATIONS = Operations()

@@ -275,11 +275,20 @@ def close_approvals(work: Work, task: Json) -> None:
             work.set_status(sub, "cancelled", lastModified=work.at, statusReason=reason)
 
 
+#: the types Annotation.authorReference may name (R4 datatypes.html#Annotation)
+NOTE_AUTHORS = ("Practitioner/", "Patient/", "RelatedPerson/", "Organization/")
+
+
 def add_note(work: Work, task: Json, text: str | None, author: Json) -> None:
+    """A note by `author`; a PractitionerRole, which an Annotation cannot reference, is named
+    as text."""
     if text:
         note: Json = {"text": text, "time": work.at}
-        if "reference" in author:
+        ref = author.get("reference")
+        if isinstance(ref, str) and ref.startswith(NOTE_AUTHORS):
             note["authorReference"] = author
+        elif ref or author.get("display"):
+            note["authorString"] = author.get("display") or ref
         task.setdefault("note", []).append(note)
 
 
