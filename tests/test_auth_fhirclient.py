@@ -145,8 +145,8 @@ def _seed(database: Path, tmp_path: Path) -> None:
     server has `auth` on: REST writes would need a token of their own)."""
     h1, h2 = ({"reference": f"Organization/{o}"} for o in ("h1", "h2"))
     resources: list[dict[str, Any]] = [
-        {"resourceType": "Organization", "id": "h1"},
-        {"resourceType": "Organization", "id": "h2"},
+        {"resourceType": "Organization", "id": "h1", "name": "H1"},
+        {"resourceType": "Organization", "id": "h2", "name": "H2"},
         {"resourceType": "Patient", "id": "p1", "name": [{"family": "Wang"}],
          "managingOrganization": h1},
         {"resourceType": "Patient", "id": "p2", "name": [{"family": "Zhao"}],
