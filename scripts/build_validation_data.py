@@ -19,6 +19,7 @@ Writes three gzip files into ``fhir_server/spec/`` (deterministic: sorted, mtime
 - ``terminology.json.gz``: the CodeSystems and ValueSets of R4 and of HL7 Terminology (THO),
   without narrative and publishing metadata. Where both define a url, R4's is kept: it is the
   version the R4 definitions bind to.
+- ``conceptmaps.json.gz``: R4's 80 ConceptMaps (groups and scope only), for ``$translate``.
 """
 
 from __future__ import annotations

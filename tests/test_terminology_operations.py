@@ -94,7 +94,8 @@ def test_subsumes_in_a_tho_hierarchy(client: TestClient) -> None:
     cases = [("LIV", "PSN", "subsumes"), ("PSN", "ENT", "subsumed-by"),
              ("PSN", "ORG", "not-subsumed"), ("PSN", "PSN", "equivalent")]  # fmt: skip
     for a, b, expected in cases:
-        r = client.get("/fhir/CodeSystem/$subsumes", params={"system": ENTITY, "codeA": a, "codeB": b})
+        query = {"system": ENTITY, "codeA": a, "codeB": b}
+        r = client.get("/fhir/CodeSystem/$subsumes", params=query)
         assert r.status_code == 200, r.text
         assert parameter(r.json(), "outcome") == [expected], (a, b)
     body = {"resourceType": "Parameters", "parameter": [
@@ -140,7 +141,8 @@ def test_translate_with_an_r4_conceptmap(client: TestClient) -> None:
     r = client.get("/fhir/ConceptMap/$translate",
                    params={"url": url, "system": V2_SEX, "code": "F", "reverse": "true"})
     assert [m["concept"]["code"] for m in parameter(r.json(), "match")] == ["female"]
-    r = client.get("/fhir/ConceptMap/$translate", params={"url": url, "system": GENDER, "code": "x"})
+    query = {"url": url, "system": GENDER, "code": "x"}
+    r = client.get("/fhir/ConceptMap/$translate", params=query)
     assert parameter(r.json(), "result") == [False] and parameter(r.json(), "match") == []
     r = client.get("/fhir/ConceptMap/$translate", params={"url": url})
     assert r.status_code == 400
