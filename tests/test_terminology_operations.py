@@ -69,6 +69,21 @@ def test_expand_display_language(client: TestClient) -> None:
         assert by_code["referral-coordinator"] == expected
 
 
+def test_expand_instance_filters_the_chosen_language(client: TestClient) -> None:
+    # terminology/CodeSystem-yl-practitioner-role.json: of the zh-CN designations 转诊专员,
+    # 会诊协调员, 家庭医生, 审核人 only 会诊协调员 holds 协调; "coordinator" is in the English
+    # displays of referral-coordinator and consultation-coordinator, in that order
+    path = "/fhir/ValueSet/yl-practitioner-role/$expand"
+    r = client.get(path, params={"filter": "协调", "displayLanguage": "zh-CN"})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "yl-practitioner-role"
+    assert [c["code"] for c in r.json()["expansion"]["contains"]] == ["consultation-coordinator"]
+    r = client.get(path, params={"filter": "coordinator"})
+    assert [c["code"] for c in r.json()["expansion"]["contains"]] == [
+        "referral-coordinator", "consultation-coordinator"
+    ]  # fmt: skip
+
+
 def test_expand_refuses_what_it_cannot_bound(client_with: Callable[..., TestClient]) -> None:
     c = client_with(max_count=5)
     r = c.get("/fhir/ValueSet/$expand", params={"url": OBS_CAT_VS})  # 9 codes > 5, no count
