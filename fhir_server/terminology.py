@@ -4,11 +4,11 @@ own folders (terminology/, profiles/), ours winning over theirs for the same url
 
 Answered with dict lookups: $lookup, $validate-code, expansion (compose include/exclude,
 concept lists, imported value sets, the filters is-a, descendent-of, is-not-a, =, in, not-in),
-subsumption, and concept properties (e.g. the `taskStatus` a referral business status pairs
-with). A CodeSystem is indexed on first use, so start-up only parses the file. A value set
-that includes a system we do not hold in full (SNOMED CT, LOINC, UCUM, BCP-47 ...) cannot be
-enumerated: `validate_code`/`expand` answer None for it, which callers read as "cannot check
-here".
+subsumption, translation over R4's ConceptMaps and ours, and concept properties (e.g. the
+`taskStatus` a referral business status pairs with). A CodeSystem is indexed on first use,
+so start-up only parses the file. A value set that includes a system we do not hold in full
+(SNOMED CT, LOINC, UCUM, BCP-47 ...) cannot be enumerated: `validate_code`/`expand` answer
+None for it, which callers read as "cannot check here".
 """
 
 from __future__ import annotations
@@ -109,8 +109,10 @@ class Terminology:
         self._valuesets: dict[str, dict[str, Any]] = {}
         self._by_id: dict[tuple[str, str], dict[str, Any]] = {}
         self._expansions: dict[str, dict[tuple[str, str], str | None] | None] = {}
+        self._maps: dict[str, dict[str, Any]] = {}
         if base:
             self._index(spec_resources(), keep_ids=False)
+            self._index(_spec_maps(), keep_ids=False)
         self._index(resources)
 
     @classmethod
@@ -128,10 +130,13 @@ class Terminology:
         """Our resources are also served by id; R4's and THO's only answer by url."""
         for r in resources:
             kind, url = r.get("resourceType"), r.get("url")
-            if kind not in ("CodeSystem", "ValueSet") or not isinstance(url, str):
+            if kind not in ("CodeSystem", "ValueSet", "ConceptMap") or not isinstance(url, str):
                 continue
             if keep_ids and isinstance(r.get("id"), str):
                 self._by_id[(kind, r["id"])] = r
+            if kind == "ConceptMap":
+                self._maps[url] = r
+                continue
             target = self._cs_resources if kind == "CodeSystem" else self._valuesets
             target[url] = r
             if r.get("version"):
@@ -287,6 +292,64 @@ class Terminology:
             return "subsumed-by"
         return "not-subsumed"
 
+    def expand_codes(self, system: str, code: str, direction: str) -> list[str] | None:
+        """The code and its descendants (`below`) or ancestors (`above`), for the token search
+        modifiers :below/:above (search.html#token); None when the system or code is unknown."""
+        cs = self.code_system(system)
+        found = cs.find(code) if cs is not None else None
+        if cs is None or found is None:
+            return None
+        walk = _descendants if direction == "below" else _ancestors
+        related = walk(cs, found.code)
+        return [found.code, *sorted(related)]
+
+    def concept_map(self, url: str) -> dict[str, Any] | None:
+        return self._maps.get(split_canonical(url)[0])
+
+    def translate(
+        self,
+        system: str,
+        code: str,
+        map_url: str | None = None,
+        source: str | None = None,
+        target: str | None = None,
+        reverse: bool = False,
+    ) -> list[dict[str, Any]]:
+        """ConceptMap/$translate (conceptmap-operation-translate.html): every mapping of
+        system#code in the chosen map, or in every map whose source/target value sets match
+        `source`/`target`; `reverse` maps from target to source. Each match is {equivalence,
+        system, code, display?, source (the ConceptMap url)}."""
+        if map_url is not None:
+            one = self.concept_map(map_url)
+            maps = [one] if one is not None else []
+        else:
+            maps = [
+                m for m in self._maps.values()
+                if (source is None or _scope(m, "target" if reverse else "source") == source)
+                and (target is None or _scope(m, "source" if reverse else "target") == target)
+            ]  # fmt: skip
+        out: list[dict[str, Any]] = []
+        for m in maps:
+            for group in m.get("group") or []:
+                if reverse:
+                    out.extend(_reverse_matches(m["url"], group, system, code))
+                    continue
+                if group.get("source") != system:
+                    continue
+                for element in group.get("element") or []:
+                    if element.get("code") != code:
+                        continue
+                    for t in element.get("target") or []:
+                        match = {
+                            "equivalence": t.get("equivalence", "equivalent"),
+                            "system": group.get("target"),
+                            "code": t.get("code"),
+                            "display": t.get("display"),
+                            "source": m["url"],
+                        }
+                        out.append(match)
+        return out
+
     def contains(self, valueset_url: str, system: str | None, code: str) -> bool | None:
         """Whether the value set holds the code (of `system`, or of any system); None when the
         value set cannot be enumerated here."""
@@ -376,6 +439,30 @@ class Terminology:
                 else {k: v for k, v in result.items() if k in imported}
             )
         return result if result is not None else {}
+
+
+def _scope(m: dict[str, Any], side: str) -> str | None:
+    value = m.get(f"{side}Canonical") or m.get(f"{side}Uri")
+    return split_canonical(value)[0] if isinstance(value, str) else None
+
+
+def _reverse_matches(
+    url: str, group: dict[str, Any], system: str, code: str
+) -> Iterable[dict[str, Any]]:
+    """Matches of a target code back to its sources; the equivalence is read from the source's
+    side, so `wider` stays as the map states it (the spec leaves reverse equivalence open)."""
+    if group.get("target") != system:
+        return
+    for element in group.get("element") or []:
+        for t in element.get("target") or []:
+            if t.get("code") == code:
+                yield {
+                    "equivalence": t.get("equivalence", "equivalent"),
+                    "system": group.get("source"),
+                    "code": element.get("code"),
+                    "display": element.get("display"),
+                    "source": url,
+                }
 
 
 def _code_system(r: dict[str, Any]) -> CodeSystem:
@@ -503,3 +590,10 @@ def _spec_data() -> tuple[dict[str, Any], ...]:
 
 def spec_resources() -> Iterable[dict[str, Any]]:
     return _spec_data()
+
+
+@cache
+def _spec_maps() -> tuple[dict[str, Any], ...]:
+    """R4's ConceptMaps (spec/conceptmaps.json.gz), for $translate."""
+    blob = gzip.decompress((SPEC_DIR / "conceptmaps.json.gz").read_bytes())
+    return tuple(orjson.loads(blob))

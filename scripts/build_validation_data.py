@@ -19,6 +19,7 @@ Writes three gzip files into ``fhir_server/spec/`` (deterministic: sorted, mtime
 - ``terminology.json.gz``: the CodeSystems and ValueSets of R4 and of HL7 Terminology (THO),
   without narrative and publishing metadata. Where both define a url, R4's is kept: it is the
   version the R4 definitions bind to.
+- ``conceptmaps.json.gz``: R4's 80 ConceptMaps (groups and scope only), for ``$translate``.
 """
 
 from __future__ import annotations
@@ -226,6 +227,16 @@ def build_terminology(r4: list[dict[str, Any]], tho: list[dict[str, Any]]) -> li
     return sorted(records, key=lambda r: (r["resourceType"], r["url"], r.get("version") or ""))
 
 
+CM_KEYS = ("resourceType", "url", "version", "name", "sourceUri", "sourceCanonical",
+           "targetUri", "targetCanonical", "group")
+
+
+def build_conceptmaps(r4: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """R4's ConceptMaps for $translate, without narrative and descriptive metadata."""
+    maps = [{k: r[k] for k in CM_KEYS if k in r} for r in r4 if r.get("url")]
+    return sorted(maps, key=lambda r: r["url"])
+
+
 def write_gz(name: str, data: Any) -> int:
     raw = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     blob = gzip.compress(raw.encode(), compresslevel=9, mtime=0)
@@ -244,14 +255,17 @@ def main(argv: list[str]) -> int:
     r4 = [r for _, r in read_package(r4_tgz, kinds)]
     tho = [r for _, r in read_package(tho_tgz, kinds)]
     terminology = build_terminology(r4, tho)
+    conceptmaps = build_conceptmaps([r for _, r in read_package(r4_tgz, ("ConceptMap-",))])
     sizes = [
         write_gz("structures.json.gz", structures),
         write_gz("profiles.json.gz", sorted(profiles, key=lambda p: p["url"])),
         write_gz("terminology.json.gz", terminology),
+        write_gz("conceptmaps.json.gz", conceptmaps),
     ]
     print(
         f"{len(structures['types'])} types, {len(structures['constraints'])} invariants; "
         f"{len(profiles)} R4 profiles; {len(terminology)} CodeSystems and ValueSets; "
+        f"{len(conceptmaps)} ConceptMaps; "
         f"{', '.join(f'{s / 1e6:.2f} MB' for s in sizes)}"
     )
     return 0

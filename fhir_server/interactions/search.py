@@ -12,6 +12,7 @@ from ..context import RequestContext
 from ..errors import Issue, error, operation_outcome
 from ..model import literal
 from ..policy import enforce
+from ..search import codes
 from ..search import query as q
 from ..search.paging import Cursor
 from ..services import Services
@@ -38,6 +39,7 @@ def find(
     if not pairs:
         raise error(412, "invalid", "A conditional request needs search criteria")
     query = q.parse(services.registry, rtype, pairs, 1, 1, strict=True)
+    query.clauses = codes.resolve(query.clauses, services.terminology)
     if not query.clauses:
         raise error(412, "invalid", "A conditional request needs search criteria")
     clauses = query.clauses
@@ -63,6 +65,7 @@ def search(
     query = q.parse(
         services.registry, rtype, pairs, settings.default_count, settings.max_count, strict
     )
+    query.clauses = codes.resolve(query.clauses, services.terminology)
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
     query.clauses = _confined(services, ctx, rtype, query, compartment is not None)

@@ -43,6 +43,8 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$lookup": ("read", None),
     "$validate-code": ("read", None),
     "$expand": ("read", None),
+    "$subsumes": ("read", None),
+    "$translate": ("read", None),
     # the patient-centred operations (issue 15): narrowed like the searches they are
     "$match": ("search-type", "Patient"),
     "$link": ("update", "Patient"),

@@ -45,10 +45,10 @@ SPECIAL = {
     "_list": "reference",
 }
 #: the modifiers this server implements, per parameter type (reference also takes `:Type`);
-#: token :in/:not-in/:above/:below wait for the terminology service
+#: token :in/:not-in/:above/:below are resolved by search/codes.py into `Clause.codes`
 MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
-    "token": frozenset({"not", "text", "missing", "of-type"}),
+    "token": frozenset({"not", "text", "missing", "of-type", "in", "not-in", "above", "below"}),
     "reference": frozenset({"missing", "identifier"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
@@ -95,6 +95,8 @@ class Clause:
     #: the consortium rule (policy/decide.py): in the Patient compartment of a patient the
     #: organization may see
     patients: PatientSet | None = None
+    #: a token clause's (system, code) pairs, resolved from :in/:not-in/:below/:above
+    codes: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,12 @@ class Compiler:
             scope, scope_args = self._scope(rtype, Param(f"{p.code}:of-type", "token"))
         elif p.type == "string" and c.modifier is None and _pinyin_values(c.values):
             scope, scope_args = self._scope(rtype, p, also=p.code + pinyin.SUFFIX)
+        if p.type == "token" and c.modifier in ("in", "not-in", "below", "above"):
+            # only search/codes.py can resolve these; a path that skipped it must not guess
+            raise error(400, "not-supported", f":{c.modifier} is not supported here", p.code)
+        if c.codes is not None:
+            cond, args = _codes_condition(c.codes)
+            return f"SELECT rid FROM {table} WHERE {scope} AND {cond}", scope_args + args
         ors, args = [], []
         for v in c.values:
             sql, a = self._value(p, None if c.modifier == "not" else c.modifier, v)
@@ -595,6 +601,21 @@ def _check_terms(c: Clause) -> None:
         raise error(
             400, "too-costly", f"'{name}' values may be at most {MAX_TERM_LENGTH} characters", name
         )
+
+
+def _codes_condition(codes: tuple[tuple[str, str], ...]) -> tuple[str, list]:
+    """(system, code) pairs as one `code IN (...)` per system: the token index is keyed on
+    code, so each IN is a handful of index probes."""
+    if not codes:
+        return "0", []
+    by_system: dict[str, list[str]] = {}
+    for system, code in codes:
+        by_system.setdefault(system, []).append(code)
+    ors, args = [], []
+    for system, values in by_system.items():
+        ors.append(f"(system = ? AND code IN ({', '.join('?' * len(values))}))")
+        args += [system, *values]
+    return "(" + " OR ".join(ors) + ")", args
 
 
 def _token_condition(p: Param, modifier: str | None, v: str) -> tuple[str, list]:
