@@ -11,11 +11,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...errors import FhirError, error
 from .schema import CONFORMANCE_TYPES, INDEX_TABLES, MIGRATIONS, migrate
+
+if TYPE_CHECKING:
+    from .inbox import Inbox
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
 
@@ -323,6 +327,13 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        """The integrations' inbox table (inbox.py), over this store's connections."""
+        from .inbox import Inbox
+
+        return Inbox(self)
 
     def reader(self) -> Session:
         conn = getattr(self._local, "conn", None)
