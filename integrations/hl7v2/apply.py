@@ -1,11 +1,11 @@
 """Writing a message's plan through the FHIR write path (interactions/write: validation, write
-hooks, history, indexes), all of it in one database transaction: a message that fails half way
-writes nothing. Its inbox record is settled in the same transaction, so a message is never
-marked mapped without its resources, nor mapped twice."""
+hooks, history, indexes) inside the caller's write transaction, in a savepoint of its own: a
+message that fails half way writes nothing, whatever the other messages committed with it do.
+The mapper settles its inbox record in the same transaction, so a message is never marked mapped
+without its resources, nor mapped twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,6 @@ import orjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions import write
-from fhir_server.interactions.hooks import transaction
 from fhir_server.interactions.search import find
 from fhir_server.model.resource import now
 from fhir_server.services import Services
@@ -35,19 +34,11 @@ class Applied:
     resources: dict[str, str] = field(default_factory=dict)
 
 
-class Transient(Exception):
-    """The database could not take the write now (locked): try the message again later."""
-
-
-def apply(
-    services: Services,
-    ctx: RequestContext,
-    plan: Plan,
-    settle: Callable[[Session, Applied], None] | None = None,
-) -> Applied:
+def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan) -> Applied:
+    """Write the plan in `session` (all of it or, raising MappingError, none of it)."""
     applied = Applied()
     try:
-        with transaction(services, ctx) as session:
+        with session.savepoint():
             found = _identify(session, services, ctx, plan)
             ids = {key: ref for key, (ref, _) in found.items()}
             changed: dict[str, str] = {}  # op key -> its new version
@@ -69,12 +60,8 @@ def apply(
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
                 _provenance(session, services, ctx, plan.activity, both, ids)
-            if settle is not None:
-                settle(session, applied)
     except FhirError as exc:
-        if exc.status == 503:
-            raise Transient(str(exc)) from None
-        raise _mapping_error(exc) from None
+        raise mapping_error(exc) from None
     return applied
 
 
@@ -130,7 +117,7 @@ def _write(session: Session, services: Services, ctx: RequestContext, op: Op, re
            stored: dict[str, Any] | None, ids: dict[str, str | None]) -> str | None:  # fmt: skip
     """Create or update one resource; its new version reference, None when unchanged."""
     rtype, rid = ref.split("/", 1)
-    body = resolve(op.resource, ids) or {}
+    body = resolve_fast(op.resource, ids)
     if stored is not None:
         body = merged(stored, body, op)
     body["id"] = rid
@@ -180,6 +167,22 @@ def _key(item: Any) -> str:
     return orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def resolve_fast(resource: dict[str, Any], ids: dict[str, str | None]) -> dict[str, Any]:
+    """`resolve` as a replacement in the JSON text when every placeholder has a target (the
+    placeholders are whole JSON strings, so nothing else can match); the walk otherwise."""
+    text = orjson.dumps(resource)
+    if PLACEHOLDER.encode() not in text:
+        return dict(resource)
+    for key, target in ids.items():
+        needle = f'"{PLACEHOLDER}{key}"'.encode()
+        if needle in text:
+            if target is None:
+                return resolve(resource, ids) or {}
+            text = text.replace(needle, orjson.dumps(target))
+    loaded: dict[str, Any] = orjson.loads(text)
+    return loaded
+
+
 def resolve(node: Any, ids: dict[str, str | None]) -> Any:
     """Placeholders -> `Type/id`. An object referring to an op that writes nothing (an A40's
     unknown old record) is left out, with the list item holding it."""
@@ -212,7 +215,7 @@ def _provenance(session: Session, services: Services, ctx: RequestContext,
     write.create(session, services, ctx, "Provenance", services.validator(body), rid=rid)
 
 
-def _mapping_error(exc: FhirError) -> MappingError:
+def mapping_error(exc: FhirError) -> MappingError:
     """A refusal of the write path (validation, a feature's rule) as the mapping's error."""
     issue = exc.issues[0] if exc.issues else None
     text = issue.diagnostics if issue else str(exc)

@@ -60,6 +60,8 @@ class Listener:
         self._batch: list[tuple[Arrival, asyncio.Future[tuple[int, bool]]]] = []
         self._committing = False
         self.pending: dict[int, Pending] = {}
+        #: outcomes awaited by an ACK that arrived before the ACK started waiting
+        self.early: dict[int, Outcome] = {}
         self.mapper = Mapper(services, self._from_mapper) if map_messages else None
         self.server: asyncio.Server | None = None
         #: received / acknowledged counts since start (the operations view)
@@ -182,15 +184,19 @@ class Listener:
     async def _after_commit(self, h: Header, seq: int, connection: Connection) -> bytes | None:
         to = h.addressing
         if h.enhanced:
+            accept = self._ack(to, "CA", [], enhanced=True) if h.accept_ack in (
+                "", "AL", "SU") else None
             if h.application_ack in ("AL", "ER", "SU") and self.mapper is not None:
                 self.pending[seq] = Pending(connection, to, True, h.application_ack)
-            if h.accept_ack in ("", "AL", "SU"):
-                return self._ack(to, "CA", [], enhanced=True)
-            return None
+                if seq in self.early:  # mapped already: the accept ACK goes first
+                    self.loop.call_soon(self._mapped, self.early.pop(seq))
+            return accept
         if self.settings.hl7_ack_mode != "mapped" or self.mapper is None:
             return self._ack(to, "AA", [])
         future: asyncio.Future[Outcome] = self.loop.create_future()
         self.pending[seq] = Pending(connection, to, False, "AL", future)
+        if seq in self.early:
+            self._mapped(self.early.pop(seq))
         try:
             outcome = await asyncio.wait_for(future, self.settings.hl7_read_timeout_seconds)
         except TimeoutError:  # committed: it will be mapped; the sender must not resend it
@@ -203,12 +209,14 @@ class Listener:
 
     def _from_mapper(self, outcome: Outcome) -> None:
         """Called in the mapper's thread."""
-        if outcome.seq in self.pending:
+        if outcome.awaited:
             self.loop.call_soon_threadsafe(self._mapped, outcome)
 
     def _mapped(self, outcome: Outcome) -> None:
         waiting = self.pending.pop(outcome.seq, None)
-        if waiting is None:
+        if waiting is None:  # its ACK is not waiting yet (or no longer: the sender left)
+            if len(self.early) < 10_000:
+                self.early[outcome.seq] = outcome
             return
         if waiting.future is not None:
             if not waiting.future.done():

@@ -1,24 +1,30 @@
 """The mapper: takes the received messages from the inbox in arrival order (so an A08 never
-overtakes its A01, nor an ORU the A40 before it) and maps each in a transaction of its own,
-which settles its inbox record too. It runs beside the listener, off the ACK path; a message
-it has not mapped when the process stops is mapped after the restart."""
+overtakes its A01, nor an ORU the A40 before it) and maps them off the ACK path. Messages are
+mapped (decoded, parsed, planned) before the write lock; several are then written in one
+transaction, each in a savepoint of its own, with its inbox record settled beside it: one
+commit for many messages, and still no message half applied. The lock is held for
+`BUDGET` seconds at most, so the listener's inbox commits wait no longer. A message not yet
+mapped when the process stops is mapped after the restart."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.context import RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.interactions.hooks import transaction
 from fhir_server.services import Services
 
 from .ack import Err
-from .apply import Applied, Transient, apply
+from .apply import apply
 from .charset import decode
 from .er7 import Message
-from .mapping import MappingError, map_message
+from .mapping import MappingError, Plan, map_message
 from .receipt import header
 
 if TYPE_CHECKING:
@@ -26,18 +32,25 @@ if TYPE_CHECKING:
     from fhir_server.storage.sqlite.inbox import Message as Record
 
 CHANNEL = "hl7v2"
+#: seconds one write transaction of the mapper may last (then it commits, and goes on in a
+#: new one): what an inbox commit (an ACK) may have to wait
+BUDGET = 0.03
+#: messages mapped (not yet written) ahead of one transaction
+BATCH = 64
 log = logging.getLogger("integrations.hl7v2")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How mapping one inbox message ended: `mapped` (with the resources it wrote) or `error`
+    """How mapping one inbox message ended: `mapped` (with the versions it wrote) or `error`
     (with where and why)."""
 
     seq: int
     status: str
     err: Err | None = None
     written: tuple[str, ...] = ()
+    #: the sender waits to hear of it (`hl7_ack_mode` mapped, an enhanced application ACK)
+    awaited: bool = False
 
 
 def context(services: Services, seq: int) -> RequestContext:
@@ -47,6 +60,11 @@ def context(services: Services, seq: int) -> RequestContext:
     return RequestContext(base_url=base, request_id=f"hl7v2-{seq}")
 
 
+def awaited(meta: dict[str, Any]) -> bool:
+    """Whether an ACK waits for this message's mapping."""
+    return meta.get("ack_mode") == "mapped" or meta.get("application_ack") in ("AL", "ER", "SU")
+
+
 def tells_sender(meta: dict[str, Any]) -> bool:
     """Whether the sender learns of a mapping error (an AE after mapping, or an enhanced-mode
     application ACK): then the message leaves the idempotency key, so a corrected resend with
@@ -54,40 +72,68 @@ def tells_sender(meta: dict[str, Any]) -> bool:
     return meta.get("ack_mode") == "mapped" or meta.get("application_ack") in ("AL", "ER")
 
 
-def process(services: Services, record: Record) -> Outcome | None:
-    """Map one inbox message and settle it; None when the database was busy (it stays
-    received and is tried again)."""
-    seq, meta = record.seq, record.meta
+def plan_of(services: Services, record: Record) -> Plan | Err:
+    """The message's plan (pure: no database), or why there is none."""
     try:
         decoded = decode(record.raw, services.settings.hl7_charset)
         message = Message.parse(decoded.text, decoded.codec)
-        plan = map_message(message, header(message, decoded.declared), services.settings)
+        return map_message(message, header(message, decoded.declared), services.settings)
+    except MappingError as exc:
+        return exc.err
+    except Exception as exc:  # a bug of ours must not stop the mapper: recorded, replayable
+        log.exception("hl7v2 message %s: mapping failed", record.seq)
+        return Err(207, f"internal error while mapping: {type(exc).__name__}: {exc}")
 
-        def settle(session: Session, applied: Applied) -> None:
+
+def write_batch(services: Services, planned: Sequence[tuple[Record, Plan | Err]],
+                budget: float = BUDGET) -> list[Outcome]:  # fmt: skip
+    """Write planned messages in one transaction, in order, for `budget` seconds at most;
+    the outcomes of those written (the others stay received). [] when the database is busy."""
+    outcomes: list[Outcome] = []
+    try:
+        with transaction(services, None) as session:  # the server's own writes, not REST
+            started = time.monotonic()
+            for record, plan in planned:
+                outcomes.append(_write_one(session, services, record, plan))
+                if time.monotonic() - started > budget:
+                    break
+    except FhirError as exc:  # 503: the lock stayed taken (by another process)
+        log.warning("hl7v2 mapper: database busy, mapping later (%s)", exc)
+        return []
+    for outcome in outcomes:
+        if outcome.err is not None:
+            log.warning("hl7v2 message %s not mapped: %s", outcome.seq, outcome.err)
+    return outcomes
+
+
+def _write_one(session: Session, services: Services, record: Record, plan: Plan | Err
+               ) -> Outcome:  # fmt: skip
+    inbox = services.store.inbox
+    seq = record.seq
+    if isinstance(plan, Plan):
+        try:
+            applied = apply(session, services, context(services, seq), plan)
             summary = {"resources": sorted(set(applied.resources.values())),
                        "written": len(applied.written)}  # fmt: skip
-            services.store.inbox.settle(seq, "mapped", None, summary, session=session)
+            inbox.settle(seq, "mapped", None, summary, session=session)
+            return Outcome(seq, "mapped", written=tuple(applied.written),
+                           awaited=awaited(record.meta))
+        except MappingError as exc:
+            plan = exc.err
+        except Exception as exc:  # rolled back by its savepoint; recorded, replayable
+            log.exception("hl7v2 message %s: writing failed", seq)
+            plan = Err(207, f"internal error while writing: {type(exc).__name__}: {exc}")
+    where = {"location": plan.location, "code": plan.code} if plan.location else {"code": plan.code}
+    inbox.settle(seq, "error", str(plan), {"err": where}, release=tells_sender(record.meta),
+                 session=session)  # fmt: skip
+    return Outcome(seq, "error", plan, awaited=awaited(record.meta))
 
-        applied = apply(services, context(services, seq), plan, settle)
-        return Outcome(seq, "mapped", written=tuple(applied.written))
-    except Transient as exc:
-        log.warning("hl7v2 message %s: database busy, mapping later (%s)", seq, exc)
-        return None
-    except MappingError as exc:
-        err = exc.err
-    except Exception as exc:  # a bug of ours must not stop the mapper: recorded, replayable
-        log.exception("hl7v2 message %s: mapping failed", seq)
-        err = Err(207, f"internal error while mapping: {type(exc).__name__}: {exc}")
-    location = {"location": err.location, "code": err.code} if err.location else {"code": err.code}
-    try:
-        services.store.inbox.settle(seq, "error", str(err), {"err": location},
-                                    release=tells_sender(meta))  # fmt: skip
-    except Exception as exc:  # the database is busy: the message stays received
-        log.warning("hl7v2 message %s: cannot record its error now (%s)", seq, exc)
-        return None
-    log.warning("hl7v2 message %s (%s %s) not mapped: %s", seq, record.kind,
-                record.message_id, err)  # fmt: skip
-    return Outcome(seq, "error", err)
+
+def process(services: Services, record: Record) -> Outcome | None:
+    """Map one message now (`hl7 replay`, the operations view); None when the database was
+    busy."""
+    outcomes = write_batch(services, [(record, plan_of(services, record))], budget=1e9)
+    return outcomes[0] if outcomes else None
 
 
 class Mapper:
@@ -117,23 +163,25 @@ class Mapper:
 
     def _run(self) -> None:
         inbox = self.services.store.inbox
+        planned: list[tuple[Record, Plan | Err]] = []
         while not self._stop.is_set():
             self._wake.clear()
-            try:
-                batch = inbox.waiting(CHANNEL, "received", limit=200)
-            except Exception:
-                log.exception("hl7v2 mapper: cannot read the inbox")
-                batch = []
-            for record in batch:
-                if self._stop.is_set():
-                    return
-                outcome = process(self.services, record)
-                if outcome is None:  # busy: wait, then start again from the oldest
-                    self._stop.wait(0.5)
-                    break
-                self.done += 1
-                if self.on_outcome is not None:
-                    self.on_outcome(outcome)
-            else:
-                if not batch:
+            if not planned:
+                try:
+                    waiting = inbox.waiting(CHANNEL, "received", limit=BATCH)
+                except Exception:
+                    log.exception("hl7v2 mapper: cannot read the inbox")
+                    waiting = []
+                if not waiting:
                     self._wake.wait(1.0)
+                    continue
+                planned = [(record, plan_of(self.services, record)) for record in waiting]
+            outcomes = write_batch(self.services, planned)
+            if not outcomes:  # busy: wait, then try the same messages again
+                self._stop.wait(0.5)
+                continue
+            planned = planned[len(outcomes):]
+            self.done += len(outcomes)
+            if self.on_outcome is not None:
+                for outcome in outcomes:
+                    self.on_outcome(outcome)

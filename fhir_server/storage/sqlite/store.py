@@ -237,6 +237,22 @@ class Session:
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of a write transaction that an exception rolls back alone (SQLite SAVEPOINT),
+        the rest of the transaction going on: many units of work share one commit, each
+        still all or nothing (the HL7 v2 mapper commits several messages at once)."""
+        mark = len(self.written)
+        self.conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO part")
+            self.conn.execute("RELEASE part")
+            del self.written[mark:]
+            raise
+        self.conn.execute("RELEASE part")
+
     def save(self, row: int | None, version: Version) -> int:
         """Write one version (see save_many); returns its resource row id."""
         return self.save_many([(row, version)])[0]

@@ -140,7 +140,8 @@ def codeable(c: Composite, facility: str, table: str | None = None) -> dict[str,
             coding = {"system": uri, **coding}
         if text:
             coding["display"] = text
-        if coding not in codings and not (table and any(x["code"] == code for x in codings)):
+        if not any(x.get("system") == coding.get("system") and x["code"] == code
+                   for x in codings):  # fmt: skip
             codings.append(coding)
     text = c[9] or c[2]
     out: dict[str, Any] = {}
