@@ -181,8 +181,10 @@ def run(count: int = 2000, connections: int = 4) -> dict[str, Any]:
         finally:
             _stop(proc)
         with sqlite3.connect(database) as conn:
-            resources = conn.execute("SELECT count(*) FROM resource WHERE type IN ('Patient', "
-                                     "'Encounter', 'Observation', 'DiagnosticReport')").fetchone()[0]
+            resources = conn.execute(
+                "SELECT count(*) FROM resource WHERE type IN "
+                "('Patient', 'Encounter', 'Observation', 'DiagnosticReport')"
+            ).fetchone()[0]
         result["acknowledged"] = {"seconds": round(seconds, 2), "refused": refused,
                                   "per_second": round(count / seconds),
                                   "mapped_meanwhile": mapped_during, **percentiles(latencies)}

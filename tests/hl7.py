@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from fhir_server.app import build_app
 from integrations.hl7v2 import mllp
 from integrations.hl7v2.charset import decode
 from integrations.hl7v2.listener import Listener

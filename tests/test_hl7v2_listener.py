@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_services
 from fastapi.testclient import TestClient
+from hl7 import Harness, fields, sample, without_ids
 
 from fhir_server.app import build_app
 from fhir_server.referral.codes import SID
@@ -19,9 +21,6 @@ from fhir_server.services import Parts
 from integrations.hl7v2 import mllp
 from integrations.hl7v2.charset import decode
 from integrations.hl7v2.worker import CHANNEL
-
-from conftest import make_services
-from hl7 import Harness, fields, sample, without_ids
 
 V2 = "http://terminology.hl7.org/CodeSystem/v2-"
 #: PID-3.4 `CHNMOHRSS` (the resident identity card) configured to the consortium's system
@@ -609,12 +608,10 @@ def test_bad_messages_get_the_right_ack_and_a_stored_record(
         message = message.replace(old, new)
     ack = hl7.send(message)
     assert msa(ack)[1] == code
-    err_fields = fields(ack, "ERR")
-    if err_fields[1]:  # v2.4 and older: ERR-1 segment^sequence^field^code&text&table
-        where = err_fields[1]
-    else:  # from v2.5 (the 2.9 message is answered in its own version): ERR-2, ERR-3
-        where = f"{err_fields[2]}^{err_fields[3]}"
-    assert where.startswith(err)
+    # v2.4 and older: ERR-1 segment^sequence^field^code&text&table; from v2.5 (the 2.9
+    # message is answered in its own version): ERR-2 location, ERR-3 code
+    e = fields(ack, "ERR")
+    assert (e[1] or f"{e[2]}^{e[3]}").startswith(err)
     [kept] = hl7.inbox.search(CHANNEL)
     assert kept.status == "rejected" and kept.raw == message
     assert msa(hl7.send(sample("adt_a28_add_person.hl7")))[1] == "AA"  # a corrected resend

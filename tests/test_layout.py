@@ -171,3 +171,5 @@ def test_the_checks_see_a_circle_and_a_wrong_direction() -> None:
     graph = import_graph()
     assert "fhir_server.interactions.hooks" in graph["fhir_server.interactions.write"]
     assert "fhir_server.referral.guard" in graph["fhir_server.referral"]
+    # integrations are walked too: the HL7 v2 writer goes through interactions/write
+    assert "fhir_server.interactions.write" in graph["integrations.hl7v2.apply"]
