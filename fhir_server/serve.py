@@ -7,9 +7,12 @@ import copy
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import ssl
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -217,9 +220,19 @@ def start_companions(settings: Settings) -> list[multiprocessing.process.BasePro
 
 
 def companion(name: str, settings: Settings) -> None:
-    """A plugin's process beside `serve`: its Services opened as the app opens them."""
+    """A plugin's process beside `serve`: its Services opened as the app opens them. It ends
+    with `serve`, however `serve` ends (uvicorn re-raises SIGTERM after its shutdown, so no
+    `finally` of ours runs then): it is sent SIGTERM once its parent is gone."""
     from .app import open_services
 
+    parent = os.getppid()
+
+    def follow_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=follow_parent, name="follow-serve", daemon=True).start()
     plugin = next(p for p in plugins() if p.name == name)
     assert plugin.beside_serve is not None
     plugin.beside_serve(open_services(settings))

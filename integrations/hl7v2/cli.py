@@ -85,8 +85,11 @@ def listen_command(args: argparse.Namespace, settings: Settings, open_services: 
 
 
 def run_listener(services: Services) -> None:
-    """Serve until SIGTERM or SIGINT (also `serve --hl7`'s process body)."""
+    """Serve until SIGTERM or SIGINT (also `serve --hl7`'s process body). The event loop
+    shares the interpreter with the mapper: a switch interval of 1 ms (Python's default is
+    5) lets the loop answer an ACK while the mapper computes."""
     logging_to_stderr()
+    sys.setswitchinterval(0.001)
     try:
         asyncio.run(_serve(services))
     finally:

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 CHANNEL = "hl7v2"
 #: seconds one write transaction of the mapper may last (then it commits, and goes on in a
 #: new one): what an inbox commit (an ACK) may have to wait
-BUDGET = 0.03
+BUDGET = 0.02
+#: seconds the mapper pauses between its transactions: the listener's inbox commits take the
+#: write lock then (a lock has no queue: without the pause the mapper would take it again)
+PAUSE = 0.002
 #: messages mapped (not yet written) ahead of one transaction
 BATCH = 64
 log = logging.getLogger("integrations.hl7v2")
@@ -185,3 +188,4 @@ class Mapper:
             if self.on_outcome is not None:
                 for outcome in outcomes:
                     self.on_outcome(outcome)
+            self._stop.wait(PAUSE)
