@@ -16,6 +16,7 @@ from fhir_server.errors import FhirError
 from fhir_server.interactions import write
 from fhir_server.interactions.search import find
 from fhir_server.model.resource import now
+from fhir_server.model.validate import Validated
 from fhir_server.services import Services
 
 from .ack import Err
@@ -49,7 +50,7 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                 applied.resources[op.key] = ref
                 if stored is not None and op.mode == "keep":
                     continue
-                version = _write(session, services, ctx, op, ref, stored, ids)
+                version = _write(session, services, ctx, op, ref, stored, ids, plan.validated)
                 if version:
                     changed[op.key] = version
                     applied.written.append(version)
@@ -114,14 +115,18 @@ def _survivor(session: Session, rtype: str, rid: str, stored: dict[str, Any]
 
 
 def _write(session: Session, services: Services, ctx: RequestContext, op: Op, ref: str,
-           stored: dict[str, Any] | None, ids: dict[str, str | None]) -> str | None:  # fmt: skip
-    """Create or update one resource; its new version reference, None when unchanged."""
+           stored: dict[str, Any] | None, ids: dict[str, str | None],
+           validated: bool) -> str | None:  # fmt: skip
+    """Create or update one resource; its new version reference, None when unchanged. A new
+    resource the worker validated before the write lock (`validated`, placeholders in its
+    references) is the same resource with the references' strings replaced and an id: still
+    valid, so it is not validated again under the lock; a merged one always is."""
     rtype, rid = ref.split("/", 1)
     body = resolve_fast(op.resource, ids)
     if stored is not None:
         body = merged(stored, body, op)
     body["id"] = rid
-    resource = services.validator(body)
+    resource = Validated(body) if validated and stored is None else services.validator(body)
     if stored is None:
         result = write.create(session, services, ctx, rtype, resource, rid=rid)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from fhir_server.settings import Settings
 from integrations import patients
 
 from . import mllp
-from .charset import CharsetError, decode
+from .charset import CharsetError, codec_for, decode
 from .listener import Listener
+from .mapping.context import facilities
 from .worker import CHANNEL, process
 
 log = logging.getLogger("integrations.hl7v2")
@@ -73,9 +75,21 @@ def logging_to_stderr() -> None:
 # --- listen -----------------------------------------------------------------------------------
 
 
+def check_settings(settings: Settings) -> None:
+    """ValueError for settings the listener would trip over at its first message."""
+    patients.check(settings)
+    facilities(settings.hl7_facilities)
+    if settings.hl7_ack_mode not in ("commit", "mapped"):
+        raise ValueError(f"hl7_ack_mode: '{settings.hl7_ack_mode}' is not commit or mapped")
+    if settings.hl7_charset and codec_for(settings.hl7_charset) is None:
+        raise ValueError(f"hl7_charset: '{settings.hl7_charset}' names no known charset")
+    if not re.fullmatch(r"[+-]\d\d:\d\d", settings.hl7_timezone):
+        raise ValueError(f"hl7_timezone: '{settings.hl7_timezone}' is not like +08:00")
+
+
 def listen_command(args: argparse.Namespace, settings: Settings, open_services: Opener) -> int:
     try:
-        patients.check(settings)
+        check_settings(settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -205,5 +219,12 @@ def check_command(args: argparse.Namespace, settings: Settings, _: Opener) -> in
 
 
 def beside_serve(services: Services) -> None:
+    try:
+        check_settings(services.settings)
+    except ValueError as exc:
+        logging_to_stderr()
+        log.error("the HL7 v2 listener cannot start: %s", exc)
+        services.close()
+        return
     run_listener(services)
 

@@ -21,7 +21,7 @@ from fhir_server.interactions.hooks import transaction
 from fhir_server.services import Services
 
 from .ack import Err
-from .apply import apply
+from .apply import apply, mapping_error
 from .charset import decode
 from .er7 import Message
 from .mapping import MappingError, Plan, map_message
@@ -76,13 +76,20 @@ def tells_sender(meta: dict[str, Any]) -> bool:
 
 
 def plan_of(services: Services, record: Record) -> Plan | Err:
-    """The message's plan (pure: no database), or why there is none."""
+    """The message's plan, its resources validated (no database, no lock), or why there is
+    none."""
     try:
         decoded = decode(record.raw, services.settings.hl7_charset)
         message = Message.parse(decoded.text, decoded.codec)
-        return map_message(message, header(message, decoded.declared), services.settings)
+        plan = map_message(message, header(message, decoded.declared), services.settings)
+        for op in plan.ops:
+            services.validator(op.resource)
+        plan.validated = True
+        return plan
     except MappingError as exc:
         return exc.err
+    except FhirError as exc:  # a resource the message makes is not valid FHIR
+        return mapping_error(exc).err
     except Exception as exc:  # a bug of ours must not stop the mapper: recorded, replayable
         log.exception("hl7v2 message %s: mapping failed", record.seq)
         return Err(207, f"internal error while mapping: {type(exc).__name__}: {exc}")

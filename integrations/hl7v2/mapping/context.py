@@ -4,6 +4,7 @@ the IG asks that the same doctor in PV1-7, ORC-12 and OBR-16 be one Practitioner
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 from urllib.parse import quote
 
@@ -64,7 +65,7 @@ class Context:
     def organization(self) -> dict[str, str]:
         """The sending facility (MSH-4) as a reference: the Organization `hl7_facilities` names
         for it, else one of its own, found or created by identifier."""
-        mapped = _facilities(self.settings.hl7_facilities).get(self.facility.upper())
+        mapped = facilities(self.settings.hl7_facilities).get(self.facility.upper())
         if mapped:
             return {"reference": mapped, "display": self.facility}
         op = self.plan.add(Op(
@@ -98,7 +99,8 @@ class Context:
         return reference(op.key, display or c[1])
 
 
-def _facilities(setting: str) -> dict[str, str]:
+@cache
+def facilities(setting: str) -> dict[str, str]:
     """`FACILITY=Organization/id,...` as {FACILITY (upper case): Organization/id}."""
     out = {}
     for item in filter(None, (part.strip() for part in setting.split(","))):

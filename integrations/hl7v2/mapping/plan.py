@@ -69,6 +69,8 @@ class Plan:
     #: anything (A40: the merge of two patient records), with the keys of those ops
     activity: dict[str, Any] | None = None
     activity_targets: tuple[str, ...] = ()
+    #: every op's resource passed the Validator (before the write lock; worker.plan_of)
+    validated: bool = False
 
     def add(self, op: Op) -> Op:
         for known in self.ops:
