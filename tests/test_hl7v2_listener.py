@@ -474,6 +474,14 @@ def test_a_merge_retires_the_old_record_links_both_and_is_idempotent(hl7: Harnes
     assert report["subject"]["reference"] == f"Patient/{survivor['id']}"
 
 
+def test_a_merge_of_a_record_into_itself_is_refused(hl7: Harness) -> None:
+    self_merge = sample("adt_a40_merge.hl7").replace(b"MRG|0007654321", b"MRG|0001234567")
+    assert msa(hl7.send(self_merge))[1] == "AA"  # stored; mapping refuses it, writing nothing
+    assert hl7.wait_mapped()["error"] == 1 and hl7.search("Patient") == []
+    [record] = hl7.inbox.search(CHANNEL)
+    assert record.error == "MRG-1.1: MRG-1 names the surviving record (PID-3) itself"
+
+
 # --- ACK modes -------------------------------------------------------------------------------
 
 BAD_DATE = sample("adt_a01_admit.hl7").replace(b"|19850312|", b"|19851340|")

@@ -64,8 +64,6 @@ class Listener:
         self.early: dict[int, Outcome] = {}
         self.mapper = Mapper(services, self._from_mapper) if map_messages else None
         self.server: asyncio.Server | None = None
-        #: received / acknowledged counts since start (the operations view)
-        self.stats = {"received": 0, "duplicates": 0, "rejected": 0, "connections": 0}
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         if self.mapper is not None:
@@ -160,9 +158,8 @@ class Listener:
         if code != "AA":
             log.warning("hl7v2 from %s: %s %s %s refused %s: %s", peer, h.sender, h.type,
                         h.control_id, code, "; ".join(map(str, errors)))  # fmt: skip
-            seq = await self._store_rejected(raw, peer, received_at, h, str(errors[0]),
-                                             codec, code)  # fmt: skip
-            return self._answer(h, code, errors, seq)
+            await self._store_rejected(raw, peer, received_at, h, str(errors[0]), codec, code)
+            return self._answer(h, code, errors)
         mode = "enhanced" if h.enhanced else self.settings.hl7_ack_mode
         meta = {"charset": codec, "declared": declared, "structure": h.structure,
                 "ack_mode": mode, "application_ack": h.application_ack if h.enhanced else ""}
@@ -172,13 +169,11 @@ class Listener:
         except Exception as exc:  # storage down or locked: the sender keeps the message
             log.error("hl7v2 from %s: %s %s not stored: %s", peer, h.type, h.control_id, exc)
             err = Err(207, f"the message could not be stored now, send it again later: {exc}")
-            return self._answer(h, "AR", [err], None)
+            return self._answer(h, "AR", [err])
         if duplicate:
-            self.stats["duplicates"] += 1
             log.info("hl7v2 from %s: %s %s again (inbox %s): acknowledged, nothing new", peer,
                      h.type, h.control_id, seq)  # fmt: skip
-            return self._answer(h, "AA", [], seq)
-        self.stats["received"] += 1
+            return self._answer(h, "AA", [])
         return await self._after_commit(h, seq, connection)
 
     async def _after_commit(self, h: Header, seq: int, connection: Connection) -> bytes | None:
@@ -235,10 +230,9 @@ class Listener:
 
     # --- ACKs and rejected records ---------------------------------------------------------
 
-    def _answer(self, h: Header, code: str, errors: list[Err], seq: int | None) -> bytes | None:
+    def _answer(self, h: Header, code: str, errors: list[Err]) -> bytes | None:
         """Original mode: the code as it is; enhanced mode: as a commit ACK (CE for AE, CR for
         AR), sent when MSH-15 asks for it."""
-        del seq
         if not h.enhanced:
             return self._ack(h.addressing, code, errors)
         commit = {"AA": "CA", "AE": "CE", "AR": "CR"}[code]
@@ -258,7 +252,6 @@ class Listener:
         self, raw: bytes, peer: str, received_at: str, h: Header | None, error: str,
         codec: str = "", code: str = "AR",
     ) -> int | None:  # fmt: skip
-        self.stats["rejected"] += 1
         arrival = Arrival(
             CHANNEL, (h.sender if h else "") or peer, (h.control_id if h else None) or None,
             received_at, peer, h.type if h else None, raw,
@@ -301,7 +294,6 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.open = True
         listener.connections.add(self)
-        listener.stats["connections"] += 1
         self.task = listener.loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:

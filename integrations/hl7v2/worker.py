@@ -157,8 +157,6 @@ class Mapper:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hl7v2-mapper", daemon=True)
-        #: messages mapped (or failed) since start, for the operations view
-        self.done = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -172,6 +170,14 @@ class Mapper:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._map()
+            except Exception:  # the thread must outlive any surprise; the inbox keeps all
+                log.exception("hl7v2 mapper: unexpected error; going on in a second")
+                self._stop.wait(1.0)
+
+    def _map(self) -> None:
         inbox = self.services.store.inbox
         planned: list[tuple[Record, Plan | Err]] = []
         while not self._stop.is_set():
@@ -191,7 +197,6 @@ class Mapper:
                 self._stop.wait(0.5)
                 continue
             planned = planned[len(outcomes):]
-            self.done += len(outcomes)
             if self.on_outcome is not None:
                 for outcome in outcomes:
                     self.on_outcome(outcome)

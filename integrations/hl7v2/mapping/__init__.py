@@ -72,7 +72,11 @@ def merge(ctx: Context) -> list[Op]:
     `replaced-by` the survivor, which links back with `replaces` (R4 link-type); both in a
     Provenance of activity `merge`. A repeated A40 changes nothing, so writes nothing."""
     survivor = patient(ctx, _first(ctx, "PID"), "upsert")
-    prior = prior_identifiers(ctx, _first(ctx, "MRG"))
+    mrg = _first(ctx, "MRG")
+    prior = prior_identifiers(ctx, mrg)
+    first = survivor.resource["identifier"][0]
+    if (prior[0]["system"], prior[0]["value"]) == (first["system"], first["value"]):
+        raise ctx.at(mrg, 1, 1).error(205, "MRG-1 names the surviving record (PID-3) itself")
     old = ctx.plan.add(Op(
         "prior", "Patient",
         {"resourceType": "Patient", "active": False,
