@@ -102,6 +102,8 @@ class Listener:
             while self._batch:
                 batch, self._batch = self._batch, []
                 arrivals = [a for a, _ in batch]
+                if self.mapper is not None:  # the mapper commits what it has and lets us in
+                    self.mapper.urgent.set()
                 try:
                     results = await self.loop.run_in_executor(
                         self.executor, partial(self.inbox.receive, arrivals))
@@ -110,6 +112,9 @@ class Listener:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                finally:
+                    if self.mapper is not None:
+                        self.mapper.urgent.clear()
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)

@@ -96,16 +96,18 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
 
 
 def write_batch(services: Services, planned: Sequence[tuple[Record, Plan | Err]],
-                budget: float = BUDGET) -> list[Outcome]:  # fmt: skip
-    """Write planned messages in one transaction, in order, for `budget` seconds at most;
-    the outcomes of those written (the others stay received). [] when the database is busy."""
+                budget: float = BUDGET,
+                urgent: threading.Event | None = None) -> list[Outcome]:  # fmt: skip
+    """Write planned messages in one transaction, in order, for `budget` seconds at most, or
+    until `urgent` is set (the listener waits to commit an arrival: it goes first); the
+    outcomes of those written (the others stay received). [] when the database is busy."""
     outcomes: list[Outcome] = []
     try:
         with transaction(services, None) as session:  # the server's own writes, not REST
             started = time.monotonic()
             for record, plan in planned:
                 outcomes.append(_write_one(session, services, record, plan))
-                if time.monotonic() - started > budget:
+                if time.monotonic() - started > budget or (urgent and urgent.is_set()):
                     break
     except FhirError as exc:  # 503: the lock stayed taken (by another process)
         log.warning("hl7v2 mapper: database busy, mapping later (%s)", exc)
@@ -156,6 +158,8 @@ class Mapper:
         self.on_outcome = on_outcome
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: set by the listener while an inbox commit waits for the write lock
+        self.urgent = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hl7v2-mapper", daemon=True)
 
     def start(self) -> None:
@@ -192,7 +196,7 @@ class Mapper:
                     self._wake.wait(1.0)
                     continue
                 planned = [(record, plan_of(self.services, record)) for record in waiting]
-            outcomes = write_batch(self.services, planned)
+            outcomes = write_batch(self.services, planned, urgent=self.urgent)
             if not outcomes:  # busy: wait, then try the same messages again
                 self._stop.wait(0.5)
                 continue
