@@ -1,10 +1,10 @@
 """The mapper: takes the received messages from the inbox in arrival order (so an A08 never
 overtakes its A01, nor an ORU the A40 before it) and maps them off the ACK path. Messages are
-mapped (decoded, parsed, planned) before the write lock; several are then written in one
-transaction, each in a savepoint of its own, with its inbox record settled beside it: one
-commit for many messages, and still no message half applied. The lock is held for
-`BUDGET` seconds at most, so the listener's inbox commits wait no longer. A message not yet
-mapped when the process stops is mapped after the restart."""
+mapped (decoded, parsed, planned, validated) before the write lock; several are then written in
+one transaction, each in a savepoint of its own, with its inbox record settled beside it: one
+commit for many messages, and still no message half applied. The listener's inbox commits go
+first (see BUDGET). A message not yet mapped when the process stops is mapped after the
+restart."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 
 CHANNEL = "hl7v2"
 #: seconds one write transaction of the mapper may last (then it commits, and goes on in a
-#: new one): what an inbox commit (an ACK) may have to wait
-BUDGET = 0.02
+#: new one); an arrival waiting for the write lock ends it sooner (`urgent`), so an ACK waits
+#: for one message's writing at most. Commits are what cost (the index pages each one writes):
+#: about 20 messages share one
+BUDGET = 0.1
 #: seconds the mapper pauses between its transactions: the listener's inbox commits take the
 #: write lock then (a lock has no queue: without the pause the mapper would take it again)
 PAUSE = 0.002
