@@ -561,6 +561,23 @@ def test_a_frame_without_its_end_is_refused_and_kept(hl7: Harness) -> None:
     assert kept.message_id == "ADT20240306-0040" and kept.raw == body
 
 
+def test_a_frame_that_stalls_past_the_read_timeout_is_refused_and_closed(
+    hl7_with: Callable[..., Harness],
+) -> None:
+    hl7 = hl7_with(hl7_read_timeout_seconds=0.5)
+    with socket.create_connection(("127.0.0.1", hl7.port), timeout=10) as raw:
+        raw.sendall(mllp.START + sample("adt_a28_add_person.hl7")[:140])  # then silence
+        started = time.time()
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+    assert 0.4 < time.time() - started < 5  # answered when the timeout passed, then closed
+    [reply] = [decode(e.data).text for e in mllp.Framer(1 << 20).feed(data)
+               if isinstance(e, mllp.Frame)]  # fmt: skip
+    assert msa(reply)[1:3] == ["AR", "ADT20240306-0040"]
+    assert "no end of frame within the read timeout" in msa(reply)[3]
+
+
 def test_a_half_closed_connection_still_gets_its_acks(hl7: Harness) -> None:
     with socket.create_connection(("127.0.0.1", hl7.port), timeout=10) as raw:
         raw.sendall(mllp.frame(sample("adt_a28_add_person.hl7")))
