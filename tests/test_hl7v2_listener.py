@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
-from hl7 import Harness, fields, sample, without_ids
+from mllp_harness import Harness, fields, sample, without_ids
 
 from fhir_server.app import build_app
 from fhir_server.referral.codes import SID
