@@ -34,8 +34,8 @@ from .interactions.reindex import check_search_parameter
 from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
-from .plugins import plugins
 from .operations.export_worker import Worker as ExportWorker
+from .plugins import plugins
 from .referral.sweep import run_periodically
 from .services import Parts, Services
 from .settings import Settings

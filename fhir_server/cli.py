@@ -104,7 +104,6 @@ def _export_command(sub: Any) -> None:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    import os
 
     from .bulk_client import ExportError, run
 
