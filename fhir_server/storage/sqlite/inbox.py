@@ -1,4 +1,4 @@
-"""The integrations' inbox (migration 7): messages from other systems stored as received, raw
+"""The integrations' inbox (migration 8): messages from other systems stored as received, raw
 bytes and all, before they are acknowledged; whoever maps them settles each one later. It knows
 nothing of HL7: `channel` names the integration and `meta` is JSON the integration defines."""
 
