@@ -15,7 +15,8 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions import write
 from fhir_server.interactions.search import find
-from fhir_server.model.resource import now
+from fhir_server.model import literal
+from fhir_server.model.resource import now, without_stamps
 from fhir_server.model.validate import Validated
 from fhir_server.services import Services
 
@@ -95,7 +96,7 @@ def _stored(session: Session, rtype: str, rid: str) -> dict[str, Any] | None:
     current = session.current(rtype, rid)
     if current is None or current[1].deleted or current[1].json is None:
         return None
-    loaded: dict[str, Any] = orjson.loads(current[1].json)
+    loaded: dict[str, Any] = literal.loads(current[1].json)  # numbers as they were written
     return loaded
 
 
@@ -143,7 +144,7 @@ def merged(stored: dict[str, Any], new: dict[str, Any], op: Op) -> dict[str, Any
     except the lists it unites (identifiers and links, stable in order so an unchanged
     message makes no new version), the objects it merges key by key and those the stored
     value keeps. The narrative goes: it described the old version."""
-    out = {k: v for k, v in write.without_stamps(stored).items() if k not in ("text", "id")}
+    out = {k: v for k, v in without_stamps(stored).items() if k not in ("text", "id")}
     for key, value in new.items():
         old = out.get(key)
         if key in op.keep and old is not None:
