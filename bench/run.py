@@ -776,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         "--match-patients", type=int, default=100_000, help="patients loaded for $match"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--hl7-messages", type=int, default=2000,
+                        help="HL7 v2 messages for the MLLP row (0: skip it)")  # fmt: skip
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
     if not files:
@@ -794,6 +796,11 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
     )
     print(table(result))
+    if args.hl7_messages:
+        from bench import hl7
+
+        result["hl7"] = hl7.run(args.hl7_messages)
+        print(hl7.table(result["hl7"]))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

@@ -1,8 +1,8 @@
 """build_app(settings): wires storage, the core, the features and the routers into one ASGI app.
 
-This module and the console script are the only ones that import features and integrations:
-the core knows them only through what they register on Services (operations, write hooks) and
-the routes they add here."""
+This module and the console script are the only ones that import features: the core knows
+them only through what they register on Services (operations, write hooks). Integrations are
+plugins (plugins.py), found by entry point: nothing here imports them."""
 
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from integrations import dicom
-
 from . import audit, auth, bootstrap, conformance, referral
 from .api import bulk, http
 from .api.access import AccessLog
@@ -37,6 +35,7 @@ from .model.resource import now
 from .operations.capabilities import capability_statement
 from .operations.core import core as core_operations
 from .operations.export_worker import Worker as ExportWorker
+from .plugins import plugins
 from .referral.sweep import run_periodically
 from .services import Parts, Services
 from .settings import Settings
@@ -50,7 +49,9 @@ def wire(services: Services) -> Services:
     services.hooks.add_on_write(check_search_parameter, ["SearchParameter"], lambda _: True)
     referral.register(services)
     auth.register(services)
-    dicom.register(services)  # integrations: register like features, after them
+    for plugin in plugins():  # integrations (plugins.py): register like features, after them
+        if plugin.register:
+            plugin.register(services)
     settings = services.settings
     bootstrap.load_guide(services, [settings.profiles_dir, settings.terminology_dir])
     # the conformance resources written over REST in earlier runs, before the first request
@@ -111,11 +112,14 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
     app.include_router(bulk.router, prefix="/fhir")  # before /fhir/{type}/{id} claims _export
     app.include_router(router, prefix="/fhir")
-    app.include_router(dicom.router)  # /dicom-web, /iid
+    for plugin in plugins():  # /dicom-web, /hl7, ...
+        if plugin.router is not None:
+            app.include_router(plugin.router)
     app.add_api_route("/health", health, methods=["GET", "HEAD"])
     app.add_api_route("/ready", ready, methods=["GET", "HEAD"])
     required = services.settings.auth == "on"
-    protected = ("/fhir", *dicom.PREFIXES)  # the APIs a bearer token and CORS govern
+    # the APIs a bearer token and CORS govern
+    protected = ("/fhir", *(prefix for p in plugins() for prefix in p.prefixes))
     app.add_middleware(
         auth.Bearer, auth=services.features["auth"], required=required, prefixes=protected
     )

@@ -1,5 +1,6 @@
 """fhir-server serve | load | sweep | demo | backup | restore | client | user | launch |
-audit verify | export | dicom listen | dicom pull: the console script."""
+audit verify | export, and the commands of installed plugins (plugins.py: dicom, hl7): the
+console script."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .plugins import plugins
 from .settings import Settings
 
 
@@ -24,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
     serve.add_argument("--tls-cert", type=Path, help="HTTPS: certificate chain (PEM)")
     serve.add_argument("--tls-key", type=Path, help="HTTPS: the certificate's private key (PEM)")
-    serve.add_argument("--dicom", action="store_true", default=None,
-                       help="also run the DIMSE service (dicom listen), in a process of its own")
     load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--database", type=Path)
@@ -53,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify.add_argument("--database", type=Path)
     _export_command(sub)
-    _dicom_commands(sub)
+    for plugin in plugins():
+        if plugin.serve_options:
+            plugin.serve_options(serve)
+        if plugin.commands:
+            plugin.commands(sub)
     args = parser.parse_args(argv)
-    settings = Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        database=args.database,
-        workers=getattr(args, "workers", None),
-        tls_cert=getattr(args, "tls_cert", None),
-        tls_key=getattr(args, "tls_key", None),
-        dicom_listen=getattr(args, "dicom", None),
-        dicom_ae_title=getattr(args, "ae_title", None),
-        dicom_port=getattr(args, "dicom_port", None),
-    )
+    # a flag whose dest names a setting overrides it (flags win over the environment)
+    settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+    if hasattr(args, "run"):  # a plugin's command
+        from .app import open_services
+
+        code: int = args.run(args, settings, open_services)
+        return code
     if args.command == "serve":
         if bool(settings.tls_cert) != bool(settings.tls_key):
             parser.error("HTTPS needs both --tls-cert and --tls-key")
@@ -84,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         return _audit_verify(settings)
     if args.command == "export":
         return _export(settings, args)
-    if args.command == "dicom":
-        return _dicom(settings, args)
     return _load(settings, args.files)
 
 
@@ -105,7 +104,6 @@ def _export_command(sub: Any) -> None:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    import os
 
     from .bulk_client import ExportError, run
 
@@ -216,78 +214,7 @@ def _auth(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings) -> int:
     from .serve import serve
 
-    if not settings.dicom_listen:
-        return serve(settings)
-    import multiprocessing
-
-    # the DIMSE service in a process of its own: C-STORE parsing never competes with HTTP
-    # requests for one interpreter's lock
-    listener = multiprocessing.get_context("spawn").Process(
-        target=_listen, args=(settings, os.getpid()), name="dicom-listen", daemon=True
-    )
-    listener.start()
-    try:
-        return serve(settings)
-    finally:
-        listener.terminate()
-        listener.join(timeout=30)
-
-
-def _dicom_commands(sub: Any) -> None:
-    """dicom listen | pull: the DIMSE service and the SCU that fetches studies."""
-    dicom = sub.add_parser("dicom", help="DICOM: the DIMSE service and pulling studies")
-    dsub = dicom.add_subparsers(dest="dicom_command", required=True)
-    listen = dsub.add_parser("listen", help="run the DIMSE service (C-ECHO, C-STORE, C-FIND, "
-                             "C-MOVE, C-GET) on the instance store")  # fmt: skip
-    listen.add_argument("--ae-title", help="our AE title (setting dicom_ae_title)")
-    listen.add_argument("--port", dest="dicom_port", type=int, help="DIMSE port (dicom_port)")
-    listen.add_argument("--host", help="address to listen on (setting host)")
-    listen.add_argument("--database", type=Path)
-    pull = dsub.add_parser("pull", help="fetch a study from a PACS in dicom_peers")
-    pull.add_argument("--from", dest="peer", required=True, help="the PACS's AE title")
-    pull.add_argument("--study", required=True, help="StudyInstanceUID")
-    pull.add_argument("--move", action="store_true",
-                      help="C-MOVE to our AE title (the PACS must know it) instead of C-GET")
-    pull.add_argument("--database", type=Path)
-
-
-def _listen(settings: Settings, parent: int | None = None) -> int:
-    import logging
-
-    from integrations.dicom.dimse import listen
-
-    from .app import open_services
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    services = open_services(settings)
-    try:
-        return listen.run(services, parent)
-    finally:
-        services.close()
-
-
-def _dicom(settings: Settings, args: argparse.Namespace) -> int:
-    if args.dicom_command == "listen":
-        try:
-            return _listen(settings)
-        except (OSError, ValueError) as exc:
-            print(f"fhir-server dicom listen: {exc}", file=sys.stderr)
-            return 1
-    from integrations.dicom.dimse.pull import PullError, pull
-
-    from .app import open_services
-
-    services = open_services(settings)
-    try:
-        done = pull(services, args.peer, args.study, "move" if args.move else "get")
-    except (PullError, ValueError) as exc:
-        print(f"fhir-server dicom pull: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
-    print(json.dumps({"completed": done.completed, "failed": done.failed,
-                      "warning": done.warning, "imagingStudy": done.imaging_study}))  # fmt: skip
-    return 1 if done.failed else 0
+    return serve(settings)
 
 
 def _backup_or_restore(command: str, database: Path, path: Path) -> int:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import multiprocessing
 import os
 import re
+import signal
 import socket
 import ssl
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from .errors import Issue, operation_outcome
+from .plugins import plugins
 from .settings import Settings
 from .storage.sqlite import SqliteStore
 
@@ -186,8 +191,48 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         log_config=log_config(),
     )
-    if settings.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-    else:
-        uvicorn.Server(config).run()
+    companions = start_companions(settings)
+    try:
+        if settings.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        for process in companions:
+            process.terminate()
+            process.join(10)
     return 0
+
+
+def start_companions(settings: Settings) -> list[multiprocessing.process.BaseProcess]:
+    """The processes plugins run beside the HTTP workers (e.g. `serve --hl7`: the MLLP
+    listener), on the same database and settings. Spawned, not forked: they start from a clean
+    interpreter whatever this process has opened."""
+    spawn = multiprocessing.get_context("spawn")
+    started: list[multiprocessing.process.BaseProcess] = []
+    for plugin in plugins():
+        if plugin.beside_serve and plugin.beside_serve_if and plugin.beside_serve_if(settings):
+            process = spawn.Process(target=companion, args=(plugin.name, settings),
+                                    name=plugin.name)  # fmt: skip
+            process.start()
+            started.append(process)
+    return started
+
+
+def companion(name: str, settings: Settings) -> None:
+    """A plugin's process beside `serve`: its Services opened as the app opens them. It ends
+    with `serve`, however `serve` ends (uvicorn re-raises SIGTERM after its shutdown, so no
+    `finally` of ours runs then): it is sent SIGTERM once its parent is gone."""
+    from .app import open_services
+
+    parent = os.getppid()
+
+    def follow_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=follow_parent, name="follow-serve", daemon=True).start()
+    plugin = next(p for p in plugins() if p.name == name)
+    assert plugin.beside_serve is not None
+    plugin.beside_serve(open_services(settings))

@@ -103,6 +103,32 @@ class Settings:
     #: `http://viewer/viewer?StudyInstanceUIDs={study}`): ImagingStudy then names an IHE IID
     #: Endpoint that opens it
     dicom_viewer_url: str = ""
+    #: HL7 v2 (integrations/hl7v2): `serve` also runs the MLLP listener (`serve --hl7`), in a
+    #: process of its own
+    hl7_listen: bool = False
+    #: where the MLLP listener accepts connections (`hl7 listen`, `serve --hl7`)
+    hl7_host: str = "127.0.0.1"
+    hl7_port: int = 2575
+    #: a larger message is refused (AR) without being read into memory
+    hl7_max_message_bytes: int = 10 * 1024 * 1024
+    #: seconds a started message may pause between bytes before its connection is closed
+    hl7_read_timeout_seconds: float = 30.0
+    #: open MLLP connections at most; further ones are closed at once
+    hl7_max_connections: int = 1024
+    #: original-mode ACKs: `commit` (AA once the message is in the inbox; a mapping failure
+    #: is kept for replay) or `mapped` (the ACK waits for the mapping: AA, or AE naming the
+    #: field)
+    hl7_ack_mode: str = "commit"
+    #: the listener's process maps the inbox into FHIR (false: receive only, e.g. while a
+    #: mapping fix is prepared; `hl7 replay --status received` maps later)
+    hl7_map: bool = True
+    #: charset of messages whose MSH-18 is empty (e.g. `GBK`); empty: UTF-8, else GB18030
+    hl7_charset: str = ""
+    #: UTC offset of v2 times sent without one (FHIR needs an offset on every time of day)
+    hl7_timezone: str = "+08:00"
+    #: sending facilities (MSH-4) as the Organizations they are: `FACILITY=Organization/id,...`;
+    #: a facility not listed becomes an Organization of its own (by identifier)
+    hl7_facilities: str = ""
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

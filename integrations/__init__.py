@@ -1,3 +1,4 @@
 """Integrations: adapters between hospital protocols (HL7 v2, DICOM) and the FHIR core. They
-import the core's write and search paths, never its storage; the core never imports them (the
-wiring in fhir_server/app.py and cli.py does)."""
+write through the core's interactions (validation, policy, hooks, history), never its storage,
+and the core never imports them: each registers itself as a plugin (fhir_server/plugins.py)
+through an entry point in pyproject.toml."""

@@ -86,3 +86,14 @@ def test_python_read_load_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result["requests"] > 0 and result["errors"] == 0
     assert fallback["tool"] == "asyncio client" and fallback["requests"] > 0
     assert set(fallback) >= {"req_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "clients"}
+
+
+def test_the_hl7_row_runs_end_to_end() -> None:
+    from bench import hl7
+
+    result = hl7.run(count=24, connections=4)
+    assert result["acknowledged"]["refused"] == 0 and result["receive_only"]["refused"] == 0
+    assert result["mapped"]["counts"] == {"mapped": 24}
+    # 12 ADT^A01 (a Patient and an Encounter each) and 12 ORU^R01 (a report, 10 results)
+    assert result["mapped"]["clinical_resources"] == 12 * 2 + 12 * 11
+    assert "mapped into FHIR" in hl7.table(result)

@@ -1,5 +1,7 @@
 """The house rules of ARCHITECTURE.md, checked on the source: imports point one way (core <-
-features <- integrations <- apps) and the modules of fhir_server form no import circle."""
+features <- integrations <- apps), nothing in fhir_server imports an integration (plugins are
+found by entry point, fhir_server/plugins.py), integrations write through the interactions and
+never touch storage, and the modules form no import circle."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fhir_server"
+PACKAGES = (PACKAGE, ROOT / "integrations")
 #: feature packages: the core may not import them
 FEATURES = ("fhir_server.referral", "fhir_server.auth", "fhir_server.audit")
 #: the wiring (app factory, console script, process set-up): may import everything
 APPS = ("fhir_server.app", "fhir_server.cli", "fhir_server.serve")
 INTEGRATIONS = ("integrations",)
+#: what an integration may not import: it writes through the interactions, like REST
+STORAGE = ("fhir_server.storage",)
 
 
 def _module(path: Path) -> str:
@@ -65,7 +70,7 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -
 
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
-    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "integrations").rglob("*.py")]):
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
         module = _module(path)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         targets: set[str] = set()
@@ -93,23 +98,30 @@ def test_the_core_imports_no_feature_and_features_no_app_or_integration() -> Non
     assert wrong == []
 
 
-#: what integrations may not import: storage (they write through the interactions, so
-#: validation, policy, hooks and history hold) and the apps (which import them)
-INTEGRATIONS_MAY_NOT = ("fhir_server.storage", *APPS)
-
-
-def test_integrations_write_through_the_core_never_its_storage_or_the_apps() -> None:
+def test_nothing_in_fhir_server_imports_an_integration() -> None:
+    """Not even the wiring (app, console script, serve): plugins are found by entry point."""
     graph = import_graph()
     wrong = [
-        f"integration {module} imports {target}"
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("fhir_server")
+        for target in targets
+        if _within(target, INTEGRATIONS)
+    ]
+    assert wrong == []
+
+
+def test_integrations_write_through_the_interactions_never_storage() -> None:
+    graph = import_graph()
+    assert any(_within(m, INTEGRATIONS) for m in graph), "the integrations were not walked"
+    wrong = [
+        f"{module} imports {target}"
         for module, targets in graph.items()
         if _within(module, INTEGRATIONS)
         for target in targets
-        if _within(target, INTEGRATIONS_MAY_NOT)
+        if _within(target, STORAGE + APPS)
     ]
     assert wrong == []
-    # the checker sees the integrations at all: the DICOM syncer writes through interactions
-    assert "fhir_server.interactions.write" in graph["integrations.dicom.sync"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -149,7 +161,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_the_modules_of_fhir_server_and_integrations_form_no_import_circle() -> None:
+def test_the_modules_form_no_import_circle() -> None:
     assert cycles(import_graph()) == []
 
 
@@ -159,3 +171,5 @@ def test_the_checks_see_a_circle_and_a_wrong_direction() -> None:
     graph = import_graph()
     assert "fhir_server.interactions.hooks" in graph["fhir_server.interactions.write"]
     assert "fhir_server.referral.guard" in graph["fhir_server.referral"]
+    # integrations are walked too: the HL7 v2 writer goes through interactions/write
+    assert "fhir_server.interactions.write" in graph["integrations.hl7v2.apply"]

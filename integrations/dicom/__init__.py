@@ -1,7 +1,7 @@
 """DICOM for the imaging centre: a DIMSE service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET; the
 `dicom listen` and `dicom pull` commands), the instance store, ImagingStudy kept current
-through the core's write path, and DICOMweb for viewers. The app wiring (fhir_server/app.py)
-calls `register` and mounts `router`; nothing in the core imports this package."""
+through the core's write path, and DICOMweb for viewers. Its plugin (plugin.py, an entry point)
+gives the app `register` and `router`; nothing in the core imports this package."""
 
 from __future__ import annotations
 

@@ -165,6 +165,34 @@ MIGRATIONS: list[str] = [
         UPDATE conformance_generation SET n = n + 1;
     END;
     """,
+    # 8: the inbox of the integrations (storage/sqlite/inbox.py): messages from other systems
+    # (HL7 v2 over MLLP), committed as received before they are acknowledged and mapped after.
+    # `dedup` rows hold the idempotency key (channel, sender, message_id): a message sent
+    # again is recognised; rows refused on receipt leave it free (a corrected resend counts).
+    """
+    CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_id TEXT,
+        received_at TEXT NOT NULL,
+        remote TEXT,
+        kind TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        dedup INTEGER NOT NULL,
+        meta TEXT NOT NULL,
+        raw BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX inbox_key ON inbox (channel, sender, message_id) WHERE dedup = 1;
+    -- the mapper's queue and the operations view's status filter, in arrival order
+    CREATE INDEX inbox_status ON inbox (channel, status, seq);
+    CREATE INDEX inbox_received ON inbox (channel, received_at);
+    CREATE INDEX inbox_message ON inbox (channel, message_id);
+    """,
 ]
 
 #: the resource types whose stored versions the Parts are built from (migration 7)

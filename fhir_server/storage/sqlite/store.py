@@ -11,11 +11,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...errors import FhirError, error
 from .schema import CONFORMANCE_TYPES, INDEX_TABLES, MIGRATIONS, migrate
+
+if TYPE_CHECKING:
+    from .inbox import Inbox
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
 
@@ -233,6 +237,22 @@ class Session:
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of a write transaction that an exception rolls back alone (SQLite SAVEPOINT),
+        the rest of the transaction going on: many units of work share one commit, each
+        still all or nothing (the HL7 v2 mapper commits several messages at once)."""
+        mark = len(self.written)
+        self.conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO part")
+            self.conn.execute("RELEASE part")
+            del self.written[mark:]
+            raise
+        self.conn.execute("RELEASE part")
+
     def save(self, row: int | None, version: Version) -> int:
         """Write one version (see save_many); returns its resource row id."""
         return self.save_many([(row, version)])[0]
@@ -323,6 +343,13 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        """The integrations' inbox table (inbox.py), over this store's connections."""
+        from .inbox import Inbox
+
+        return Inbox(self)
 
     def reader(self) -> Session:
         conn = getattr(self._local, "conn", None)

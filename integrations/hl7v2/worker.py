@@ -1,0 +1,209 @@
+"""The mapper: takes the received messages from the inbox in arrival order (so an A08 never
+overtakes its A01, nor an ORU the A40 before it) and maps them off the ACK path. Messages are
+mapped (decoded, parsed, planned, validated) before the write lock; several are then written in
+one transaction, each in a savepoint of its own, with its inbox record settled beside it: one
+commit for many messages, and still no message half applied. The listener's inbox commits go
+first (see BUDGET). A message not yet mapped when the process stops is mapped after the
+restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.context import RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.interactions.hooks import transaction
+from fhir_server.services import Services
+
+from .ack import Err
+from .apply import apply, mapping_error
+from .charset import decode
+from .er7 import Message
+from .mapping import MappingError, Plan, map_message
+from .receipt import header
+
+if TYPE_CHECKING:
+    from fhir_server.storage.sqlite import Session
+    from fhir_server.storage.sqlite.inbox import Message as Record
+
+CHANNEL = "hl7v2"
+#: seconds one write transaction of the mapper may last (then it commits, and goes on in a
+#: new one); an arrival waiting for the write lock ends it sooner (`urgent`), so an ACK waits
+#: for one message's writing at most. Commits are what cost (the index pages each one writes):
+#: about 20 messages share one
+BUDGET = 0.1
+#: seconds the mapper pauses between its transactions: the listener's inbox commits take the
+#: write lock then (a lock has no queue: without the pause the mapper would take it again)
+PAUSE = 0.002
+#: messages mapped (not yet written) ahead of one transaction
+BATCH = 64
+log = logging.getLogger("integrations.hl7v2")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How mapping one inbox message ended: `mapped` (with the versions it wrote) or `error`
+    (with where and why)."""
+
+    seq: int
+    status: str
+    err: Err | None = None
+    written: tuple[str, ...] = ()
+    #: the sender waits to hear of it (`hl7_ack_mode` mapped, an enhanced application ACK)
+    awaited: bool = False
+
+
+def context(services: Services, seq: int) -> RequestContext:
+    """Whose writes these are: the server's own (no token), one request id per message."""
+    settings = services.settings
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
+    return RequestContext(base_url=base, request_id=f"hl7v2-{seq}")
+
+
+def awaited(meta: dict[str, Any]) -> bool:
+    """Whether an ACK waits for this message's mapping."""
+    return meta.get("ack_mode") == "mapped" or meta.get("application_ack") in ("AL", "ER", "SU")
+
+
+def tells_sender(meta: dict[str, Any]) -> bool:
+    """Whether the sender learns of a mapping error (an AE after mapping, or an enhanced-mode
+    application ACK): then the message leaves the idempotency key, so a corrected resend with
+    the same MSH-10 counts as new."""
+    return meta.get("ack_mode") == "mapped" or meta.get("application_ack") in ("AL", "ER")
+
+
+def plan_of(services: Services, record: Record) -> Plan | Err:
+    """The message's plan, its resources validated (no database, no lock), or why there is
+    none."""
+    try:
+        decoded = decode(record.raw, services.settings.hl7_charset)
+        message = Message.parse(decoded.text, decoded.codec)
+        plan = map_message(message, header(message, decoded.declared), services.settings)
+        for op in plan.ops:
+            services.validator(op.resource)
+        plan.validated = True
+        return plan
+    except MappingError as exc:
+        return exc.err
+    except FhirError as exc:  # a resource the message makes is not valid FHIR
+        return mapping_error(exc).err
+    except Exception as exc:  # a bug of ours must not stop the mapper: recorded, replayable
+        log.exception("hl7v2 message %s: mapping failed", record.seq)
+        return Err(207, f"internal error while mapping: {type(exc).__name__}: {exc}")
+
+
+def write_batch(services: Services, planned: Sequence[tuple[Record, Plan | Err]],
+                budget: float = BUDGET,
+                urgent: threading.Event | None = None) -> list[Outcome]:  # fmt: skip
+    """Write planned messages in one transaction, in order, for `budget` seconds at most, or
+    until `urgent` is set (the listener waits to commit an arrival: it goes first); the
+    outcomes of those written (the others stay received). [] when the database is busy."""
+    outcomes: list[Outcome] = []
+    try:
+        with transaction(services, None) as session:  # the server's own writes, not REST
+            started = time.monotonic()
+            for record, plan in planned:
+                outcomes.append(_write_one(session, services, record, plan))
+                if time.monotonic() - started > budget or (urgent and urgent.is_set()):
+                    break
+    except FhirError as exc:  # 503: the lock stayed taken (by another process)
+        log.warning("hl7v2 mapper: database busy, mapping later (%s)", exc)
+        return []
+    for outcome in outcomes:
+        if outcome.err is not None:
+            log.warning("hl7v2 message %s not mapped: %s", outcome.seq, outcome.err)
+    return outcomes
+
+
+def _write_one(session: Session, services: Services, record: Record, plan: Plan | Err
+               ) -> Outcome:  # fmt: skip
+    inbox = services.store.inbox
+    seq = record.seq
+    if isinstance(plan, Plan):
+        try:
+            applied = apply(session, services, context(services, seq), plan)
+            summary = {"resources": sorted(set(applied.resources.values())),
+                       "written": len(applied.written)}  # fmt: skip
+            inbox.settle(seq, "mapped", None, summary, session=session)
+            return Outcome(seq, "mapped", written=tuple(applied.written),
+                           awaited=awaited(record.meta))
+        except MappingError as exc:
+            plan = exc.err
+        except Exception as exc:  # rolled back by its savepoint; recorded, replayable
+            log.exception("hl7v2 message %s: writing failed", seq)
+            plan = Err(207, f"internal error while writing: {type(exc).__name__}: {exc}")
+    where = {"location": plan.location, "code": plan.code} if plan.location else {"code": plan.code}
+    inbox.settle(seq, "error", str(plan), {"err": where}, release=tells_sender(record.meta),
+                 session=session)  # fmt: skip
+    return Outcome(seq, "error", plan, awaited=awaited(record.meta))
+
+
+def process(services: Services, record: Record) -> Outcome | None:
+    """Map one message now (`hl7 replay`, the operations view); None when the database was
+    busy."""
+    outcomes = write_batch(services, [(record, plan_of(services, record))], budget=1e9)
+    return outcomes[0] if outcomes else None
+
+
+class Mapper:
+    """The mapping thread. `wake()` after a commit; it also looks every second (messages a
+    `hl7 listen --receive-only` process received, or that waited for a busy database)."""
+
+    def __init__(self, services: Services,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:  # fmt: skip
+        self.services = services
+        self.on_outcome = on_outcome
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        #: set by the listener while an inbox commit waits for the write lock
+        self.urgent = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hl7v2-mapper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._map()
+            except Exception:  # the thread must outlive any surprise; the inbox keeps all
+                log.exception("hl7v2 mapper: unexpected error; going on in a second")
+                self._stop.wait(1.0)
+
+    def _map(self) -> None:
+        inbox = self.services.store.inbox
+        planned: list[tuple[Record, Plan | Err]] = []
+        while not self._stop.is_set():
+            self._wake.clear()
+            if not planned:
+                try:
+                    waiting = inbox.waiting(CHANNEL, "received", limit=BATCH)
+                except Exception:
+                    log.exception("hl7v2 mapper: cannot read the inbox")
+                    waiting = []
+                if not waiting:
+                    self._wake.wait(1.0)
+                    continue
+                planned = [(record, plan_of(self.services, record)) for record in waiting]
+            outcomes = write_batch(self.services, planned, urgent=self.urgent)
+            if not outcomes:  # busy: wait, then try the same messages again
+                self._stop.wait(0.5)
+                continue
+            planned = planned[len(outcomes):]
+            if self.on_outcome is not None:
+                for outcome in outcomes:
+                    self.on_outcome(outcome)
+            self._stop.wait(PAUSE)

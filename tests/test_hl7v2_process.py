@@ -1,0 +1,177 @@
+"""The HL7 v2 listener as users run it: `fhir-server hl7 listen` (killed after the ACK and before
+the mapping, then restarted), `fhir-server serve --hl7` beside the HTTP API, and the console
+commands `hl7 send`, `hl7 replay` and `hl7 check`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import _TEMPLATE
+
+from fhir_server.cli import main
+from fhir_server.services import Parts
+from integrations.hl7v2 import mllp
+
+SAMPLES = Path(__file__).resolve().parent.parent / "integrations" / "hl7v2" / "samples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def database(tmp_path: Path, parts: Parts) -> Path:
+    """A fresh database holding the guide already (a copy of the tests' template)."""
+    path = tmp_path / "fhir.db"
+    shutil.copyfile(_TEMPLATE[0], path)
+    return path
+
+
+def start(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FHIR_SERVER_DEMO_ON_EMPTY": "false", "FHIR_SERVER_AUTH": "off"}
+    return subprocess.Popen([sys.executable, "-m", "fhir_server.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def query(database: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(database, timeout=30) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    running: list[subprocess.Popen[bytes]] = []
+    yield running
+    for proc in running:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_a_message_acknowledged_before_a_crash_is_mapped_after_the_restart(
+    database: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    # receive only: the ACK is sent once the message is committed, mapping waits
+    listener = start("hl7", "listen", "--port", str(port), "--database", str(database),
+                     "--receive-only")  # fmt: skip
+    processes.append(listener)
+    wait_port(port, listener)
+    sent = subprocess.run(
+        [sys.executable, "-m", "fhir_server.cli", "hl7", "send", "--port", str(port),
+         str(SAMPLES / "adt_a01_admit.hl7"), str(SAMPLES / "oru_r01_cbc.hl7")],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    printed = sent.stdout.decode()
+    assert "# adt_a01_admit.hl7: AA" in printed and "MSA|AA|LIS20240302-000123" in printed
+    listener.send_signal(signal.SIGKILL)  # the crash: after the ACK, before any mapping
+    listener.wait(10)
+    assert query(database, "SELECT status FROM inbox ORDER BY seq") == [("received",)] * 2
+    assert query(database, "SELECT count(*) FROM resource WHERE type = 'Patient'") == [(0,)]
+
+    restarted = start("hl7", "listen", "--port", str(port), "--database", str(database))
+    processes.append(restarted)
+    deadline = time.time() + 60
+    while query(database, "SELECT count(*) FROM inbox WHERE status = 'mapped'") != [(2,)]:
+        assert time.time() < deadline, "not mapped after the restart"
+        time.sleep(0.1)
+    assert query(database, "SELECT count(*) FROM resource WHERE type IN ('Patient', "
+                           "'DiagnosticReport', 'Observation')") == [(1 + 1 + 5,)]  # fmt: skip
+    restarted.terminate()
+    assert restarted.wait(20) == 0
+    assert b"HL7 v2 listener stopped" in (restarted.stderr.read() if restarted.stderr else b"")
+
+
+def test_serve_runs_the_listener_beside_the_http_api(
+    database: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    http, mllp_port = free_port(), free_port()
+    server = start("serve", "--port", str(http), "--database", str(database), "--hl7",
+                   "--hl7-port", str(mllp_port))  # fmt: skip
+    processes.append(server)
+    wait_port(mllp_port, server)
+    with mllp.Client("127.0.0.1", mllp_port) as client:
+        reply = client.exchange((SAMPLES / "adt_a28_add_person.hl7").read_bytes()
+                                .replace(b"\n", b"\r"))  # fmt: skip
+    assert b"MSA|AA|ADT20240306-0040" in reply
+    wait_port(http, server)
+    deadline = time.time() + 60
+    found: list[object] = []
+    while not found:
+        assert time.time() < deadline, "the patient never appeared over HTTP"
+        bundle = httpx.get(f"http://127.0.0.1:{http}/fhir/Patient",
+                           params={"identifier": "0009990001"}).json()  # fmt: skip
+        found = bundle.get("entry", [])
+        time.sleep(0.1)
+    server.terminate()  # SIGTERM, as a service manager stops it
+    server.wait(30)
+    deadline = time.time() + 10
+    while time.time() < deadline:  # the listener goes with the server
+        try:
+            socket.create_connection(("127.0.0.1", mllp_port), timeout=1).close()
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the MLLP listener outlived `serve`")
+
+
+def test_replay_maps_what_a_receive_only_listener_kept(
+    database: Path, processes: list[subprocess.Popen[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    listener = start("hl7", "listen", "--port", str(port), "--database", str(database),
+                     "--receive-only")  # fmt: skip
+    processes.append(listener)
+    wait_port(port, listener)
+    bad = (SAMPLES / "adt_a28_add_person.hl7").read_bytes().replace(b"|20010203|", b"|2001020|")
+    with mllp.Client("127.0.0.1", port) as client:
+        client.exchange(bad.replace(b"\n", b"\r"))
+        client.exchange((SAMPLES / "siu_s12_appointment.hl7").read_bytes().replace(b"\n", b"\r"))
+    listener.terminate()
+    listener.wait(20)
+    assert main(["hl7", "replay", "--status", "received", "--database", str(database)]) == 1
+    out = capsys.readouterr()
+    assert "ADT^A28 ADT20240306-0040: error: PID-7: '2001020' is not a date/time" in out.out
+    assert "SIU^S12 SCH20240304-0007: mapped" in out.out
+    assert "replayed 2: 1 mapped, 1 failed" in out.err
+    assert query(database, "SELECT status FROM inbox ORDER BY seq") == [("error",), ("mapped",)]
+
+
+def test_check_validates_with_hl7apy_and_keeps_z_segments(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["hl7", "check", str(SAMPLES / "oru_r01_cbc.hl7")]) == 0
+    out = capsys.readouterr().out
+    assert "ZLB|1|迈瑞BC-6800|急诊 kept as sent" in out and "oru_r01_cbc.hl7: valid" in out
+    assert main(["hl7", "check", str(SAMPLES / "malformed.hl7")]) == 1
+    assert "does not start with an MSH segment" in capsys.readouterr().out
