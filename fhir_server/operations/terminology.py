@@ -130,18 +130,7 @@ def _lookup_parameters(
 def validate_valueset_operation(call: Call) -> Outcome:
     """Is the code (or coding, or any coding of the CodeableConcept) in the value set?"""
     term = terminology(call)
-    url = _string(call, "url")
-    version = _string(call, "valueSetVersion")
-    if call.rid is not None:
-        stored_url, stored_version = _instance(call, "ValueSet")
-        if url and split_canonical(url)[0] != stored_url:
-            raise error(400, "invalid", f"url '{url}' is not ValueSet/{call.rid}", "url")
-        url, version = stored_url, version or stored_version
-    if call.value("valueSet") is not None:
-        raise error(400, "not-supported", f"A valueSet parameter is not supported: {ONLY_OURS}")
-    if not url:
-        raise error(400, "required", "ValueSet/$validate-code needs a url (or an instance)", "url")
-    canonical = f"{split_canonical(url)[0]}|{version}" if version else url
+    canonical = _value_set_canonical(call, "$validate-code")
     if term.value_set(canonical) is None:
         raise error(404, "not-found", f"ValueSet {canonical} is not known: {ONLY_OURS}", "url")
 
@@ -293,18 +282,7 @@ def expand_operation(call: Call) -> Outcome:
     than cut short silently; a value set over codes we cannot enumerate (all of SNOMED CT, of
     LOINC ...) is refused the same way."""
     term = terminology(call)
-    url = _string(call, "url")
-    version = _string(call, "valueSetVersion")
-    if call.rid is not None:
-        stored_url, stored_version = _instance(call, "ValueSet")
-        if url and split_canonical(url)[0] != stored_url:
-            raise error(400, "invalid", f"url '{url}' is not ValueSet/{call.rid}", "url")
-        url, version = stored_url, version or stored_version
-    if call.value("valueSet") is not None:
-        raise error(400, "not-supported", f"A valueSet parameter is not supported: {ONLY_OURS}")
-    if not url:
-        raise error(400, "required", "ValueSet/$expand needs a url (or an instance)", "url")
-    canonical = f"{split_canonical(url)[0]}|{version}" if version else url
+    canonical = _value_set_canonical(call, "$expand")
     vs = term.value_set(canonical)
     if vs is None:
         raise error(404, "not-found", f"ValueSet {canonical} is not known: {ONLY_OURS}", "url")
@@ -457,3 +435,21 @@ def translate_operation(call: Call) -> Outcome:
             {"name": "source", "valueUri": m["source"]},
         ]})  # fmt: skip
     return Outcome({"resourceType": "Parameters", "parameter": params})
+
+
+def _value_set_canonical(call: Call, name: str) -> str:
+    """The value set an operation at ValueSet level is about: `url` (+ `valueSetVersion`), or
+    the instance's, which a `url` given beside it must agree with."""
+    url = _string(call, "url")
+    version = _string(call, "valueSetVersion")
+    if call.rid is not None:
+        stored_url, stored_version = _instance(call, "ValueSet")
+        if url and split_canonical(url)[0] != stored_url:
+            raise error(400, "invalid", f"url '{url}' is not ValueSet/{call.rid}", "url")
+        url, version = stored_url, version or stored_version
+    if call.value("valueSet") is not None:
+        raise error(400, "not-supported", f"A valueSet parameter is not supported: {ONLY_OURS}")
+    if not url:
+        raise error(400, "required", f"ValueSet/{name} needs a url (or an instance)", "url")
+    canonical = f"{split_canonical(url)[0]}|{version}" if version else url
+    return canonical
