@@ -19,6 +19,7 @@ from ..errors import Issue
 from ..spec import SPEC_DIR
 from .invariants import Env, Invariant, compile_invariant
 from .primitives import Check, checker, narrative_has_content
+from .profiles import matches_pattern
 
 if TYPE_CHECKING:  # typing only: the terminology service answers the binding checks
     from ..terminology import Terminology
@@ -568,16 +569,3 @@ def _codings(value: Any, tname: str) -> list[tuple[str | None, str]]:
         return []
     system = value.get("system")
     return [(system if type(system) is str else None, code)]
-
-
-def matches_pattern(value: Any, pattern: Any) -> bool:
-    """pattern[x] semantics: every element of the pattern is present in the value; a pattern
-    list item must match some item of the value's list."""
-    if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(
-            k in value and matches_pattern(value[k], v) for k, v in pattern.items()
-        )
-    if isinstance(pattern, list):
-        items = value if isinstance(value, list) else [value]
-        return all(any(matches_pattern(i, p) for i in items) for p in pattern)
-    return bool(value == pattern)
