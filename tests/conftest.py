@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -142,3 +143,16 @@ def live_server_with(tmp_path: Path, parts: Parts) -> Iterator[Callable[..., str
     yield make
     for server in running:
         next(server, None)
+
+
+def wait_serving(url: str, seconds: float = 60) -> None:
+    """Wait until a server process started by a test answers `url` with 200."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not start: {url}")

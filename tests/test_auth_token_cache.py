@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import make_services, seed
+from conftest import make_services, seed, wait_serving
 from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
 from smart import JWT_BEARER, assertion, auth_of
@@ -148,13 +148,7 @@ def workers(tmp_path: Path, parts: Parts) -> Iterator[tuple[str, Path]]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_serving(f"{base}/metadata")
         yield base, tmp_path
     finally:
         proc.terminate()

@@ -13,14 +13,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import make_services
+from conftest import make_services, wait_serving
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
@@ -178,13 +177,7 @@ def test_every_process_of_a_multi_worker_server_uses_it(tmp_path: Path) -> None:
     server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_serving(f"{base}/metadata")
         for _ in range(10):  # both workers serve (and so have built their Parts) before
             httpx.get(f"{base}/Patient")
         assert httpx.put(f"{base}/SearchParameter/nickname", json=NICKNAME).status_code == 201

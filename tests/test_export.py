@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import make_services
+from conftest import make_services, wait_serving
 from fastapi.testclient import TestClient
 from smart import PASSWORD, REDIRECT, auth_of, code_flow
 from test_synthea import SAMPLE, ordered, read_bundle
@@ -310,15 +310,12 @@ def _serve(database: Path, port: int, exports: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--database",
          str(database)], env=env, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the server did not start")
+    try:
+        wait_serving(f"http://127.0.0.1:{port}/health")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def test_an_export_survives_a_restart_mid_job(tmp_path: Path) -> None:
