@@ -453,6 +453,23 @@ def test_demo_loads_hospitals_patients_and_every_business_state(client: TestClie
     assert up["submitted"] >= 17 and up["rejected"] >= 2
 
 
+def test_demo_resident_ids_are_valid_gb11643_numbers(client: TestClient):
+    """`$match` ignores a 居民身份证号 whose check character is wrong, so the demo's must be right:
+    ISO 7064 MOD 11-2 (weights 2^(17-i) mod 11, check = "10X98765432"[sum mod 11]), the birth
+    date in digits 7-14 and the sequence code odd for men, even for women (GB 11643-1999)."""
+    load_demo(client.app.state.services, today=date(2025, 3, 10))  # type: ignore[attr-defined]
+    patients = client.get("/fhir/Patient?_count=100").json()["entry"]
+    assert len(patients) == 50
+    for entry in patients:
+        patient = entry["resource"]
+        ids = patient["identifier"]
+        (number,) = [i["value"] for i in ids if i["system"].endswith("resident-id")]
+        total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(number[:17]))
+        assert number[17] == "10X98765432"[total % 11], number
+        assert number[6:14] == patient["birthDate"].replace("-", ""), number
+        assert int(number[16]) % 2 == (patient["gender"] == "male"), number
+
+
 def test_demo_is_deterministic_and_loads_only_into_an_empty_database(
     tmp_path: Path, parts: Parts
 ):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from ...model.resident_id import check_character
 from ...terminology import Terminology
 from .. import codes
 from .data import (
@@ -260,9 +261,11 @@ class Builder:
                         {
                             "system": f"{SID}/resident-id",
                             "type": {"text": "居民身份证"},
-                            "value": f"3301{n % 4 + 2:02d}{birth:%Y%m%d}"
-                            f"{self.rng.randrange(1000):03d}"
-                            f"{self.rng.choice('0123456789X')}",
+                            # GB 11643: the sequence code is odd for men, even for women
+                            "value": resident_id(
+                                f"3301{n % 4 + 2:02d}{birth:%Y%m%d}"
+                                f"{self.rng.randrange(500) * 2 + (gender == 'male'):03d}"
+                            ),
                         },
                     ],
                     "name": [
@@ -528,4 +531,9 @@ def draft_task(b: Builder, r: Referral, status: str) -> list[dict[str, Any]]:
         "restriction": {"period": {"end": instant(r.submitted + timedelta(days=14))}},
     }
     return [{**r.resource, "status": "draft"}, task]
+
+
+def resident_id(first17: str) -> str:
+    """A demo 居民身份证号 whose check character is right, so `$match` uses it (GB 11643 §5.3)."""
+    return first17 + check_character(first17)
 
