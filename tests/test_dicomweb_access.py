@@ -6,6 +6,7 @@ expectation is the FHIR search of the same token, never DICOMweb's own output.""
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +78,13 @@ def token(c: TestClient, user: str, scope: str, patient: str = "Patient/pa") -> 
     return browser
 
 
+def imaging_study(c: TestClient, uid: str) -> dict[str, Any]:
+    """The caller's ImagingStudy of a study (by its identifier)."""
+    found = c.get("/fhir/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"})
+    resource: dict[str, Any] = found.json()["entry"][0]["resource"]
+    return resource
+
+
 def fhir_studies(c: TestClient) -> set[str]:
     """The Study Instance UIDs of the caller's ImagingStudy search."""
     bundle = c.get("/fhir/ImagingStudy").json()
@@ -142,9 +150,8 @@ def test_stow_rs_stores_the_studies_of_patients_whose_imaging_study_the_caller_m
     answer = _stow(dra, mine)
     assert answer.status_code == 200, answer.text
     assert str(mine.StudyInstanceUID) in fhir_studies(dra)
-    written = dra.get("/fhir/ImagingStudy", params={
-        "identifier": f"urn:dicom:uid|urn:oid:{mine.StudyInstanceUID}"}).json()  # fmt: skip
-    assert written["entry"][0]["resource"]["subject"] == {"reference": "Patient/pa"}
+    written = imaging_study(dra, str(mine.StudyInstanceUID))
+    assert written["subject"] == {"reference": "Patient/pa"}
     # pb is hb's patient; no Patient has PatientID "nobody" and dra may not register one
     # for another hospital (a Patient without managingOrganization is outside ha's)
     for ds in (theirs, unknown):
@@ -177,13 +184,37 @@ def test_stow_rs_for_a_patient_launch_follows_its_write_scopes(
     into_existing = ct(str(studies["pa"].StudyInstanceUID), PatientID="pa", SeriesNumber=3)
     stored = _stow(writer, into_existing)
     assert stored.status_code == 200, stored.text
-    found = writer.get("/fhir/ImagingStudy", params={
-        "identifier": f"urn:dicom:uid|urn:oid:{into_existing.StudyInstanceUID}"}).json()  # fmt: skip
-    assert found["entry"][0]["resource"]["numberOfSeries"] == 3
+    assert imaging_study(writer, str(into_existing.StudyInstanceUID))["numberOfSeries"] == 3
     # another patient's study, even an existing one: refused, the study unchanged
     into_pb = ct(str(studies["pb"].StudyInstanceUID), PatientID="pb", SeriesNumber=3)
     assert _stow(writer, into_pb).status_code == 403
     drb = token(c, "drb", "openid fhirUser user/*.cruds")
-    pb = drb.get("/fhir/ImagingStudy", params={
-        "identifier": f"urn:dicom:uid|urn:oid:{into_pb.StudyInstanceUID}"}).json()  # fmt: skip
-    assert pb["entry"][0]["resource"]["numberOfSeries"] == 2
+    assert imaging_study(drb, str(into_pb.StudyInstanceUID))["numberOfSeries"] == 2
+
+
+def test_dicomweb_reads_are_audited_like_fhir_reads(
+    hospital: tuple[TestClient, dict[str, Dataset]],
+) -> None:
+    """IHE BALP (security.md §4): each read or search of patient data gives an AuditEvent
+    per patient naming what was read; the trail's writer expands them (flushed here, as
+    tests/test_audit.py does)."""
+    from test_audit import events
+
+    c, studies = hospital
+    dra = token(c, "dra", "openid fhirUser user/*.cruds")
+    uid = str(studies["pa"].StudyInstanceUID)
+    study = imaging_study(dra, uid)
+    version = f"ImagingStudy/{study['id']}/_history/{study['meta']['versionId']}"
+    before = len(events(c))
+    assert dra.get("/dicom-web/studies", params={"PatientID": "pa"}).status_code == 200
+    assert dra.get(f"/dicom-web/studies/{uid}/metadata").status_code == 200
+    new = events(c)[before:]
+    by_kind = {e["subtype"][0]["code"]: e for e in new}
+    assert set(by_kind) == {"search-type", "read"}, [e["subtype"] for e in new]
+    for kind, event in by_kind.items():
+        whats = [e["what"].get("reference") for e in event["entity"]]
+        assert version in whats and "Patient/pa" in whats, (kind, whats)
+        assert event["outcome"] == "0" and event["action"] == ("E" if kind[0] == "s" else "R")
+        assert {a["who"].get("reference") for a in event["agent"]} & {"PractitionerRole/dra"}
+    query = next(e for e in by_kind["search-type"]["entity"] if "query" in e)["query"]
+    assert base64.b64decode(query).decode() == "PatientID=pa"

@@ -30,7 +30,7 @@ from ..service import Dicom, dicom_of
 from ..storage.query import Match, compile_query
 from ..store import Pending, Stored
 from ..sync import origin, sync_study
-from . import access, multipart, pixels
+from . import access, audit, multipart, pixels
 from .metadata import bulk_base, metadata
 
 log = logging.getLogger("integrations.dicom")
@@ -205,6 +205,9 @@ async def _qido(
     rows, more = await _run(
         _search, services, ctx, dicom, level, pinned + matches, limit, offset
     )
+    study_at = {"STUDY": 0, "SERIES": 1, "IMAGE": 2}[level]
+    await _run(audit.accessed, services, ctx, dicom.index, request.method, request.url.path,
+               request.url.query, "search-type", [r[study_at] for r in rows])  # fmt: skip
     base = _web_base(request)
     keep = results.wanted(level, include, everything)
     if level == "STUDY":
@@ -283,6 +286,17 @@ def _instances(
     return rows
 
 
+def _read(
+    request: Request, services: Services, ctx: RequestContext, dicom: Dicom, study: str,
+    series: str | None = None, sop: str | None = None,
+) -> list[dict[str, Any]]:
+    """_instances, audited as a read of the study (audit.py)."""
+    rows = _instances(services, ctx, dicom, study, series, sop)
+    audit.accessed(services, ctx, dicom.index, request.method, request.url.path,
+                   request.url.query, "read", [study])  # fmt: skip
+    return rows
+
+
 def _dicom_syntax(request: Request) -> None:
     """WADO-RS instances: multipart/related; type="application/dicom", as stored (bytes
     unchanged: `transfer-syntax=*`, or none given, or the stored one)."""
@@ -303,7 +317,7 @@ async def _retrieve(
 ) -> Response:
     _dicom_syntax(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     bound = multipart.boundary()
 
     async def body() -> Any:
@@ -336,7 +350,7 @@ async def _metadata(
 ) -> Response:
     _json_accepted(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     items = await _run(metadata, dicom.store, rows)
     body = bulk_base(b"[" + b",".join(items) + b"]", _web_base(request))
     return Response(body, media_type=DICOM_JSON)
@@ -412,7 +426,7 @@ async def retrieve_frames(
 ) -> Response:
     wanted = _frame_numbers(numbers)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    row = (await _run(_instances, services, ctx, dicom, study, series, sop))[0]
+    row = (await _run(_read, request, services, ctx, dicom, study, series, sop))[0]
     decode, kind = _frame_choice(request, row["transfer_syntax"])
     data = await _run(dicom.store.files.read, row["path"])
 
@@ -441,7 +455,7 @@ async def retrieve_bulk(
     if number is None:
         raise _not_found(f"Bulk data {tag[:20]}")
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    row = (await _run(_instances, services, ctx, dicom, study, series, sop))[0]
+    row = (await _run(_read, request, services, ctx, dicom, study, series, sop))[0]
     data = await _run(dicom.store.files.read, row["path"])
     ds = await _run(pixels.load, data)
     if number not in ds:
@@ -501,7 +515,7 @@ async def _rendered(
     if thumbnail and viewport is None:
         viewport = (128, 128)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     row = rows[len(rows) // 2]  # a series' or study's thumbnail: its middle image
     data = await _run(dicom.store.files.read, row["path"])
 
