@@ -61,3 +61,35 @@ def test_the_fast_path_reads_most_bundled_files() -> None:
     """It must apply to the common case, or it buys nothing."""
     read = sum(scan(f.read_bytes(), LAST) is not None for f in FILES)
     assert read >= len(FILES) * 2 // 3
+
+
+@pytest.mark.parametrize(("name", "data"), _cases(), ids=[c[0] for c in _cases()])
+def test_metadata_from_raw_elements_is_what_pydicom_makes(name: str, data: bytes) -> None:
+    """WADO-RS metadata made element by element from the raw header (web/metadata.py
+    Converter) equals pydicom's to_json_dict of the whole header, or is not made (None)."""
+    import io
+
+    from pydicom import dcmread
+
+    from integrations.dicom.web.metadata import THRESHOLD, Converter
+
+    prefix = "B/bulk/"
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size=THRESHOLD)
+        expected = ds.to_json_dict(
+            bulk_data_threshold=THRESHOLD,
+            bulk_data_element_handler=lambda e: f"{prefix}{e.tag:08X}",
+        )
+    except Exception:  # noqa: BLE001 - what pydicom cannot convert, the fast path must not either
+        expected = None
+    converter = Converter()
+    try:
+        made = converter.instance(data, prefix)
+        again = converter.instance(data, prefix)  # from the converter's cache this time
+    except Exception:  # noqa: BLE001
+        made = again = None
+    if made is None:
+        return
+    assert expected is not None, name
+    assert orjson.loads(orjson.dumps(made)) == orjson.loads(orjson.dumps(expected)), name
+    assert again == made
