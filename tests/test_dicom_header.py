@@ -93,3 +93,21 @@ def test_metadata_from_raw_elements_is_what_pydicom_makes(name: str, data: bytes
     assert expected is not None, name
     assert orjson.loads(orjson.dumps(made)) == orjson.loads(orjson.dumps(expected)), name
     assert again == made
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                                    "1.2.840.10008.1.2.4.50"])  # fmt: skip
+def test_the_c_store_part10_framing_is_pynetdicoms_byte_for_byte(syntax: str) -> None:
+    """dimse/part10.py writes the File Meta Information that pynetdicom's
+    Event.encoded_dataset() builds with pydicom (odd-length UIDs padded, PS3.5 §9.1)."""
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    from integrations.dicom.dimse.part10 import file_meta
+
+    for sop_class, sop in (("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"),
+                           ("1.2.840.10008.5.1.4.1.1.4", "1.2.3.45")):  # fmt: skip
+        expected = b"\0" * 128 + b"DICM" + encode_file_meta(
+            create_file_meta(sop_class_uid=sop_class, sop_instance_uid=sop,
+                             transfer_syntax=syntax)  # fmt: skip
+        )
+        assert file_meta(sop_class, sop, syntax) == expected

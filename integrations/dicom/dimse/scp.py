@@ -19,6 +19,7 @@ from ..dataset import BadInstance
 from ..matching import BadMatch, match
 from ..service import Dicom
 from ..storage.query import Match, compile_query
+from . import part10
 from .network import NoDelayAE
 
 log = logging.getLogger("integrations.dicom")
@@ -107,7 +108,7 @@ def store(event: Any, dicom: Dicom) -> int:
     """C-STORE: the dataset as received, with the File Meta Information of its presentation
     context (PS3.10 §7.1), kept unchanged; success only once its index row is committed."""
     try:
-        dicom.store.put(event.encoded_dataset(include_meta=True))
+        dicom.store.put(part10.received(event))
     except BadInstance as exc:
         log.warning("C-STORE from %s refused: %s", event.assoc.requestor.ae_title, exc)
         return DATASET_DOES_NOT_MATCH if exc.tag is not None else CANNOT_UNDERSTAND

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from ..header import IMPLICIT, json_value, scan
 from ..storage.index import Index
@@ -70,9 +70,11 @@ class Converter:
 
 def _convert(charset: bytes, tag: int, vr: str, value: bytes, prefix: str) -> dict[str, Any]:
     """One raw element as pydicom's to_json_dict converts it, in its character set."""
-    elements = {tag: RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)}
+    elements: dict[BaseTag, DataElement | RawDataElement] = {
+        Tag(tag): RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    }
     if charset and tag != _CHARSET:
-        elements[_CHARSET] = RawDataElement(Tag(_CHARSET), "CS", len(charset), charset, 0,
+        elements[Tag(_CHARSET)] = RawDataElement(Tag(_CHARSET), "CS", len(charset), charset, 0,
                                             False, True)  # fmt: skip
     ds = Dataset(elements)
 
