@@ -22,7 +22,7 @@ from fhir_server.context import ANONYMOUS, RequestContext
 from fhir_server.errors import FhirError, error
 from fhir_server.services import Services
 
-from .. import results
+from .. import audit, results
 from ..attributes import tag_of
 from ..dataset import BadInstance, check_complete, read_header, valid_uid
 from ..matching import BadMatch, match
@@ -30,7 +30,7 @@ from ..service import Dicom, dicom_of
 from ..storage.query import Match, compile_query
 from ..store import Pending, Stored
 from ..sync import origin, sync_study
-from . import access, audit, multipart, pixels
+from . import access, multipart, pixels
 from .metadata import bulk_base, metadata
 
 log = logging.getLogger("integrations.dicom")

@@ -12,7 +12,7 @@ from fhir_server.context import RequestContext
 from fhir_server.interactions.hooks import Access
 from fhir_server.services import Services
 
-from ..storage.index import Index
+from .storage.index import Index
 
 
 def accessed(
