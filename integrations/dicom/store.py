@@ -1,6 +1,7 @@
 """Storing one instance, the one path for C-STORE and STOW-RS: the Part-10 bytes unchanged into
 the file tree, then its index row committed, and only then success; ImagingStudy follows
-(sync.py)."""
+(sync.py; for STOW-RS it comes first: `prepare`, the ImagingStudy written as the caller, then
+`keep`)."""
 
 from __future__ import annotations
 
