@@ -71,7 +71,11 @@ def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:
     """Store resources as they are, as history imported from elsewhere: validated like every
     write, but not through REST, so the workflow rules for new referrals (which must start as
     drafts) do not apply. For fixtures holding referrals in later states."""
-    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    seed_services(client.app.state.services, resources)  # type: ignore[attr-defined]
+
+
+def seed_services(services: Services, resources: list[dict[str, Any]]) -> None:
+    """seed() for Services a live server runs on (tests without a TestClient)."""
     with transaction(services) as session:
         for r in resources:
             valid = services.validator(r)

@@ -296,6 +296,7 @@ def test_getscu_gets_a_series_over_the_same_association(server: Server, tmp_path
     need("getscu")
     study, paths = write_study(tmp_path / "in", 4, series_count=2)
     push(server, paths)
+    server.settle()  # the audit names the study by its ImagingStudy: written by now
     series = str(dcmread(paths[0]).SeriesInstanceUID)
     out = tmp_path / "got"
     out.mkdir()
@@ -306,6 +307,15 @@ def test_getscu_gets_a_series_over_the_same_association(server: Server, tmp_path
     got = {str(dcmread(p).SOPInstanceUID) for p in out.iterdir()}
     assert got == {str(dcmread(p).SOPInstanceUID) for p in paths
                    if str(dcmread(p).SeriesInstanceUID) == series}  # fmt: skip
+    # the retrieve is in the audit trail: a read of the study's ImagingStudy, by getscu's AE
+    from test_audit import events
+
+    rid = server.dicom.index.resource_ids([study])[study]
+    reads = [e for e in events(server.client) if e["subtype"][0]["code"] == "read"
+             and any(f"ImagingStudy/{rid}/_history/" in (x["what"].get("reference") or "")
+                     for x in e["entity"])]  # fmt: skip
+    assert len(reads) == 1, reads
+    assert "dicom:GETSCU" in str(reads[0]["agent"]), reads[0]["agent"]
 
 
 def test_orthanc_pushes_to_us_and_we_pull_from_orthanc(

@@ -23,14 +23,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import _serve_live, make_services
+from conftest import _serve_live, make_services, seed_services
 from dicom_peers import ct, free_port
 from PIL import Image, ImageStat
 from pydicom.uid import generate_uid
+from smart import PASSWORD
 
 from fhir_server.auth import admin
 from fhir_server.services import Parts
 from integrations.dicom import dicom_of
+from integrations.patients import identifier_system
 
 BROWSER = Path(__file__).parent / "browser"
 OHIF = BROWSER / "ohif" / "dist"
@@ -52,10 +54,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _app_config(dicomweb: str) -> bytes:
-    """OHIF's data source for our DICOMweb root: the configuration the README shows."""
+def _app_config(dicomweb: str, fhir: str) -> bytes:
+    """OHIF's data source for our DICOMweb root, signing in with our authorization server:
+    the configuration the README shows. `oidc` is OHIF's OpenID Connect client (code flow
+    with PKCE, oidc-client-ts); it reads our endpoints from the SMART configuration (we
+    publish no openid-configuration), sends SMART's `aud`, and puts the access token on
+    every DICOMweb request."""
     return f"""window.config = {{
   routerBasename: '/',
+  oidc: [{{
+    authority: '{fhir}',
+    metadataUrl: '{fhir}/.well-known/smart-configuration',
+    client_id: 'ohif',
+    redirect_uri: '/callback',
+    response_type: 'code',
+    scope: 'openid fhirUser user/ImagingStudy.rs',
+    extraQueryParams: {{ aud: '{fhir}' }},
+    post_logout_redirect_uri: '/',
+  }}],
   showStudyList: true,
   extensions: [],
   modes: [],
@@ -112,14 +128,28 @@ class _Viewer(SimpleHTTPRequestHandler):
 def viewer(tmp_path: Path, parts: Parts) -> Iterator[dict[str, Any]]:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    services = make_services(tmp_path / "fhir.db", parts,
+    services = make_services(tmp_path / "fhir.db", parts, auth="on",
                              dicom_viewer_url=f"{origin}/viewer?StudyInstanceUIDs={{study}}")
     live = _serve_live(services)
     base = next(live).removesuffix("/fhir")
-    # OHIF calls DICOMweb from its own origin: registered like any browser app's (CORS)
-    admin.add_client(services.features["auth"].store, "ohif", [f"{origin}/callback"],
-                     public=True, origins=[origin])  # fmt: skip
-    handler = type("Viewer", (_Viewer,), {"config": _app_config(f"{base}/dicom-web")})
+    # the imaging centre: its radiologist, and the patient it manages (PatientID CN0001)
+    system = identifier_system(services.settings, None)
+    seed_services(services, [
+        {"resourceType": "Organization", "id": "imaging", "name": "Imaging centre"},
+        {"resourceType": "PractitionerRole", "id": "rad",
+         "organization": {"reference": "Organization/imaging"}},
+        {"resourceType": "Patient", "id": "zhang",
+         "identifier": [{"system": system, "value": "CN0001"}],
+         "managingOrganization": {"reference": "Organization/imaging"}},
+    ])  # fmt: skip
+    store = services.features["auth"].store
+    admin.add_user(store, "radiologist", PASSWORD, "PractitionerRole/rad")
+    # OHIF is the hospital's own viewer (trusted: no consent page), a public client (PKCE)
+    # calling DICOMweb from its own origin, registered like any browser app's (CORS)
+    admin.add_client(store, "ohif", [f"{origin}/callback"], public=True, trusted=True,
+                     origins=[origin])  # fmt: skip
+    config = _app_config(f"{base}/dicom-web", f"{base}/fhir")
+    handler = type("Viewer", (_Viewer,), {"config": config})
     httpd = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(OHIF)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -149,9 +179,11 @@ def test_ohif_lists_and_opens_the_study_and_draws_the_image(
         dicom.store.put(data.getvalue())
     sync_study(viewer["services"], dicom.index, study)
     # the link a referral screen follows: ImagingStudy -> Endpoint (IHE IID) -> OHIF
-    fhir = viewer["base"] + "/fhir"
-    imaging = httpx.get(f"{fhir}/ImagingStudy").json()["entry"][0]["resource"]
-    iid = httpx.get(f"{fhir}/Endpoint/dicom-iid").json()
+    # (read from the store: FHIR over HTTP needs a token, and this test's token is OHIF's)
+    session = viewer["services"].store.reader()
+    rid = dicom.index.resource_ids([study])[study]
+    imaging = json.loads(session.current("ImagingStudy", rid)[1].json)
+    iid = json.loads(session.current("Endpoint", "dicom-iid")[1].json)
     assert {"reference": "Endpoint/dicom-iid"} in imaging["endpoint"]
     # (the Endpoint names the configured origin; this live server's port is a random one)
     path = iid["address"].split("://", 1)[1].split("/", 1)[1]
@@ -161,8 +193,10 @@ def test_ohif_lists_and_opens_the_study_and_draws_the_image(
     assert link.headers["location"] == f"{viewer['origin']}/viewer?StudyInstanceUIDs={study}"
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    # without a token DICOMweb answers 401: OHIF must sign in and send the token
+    assert httpx.get(f"{viewer['base']}/dicom-web/studies").status_code == 401
     config = {"viewer": viewer["origin"], "study": study, "shots": str(shots),
-              "listed": "Zhang"}  # fmt: skip
+              "listed": "Zhang", "login": {"user": "radiologist", "password": PASSWORD}}
     done = subprocess.run(["node", str(BROWSER / "ohif.mjs"), json.dumps(config)],
                           capture_output=True, text=True, timeout=300, cwd=BROWSER)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -170,8 +204,10 @@ def test_ohif_lists_and_opens_the_study_and_draws_the_image(
     assert "Zhang" in seen["list"] and "Chest CT" in seen["list"], seen["list"][:2000]
     statuses = {(r["url"].split("/dicom-web/", 1)[1].split("?")[0].split("/")[-1], r["status"])
                 for r in seen["requests"]}  # fmt: skip
+    assert seen["loginPage"].startswith(f"{viewer['base']}/auth/authorize"), seen["loginPage"]
     failed = [r for r in seen["requests"] if r["status"] >= 400]
     assert failed == [], failed
+    assert all(r["bearer"] for r in seen["requests"]), seen["requests"]
     kinds = {k for k, _ in statuses}
     assert {"studies", "series", "metadata", "1"} <= kinds, sorted(kinds)  # 1: frames/1
     # the image was drawn: the viewport of the screenshot holds the CT, not one flat colour

@@ -5,6 +5,7 @@ get None and the caller reads them with pydicom."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,9 @@ _NOT_LITTLE = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, d
 _LONG = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
          b"UV"}  # fmt: skip
 _UNDEFINED = 0xFFFFFFFF
+#: an explicit VR little endian element's head: group, element, VR, 16-bit length
+_HEAD = struct.Struct("<HH2sH")
+_LENGTH32 = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ def scan(data: bytes, last: int) -> Raw | None:
     syntax, a malformed or truncated header)."""
     try:
         return _scan(data, last)
-    except (IndexError, ValueError, KeyError):
+    except (IndexError, ValueError, KeyError, struct.error):
         return None
 
 
@@ -52,6 +56,8 @@ def _scan(data: bytes, last: int) -> Raw | None:
     if not syntax or syntax in _NOT_LITTLE:
         return None
     explicit = syntax != IMPLICIT
+    if explicit:
+        return Raw(syntax, _explicit(data, pos, last))
     values: dict[int, tuple[str, bytes]] = {}
     while pos < len(data):
         tag = int.from_bytes(data[pos : pos + 2], "little") << 16 | int.from_bytes(
@@ -63,6 +69,36 @@ def _scan(data: bytes, last: int) -> Raw | None:
         if vr:
             values[tag] = (vr, value)
     return Raw(syntax, values)
+
+
+def _explicit(data: bytes, pos: int, last: int) -> dict[int, tuple[str, bytes]]:
+    """_element's loop for Explicit VR Little Endian, the syntax nearly every sender uses,
+    unrolled: a CT header walks past ~200 (mostly private) elements per C-STORE."""
+    values: dict[int, tuple[str, bytes]] = {}
+    end = len(data)
+    head, length32 = _HEAD.unpack_from, _LENGTH32.unpack_from
+    while pos < end:
+        group, element, code, length = head(data, pos)
+        tag = group << 16 | element
+        if tag > last:
+            break
+        if code in _LONG:
+            length = length32(data, pos + 8)[0]
+            pos += 12
+        elif code.isalpha() and code.isupper():
+            pos += 8
+        else:
+            raise ValueError("not an explicit VR")
+        if length == _UNDEFINED:
+            stop = _skip_items(data, pos, True)
+            values[tag] = ("SQ", data[pos:stop])
+        else:
+            stop = pos + length
+            if stop > end:
+                raise IndexError(pos)
+            values[tag] = (code.decode(), data[pos:stop])
+        pos = stop
+    return values
 
 
 def _element(data: bytes, pos: int, explicit: bool) -> tuple[int, str, bytes, int]:

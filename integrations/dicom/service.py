@@ -18,6 +18,7 @@ from .sync import Syncer
 
 @dataclass
 class Dicom:
+    services: Services
     config: DicomConfig
     index: Index
     store: InstanceStore
@@ -61,7 +62,7 @@ def _open(services: Services) -> Dicom:
     # started by the DIMSE listener (dimse/listen.py), where instances arrive one by one;
     # STOW-RS writes its ImagingStudies itself before it answers
     syncer = Syncer(services, index, warming)
-    return Dicom(config, index, store, syncer)
+    return Dicom(services, config, index, store, syncer)
 
 
 def register(services: Services) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
+from fhir_server.errors import FhirError, error
 from fhir_server.interactions import write
 from fhir_server.interactions.hooks import transaction
 from fhir_server.interactions.search import find
@@ -21,7 +22,8 @@ from fhir_server.settings import Settings
 from integrations.patients import identifier_system
 
 from . import imaging_study as fhir
-from .storage.index import Index
+from .storage.index import Index, InstanceRow
+from .store import Pending
 
 log = logging.getLogger("integrations.dicom")
 
@@ -34,40 +36,105 @@ def origin(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.port}"
 
 
-def sync_study(services: Services, index: Index, study_uid: str) -> str | None:
+def sync_study(
+    services: Services,
+    index: Index,
+    study_uid: str,
+    caller: RequestContext | None = None,
+    pending: Sequence[Pending] = (),
+    keep: Callable[[Pending], object] | None = None,
+) -> str | None:
     """Write the ImagingStudy of one study as the index has it now; its id, or None when
     the study has no instances or the ImagingStudy was refused (logged). The index is read
     inside the write transaction, so of two processes syncing the same study the later
-    writer always writes the later state."""
-    settings = services.settings
-    ctx = RequestContext(base_url=origin(settings) + "/fhir")
+    writer always writes the later state.
+
+    STOW-RS passes its `caller` and the `pending` instances: the ImagingStudy (and a Patient
+    created for it) is then written as that caller, through the policy like any write of
+    theirs (security.md §3.2), with the pending instances counted, and `keep` stores them
+    only once it was allowed, inside the same transaction: a refusal (FhirError, raised)
+    stores none of them."""
+    system = RequestContext(base_url=origin(services.settings) + "/fhir")
+    ctx = caller or system
     study = None
     try:
         with transaction(services, ctx) as session:
-            study = index.study(study_uid)
-            if study is None:
+            study, series, instances = _state(index, study_uid, [p.row for p in pending])
+            if study is None or not instances:
                 return None
             revision = study["revision"]
-            instances = index.instances(study_uid)
-            if not instances:
-                return None
-            series = index.series_of(study_uid)
             subject = _subject(session, services, ctx, study)
-            based_on = _order(session, services, ctx, study["accession"])
-            endpoints = _endpoints(session, services, ctx)
+            based_on = _order(session, services, system, study["accession"])
+            endpoints = _endpoints(session, services, system)
             resource = fhir.imaging_study(study, series, instances, subject, based_on, endpoints)
-            query = "identifier=" + fhir.study_identifier(study_uid)
-            result = write.conditional_update(
-                session, services, ctx, "ImagingStudy", query, services.validator(resource)
-            )
-            assert result.stored is not None
-            rid = result.stored.id
+            rid = _write(session, services, ctx, system, study_uid, resource)
+            if pending:
+                assert keep is not None
+                for item in pending:
+                    keep(item)
+                kept = index.study(study_uid)
+                assert kept is not None
+                revision = kept["revision"]
     except FhirError as exc:
+        if caller is not None:
+            raise
         log.error("ImagingStudy of study %s refused: %s", study_uid, _diagnostics(exc))
         index.mark_synced(study_uid, study["revision"] if study else 0, "")
         return None
     index.mark_synced(study_uid, revision, rid)
     return rid
+
+
+def _state(
+    index: Index, study_uid: str, adding: list[InstanceRow]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(study, series, instances) as the index has them, with `adding` (instances of this
+    study about to be stored) in place: the later instance's study and series attributes
+    win, as Index.put makes them; ordered as the index orders them (no number first)."""
+    study = index.study(study_uid)
+    instances = index.instances(study_uid)
+    series = index.series_of(study_uid)
+    if not adding:
+        return study, series, instances
+    study = {**(study or {"revision": 0}), **adding[-1].study}
+    by_series = {s["uid"]: s for s in series}
+    by_uid = {i["uid"]: i for i in instances}
+    for row in adding:
+        by_series[row.series["uid"]] = row.series
+        by_uid[row.instance["uid"]] = row.instance
+    series = sorted(
+        by_series.values(), key=lambda s: (s["number"] is not None, s["number"] or 0, s["uid"])
+    )
+    instances = sorted(
+        by_uid.values(),
+        key=lambda i: (i["series_uid"], i["number"] is not None, i["number"] or 0, i["uid"]),
+    )
+    return study, series, instances
+
+
+def _write(
+    session: Any,
+    services: Services,
+    ctx: RequestContext,
+    system: RequestContext,
+    study_uid: str,
+    resource: dict[str, Any],
+) -> str:
+    """Create or update the study's ImagingStudy as `ctx`; the one to update is found by
+    the study's identifier whoever the caller (an ImagingStudy the caller may not see is
+    not theirs to update: 404 from the write path, never a second one beside it)."""
+    query = "identifier=" + fhir.study_identifier(study_uid)
+    found = find(session, services, system, "ImagingStudy", query)
+    if len(found) > 1:
+        raise error(412, "multiple-matches", f"Several ImagingStudies have {query}")
+    if found:
+        rid = found[0][1]
+        validated = services.validator({**resource, "id": rid})
+        result = write.update(session, services, ctx, "ImagingStudy", rid, validated)
+    else:
+        result = write.create(session, services, ctx, "ImagingStudy", services.validator(resource))
+    assert result.stored is not None
+    return result.stored.id
 
 
 def _subject(session: Any, services: Services, ctx: RequestContext, study: dict) -> str:
@@ -127,9 +194,7 @@ def _escape(value: str) -> str:
 
 
 def _diagnostics(exc: FhirError) -> str:
-    return "; ".join(f"{i.code} at {i.expression}: {i.diagnostics}" for i in exc.issues) or str(
-        exc
-    )
+    return "; ".join(f"{i.code} at {i.expression}: {i.diagnostics}" for i in exc.issues) or str(exc)
 
 
 class Syncer:
@@ -139,8 +204,12 @@ class Syncer:
     After a sync, while nothing arrives, it prepares WADO-RS metadata (`warm`)."""
 
     def __init__(
-        self, services: Services, index: Index, warm: Any = None,
-        quiet: float = 0.5, delay: float = 5.0,
+        self,
+        services: Services,
+        index: Index,
+        warm: Any = None,
+        quiet: float = 0.5,
+        delay: float = 5.0,
     ) -> None:
         self.services, self.index, self.warm = services, index, warm
         self.quiet, self.delay = quiet, delay

@@ -1,8 +1,10 @@
 // Opens OHIF (npm @ohif/app, prebuilt) in headless Chromium against our DICOMweb root, as a
 // radiologist would: the study list, then the study in the viewer. Prints one JSON object:
 // what the list showed, the DICOMweb requests and their statuses, and where the image
-// viewport is on the viewer's screenshot (tests/test_ohif.py checks its pixels).
-//   node ohif.mjs '{"viewer": ..., "study": ..., "shots": ...}'
+// viewport is on the viewer's screenshot (tests/test_ohif.py checks its pixels). With
+// "login", OHIF is configured for our authorization server (oidc): the radiologist signs in on
+// its login page first, and every DICOMweb request must carry the bearer token.
+//   node ohif.mjs '{"viewer": ..., "study": ..., "shots": ..., "login": {"user", "password"}}'
 import { chromium } from "playwright-core";
 import { join } from "node:path";
 
@@ -19,14 +21,25 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
 const out = { requests: [], errors: [] };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("response", r => {
-    if (r.url().includes("/dicom-web/")) {
-      out.requests.push({ url: r.url(), status: r.status(), type: r.headers()["content-type"] });
+  page.on("response", async r => {
+    if (r.url().includes("/dicom-web/") && r.request().method() !== "OPTIONS") {
+      const auth = (await r.request().allHeaders())["authorization"] || "";
+      out.requests.push({ url: r.url(), status: r.status(), type: r.headers()["content-type"],
+        bearer: auth.startsWith("Bearer ") });
     }
   });
   page.on("pageerror", e => out.errors.push(String(e)));
   // 1. the study list
   await page.goto(`${config.viewer}/`, { waitUntil: "domcontentloaded", timeout: STEP });
+  if (config.login) {
+    // OHIF sends the browser to our /auth/authorize (code flow with PKCE): sign in there
+    await page.waitForSelector('input[name="password"]', { timeout: STEP });
+    out.loginPage = page.url();
+    await page.fill('input[name="username"]', config.login.user);
+    await page.fill('input[name="password"]', config.login.password);
+    await Promise.all([page.waitForURL(u => u.toString().startsWith(config.viewer), { timeout: STEP }),
+      page.click('button[type="submit"], input[type="submit"]')]);
+  }
   await page.waitForFunction(
     s => document.body.innerText.includes(s), config.listed, { timeout: STEP });
   out.list = await page.evaluate(() => document.body.innerText);

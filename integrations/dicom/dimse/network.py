@@ -7,14 +7,22 @@ SO_REUSEADDR, so both of its sockets are subclassed here."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any, cast
 
 from pynetdicom import AE
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import (
     AddressInformation,
     AssociationSocket,
+    RequestHandler,
     ThreadedAssociationServer,
 )
+
+#: the DUL reactor's pause between polls while PDUs flow, and for how long after the last
+#: one; pynetdicom's own pause (1 ms, kept when idle) is paid once for the dataset and once
+#: for the response of every C-STORE: 360 -> 600 instances/s with an empty handler, measured
+BUSY_DELAY, IDLE_DELAY, BUSY_FOR = 0.0001, 0.001, 0.05
 
 
 class NoDelaySocket(AssociationSocket):
@@ -26,9 +34,43 @@ class NoDelaySocket(AssociationSocket):
         return sock
 
 
+class EagerDUL(DULServiceProvider):
+    """The upper layer of an accepted association, polling socket and send queue every
+    0.1 ms while PDUs arrive and every 1 ms (pynetdicom's pace) once the peer has been quiet
+    for 50 ms, so an idle association costs what it did."""
+
+    _last_pdu = 0.0
+
+    @property  # type: ignore[override]
+    def _run_loop_delay(self) -> float:
+        busy = time.monotonic() - self._last_pdu < BUSY_FOR
+        return BUSY_DELAY if busy else IDLE_DELAY
+
+    @_run_loop_delay.setter
+    def _run_loop_delay(self, value: float) -> None:
+        pass  # pynetdicom sets its constant in __init__
+
+    def _is_transport_event(self) -> bool:
+        if super()._is_transport_event():
+            self._last_pdu = time.monotonic()
+            return True
+        return False
+
+
+class EagerRequestHandler(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        assoc.dul.__class__ = EagerDUL  # not started yet; same state, faster polling
+        return assoc
+
+
 class NoDelayServer(ThreadedAssociationServer):
     """The acceptor: set on the listening socket, Linux passes TCP_NODELAY on to every
     accepted connection; set again per connection for systems that do not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.RequestHandlerClass = EagerRequestHandler
 
     def server_bind(self) -> None:
         super().server_bind()

@@ -14,11 +14,15 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
 
-from .. import results
+from fhir_server.context import Principal, RequestContext
+
+from .. import audit, results
 from ..dataset import BadInstance
 from ..matching import BadMatch, match
 from ..service import Dicom
 from ..storage.query import Match, compile_query
+from ..sync import origin
+from . import part10
 from .network import NoDelayAE
 
 log = logging.getLogger("integrations.dicom")
@@ -107,7 +111,7 @@ def store(event: Any, dicom: Dicom) -> int:
     """C-STORE: the dataset as received, with the File Meta Information of its presentation
     context (PS3.10 §7.1), kept unchanged; success only once its index row is committed."""
     try:
-        dicom.store.put(event.encoded_dataset(include_meta=True))
+        dicom.store.put(part10.received(event))
     except BadInstance as exc:
         log.warning("C-STORE from %s refused: %s", event.assoc.requestor.ae_title, exc)
         return DATASET_DOES_NOT_MATCH if exc.tag is not None else CANNOT_UNDERSTAND
@@ -116,6 +120,20 @@ def store(event: Any, dicom: Dicom) -> int:
         return OUT_OF_RESOURCES
     dicom.syncer.changed()
     return SUCCESS
+
+
+def _audit(event: Any, dicom: Dicom, service: str, interaction: str, studies: Any) -> None:
+    """Tell the audit trail what a C-FIND, C-MOVE or C-GET answered, as DICOMweb's reads
+    are told (audit.py): the calling AE title is the client, its address the network
+    access point."""
+    requestor = event.assoc.requestor
+    ctx = RequestContext(
+        base_url=origin(dicom.services.settings) + "/fhir",
+        principal=Principal(client_id=f"dicom:{str(requestor.ae_title).strip()}"),
+        client_address=requestor.address,
+    )
+    audit.accessed(dicom.services, ctx, dicom.index, service, f"/dicom/{service}", "",
+                   interaction, studies)  # fmt: skip
 
 
 def _matches(identifier: Dataset, level: str) -> list[Match]:
@@ -162,6 +180,8 @@ def find(event: Any, dicom: Dicom) -> Iterator[tuple[int, Dataset | None]]:
         found = results.series(dicom.index, rows, None, base, False)
     else:
         found = results.instances(rows, None, base, None)
+    at = {"PATIENT": None, "STUDY": 0, "SERIES": 1, "IMAGE": 2}[level]
+    _audit(event, dicom, "C-FIND", "search-type", [r[at] for r in rows] if at is not None else [])
     keys = [int(e.tag) for e in identifier]
     for item in found:
         if event.is_cancelled:
@@ -228,12 +248,14 @@ def move(event: Any, dicom: Dicom) -> Iterator[Any]:
         yield None, None
         return
     try:
-        files = _paths(dicom, _to_retrieve(event, dicom))
+        found = _to_retrieve(event, dicom)
+        files = _paths(dicom, found)
     except (BadMatch, ValueError) as exc:
         log.warning("C-MOVE from %s refused: %s", event.assoc.requestor.ae_title, exc)
         yield peer.host, peer.port
         yield IDENTIFIER_DOES_NOT_MATCH, None
         return
+    _audit(event, dicom, "C-MOVE", "read", {f["study_uid"] for f in found})
     yield peer.host, peer.port, {"contexts": _contexts(files)}
     yield len(files)
     yield from _sub_operations(event, files)
@@ -243,11 +265,13 @@ def get(event: Any, dicom: Dicom) -> Iterator[Any]:
     """C-GET: the instances over the same association (the requestor took the SCP role for
     their storage SOP classes)."""
     try:
-        files = _paths(dicom, _to_retrieve(event, dicom))
+        found = _to_retrieve(event, dicom)
+        files = _paths(dicom, found)
     except (BadMatch, ValueError) as exc:
         log.warning("C-GET from %s refused: %s", event.assoc.requestor.ae_title, exc)
         yield 0
         return
+    _audit(event, dicom, "C-GET", "read", {f["study_uid"] for f in found})
     yield len(files)
     yield from _sub_operations(event, files)
 

@@ -20,10 +20,14 @@ class Files:
         """Write whole or not at all: to a temporary name, then renamed over the target, so a
         reader (WADO-RS) never sees half a file and a failed write leaves nothing."""
         target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{uuid.uuid4().hex}.part")
         try:
-            with open(temporary, "wb") as out:
+            try:
+                out = open(temporary, "wb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:  # a new series: its directory first (not every time)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = open(temporary, "wb")  # noqa: SIM115
+            with out:
                 out.write(data)
             os.replace(temporary, target)
         except BaseException:

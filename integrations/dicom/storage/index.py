@@ -123,22 +123,33 @@ class Index:
         st, se, it = row.study, row.series, row.instance
         with self._write() as conn:
             old = conn.execute("SELECT path FROM instance WHERE uid = ?", (it["uid"],)).fetchone()
+            # another instance of a known study: its attributes are the same nearly always,
+            # and then only the revision changes (no index entry of the study rewritten)
+            if not conn.execute(
+                "UPDATE study SET revision = revision + 1, updated = ? WHERE uid = ?"
+                " AND attrs = ?",
+                (received, st["uid"], st["attrs"]),
+            ).rowcount:
+                conn.execute(
+                    "INSERT INTO study (uid, patient_id, issuer, patient_name, birth_date, sex,"
+                    " accession, study_date, study_time, study_id, description, referring,"
+                    " attrs, updated) VALUES (:uid, :patient_id, :issuer, :patient_name,"
+                    " :birth_date, :sex, :accession, :study_date, :study_time, :study_id,"
+                    " :description, :referring, :attrs, :updated) ON CONFLICT (uid) DO UPDATE"
+                    " SET patient_id = :patient_id, issuer = :issuer,"
+                    " patient_name = :patient_name, birth_date = :birth_date, sex = :sex,"
+                    " accession = :accession, study_date = :study_date,"
+                    " study_time = :study_time, study_id = :study_id,"
+                    " description = :description, referring = :referring, attrs = :attrs,"
+                    " updated = :updated, revision = revision + 1",
+                    {**st, "updated": received},
+                )
             conn.execute(
-                "INSERT INTO study (uid, patient_id, issuer, patient_name, birth_date, sex,"
-                " accession, study_date, study_time, study_id, description, referring, attrs,"
-                " updated) VALUES (:uid, :patient_id, :issuer, :patient_name, :birth_date, :sex,"
-                " :accession, :study_date, :study_time, :study_id, :description, :referring,"
-                " :attrs, :updated) ON CONFLICT (uid) DO UPDATE SET patient_id = :patient_id,"
-                " issuer = :issuer, patient_name = :patient_name, birth_date = :birth_date,"
-                " sex = :sex, accession = :accession, study_date = :study_date,"
-                " study_time = :study_time, study_id = :study_id, description = :description,"
-                " referring = :referring, attrs = :attrs, updated = :updated,"
-                " revision = revision + 1",
-                {**st, "updated": received},
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO series VALUES (:uid, :study_uid, :modality, :number,"
-                " :description, :attrs)",
+                "INSERT INTO series VALUES (:uid, :study_uid, :modality, :number,"
+                " :description, :attrs) ON CONFLICT (uid) DO UPDATE SET"
+                " study_uid = :study_uid, modality = :modality, number = :number,"
+                " description = :description, attrs = :attrs"
+                " WHERE attrs != :attrs OR study_uid != :study_uid",
                 se,
             )
             moved = conn.execute(

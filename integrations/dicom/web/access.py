@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from fhir_server.context import RequestContext
 from fhir_server.interactions.search import find
-from fhir_server.policy.decide import forbidden
 from fhir_server.policy.enforce import authorize
 from fhir_server.services import Services
 
@@ -22,15 +21,11 @@ def check(services: Services, ctx: RequestContext, interaction: str) -> None:
 
 
 def check_stow(services: Services, ctx: RequestContext) -> None:
-    """STOW-RS writes ImagingStudies (and may create Patients) as the server does: only for
-    callers whose create and update of ImagingStudy is not narrowed to some patients."""
+    """403 unless some granted scope permits both create and update of ImagingStudy (STOW-RS
+    writes one per study); which patients' studies the caller may store is the write path's
+    decision, per study (sync.sync_study)."""
     for interaction in ("create", "update"):
-        access = authorize(ctx, services, interaction, "ImagingStudy")
-        if access is not None and access.narrowed:
-            raise forbidden(
-                "STOW-RS needs write access to every ImagingStudy (a system/ scope without an "
-                "organization); this token's access is confined to some patients"
-            )
+        authorize(ctx, services, interaction, "ImagingStudy")
 
 
 def visible(

@@ -5,6 +5,7 @@ configured web viewer. Every answer is confined to what the caller's ImagingStud
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,12 +22,13 @@ from fhir_server.context import ANONYMOUS, RequestContext
 from fhir_server.errors import FhirError, error
 from fhir_server.services import Services
 
-from .. import results
+from .. import audit, results
 from ..attributes import tag_of
 from ..dataset import BadInstance, check_complete, read_header, valid_uid
 from ..matching import BadMatch, match
 from ..service import Dicom, dicom_of
 from ..storage.query import Match, compile_query
+from ..store import Pending, Stored
 from ..sync import origin, sync_study
 from . import access, multipart, pixels
 from .metadata import bulk_base, metadata
@@ -203,6 +205,9 @@ async def _qido(
     rows, more = await _run(
         _search, services, ctx, dicom, level, pinned + matches, limit, offset
     )
+    study_at = {"STUDY": 0, "SERIES": 1, "IMAGE": 2}[level]
+    await _run(audit.accessed, services, ctx, dicom.index, request.method, request.url.path,
+               request.url.query, "search-type", [r[study_at] for r in rows])  # fmt: skip
     base = _web_base(request)
     keep = results.wanted(level, include, everything)
     if level == "STUDY":
@@ -281,6 +286,17 @@ def _instances(
     return rows
 
 
+def _read(
+    request: Request, services: Services, ctx: RequestContext, dicom: Dicom, study: str,
+    series: str | None = None, sop: str | None = None,
+) -> list[dict[str, Any]]:
+    """_instances, audited as a read of the study (audit.py)."""
+    rows = _instances(services, ctx, dicom, study, series, sop)
+    audit.accessed(services, ctx, dicom.index, request.method, request.url.path,
+                   request.url.query, "read", [study])  # fmt: skip
+    return rows
+
+
 def _dicom_syntax(request: Request) -> None:
     """WADO-RS instances: multipart/related; type="application/dicom", as stored (bytes
     unchanged: `transfer-syntax=*`, or none given, or the stored one)."""
@@ -301,7 +317,7 @@ async def _retrieve(
 ) -> Response:
     _dicom_syntax(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     bound = multipart.boundary()
 
     async def body() -> Any:
@@ -334,7 +350,7 @@ async def _metadata(
 ) -> Response:
     _json_accepted(request)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     items = await _run(metadata, dicom.store, rows)
     body = bulk_base(b"[" + b",".join(items) + b"]", _web_base(request))
     return Response(body, media_type=DICOM_JSON)
@@ -410,7 +426,7 @@ async def retrieve_frames(
 ) -> Response:
     wanted = _frame_numbers(numbers)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    row = (await _run(_instances, services, ctx, dicom, study, series, sop))[0]
+    row = (await _run(_read, request, services, ctx, dicom, study, series, sop))[0]
     decode, kind = _frame_choice(request, row["transfer_syntax"])
     data = await _run(dicom.store.files.read, row["path"])
 
@@ -439,7 +455,7 @@ async def retrieve_bulk(
     if number is None:
         raise _not_found(f"Bulk data {tag[:20]}")
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    row = (await _run(_instances, services, ctx, dicom, study, series, sop))[0]
+    row = (await _run(_read, request, services, ctx, dicom, study, series, sop))[0]
     data = await _run(dicom.store.files.read, row["path"])
     ds = await _run(pixels.load, data)
     if number not in ds:
@@ -499,7 +515,7 @@ async def _rendered(
     if thumbnail and viewport is None:
         viewport = (128, 128)
     services, ctx, dicom = _services(request), _context(request), _dicom(request)
-    rows = await _run(_instances, services, ctx, dicom, study, series, sop)
+    rows = await _run(_read, request, services, ctx, dicom, study, series, sop)
     row = rows[len(rows) // 2]  # a series' or study's thumbnail: its middle image
     data = await _run(dicom.store.files.read, row["path"])
 
@@ -545,19 +561,24 @@ async def thumbnail_study(request: Request, study: str) -> Response:
 
 # --- STOW-RS --------------------------------------------------------------------------
 
-#: PS3.18 Table 10.5.3-2 failure reasons (PS3.4 C.4.2.1.4.1 status codes)
+#: PS3.18 Table 10.5.3-2 failure reasons (PS3.4 C.4.2.1.4.1 status codes; PS3.7 C.4.2
+#: 0124H Refused: Not authorized)
 CANNOT_UNDERSTAND = 0xC000
 DOES_NOT_MATCH = 0xA900
 PROCESSING_FAILURE = 0x0110
+NOT_AUTHORIZED = 0x0124
 
 
 def _stow(
-    services: Services, dicom: Dicom, parts: list[tuple[dict[str, str], bytes]],
-    study: str | None, base: str,
+    services: Services, ctx: RequestContext, dicom: Dicom,
+    parts: list[tuple[dict[str, str], bytes]], study: str | None, base: str,
 ) -> tuple[int, dict[str, Any]]:
-    """Store each part like a C-STORE; the PS3.18 §10.5.3 response: 200 all stored, 202
-    some failed, 409 none stored."""
-    stored, failed, studies = [], [], set()
+    """Store each part like a C-STORE, each study's instances with its ImagingStudy written
+    as the caller (sync.sync_study): the instances of a study whose ImagingStudy the caller
+    may not write are refused, 0124H each. The PS3.18 §10.5.3 response: 200 all stored,
+    202 some failed, 409 none stored, 403 none stored and all for want of authorization."""
+    stored, failed = [], []
+    by_study: dict[str, list[tuple[int, Pending]]] = {}
     for number, (headers, data) in enumerate(parts, start=1):
         header = None
         media, _ = multipart.parameters(headers.get("content-type", "application/dicom"))
@@ -566,45 +587,69 @@ def _stow(
                 raise BadInstance(f"part {number} is {media}, not application/dicom")
             header = read_header(data)
             check_complete(data, header)  # an upload cut short (C-STORE: by DIMSE framing)
-            sop_class = str(header.get("SOPClassUID", ""))
             if study is not None and str(header.get("StudyInstanceUID", "")) != study:
                 failed.append(_failed(header, DOES_NOT_MATCH))
                 log.warning("STOW-RS part %d: not of study %s", number, study)
                 continue
-            done = dicom.store.put(data, header)
+            pending = dicom.store.prepare(data, header)
         except BadInstance as exc:
             log.warning("STOW-RS part %d refused: %s", number, exc)
             reason = CANNOT_UNDERSTAND if exc.tag is None else DOES_NOT_MATCH
             failed.append(_failed(header, reason))
             continue
-        except OSError:
-            log.exception("STOW-RS part %d could not be stored", number)
-            failed.append(_failed(header, PROCESSING_FAILURE))
+        by_study.setdefault(pending.row.study["uid"], []).append((number, pending))
+    refused = 0
+    for uid, items in by_study.items():
+        done: list[Stored] = []
+        keep = functools.partial(_keep, dicom, done)
+        try:
+            sync_study(services, dicom.index, uid, ctx, [p for _, p in items], keep)
+        except FhirError as exc:
+            reason = NOT_AUTHORIZED if exc.status in (403, 404) else PROCESSING_FAILURE
+            refused += len(items) if reason == NOT_AUTHORIZED else 0
+            log.warning("STOW-RS of study %s refused: %s", uid, exc)
+            failed += [_failed(p.row.instance, reason) for _, p in items]
             continue
-        studies.add(done.study)
-        url = f"{base}/studies/{done.study}/series/{done.series}/instances/{done.sop}"
-        stored.append({
-            "00081150": {"vr": "UI", "Value": [sop_class]},
-            "00081155": {"vr": "UI", "Value": [done.sop]},
-            "00081190": {"vr": "UR", "Value": [url]},
-        })  # fmt: skip
-    for uid in sorted(studies):
-        sync_study(services, dicom.index, uid)
+        except OSError:
+            log.exception("STOW-RS of study %s could not be stored", uid)
+            failed += [_failed(p.row.instance, PROCESSING_FAILURE) for _, p in items]
+            continue
+        for item in done:
+            url = f"{base}/studies/{item.study}/series/{item.series}/instances/{item.sop}"
+            stored.append({
+                "00081150": {"vr": "UI", "Value": [item.sop_class]},
+                "00081155": {"vr": "UI", "Value": [item.sop]},
+                "00081190": {"vr": "UR", "Value": [url]},
+            })  # fmt: skip
     body: dict[str, Any] = {}
-    if study is not None or len(studies) == 1:
-        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study or next(iter(studies))}"]}
+    studies = sorted({s["00081190"]["Value"][0].split("/series/")[0] for s in stored})
+    if study is not None:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study}"]}
+    elif len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": studies}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     body["00081199"] = {"vr": "SQ", "Value": stored} if stored else {"vr": "SQ"}
-    status = 200 if not failed else 202 if stored else 409
+    if not failed:
+        status = 200
+    elif stored:
+        status = 202
+    else:
+        status = 403 if refused == len(failed) else 409
     return status, body
 
 
+def _keep(dicom: Dicom, done: list[Stored], pending: Pending) -> None:
+    done.append(dicom.store.keep(pending))
+
+
 def _failed(header: Any, reason: int) -> dict[str, Any]:
+    """A Failed SOP Sequence item; `header` a dataset or an index row (or None)."""
     item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [reason]}}
     if header is not None:
-        for source, target in (("SOPClassUID", "00081150"), ("SOPInstanceUID", "00081155")):
-            value = str(header.get(source, "") or "")
+        keys = (("SOPClassUID", "sop_class", "00081150"), ("SOPInstanceUID", "uid", "00081155"))
+        for keyword, column, target in keys:
+            value = str(header.get(keyword, "") or header.get(column, "") or "")
             if value:
                 item[target] = {"vr": "UI", "Value": [value]}
     return dict(sorted(item.items()))
@@ -628,7 +673,7 @@ async def _store(request: Request, study: str | None) -> Response:
     if not parts:
         raise error(400, "invalid", "the request has no instances")
     dicom = _dicom(request)
-    status, answer = await _run(_stow, services, dicom, parts, study, _web_base(request))
+    status, answer = await _run(_stow, services, ctx, dicom, parts, study, _web_base(request))
     return _json(answer, status)
 
 
