@@ -324,7 +324,7 @@ export async function referralDetail(ctx, view, taskId) {
         subject: sr.subject, authoredOn: new Date().toISOString(),
         reasonCode: [{ text: reason.value.trim() }],
         requester: { reference: ctx.user },
-        performer: [{ reference: `Organization/${target.value}` }],
+        performer: [{ reference: `Organization/${target.value}`, display: target.selectedOptions[0].textContent }],
       };
       run("complete", [{ name: "downwardReferral", resource: down }], go);
     });
