@@ -127,8 +127,8 @@ def test_the_referral_journey_through_the_apps_in_chromium(
     for screen in ("workbench-worklist", "workbench-record", "workbench-form",
                    "workbench-referral", "workbench-checkin", "workbench-stats", "patient-home"):
         assert f"{screen}-1366.png" in names  # fmt: skip
-    for screen in ("doctor-worklist", "doctor-referral", "doctor-record", "doctor-stats",
-                   "patient-home", "patient-slip"):
+    for screen in ("doctor-worklist", "doctor-referral", "doctor-record", "doctor-form",
+                   "doctor-checkin", "doctor-stats", "patient-home", "patient-slip"):
         assert f"{screen}-390.png" in names  # fmt: skip
     for path in map(Path, out["shots"]):
         with Image.open(path) as image:

@@ -236,6 +236,12 @@ async function journey(browser, out) {
   await phone.goto(`${config.origin}/apps/workbench/index.html#/record/${out.ehr.patient}`);
   await phone.waitForSelector(".banner[data-patient]", { timeout: STEP });
   await shot(phone, "doctor-record-390");
+  await phone.click("#new-referral");
+  await phone.waitForSelector("form select[name=target]", { timeout: STEP });
+  await shot(phone, "doctor-form-390");
+  await phone.goto(`${config.origin}/apps/workbench/index.html#/checkin`);
+  await phone.waitForSelector("input[name=code]", { timeout: STEP });
+  await shot(phone, "doctor-checkin-390");
   out.logs = Object.fromEntries([office, doctor, phone, patient, other].map(p => [p.name, p.logs.filter(l => /error/i.test(l))]));
 }
 

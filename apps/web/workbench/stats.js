@@ -17,8 +17,9 @@ function parts(list) {
 }
 
 /** A grouped bar chart: one group per key, one bar per direction (submitted). */
-function bars(groups, title) {
-  const width = 680, height = 240, left = 36, bottom = 56, top = 10;
+function bars(groups, title, room) {
+  // drawn for the space it gets (a phone's 360 px or a PC's 1100), so labels stay legible
+  const width = Math.max(300, Math.min(1100, room || 680)), height = 240, left = 36, bottom = 56, top = 10;
   const step = Math.max(1, Math.ceil(Math.max(...groups.flatMap(g => DIRECTIONS.map(d => (g[d] || {}).submitted || 0)), 0) / 4));
   const max = step * 4; // whole-number gridlines
   const slot = (width - left) / Math.max(1, groups.length);
@@ -47,7 +48,8 @@ function bars(groups, title) {
       add("rect", { x: x0 + j * bar, y: y(v), width: bar - 2, height: height - bottom - y(v), fill: COLOURS[d] })
         .append(Object.assign(document.createElementNS("http://www.w3.org/2000/svg", "title"), { textContent: `${g.label} ${t(`stats.${d}`)} ${v}` }));
     });
-    const label = String(g.label).length > 7 ? `${String(g.label).slice(0, 7)}…` : g.label;
+    const fits = Math.max(3, Math.floor(slot / 12)); // characters of ~12 px that fit the slot
+    const label = String(g.label).length > fits ? `${String(g.label).slice(0, fits - 1)}…` : g.label;
     add("text", { x: left + i * slot + slot / 2, y: height - bottom + 16, "text-anchor": "middle" }, label);
   });
   return h("figure", { class: "chart" }, h("figcaption", {}, title), svg,
@@ -59,7 +61,7 @@ export async function stats(ctx, view) {
   const year = new Date().getFullYear();
   const from = h("input", { type: "date", name: "from", value: `${year}-01-01` });
   const to = h("input", { type: "date", name: "to" });
-  const scope = h("select", { name: "scope" }, h("option", { value: "mine" }, t("myOrg")), h("option", { value: "all" }, "医联体 / Consortium"));
+  const scope = h("select", { name: "scope", "aria-label": "统计范围 / Scope" }, h("option", { value: "mine" }, t("myOrg")), h("option", { value: "all" }, "医联体 / Consortium"));
   const out = h("div", { id: "stats-out" });
   const load = async () => {
     const q = new URLSearchParams();
@@ -80,9 +82,10 @@ export async function stats(ctx, view) {
         h("small", {}, `${t("stats.accepted")} ${x.accepted || 0} · ${t("stats.rejected")} ${x.rejected || 0} · ${t("stats.completed")} ${x.completed || 0}`),
         h("br"), h("small", {}, `${t("stats.rate")} ${x.acceptanceRate === undefined ? "—" : `${Math.round(x.acceptanceRate * 100)}%`} · ${t("stats.median")} ${x.medianHoursToDecision === undefined ? "—" : x.medianHoursToDecision}`))];
     }));
+    const room = out.clientWidth - 34;
     out.replaceChildren(kpis,
-      h("section", { class: "card" }, bars(groups(byTarget), `${t("stats.byHospital")}（${t("stats.submitted")}）`)),
-      h("section", { class: "card" }, bars(groups(byMonth), `${t("stats.byMonth")}（${t("stats.submitted")}）`)));
+      h("section", { class: "card" }, bars(groups(byTarget), `${t("stats.byHospital")}（${t("stats.submitted")}）`, room)),
+      h("section", { class: "card" }, bars(groups(byMonth), `${t("stats.byMonth")}（${t("stats.submitted")}）`, room)));
   };
   const form = h("form", { class: "row card", onsubmit: e => { e.preventDefault(); load().catch(showError); } },
     h("label", {}, `${t("stats.from")} `, from), h("label", {}, `${t("stats.to")} `, to), scope,
