@@ -75,6 +75,7 @@ def test_the_referral_journey_through_the_apps_in_chromium(
     config = {
         "origin": demo.removesuffix("/fhir"), "iss": demo, "launch": launch,
         "password": "demo-password", "shots": str(SCREENSHOTS), "department": "心血管内科",
+        "hiddenPatient": "pat-no-such",
     }  # fmt: skip
     done = subprocess.run(
         ["node", str(HERE / "apps.mjs"), json.dumps(config)],
@@ -116,6 +117,8 @@ def test_the_referral_journey_through_the_apps_in_chromium(
     assert out["relaunch"]["hash"] == "#/stats"
     # the doctor app: the same pages with a phone's bottom navigation
     assert out["phone"] == {"bottomNav": True, "sideNav": False}
+    # a record the user may not see: an empty state saying why, not a broken page
+    assert out["hidden"] == "无权查看（医联体共享规则）"
     # the patient app: the patient's own referral and its slip; another patient sees none of it
     assert submitted["number"] in out["patient"]["referrals"] and "彭静" in out["patient"]["me"]
     assert out["patient"]["slipQr"] == submitted["qr"]

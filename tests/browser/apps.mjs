@@ -239,6 +239,10 @@ async function journey(browser, out) {
   await phone.click("#new-referral");
   await phone.waitForSelector("form select[name=target]", { timeout: STEP });
   await shot(phone, "doctor-form-390");
+  // a record the consortium rule hides (or that does not exist: the server answers alike)
+  await phone.goto(`${config.origin}/apps/workbench/index.html#/record/${config.hiddenPatient}`);
+  await phone.waitForSelector("#record-hidden", { timeout: STEP });
+  out.hidden = await text(phone, "#record-hidden");
   await phone.goto(`${config.origin}/apps/workbench/index.html#/checkin`);
   await phone.waitForSelector("input[name=code]", { timeout: STEP });
   await shot(phone, "doctor-checkin-390");
