@@ -134,6 +134,42 @@ const STRINGS = {
   "launchPatient": ["当前患者", "Current patient"],
   "myOrg": ["本院", "My hospital"],
   "newArrival": ["有新的转入申请", "A new referral has arrived"],
+  "col.note": ["备注", "Note"],
+  "col.activity": ["活动", "Activity"],
+  "col.agent": ["操作者", "Agent"],
+  "col.approver": ["审批人", "Approver"],
+  "col.qr": ["二维码", "QR code"],
+  "col.test": ["项目", "Test"],
+  "col.value": ["结果", "Value"],
+  "col.report": ["报告", "Report"],
+  "col.conclusion": ["结论", "Conclusion"],
+  "col.document": ["文档", "Document"],
+  "col.study": ["检查", "Study"],
+  "col.provider": ["机构", "Provider"],
+  "out.all": ["全部", "All"],
+  "out.draft": ["草稿", "Drafts"],
+  "out.submitted": ["已提交", "Submitted"],
+  "out.booked": ["已预约", "Booked"],
+  "out.rejected": ["已拒绝/撤回", "Rejected"],
+  "out.completed": ["已完成", "Completed"],
+  "form.review": ["号源由转入医院复核后确认", "The receiving hospital reviews the booking"],
+  "stats.scope": ["统计范围", "Scope"],
+  "stats.consortium": ["医联体", "Consortium"],
+  "rec.pick": ["请从转诊列表选择患者", "Pick a patient from a worklist"],
+  "appt.pending": ["待确认", "Pending"],
+  "appt.booked": ["已预约", "Booked"],
+  "appt.arrived": ["已到诊", "Arrived"],
+  "appt.fulfilled": ["已就诊", "Fulfilled"],
+  "appt.cancelled": ["已取消", "Cancelled"],
+  "appt.noshow": ["爽约", "No-show"],
+  "task.requested": ["待处理", "To do"],
+  "task.received": ["已接收", "Received"],
+  "task.accepted": ["已接受", "Accepted"],
+  "task.in-progress": ["进行中", "In progress"],
+  "task.completed": ["已完成", "Completed"],
+  "task.failed": ["未完成", "Failed"],
+  "task.cancelled": ["已取消", "Cancelled"],
+  "task.rejected": ["已拒绝", "Rejected"],
 };
 
 const KEY = "yl-lang";
@@ -148,10 +184,10 @@ export function setLanguage(value) {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
 }
 
-/** An interface string in the current language. */
-export function t(key) {
+/** An interface string in the current language (`fallback`, else the key, when unknown). */
+export function t(key, fallback) {
   const found = STRINGS[key];
-  return found ? found[lang === "zh" ? 0 : 1] : key;
+  return found ? found[lang === "zh" ? 0 : 1] : fallback === undefined ? key : fallback;
 }
 
 /** Our CodeSystems' displays (zh-CN designation or English display), loaded once. */

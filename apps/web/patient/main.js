@@ -42,7 +42,7 @@ async function home(api, view, me) {
       }) : h("p", { class: "empty" }, t("empty"))),
     h("section", { class: "card", id: "my-appointments" }, h("h3", {}, t("me.appointment")),
       upcoming.length ? upcoming.map(a => h("div", { class: "item" }, h("strong", {}, formatTime(a.start)),
-        ` ${a.description || ""} (${a.status})`)) : h("p", { class: "empty" }, t("empty"))),
+        ` ${a.description || ""}（${t(`appt.${a.status}`, a.status)}）`)) : h("p", { class: "empty" }, t("empty"))),
     h("section", { class: "card" }, h("h3", {}, t("me.consult")), h("p", { class: "empty" }, t("nav.soon"))),
     slipBox);
 }
@@ -60,7 +60,7 @@ async function followups(api, view, me) {
   view.replaceChildren(h("section", { class: "card" }, h("h3", {}, t("me.followups")),
     found.length ? found.map(task => h("div", { class: "item" },
       h("strong", {}, formatDate(task.restriction && task.restriction.period && task.restriction.period.start)),
-      ` ${task.status}`, h("div", { class: "muted" }, task.description || ""))) : h("p", { class: "empty" }, t("empty"))));
+      ` ${t(`task.${task.status}`, task.status)}`, h("div", { class: "muted" }, task.description || ""))) : h("p", { class: "empty" }, t("empty"))));
 }
 
 async function main() {

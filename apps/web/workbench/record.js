@@ -32,16 +32,16 @@ async function render(ctx, id, which) {
     : table(caption, headers, found.rows.map(row), { class: "list" });
   switch (which) {
     case "encounters":
-      return show(t("rec.encounters"), [t("col.time"), t("col.type"), "机构 / Provider"],
+      return show(t("rec.encounters"), [t("col.time"), t("col.type"), t("col.provider")],
         await part(api, `Encounter?${p}&_sort=-date&_count=50`),
         e => [formatTime(e.period && e.period.start), (e.type || []).map(displayOf).join("、") || (e.class && e.class.code),
           e.serviceProvider ? e.serviceProvider.display || e.serviceProvider.reference : ""]);
     case "results":
-      return show(t("rec.results"), [t("col.time"), "项目 / Test", "结果 / Value"],
+      return show(t("rec.results"), [t("col.time"), t("col.test"), t("col.value")],
         await part(api, `Observation?${p}&_sort=-date&_count=50`),
         o => [formatTime(o.effectiveDateTime || o.issued), displayOf(o.code), quantity(o)]);
     case "reports":
-      return show(t("rec.reports"), [t("col.time"), "报告 / Report", "结论 / Conclusion"],
+      return show(t("rec.reports"), [t("col.time"), t("col.report"), t("col.conclusion")],
         await part(api, `DiagnosticReport?${p}&_sort=-date&_count=50`),
         r => [formatTime(r.effectiveDateTime || r.issued), displayOf(r.code), r.conclusion || ""]);
     case "images": {
@@ -49,14 +49,14 @@ async function render(ctx, id, which) {
       if (found.error) return h("p", { class: "empty" }, found.error);
       const endpoints = new Map(found.rows.filter(r => r.resourceType === "Endpoint").map(e => [`Endpoint/${e.id}`, e]));
       const studies = found.rows.filter(r => r.resourceType === "ImagingStudy");
-      return table(t("rec.images"), [t("col.time"), "检查 / Study", ""], studies.map(s => {
+      return table(t("rec.images"), [t("col.time"), t("col.study"), ""], studies.map(s => {
         const viewer = (s.endpoint || []).map(r => endpoints.get(r.reference)).find(e => e && e.address);
         return [formatTime(s.started), s.description || (s.modality || []).map(m => m.code).join("/"),
           viewer ? h("a", { href: viewer.address, target: "_blank", rel: "noopener" }, t("rec.viewer")) : ""];
       }), { class: "list" });
     }
     case "documents":
-      return show(t("rec.documents"), [t("col.time"), "文档 / Document", ""],
+      return show(t("rec.documents"), [t("col.time"), t("col.document"), ""],
         await part(api, `DocumentReference?${p}&_sort=-date&_count=50`),
         d => [formatTime(d.date), d.description || displayOf(d.type), (d.content || []).map(c => c.attachment && c.attachment.title).filter(Boolean).join("、")]);
     default: {
@@ -65,7 +65,7 @@ async function render(ctx, id, which) {
       return h("div", { class: "grid2" },
         h("section", { class: "card" }, h("h3", {}, t("rec.conditions")), show(t("rec.conditions"), [t("form.diagnosis"), t("col.time")],
           conditions, c => [displayOf(c.code), formatDate(c.onsetDateTime || c.recordedDate)])),
-        h("section", { class: "card" }, h("h3", {}, t("rec.results")), show(t("rec.results"), ["项目 / Test", "结果 / Value"],
+        h("section", { class: "card" }, h("h3", {}, t("rec.results")), show(t("rec.results"), [t("col.test"), t("col.value")],
           recent, o => [displayOf(o.code), quantity(o)])));
     }
   }
@@ -74,7 +74,7 @@ async function render(ctx, id, which) {
 export async function record(ctx, view, id, which = "summary") {
   id = id || ctx.patientId;
   if (!id) {
-    view.replaceChildren(h("h2", {}, t("nav.record")), h("p", { class: "empty" }, "请从转诊列表选择患者 / Pick a patient from a worklist"));
+    view.replaceChildren(h("h2", {}, t("nav.record")), h("p", { class: "empty" }, t("rec.pick")));
     return;
   }
   let patient;

@@ -128,7 +128,7 @@ export async function referralForm(ctx, view, patientId) {
     field(t("form.plan"), area("plan", 2)),
     h("fieldset", {}, h("legend", {}, t("form.results")), picks.childNodes.length ? picks : h("p", { class: "empty" }, t("empty"))),
     h("fieldset", {}, h("legend", {}, t("form.slot")), slotBox,
-      h("label", {}, review, " 号源由转入医院复核后确认 / the receiving hospital reviews the booking")),
+      h("label", {}, review, ` ${t("form.review")}`)),
     inpatient,
     h("div", { class: "row" }, submit,
       h("button", { type: "button", class: "secondary", onclick: () => { location.hash = `#/record/${patientId}`; } }, t("act.back"))),
@@ -296,7 +296,7 @@ export async function referralDetail(ctx, view, taskId) {
       run("reject", params, go);
     });
     dialog.replaceChildren(h("section", { class: "card", "aria-label": t("act.reject") },
-      field(t("reject.reason"), reasons, { required: true }), field(t("reject.redirect"), suggest), field("备注 / Note", note), go));
+      field(t("reject.reason"), reasons, { required: true }), field(t("reject.redirect"), suggest), field(t("col.note"), note), go));
     reasons.focus();
   }
 
@@ -356,8 +356,8 @@ export async function referralDetail(ctx, view, taskId) {
       sr.performerType ? ` · ${sr.performerType.text}` : ""),
     h("dt", {}, t("form.diagnosis")), h("dd", {}, (sr.reasonCode || []).map(displayOf).join("；")),
     h("dt", {}, t("form.history")), h("dd", {}, (sr.note || []).map(n => h("div", {}, n.text))),
-    appointment ? [h("dt", {}, t("detail.appointment")), h("dd", { id: "appointment" }, `${formatTime(appointment.start)} (${appointment.status})`)] : [],
-    h("dt", {}, "二维码 / QR"), h("dd", { id: "qr-payload", class: "muted" }, `Task/${task.id}`),
+    appointment ? [h("dt", {}, t("detail.appointment")), h("dd", { id: "appointment" }, `${formatTime(appointment.start)}（${t(`appt.${appointment.status}`, appointment.status)}）`)] : [],
+    h("dt", {}, t("col.qr")), h("dd", { id: "qr-payload", class: "muted" }, `Task/${task.id}`),
   );
   // who did each step, by name (the organizations and people are shared by the consortium)
   const names = new Map();
@@ -371,13 +371,13 @@ export async function referralDetail(ctx, view, taskId) {
   const timeline = h("ol", { class: "timeline", id: "timeline" },
     milestones(task).map(m => h("li", {}, h("strong", {}, milestoneLabel(m.code)),
       h("small", {}, `${formatTime(m.at)} ${names.get(m.actor) || ""}`))));
-  const activity = table(t("detail.provenance"), [t("col.time"), "活动 / Activity", "操作者 / Agent"],
+  const activity = table(t("detail.provenance"), [t("col.time"), t("col.activity"), t("col.agent")],
     provenance.sort((a, b) => String(a.recorded).localeCompare(String(b.recorded))).map(p => [
       formatTime(p.recorded), displayOf(p.activity),
       (p.agent || []).map(a => a.who && (a.who.display || a.who.reference)).filter(Boolean).join("、")]));
   const subTasks = approvals.length ? h("section", { class: "card" }, h("h3", {}, t("detail.approvals")),
-    table(t("detail.approvals"), [t("col.status"), "审批人 / Approver", ""], approvals.map(sub => [
-      h("span", { class: `status ${sub.status}` }, sub.status), sub.owner ? sub.owner.display || sub.owner.reference : "",
+    table(t("detail.approvals"), [t("col.status"), t("col.approver"), ""], approvals.map(sub => [
+      h("span", { class: `status ${sub.status}` }, t(`task.${sub.status}`, sub.status)), sub.owner ? sub.owner.display || sub.owner.reference : "",
       ["requested", "received"].includes(sub.status) && receiver
         ? h("button", { type: "button", onclick: async e => { e.target.disabled = true; try { await api.operation(`Task/${sub.id}/$accept`); await again(); } catch (err) { showError(err); e.target.disabled = false; } } }, t("act.approve"))
         : ""]))) : "";
@@ -389,7 +389,9 @@ export async function referralDetail(ctx, view, taskId) {
       h("section", { class: "card" }, facts),
       h("section", { class: "card" }, h("h3", {}, t("detail.timeline")), timeline)),
     subTasks,
-    h("section", { class: "card" }, h("h3", {}, t("detail.provenance")), activity),
+    // transition Provenance names no Patient, so the consortium rule shows it to no hospital
+    // user yet: the milestones above carry the same who and when
+    provenance.length ? h("section", { class: "card" }, h("h3", {}, t("detail.provenance")), activity) : "",
   );
   view.dataset.status = task.status;
   view.dataset.business = code || "";

@@ -61,7 +61,7 @@ export async function stats(ctx, view) {
   const year = new Date().getFullYear();
   const from = h("input", { type: "date", name: "from", value: `${year}-01-01` });
   const to = h("input", { type: "date", name: "to" });
-  const scope = h("select", { name: "scope", "aria-label": "统计范围 / Scope" }, h("option", { value: "mine" }, t("myOrg")), h("option", { value: "all" }, "医联体 / Consortium"));
+  const scope = h("select", { name: "scope", "aria-label": t("stats.scope") }, h("option", { value: "mine" }, t("myOrg")), h("option", { value: "all" }, t("stats.consortium")));
   const out = h("div", { id: "stats-out" });
   const load = async () => {
     const q = new URLSearchParams();

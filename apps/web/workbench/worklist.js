@@ -114,7 +114,7 @@ export async function worklists(ctx, view, selected = "incoming") {
           const p = l.patients.get(refId(task.for));
           return [p ? h("a", { href: `#/record/${p.id}` }, nameOf(p)) : refId(task.for),
             formatDate(task.restriction && task.restriction.period && task.restriction.period.start),
-            h("span", { class: `status ${task.status}` }, task.status), task.description || ""];
+            h("span", { class: `status ${task.status}` }, t(`task.${task.status}`, task.status)), task.description || ""];
         }), { class: "list", id: "list-followup" });
     } else if (current === "outgoing") {
       const groups = {
@@ -125,11 +125,10 @@ export async function worklists(ctx, view, selected = "incoming") {
         rejected: i => i.task.status === "rejected" || i.task.status === "cancelled",
         completed: i => i.task.status === "completed",
       };
-      const labels = { all: "全部/All", draft: "草稿/Drafts", submitted: "已提交/Submitted", booked: "已预约/Booked",
-        rejected: "已拒绝/Rejected", completed: "已完成/Completed" };
+
       const chips = h("div", { class: "row", role: "group", "aria-label": t("col.status") },
         Object.keys(groups).map(k => h("button", { type: "button", class: k === outFilter ? "" : "secondary",
-          "aria-pressed": String(k === outFilter), onclick: () => { outFilter = k; render(); } }, labels[k])));
+          "aria-pressed": String(k === outFilter), onclick: () => { outFilter = k; render(); } }, t(`out.${k}`))));
       body = h("div", {}, chips, table(t("tab.outgoing"), headers,
         rows(l.outgoing.filter(groups[outFilter]), orgNames, { showFrom: false }), { class: "list", id: "list-outgoing" }));
     } else {
