@@ -23,8 +23,8 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check fhir_server integrations tests bench scripts
-	$(BIN)/mypy fhir_server integrations
+	$(BIN)/ruff check fhir_server integrations apps tests bench scripts
+	$(BIN)/mypy fhir_server integrations apps
 
 bench: install
 	$(BIN)/python -m bench.run

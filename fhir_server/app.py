@@ -77,7 +77,9 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
     if demo is None:
         return None
-    return f"{describe(demo)}\n{register_demo(services.features['auth'].store, sign_ins())}"
+    lines = [describe(demo), register_demo(services.features["auth"].store, sign_ins())]
+    lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]
+    return "\n".join(lines)
 
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:

@@ -43,6 +43,9 @@ class Plugin:
     #: the bearer-token check and CORS govern as they govern /fhir
     router: Any = None
     prefixes: tuple[str, ...] = ()
+    #: called after the demo consortium is loaded (`fhir-server demo`, `serve` on an empty
+    #: database): registers the package's demo parts (e.g. SMART clients); a console line
+    demo: Callable[[Services], str] | None = None
 
 
 @cache

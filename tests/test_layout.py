@@ -10,12 +10,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fhir_server"
-PACKAGES = (PACKAGE, ROOT / "integrations")
+PACKAGES = (PACKAGE, ROOT / "integrations", ROOT / "apps")
 #: feature packages: the core may not import them
 FEATURES = ("fhir_server.referral", "fhir_server.auth", "fhir_server.audit")
 #: the wiring (app factory, console script, process set-up): may import everything
 APPS = ("fhir_server.app", "fhir_server.cli", "fhir_server.serve")
 INTEGRATIONS = ("integrations",)
+#: the SMART apps (the top of the layers): nothing below imports them
+SMART_APPS = ("apps",)
 #: what an integration may not import: it writes through the interactions, like REST
 STORAGE = ("fhir_server.storage",)
 
@@ -76,7 +78,9 @@ def import_graph() -> dict[str, set[str]]:
         targets: set[str] = set()
         for node in _runtime_imports(tree):
             targets |= _targets(module, path.name == "__init__.py", node)
-        graph[module] = {t for t in targets if t.split(".")[0] in ("fhir_server", "integrations")}
+        graph[module] = {
+            t for t in targets if t.split(".")[0] in ("fhir_server", "integrations", "apps")
+        }
     return graph
 
 
@@ -87,7 +91,7 @@ def _within(module: str, prefixes: tuple[str, ...]) -> bool:
 def test_the_core_imports_no_feature_and_features_no_app_or_integration() -> None:
     wrong = []
     for module, targets in import_graph().items():
-        if _within(module, APPS + INTEGRATIONS):
+        if _within(module, APPS + INTEGRATIONS + SMART_APPS):
             continue
         for target in targets:
             if _within(module, FEATURES):
@@ -107,6 +111,31 @@ def test_nothing_in_fhir_server_imports_an_integration() -> None:
         if module.startswith("fhir_server")
         for target in targets
         if _within(target, INTEGRATIONS)
+    ]
+    assert wrong == []
+
+
+def test_nothing_below_the_apps_imports_them() -> None:
+    """apps/ is the top layer: plugged in by entry point like the integrations."""
+    graph = import_graph()
+    assert any(_within(m, SMART_APPS) for m in graph), "the apps were not walked"
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not _within(module, SMART_APPS)
+        for target in targets
+        if _within(target, SMART_APPS)
+    ]
+    assert wrong == []
+
+
+def test_the_apps_reach_data_through_features_never_storage() -> None:
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        if _within(module, SMART_APPS)
+        for target in targets
+        if _within(target, STORAGE + INTEGRATIONS)
     ]
     assert wrong == []
 

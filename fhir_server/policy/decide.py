@@ -55,6 +55,10 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     # $submit) they are invoked on: an update grant on it; which side of the referral may
     # invoke each is the referral feature's check (referral/sides.py)
     "$submit": ("update", "ServiceRequest"),
+    # counts per direction, hospital and month, no patient's data: the consortium's referral
+    # offices and managers read them with a search grant on ServiceRequest (patients may not:
+    # STAFF_ONLY)
+    "$referral-stats": ("search-type", "ServiceRequest"),
     **{
         name: ("update", "Task")
         for name in (
@@ -65,6 +69,16 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     },
 }
 
+
+#: operations over the whole consortium's figures: for practitioners and system clients, never
+#: for a patient's token (its compartment is one patient; the figures are everyone's)
+STAFF_ONLY = frozenset({"$referral-stats"})
+
+#: compartment types whose resources are often about no patient at all (R4 puts Schedule in the
+#: Patient compartment by `actor`, which is mostly a PractitionerRole or Location): one naming
+#: no Patient is shared like the resources outside the compartment, so hospitals see each
+#: other's reserved-slot Schedules (referral booking); a patient's own Schedule stays confined
+SHARED_UNLESS_PATIENT = frozenset({"Schedule"})
 
 #: types R4 leaves out of the Patient compartment whose resources name a patient and their care:
 #: the consortium rule confines them like the compartment's (a referral Task names its patient
@@ -131,7 +145,12 @@ def confining_patient(principal: Principal, grant: Grant) -> str | None:
 
 def _within_context(pid: str | None, rtype: str) -> bool:
     return pid is None or (
-        pid != "" and (rtype == "Patient" or rtype in q.COMPARTMENTS.get("Patient", {}))
+        pid != ""
+        and (
+            rtype == "Patient"
+            or rtype in q.COMPARTMENTS.get("Patient", {})
+            or rtype in BEYOND_COMPARTMENT
+        )
     )
 
 
@@ -162,6 +181,10 @@ def _compartment(pid: str, rtype: str) -> q.Clause:
     lists Patients that `link` to it, but links never widen access (security.md §3.2)."""
     if rtype == "Patient":
         return q.Clause(q.Param("_compartment", "special"), (), compartment=("Patient", pid, ()))
+    if rtype in BEYOND_COMPARTMENT:  # a patient's own referral Tasks (Task.for): their status
+        params = tuple(BEYOND_COMPARTMENT[rtype])
+        clause = q.Param("_compartment", "special")
+        return q.Clause(clause, (), compartment=("Patient", pid, params))
     return q.compartment_clause("Patient", pid, rtype)
 
 
@@ -218,7 +241,10 @@ def tenancy(
         patients = q.PatientSet(org, (), params)
     else:
         since = tuple((r, (now - timedelta(days=r.days)).isoformat()) for r in care)
-        patients = q.PatientSet(org, since, params, consents_at=now.isoformat())
+        patients = q.PatientSet(
+            org, since, params, consents_at=now.isoformat(),
+            shared_unless_patient=rtype in SHARED_UNLESS_PATIENT,
+        )
     return q.Clause(q.Param("_tenancy", "special"), (), patients=patients)
 
 

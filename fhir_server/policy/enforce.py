@@ -27,7 +27,15 @@ from ..search import query as q
 from ..spec import RESOURCE_TYPES
 from ..storage.sqlite import Session, Stored
 from ..storage.sqlite import search as sql
-from .decide import OPERATIONS, ROLE_ONLY, decide, forbidden, may_break_glass, role_permits
+from .decide import (
+    OPERATIONS,
+    ROLE_ONLY,
+    STAFF_ONLY,
+    decide,
+    forbidden,
+    may_break_glass,
+    role_permits,
+)
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -272,6 +280,8 @@ def check_operation(
         raise forbidden(f"Operations on {rtype} are not available to this user")
     if name not in OPERATIONS:
         raise forbidden(f"Operation {name} is not available under the granted scopes")
+    if name in STAFF_ONLY and ctx.principal.kind == "patient":
+        raise forbidden(f"Operation {name} is not available to patients")
     needed = OPERATIONS[name]
     if needed is None:
         return

@@ -123,13 +123,16 @@ class PatientSet:
     each with the instant after which an ended one still counts. `params`: the reference
     parameters putting the type in the Patient compartment. `excluding`: a Task id whose own
     relationship does not count (the check of its write: a Task cannot grant its writer
-    access). `consents_at`: the instant Consents are judged at; None: they do not count."""
+    access). `consents_at`: the instant Consents are judged at; None: they do not count.
+    `shared_unless_patient`: a resource naming no Patient through `params` is in nobody's
+    compartment and visible to all (a practitioner's Schedule)."""
 
     organization: str
     relationships: tuple[tuple[CareRelationship, str], ...]
     params: tuple[str, ...]
     excluding: str | None = None
     consents_at: str | None = None
+    shared_unless_patient: bool = False
 
 
 @dataclass

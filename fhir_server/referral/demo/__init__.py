@@ -74,9 +74,11 @@ def load_if_empty(services: Services) -> Demo | None:
 
 def sign_ins() -> list[tuple[str, str]]:
     """(username, fhirUser) of the demo's people who sign in: each hospital's first doctor and
-    the first patient. The wiring (fhir_server/app.py) registers them with the auth feature."""
+    referral coordinator (转诊办), and the first two patients. The wiring (fhir_server/app.py)
+    registers them with the auth feature."""
     doctors = [(f"dr-{oid}", f"PractitionerRole/role-{oid}-dr1") for oid, *_ in HOSPITALS]
-    return [*doctors, ("pat-001", "Patient/pat-001")]
+    coordinators = [(f"rc-{oid}", f"PractitionerRole/role-{oid}-rc") for oid, *_ in HOSPITALS]
+    return [*doctors, *coordinators, ("pat-001", "Patient/pat-001"), ("pat-002", "Patient/pat-002")]
 
 
 def describe(demo: Demo) -> str:

@@ -431,6 +431,12 @@ def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[st
             f"({marks}) AND x.target_type = 'Patient' AND {sees})"
         )
         args += [*ps.params, *sees_args]
+        if ps.shared_unless_patient:
+            ors.append(
+                f"NOT EXISTS (SELECT 1 FROM idx_reference x WHERE x.rid = {alias}.rid AND "
+                f"x.param IN ({marks}) AND x.target_type = 'Patient')"
+            )
+            args += [*ps.params]
     if rtype == "Patient":
         sees, sees_args = _sees(ps, f"{alias}.id")
         ors.append(sees)

@@ -1,0 +1,79 @@
+// The workbench (PC) and doctor app (the same page in a phone layout): launch context, the
+// navigation and a hash router over the screens. Consultation (会诊业务), notifications and
+// messages keep their navigation slots until teleconsultation (issue 14) is built.
+import { loadCodes, setLanguage, language, t } from "../lib/i18n.js";
+import { ready, takeReturn } from "../lib/smart.js";
+import { h, nameOf, refId, showError } from "../lib/ui.js";
+import { worklists } from "./worklist.js";
+import { referralForm, referralDetail } from "./referral.js";
+import { record } from "./record.js";
+import { stats } from "./stats.js";
+import { checkin } from "./checkin.js";
+
+const SCREENS = [
+  ["referrals", "nav.referrals", worklists],
+  ["record", "nav.record", record],
+  ["checkin", "nav.checkin", checkin],
+  ["stats", "nav.stats", stats],
+];
+const HIDDEN = { new: referralForm, referral: referralDetail };
+
+/** Who is signed in: the PractitionerRole, its Organization, and the launch patient. */
+async function context(api) {
+  const user = String(api.fhirUser || "").split("/").slice(-2).join("/");
+  const ctx = { api, user, org: null, orgName: "", patientId: api.patientId, stop: [] };
+  if (user.startsWith("PractitionerRole/")) {
+    const role = await api.request(user);
+    ctx.role = role;
+    ctx.org = refId(role.organization);
+    ctx.orgName = (role.organization && role.organization.display) || "";
+    if (ctx.org) ctx.orgName = nameOf(await api.request(`Organization/${ctx.org}`)) || ctx.orgName;
+    ctx.userName = (role.practitioner && role.practitioner.display) || user;
+  }
+  return ctx;
+}
+
+function navigation(ctx, current) {
+  const link = ([id, key]) => h("a", { href: `#/${id}`, "aria-current": id === current ? "page" : false }, t(key));
+  const soon = key => h("span", { class: "soon", title: t("nav.soon"), "aria-disabled": "true" }, t(key));
+  document.getElementById("side").replaceChildren(...SCREENS.map(link), soon("nav.consult"));
+  document.getElementById("bottom").replaceChildren(
+    link(SCREENS[0]), link(SCREENS[1]), link(SCREENS[2]), soon("nav.notifications"), soon("nav.messages"));
+  document.getElementById("title").textContent = t("app.workbench");
+  document.getElementById("who").textContent = [ctx.userName, ctx.orgName].filter(Boolean).join(" · ");
+  document.getElementById("lang").textContent = t("lang.switch");
+  document.title = `${t("app.workbench")} · ${ctx.orgName}`;
+}
+
+async function route(ctx) {
+  ctx.stop.splice(0).forEach(stop => stop()); // end the previous screen's polling
+  const [name, ...args] = (location.hash.replace(/^#\/?/, "") || "referrals").split("/");
+  const screen = (SCREENS.find(s => s[0] === name) || [])[2] || HIDDEN[name] || worklists;
+  navigation(ctx, name in HIDDEN ? "referrals" : name);
+  const view = document.getElementById("view");
+  view.replaceChildren(h("p", { role: "status" }, t("loading")));
+  try {
+    await screen(ctx, view, ...args.map(decodeURIComponent));
+  } catch (e) {
+    showError(e);
+    view.replaceChildren(h("p", { class: "empty" }, e.message), h("small", { class: "muted" }, e.detail || ""));
+  }
+}
+
+async function main() {
+  const api = await ready();
+  if (!api) return;
+  await loadCodes();
+  const ctx = await context(api);
+  const back = takeReturn();
+  if (back) location.hash = back;
+  else if (!location.hash && ctx.patientId) location.hash = `#/record/${ctx.patientId}`;
+  document.getElementById("lang").addEventListener("click", () => {
+    setLanguage(language() === "zh" ? "en" : "zh");
+    route(ctx);
+  });
+  window.addEventListener("hashchange", () => route(ctx));
+  await route(ctx);
+}
+
+main().catch(showError);
