@@ -175,8 +175,7 @@ def _auth_commands(sub: Any) -> None:
 
 def _auth(settings: Settings, args: argparse.Namespace) -> int:
     from .auth import admin
-    from .storage.sqlite import SqliteStore
-    from .storage.sqlite.auth import AuthStore
+    from .storage.features import AuthStore, SqliteStore
 
     store = SqliteStore(settings.database, settings.lock_timeout_seconds)
     auth = AuthStore(store)
@@ -218,7 +217,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _backup_or_restore(command: str, database: Path, path: Path) -> int:
-    from .storage.sqlite.backup import BackupError, backup, restore
+    from .storage.features import BackupError, backup, restore
 
     try:
         if command == "backup":
@@ -261,7 +260,7 @@ def _audit_verify(settings: Settings) -> int:
     """Exit 0 with "ok: R records, E AuditEvents" when the trail holds, 1 naming the first
     break."""
     from .audit.chain import verify
-    from .storage.sqlite import SqliteStore
+    from .storage.features import SqliteStore
 
     if not settings.database.exists():
         print(f"error: no database at {settings.database}", file=sys.stderr)
