@@ -3,10 +3,11 @@ MongoDB (the optional `mongodb` extra, imported only then), anything else is a S
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..settings import Settings
-from .contract import Store
+from .contract import Store, Stored, Version
 
 _SCHEMES = ("mongodb:", "mongodb+srv:")
 
@@ -37,3 +38,22 @@ def open_store(settings: Settings) -> Store:
         ) from None
 
     return MongoStore.connect(url, settings)
+
+
+def copy_sqlite(
+    source: Path, target: Store, index: Callable[[Stored], Version]
+) -> tuple[int, int]:
+    """`fhir-server migrate`: every version of the SQLite database at `source` into the
+    MongoDB store `target` (mongo/migrate.py); (resources, versions) copied."""
+    from .mongo import MongoStore
+    from .mongo.migrate import copy
+    from .sqlite.dump import versions
+    from .sqlite.store import SqliteStore
+
+    if not isinstance(target, MongoStore):
+        raise ValueError("migrate copies into a MongoDB database")
+    store = SqliteStore(source)
+    try:
+        return copy(versions(store.reader()), target, index)
+    finally:
+        store.close()
