@@ -178,6 +178,27 @@ def test_conditional_create_update_delete(api: TestClient) -> None:
     assert ids(api, "/fhir/Patient?identifier=urn:oid:1.2.3|A1") == []
 
 
+def test_concurrent_conditional_creates_make_one_resource(api: TestClient) -> None:
+    """Check-then-write must not race (http.html#ccreate): SQLite's one writer, MongoDB's
+    lock document per condition inside the transaction (the process lock on mongomock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "race"}]}
+    header = {"If-None-Exist": "identifier=urn:x|race"}
+
+    def create(_: int) -> tuple[int, str]:
+        r = api.post("/fhir/Patient", json=body, headers=header)
+        return r.status_code, r.json().get("id", r.text)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(16)))
+    # one 201; the others 200 with that resource (or 503 to retry, on a write conflict)
+    assert sorted(code for code, _ in results).count(201) == 1
+    made = {rid for code, rid in results if code in (200, 201)}
+    assert len(made) == 1 and all(code in (200, 201, 503) for code, _ in results)
+    assert api.get("/fhir/Patient?identifier=urn:x|race").json()["total"] == 1
+
+
 # --- search: every type and modifier the server implements (search.html) -------------------
 
 
@@ -395,3 +416,61 @@ def test_mongodb_answers_as_sqlite_on_examples_and_synthea(tmp_path: Path, parts
         close_sqlite()
         for _, close in others:
             close()
+
+
+# --- a referral round: the workflow's operations write through the contract ----------------
+
+
+def test_referral_round(api: TestClient) -> None:
+    from test_workflow import CANCEL, booked, build_world, get, ok, op
+
+    world = build_world(api)
+    task, sr, _ = booked(api, world)  # draft, $submit, booked into a Slot
+    ok(op(api, f"{task}/$cancel", CANCEL))
+    # referral-model: cancelling ends the referral (ServiceRequest revoked), one Task for it
+    assert get(api, sr)["status"] == "revoked"
+    assert api.get(f"/fhir/Task?focus={sr}").json()["total"] == 1
+
+
+# --- fhir-server migrate: every version, with its history, from SQLite into MongoDB --------
+
+
+def test_migrate_copies_every_version(tmp_path: Path, parts: Parts) -> None:
+    mongomock = pytest.importorskip("mongomock")
+    from fhir_server.cli import migrate_into
+    from fhir_server.storage.mongo import MongoStore
+
+    source, close = open_backend("sqlite", parts, tmp_path)
+    put(source, patient("m1", "Zhou", "Yi", "1960-01-01"))
+    put(source, patient("m1", "Zhou", "Yi", "1960-01-02"))
+    put(source, patient("m2", "Wu", "Er", "1961-01-01"))
+    source.delete("/fhir/Patient/m2")
+    put(source, observation("mo", "m1", "8867-4", 61, "/min"))
+    database = Path(source.app.state.services.settings.database)  # type: ignore[attr-defined]
+    expected_history = source.get("/fhir/_history?_count=1000").json()
+    close()
+
+    config = Settings(database=tmp_path / "unused.db", auth="off", audit=False,
+                      demo_on_empty=False)  # fmt: skip
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    assert migrate_into(database, target, config) == 0
+    services = Services(config, MongoStore(target.client, "migrated"), LiveParts(parts, config))
+    with TestClient(build_app(config, services), raise_server_exceptions=False) as api:
+        copied = api.get("/fhir/_history?_count=1000").json()
+
+        # the same versions, newest first, with their methods and timestamps
+        def facts(bundle: dict[str, Any]) -> list[tuple[Any, ...]]:
+            return [(e["request"]["method"], e["request"]["url"],
+                     (e.get("resource") or {}).get("meta", {}).get("versionId"),
+                     (e.get("resource") or {}).get("meta", {}).get("lastUpdated"))
+                    for e in bundle["entry"]]  # fmt: skip
+
+        assert copied["total"] == expected_history["total"]
+        assert facts(copied) == facts(expected_history)
+        assert api.get("/fhir/Patient/m1/_history/1").json()["birthDate"] == "1960-01-01"
+        assert api.get("/fhir/Patient/m2").status_code == 410
+        # the current versions are indexed: searches, chains and new writes work
+        assert ids(api, "/fhir/Observation?subject:Patient.family=zhou") == ["mo"]
+        assert ids(api, "/fhir/Patient?birthdate=1960-01-02") == ["m1"]
+        put(api, patient("m3", "Xu", "San", "1962-01-01"))
+        assert ids(api, "/fhir/Patient?_count=10") == ["m1", "m3"]  # creation order kept

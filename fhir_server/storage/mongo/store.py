@@ -339,7 +339,11 @@ class MongoStore:
         client: MongoClient[dict[str, Any]] = MongoClient(
             url, serverSelectionTimeoutMS=timeout, appname="fhir-server"
         )
-        return cls(client, name)
+        try:
+            return cls(client, name)
+        except PyMongoError as exc:
+            client.close()
+            raise SystemExit(f"MongoDB does not answer at {url}: {exc}") from None
 
     def _supports_transactions(self) -> bool:
         """Transactions need a replica set or mongos; mongomock and a standalone have none."""
