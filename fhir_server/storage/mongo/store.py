@@ -117,7 +117,8 @@ class MongoSession:
         return self.db[rtype].find_one({"del": False}, {"_id": 1}, session=self.s) is not None
 
     def version(self, rtype: str, rid: str, version: int) -> Stored | None:
-        doc = self.db[HISTORY].find_one({"_id": f"{rtype}/{rid}/{version}"}, session=self.s)
+        key = {"_id": f"{rtype}/{rid}/{version}", "i": rid}
+        doc = self.db[HISTORY].find_one(key, session=self.s)
         if doc is None:
             return None
         raw = doc.get("json")
@@ -272,7 +273,8 @@ class MongoSession:
             prev_deleted = None
             if s.version > 1:
                 prev = self.db[HISTORY].find_one_and_update(
-                    {"_id": f"{s.type}/{s.id}/{s.version - 1}"},
+                    # the shard key `i` in the filter targets one shard (README: sharding)
+                    {"_id": f"{s.type}/{s.id}/{s.version - 1}", "i": s.id},
                     {"$set": {"sup": s.last_updated}},
                     session=self.s,
                 )
