@@ -242,6 +242,12 @@ def test_string_token_date_quantity_reference_uri(people: TestClient) -> None:
     assert ids(api, "/fhir/Patient?active:missing=false") == ["a", "b"]
     assert ids(api, "/fhir/Patient?_id=a,c") == ["a", "c"]
     assert ids(api, "/fhir/Patient?_id:not=a") == ["b", "c"]
+    assert ids(api, "/fhir/Patient?_content=smith") == ["c"]  # the resource's text
+    assert ids(api, "/fhir/Patient?_lastUpdated=gt2000-01-01") == ["a", "b", "c"]
+    assert ids(api, "/fhir/Patient?_lastUpdated=lt2000-01-01") == []
+    put(api, {"resourceType": "List", "id": "l1", "status": "current", "mode": "working",
+              "entry": [{"item": {"reference": "Patient/c"}}]})  # fmt: skip
+    assert ids(api, "/fhir/Patient?_list=l1") == ["c"]
     vs = {"resourceType": "ValueSet", "id": "v1", "status": "active",
           "url": "http://example.org/fhir/ValueSet/colours"}  # fmt: skip
     put(api, vs)
