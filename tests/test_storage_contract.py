@@ -255,6 +255,25 @@ def test_string_token_date_quantity_reference_uri(people: TestClient) -> None:
     assert ids(api, "/fhir/ValueSet?url=http://example.org/fhir") == []
 
 
+def test_composite_matches_within_one_component(people: TestClient) -> None:
+    api = people
+    bp = {"resourceType": "Observation", "id": "bp", "status": "final",
+          "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+          "subject": {"reference": "Patient/a"},
+          "component": [
+              {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+               "valueQuantity": {"value": 120, "unit": "mm[Hg]"}},
+              {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+               "valueQuantity": {"value": 80, "unit": "mm[Hg]"}}]}  # fmt: skip
+    put(api, bp)
+    assert ids(api, "/fhir/Observation?code-value-quantity=8867-4$gt80") == ["o2"]
+    url = "/fhir/Observation?component-code-value-quantity="
+    assert ids(api, url + "8480-6$gt100") == ["bp"]
+    # diastolic is 80: the 120 of the other component must not make it match (search.html#combining)
+    assert ids(api, url + "8462-4$gt100") == []
+    assert ids(api, url + "8462-4$80") == ["bp"]
+
+
 def test_chain_has_include_revinclude(people: TestClient) -> None:
     api = people
     assert ids(api, "/fhir/Observation?subject:Patient.family=zhao") == ["o2", "o3"]

@@ -33,6 +33,7 @@ ENTRY_INDEXES: dict[str, tuple[str, ...]] = {
     "number": ("p", "low", "high"),
     "quantity": ("p", "value"),
     "uri": ("p", "value"),
+    "composite": ("p",),
 }
 
 

@@ -6,8 +6,8 @@ other collection) and match its ids with `$in`: that keeps each step on one coll
 indexes, and works the same on a sharded cluster, where `$lookup` into a sharded collection
 scatters to every shard (README, MongoDB).
 
-Not supported here yet (501): composite parameters, and the consortium rule's patient-set
-narrowing (`Clause.patients`, only reached with auth on, which the backend refuses)."""
+Not supported here yet (501): the consortium rule's patient-set narrowing (`Clause.patients`,
+only reached with auth on, which the backend refuses)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ...search.query import (
     Clause,
     Param,
     Query,
+    split_composite,
     split_escaped,
     split_prefix,
     split_token,
@@ -199,9 +200,10 @@ class Compiler:
         return {"$and": parts} if len(parts) > 1 else parts[0]
 
     def clause(self, rtype: str, c: Clause) -> Filter:
-        if c.patients is not None or c.param.type == "composite":
-            what = "the consortium rule" if c.patients else f"composite '{c.param.code}'"
-            raise error(501, "not-supported", f"{what} needs the SQLite backend for now")
+        if c.patients is not None:
+            raise error(501, "not-supported", "the consortium rule needs the SQLite backend")
+        if c.param.type == "composite" and c.chain is None and c.has is None:
+            return self._composite(c)
         if c.compartment is not None:
             ctype, cid, params = c.compartment
             ors: list[Filter] = []
@@ -250,6 +252,27 @@ class Compiler:
             return {f"x.{table}.p": {"$in": names}}
         lookup = self._lookup(c)
         return {"$nor": [lookup]} if c.modifier == "not" else lookup
+
+    def _composite(self, c: Clause) -> Filter:
+        """Every component matched by a row of the same group (sqlite: joined on grp)."""
+        p = c.param
+        ors: list[Filter] = []
+        for value in c.values:
+            parts = split_composite(value)
+            if len(parts) != len(p.components):
+                raise error(400, "invalid",
+                            f"'{p.code}' needs {len(p.components)} values separated by '$'",
+                            p.code)  # fmt: skip
+            group: Filter = {"p": p.code}
+            for j, (kind, part) in enumerate(zip(p.components, parts, strict=True)):
+                component = Param(f"{p.code}${j}", kind)
+                cond = self._value(component, None, part)
+                names = self._scope(component)
+                if "p" not in cond:
+                    cond = {"p": names[0] if len(names) == 1 else {"$in": names}, **cond}
+                group[f"c{j}"] = {"$elemMatch": cond}
+            ors.append({"x.composite": {"$elemMatch": group}})
+        return _any(ors)
 
     def _scope(self, p: Param, also: str | None = None) -> list[str]:
         if p.type == "quantity":

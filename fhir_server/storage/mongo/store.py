@@ -51,17 +51,28 @@ LOCKS = "locks"
 
 
 def index_section(version: Version) -> dict[str, list[dict[str, Any]]]:
-    """The SQLite index rows of a version as embedded documents, column names kept."""
+    """The SQLite index rows of a version as embedded documents, column names kept; composite
+    component rows (param `code$j`, group number last) grouped per (code, group) under
+    `composite`, one list per component, so one `$elemMatch` keeps a match inside a group."""
     out: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
     for table, cols in INDEX_TABLES.items():
         names = ("p", *cols)
-        rows = [dict(zip(names, row, strict=True)) for row in version.index_rows.get(table, ())]
-        rows += [
-            dict(zip((*names, "grp"), row, strict=True)) for row in version.composite.get(table, ())
-        ]
+        rows = [_row(names, row) for row in version.index_rows.get(table, ())]
         if rows:
-            out[table] = [{k: v for k, v in r.items() if v is not None} for r in rows]
+            out[table] = rows
+        for row in version.composite.get(table, ()):
+            entry = _row(names, row[:-1])
+            code, _, component = entry["p"].partition("$")
+            group = groups.setdefault((code, row[-1]), {"p": code})
+            group.setdefault(f"c{component.partition(':')[0]}", []).append(entry)
+    if groups:
+        out["composite"] = list(groups.values())
     return out
+
+
+def _row(names: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+    return {k: v for k, v in zip(names, row, strict=True) if v is not None}
 
 
 def sort_section(section: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -74,7 +85,7 @@ def sort_section(section: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
             continue
         for r in rows:
             v = r.get(col)
-            if v is None or "grp" in r:
+            if v is None:
                 continue
             k = out.setdefault(r["p"], {"n": 1, "lo": v, "hi": v})
             k["lo"], k["hi"] = min(k["lo"], v), max(k["hi"], v)
