@@ -353,10 +353,16 @@ class MongoStore:
             url, serverSelectionTimeoutMS=timeout, appname="fhir-server"
         )
         try:
-            return cls(client, name)
+            store = cls(client, name)
         except PyMongoError as exc:
             client.close()
             raise SystemExit(f"MongoDB does not answer at {url}: {exc}") from None
+        if not store.transactions and settings.workers > 1:
+            store.close()
+            raise SystemExit(
+                "a standalone MongoDB has no transactions: one worker only (or a replica set)"
+            )
+        return store
 
     def _supports_transactions(self) -> bool:
         """Transactions need a replica set or mongos; mongomock and a standalone have none."""
