@@ -485,10 +485,14 @@ def _compare_rows(fields: list[tuple[str, str | None, bool]], forward: bool) -> 
 
 
 def _types(session: MongoSession, query: Query) -> list[str]:
+    """The collections a search reads: its type, its `_type` list, or every type holding a
+    document (counted from collection metadata, outside any transaction, where counting
+    commands are not allowed)."""
     if query.rtype is not None:
         return [query.rtype]
-    present = set(session.db.list_collection_names(session=session.s))
-    return [t for t in (query.types or sorted(RESOURCE_TYPES)) if t in present]
+    if query.types:
+        return list(query.types)
+    return [t for t in sorted(RESOURCE_TYPES) if session.db[t].estimated_document_count()]
 
 
 def run_search(

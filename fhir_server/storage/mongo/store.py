@@ -397,8 +397,11 @@ class MongoStore:
             try:
                 with s.start_transaction():
                     yield MongoSession(self, s)
-            except OperationFailure as exc:
-                if exc.has_error_label("TransientTransactionError"):
+            except PyMongoError as exc:
+                # another transaction wrote the same documents (WriteConflict, code 112), or
+                # the commit's outcome is unknown after a failover: the client retries
+                labels = ("TransientTransactionError", "UnknownTransactionCommitResult")
+                if any(exc.has_error_label(x) for x in labels) or _code(exc) == 112:
                     raise _conflict() from None
                 raise
 
@@ -415,6 +418,10 @@ class MongoStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _code(exc: PyMongoError) -> int | None:
+    return exc.code if isinstance(exc, OperationFailure) else None
 
 
 def _conflict() -> FhirError:
