@@ -73,10 +73,13 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     from .auth.demo import register_demo
     from .referral.demo import describe, load_if_empty, sign_ins
     from .referral.demo import load_demo as load_consortium
+    from .storage.features import has_features
 
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
     if demo is None:
         return None
+    if not has_features(services.store):  # no SMART tables to sign in with (storage/features)
+        return describe(demo)
     lines = [describe(demo), register_demo(services.features["auth"].store, sign_ins())]
     lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]
     return "\n".join(lines)

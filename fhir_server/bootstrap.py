@@ -13,7 +13,7 @@ from .interactions import bundle
 from .model import literal
 from .model.resource import same_content
 from .services import Services
-from .storage.sqlite import Session
+from .storage.contract import Session
 
 
 def load_guide(services: Services, dirs: list[Path]) -> int:

@@ -9,12 +9,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .plugins import plugins
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .storage.contract import Store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     restore = sub.add_parser("restore", help="replace the (stopped) database with backup PATH")
     restore.add_argument("path", type=Path)
     restore.add_argument("--database", type=Path)
+    migrate = sub.add_parser(
+        "migrate", help="copy every version of a SQLite database into MongoDB (mongodb://...)"
+    )
+    migrate.add_argument("--from", dest="source", type=Path, required=True)
+    migrate.add_argument("--to", dest="target", required=True, help="mongodb://host/db")
     _auth_commands(sub)
     reindex = sub.add_parser(
         "reindex", help="index stored resources again (after a SearchParameter changed)"
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return _backup_or_restore(args.command, settings.database, args.path)
     if args.command == "sweep":
         return _sweep(settings, args.now)
+    if args.command == "migrate":
+        return _migrate(settings, args.source, args.target)
     if args.command == "demo":
         return _demo(settings)
     if args.command in ("client", "user", "launch"):
@@ -175,8 +185,7 @@ def _auth_commands(sub: Any) -> None:
 
 def _auth(settings: Settings, args: argparse.Namespace) -> int:
     from .auth import admin
-    from .storage.sqlite import SqliteStore
-    from .storage.sqlite.auth import AuthStore
+    from .storage.features import AuthStore, SqliteStore
 
     store = SqliteStore(settings.database, settings.lock_timeout_seconds)
     auth = AuthStore(store)
@@ -218,7 +227,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _backup_or_restore(command: str, database: Path, path: Path) -> int:
-    from .storage.sqlite.backup import BackupError, backup, restore
+    from .storage.features import BackupError, backup, restore
 
     try:
         if command == "backup":
@@ -230,6 +239,48 @@ def _backup_or_restore(command: str, database: Path, path: Path) -> int:
     except BackupError as exc:
         print(f"fhir-server {command}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _migrate(settings: Settings, source: Path, target: str) -> int:
+    """Every version with its history, the current ones indexed by the registry in use."""
+    from .storage.select import mongo_url
+
+    if mongo_url(target) is None:
+        print("fhir-server migrate: --to must be a mongodb:// URL", file=sys.stderr)
+        return 2
+    if not source.exists():
+        print(f"fhir-server migrate: no database at {source}", file=sys.stderr)
+        return 2
+    from .storage.select import open_store
+
+    to = replace(settings, database=Path(target), auth="off", audit=False)
+    return migrate_into(source, open_store(to), to)
+
+
+def migrate_into(source: Path, target: Store, settings: Settings) -> int:
+    """The copy itself, into an open MongoDB store (tests hand in one over mongomock)."""
+    from .interactions.write import prepare
+    from .model import literal
+    from .model.validate import Validated
+    from .services import LiveParts, Parts, Services
+    from .storage.contract import Stored, Version
+    from .storage.select import copy_sqlite
+
+    services = Services(settings, target, LiveParts(Parts.load(settings), settings))
+
+    def index(stored: Stored) -> Version:
+        if stored.deleted or stored.json is None:
+            return Version(stored, {}, None, {})
+        made = prepare(services, stored.type, stored.id, Validated(literal.loads(stored.json)),
+                       stored.version, stored.last_updated, stored.method)  # fmt: skip
+        return Version(stored, made.index_rows, made.fulltext, made.composite)
+
+    try:
+        resources, versions = copy_sqlite(source, target, index)
+    finally:
+        services.close()
+    print(f"migrated {resources} resources ({versions} versions) from {source}", file=sys.stderr)
     return 0
 
 
@@ -261,7 +312,7 @@ def _audit_verify(settings: Settings) -> int:
     """Exit 0 with "ok: R records, E AuditEvents" when the trail holds, 1 naming the first
     break."""
     from .audit.chain import verify
-    from .storage.sqlite import SqliteStore
+    from .storage.features import SqliteStore
 
     if not settings.database.exists():
         print(f"error: no database at {settings.database}", file=sys.stderr)

@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess
 from .errors import Issue, operation_outcome
 from .plugins import plugins
 from .settings import Settings
-from .storage.sqlite import SqliteStore
+from .storage.select import open_store
 
 
 class Config(uvicorn.Config):
@@ -166,7 +166,7 @@ class FhirH11Protocol(H11Protocol):
 
 
 def serve(settings: Settings) -> int:
-    SqliteStore(settings.database).close()  # create and migrate once, before workers start
+    open_store(settings).close()  # create and migrate once, before workers start
     if settings.demo_on_empty:
         from .app import load_demo, open_services
 

@@ -18,7 +18,8 @@ from .operations.registry import Operations
 from .search.query import CareRelationship
 from .search.registry import Registry
 from .settings import Settings
-from .storage.sqlite import SqliteStore
+from .storage.contract import Store
+from .storage.select import open_store
 from .terminology import Terminology
 
 log = logging.getLogger("fhir_server")
@@ -66,10 +67,10 @@ class LiveParts:
         self.generation = -1  # not read yet: the first request reads the database
         self._lock = threading.Lock()
 
-    def stale(self, store: SqliteStore) -> bool:
+    def stale(self, store: Store) -> bool:
         return store.reader().conformance_generation() != self.generation
 
-    def refresh(self, store: SqliteStore) -> None:
+    def refresh(self, store: Store) -> None:
         """Rebuild from the stored conformance resources if they changed (blocking: call it
         off the event loop). One rebuild at a time; the others wait, then find it done."""
         with self._lock:
@@ -94,7 +95,8 @@ class LiveParts:
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    store: SqliteStore
+    #: the database, whichever backend serves it (storage/contract.py, storage/select.py)
+    store: Store
     #: the search registry, terminology and validator in use (rebuilt as conformance
     #: resources are written: LiveParts)
     parts: LiveParts
@@ -123,7 +125,7 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, parts: Parts | None = None) -> Services:
         parts = parts or Parts.load(settings)
-        store = SqliteStore(settings.database, settings.lock_timeout_seconds)
+        store = open_store(settings)
         return cls(settings, store, LiveParts(parts, settings))
 
     def close(self) -> None:

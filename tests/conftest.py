@@ -22,7 +22,7 @@ from fhir_server.interactions.write import save
 from fhir_server.serve import uvicorn_config
 from fhir_server.services import LiveParts, Parts, Services
 from fhir_server.settings import Settings
-from fhir_server.storage.sqlite import SqliteStore
+from fhir_server.storage.select import open_store
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://testserver/fhir"
@@ -63,8 +63,7 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
         shutil.copyfile(_TEMPLATE[0], path)
     # a test harness: anonymous requests unless a test turns authorization on (auth="on")
     config = Settings(database=path, **{"auth": "off", **settings})  # type: ignore[arg-type]
-    store = SqliteStore(path, config.lock_timeout_seconds)
-    return Services(config, store, LiveParts(parts, config))
+    return Services(config, open_store(config), LiveParts(parts, config))
 
 
 def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:

@@ -20,6 +20,9 @@ INTEGRATIONS = ("integrations",)
 SMART_APPS = ("apps",)
 #: what an integration may not import: it writes through the interactions, like REST
 STORAGE = ("fhir_server.storage",)
+#: one backend: the layers above reach it through the contract (storage/contract.py), the
+#: selector (storage/select.py) and the SQLite-only features (storage/features.py)
+BACKENDS = ("fhir_server.storage.sqlite", "fhir_server.storage.mongo")
 
 
 def _module(path: Path) -> str:
@@ -149,6 +152,28 @@ def test_integrations_write_through_the_interactions_never_storage() -> None:
         if _within(module, INTEGRATIONS)
         for target in targets
         if _within(target, STORAGE + APPS)
+    ]
+    assert wrong == []
+
+
+def test_nothing_above_storage_imports_a_backend() -> None:
+    """Interactions, search, policy, features and the wiring know the storage contract, never
+    which backend serves it (ARCHITECTURE.md, Storage): the backend is chosen by the setting;
+    and only the selector loads the MongoDB backend (an optional extra) at all."""
+    graph = import_graph()
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not _within(module, STORAGE)
+        for target in targets
+        if _within(target, BACKENDS)
+    ]
+    wrong += [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not _within(module, ("fhir_server.storage.mongo", "fhir_server.storage.select"))
+        for target in targets
+        if _within(target, ("fhir_server.storage.mongo",))
     ]
     assert wrong == []
 

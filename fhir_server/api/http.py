@@ -19,7 +19,7 @@ from ..errors import FhirError, error, operation_outcome
 from ..model import literal, xml
 from ..model.resource import parse_json
 from ..settings import Settings
-from ..storage.sqlite import Stored
+from ..storage.contract import Stored
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"

@@ -25,7 +25,7 @@ from ..model.validate import check_body, check_id, check_type
 from ..operations.registry import Call, operation_input
 from ..policy.enforce import check_operation
 from ..services import Services
-from ..storage.sqlite import Session, Stored
+from ..storage.contract import Session, Stored
 from . import http
 
 router = APIRouter()

@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
-from ..storage.sqlite import Session
-from ..storage.sqlite.audit import (
+from ..storage.contract import Session
+from ..storage.features import (
     append_records,
     audit_event_count,
     chained,
     record_head,
     records,
+    sqlite_session,
     stored_event,
     unchained_events,
 )
@@ -50,7 +51,8 @@ def append(session: Session, made: Iterable[Record], pending: bool) -> list[Appe
     """Chain records after the current head, inside the write transaction (so the head
     cannot move meanwhile; only SHA-256 runs under the lock). `pending`: their AuditEvents
     are still to be expanded (the writer does it after the commit)."""
-    head = record_head(session)
+    sqlite = sqlite_session(session, "the audit trail")
+    head = record_head(sqlite)
     seq, previous = (head[0], bytes.fromhex(head[1])) if head else (0, GENESIS)
     rows: list[tuple[int, bytes, str]] = []
     out: list[Appended] = []
@@ -61,7 +63,7 @@ def append(session: Session, made: Iterable[Record], pending: bool) -> list[Appe
         rows.append((seq, data, previous.hex()))
         out.append(Appended(seq, previous.hex(), record))
     if rows:
-        append_records(session, rows, time.time() if pending else None)
+        append_records(sqlite, rows, time.time() if pending else None)
     return out
 
 

@@ -12,8 +12,7 @@ import orjson
 
 from ..search.fhirpath import Node, parse_reference
 from ..search.index import BUILDERS, TABLES
-from ..storage.sqlite import Stored, Version
-from ..storage.sqlite.store import IndexRows
+from ..storage.contract import IndexRows, Stored, Version
 from .record import Record
 
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"

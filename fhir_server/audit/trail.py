@@ -27,8 +27,8 @@ from ..context import RequestContext
 from ..interactions.hooks import Access, Commit, SecurityEvent, transaction
 from ..model.resource import now
 from ..services import Services
-from ..storage.sqlite import Session, Stored, Version
-from ..storage.sqlite.audit import stale_pending, take_pending
+from ..storage.contract import Session, Stored, Version
+from ..storage.features import sqlite_session, stale_pending, take_pending
 from . import record
 from .chain import Appended, append
 from .event import versions
@@ -207,7 +207,8 @@ class Trail:
     def _expand_stale(self, before: float) -> int:
         """Expand the records pending in the database since before `before`: left by a
         process that died (or by another that is far behind)."""
-        rows = stale_pending(self.services.store.reader().conn, before, 100 * self.batch)
+        reader = sqlite_session(self.services.store.reader(), "the audit trail")
+        rows = stale_pending(reader.conn, before, 100 * self.batch)
         pending = deque(Appended(seq, digest, orjson.loads(data)) for seq, data, digest in rows)
         done = 0
         while pending:
@@ -235,7 +236,7 @@ class Trail:
             _pause(n)
         wanted = {a.seq: a.hash for a in pending if a.seq in expanded}
         with transaction(self.services) as session:
-            taken = take_pending(session, wanted)
+            taken = take_pending(sqlite_session(session, "the audit trail"), wanted)
             session.save_many([(None, v) for seq in taken for v in expanded[seq]])
         return len(taken)
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..policy.decide import BREAK_GLASS_ROLE, ROLES
-from ..storage.sqlite.auth import AuthStore
+from ..storage.features import AuthStore
 from .scopes import DEFAULT_APP_SCOPES, DEFAULT_BACKEND_SCOPES
 from .secrets import hash_secret, new_token, token_hash
 

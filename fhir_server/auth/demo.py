@@ -3,7 +3,7 @@ that a token can be had on a fresh demo server (README, Security). Never for rea
 
 from __future__ import annotations
 
-from ..storage.sqlite.auth import AuthStore
+from ..storage.features import AuthStore
 from .admin import add_client, add_user
 
 #: the one password of every demo user: printed on the console and in the README

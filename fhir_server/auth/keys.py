@@ -11,7 +11,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from ..storage.sqlite.auth import AuthStore
+from ..storage.features import AuthStore
 
 ID_TOKEN_SECONDS = 3600
 

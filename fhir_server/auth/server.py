@@ -10,6 +10,7 @@ import hmac
 import time
 import uuid
 from contextvars import ContextVar
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
@@ -22,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..interactions.hooks import SecurityEvent
 from ..services import Services
-from ..storage.sqlite.auth import AuthStore
+from ..storage.features import AuthStore, sqlite_store
 from . import admin, assertion, pages
 from .cache import PrincipalCache
 from .keys import Keys
@@ -72,10 +73,18 @@ class Auth:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.store = AuthStore(services.store)
-        self.keys = Keys(self.store)
         #: Principals of tokens checked a moment ago (bearer.py); forgotten on revocation
         self.principals = PrincipalCache(services.settings.token_cache_seconds)
+
+    @cached_property
+    def store(self) -> AuthStore:
+        """Opened on first use: a database without the tables (storage/features.py) serves
+        with auth off until something asks for them."""
+        return AuthStore(sqlite_store(self.services.store, "SMART authorization"))
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.store)
 
 
 #: the client's network address and the X-Request-Id of the /auth request being served (set

@@ -27,7 +27,7 @@ from ..model.validate import Validated, check_body, check_id, check_type
 from ..policy.enforce import check_written
 from ..services import Services
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite import Session
+from ..storage.contract import Session
 from . import read as reads
 from . import write
 from .elements import shape_read

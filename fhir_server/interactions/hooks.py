@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import RequestContext
 from ..errors import FhirError
 from ..model import literal
-from ..storage.sqlite import Session, Stored
+from ..storage.contract import Session, Stored
 
 if TYPE_CHECKING:  # typing only: Services holds the hooks
     from ..services import Services

@@ -13,7 +13,7 @@ from ..policy.enforce import check_history, check_instance
 from ..search.paging import Cursor
 from ..search.values import date_bounds
 from ..services import Services
-from ..storage.sqlite import Session, Stored
+from ..storage.contract import Session, Stored
 
 #: a version id this server can have written (ASCII digits: str.isdigit() takes '²')
 _VERSION = re.compile(r"[0-9]{1,18}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.sqlite import Stored
+from ..storage.contract import Stored
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from ..search import codes
 from ..search import query as q
 from ..search.paging import Cursor
 from ..services import Services
-from ..storage.sqlite import Session
-from ..storage.sqlite import search as sql
+from ..storage.contract import Session
 from .elements import filter_elements
 
 
@@ -45,7 +44,8 @@ def find(
     clauses = query.clauses
     if interaction is not None:
         clauses = enforce.narrow(ctx, services, interaction, rtype, clauses)
-    return sql.match_ids(session, ctx.base_url, rtype, clauses, limit)
+        session.guard(f"{rtype}?{urlencode(sorted(pairs))}")
+    return session.match_ids(ctx.base_url, rtype, clauses, limit)
 
 
 def search(
@@ -69,31 +69,15 @@ def search(
     if compartment is not None and rtype is not None:
         query.clauses.insert(0, q.compartment_clause(*compartment, rtype))
     query.clauses = _confined(services, ctx, rtype, query, compartment is not None)
-    compiler = sql.Compiler(ctx.base_url, tuple(query.types))
-    needs_resource = any(p.code in ("_id", "_lastUpdated") for p, _ in query.sort)
-    relation, where, args = compiler.source(rtype, query.clauses, needs_resource)
-    if query.types:
-        where += f" AND r.type IN ({', '.join('?' * len(query.types))})"
-        args += query.types
-    total: int | None = None
-    if query.total != "none" or query.summary == "count":
-        total = sql.count(session, (relation, where, args))
-    entries: list[bytes] = []
-    rows: list[tuple[Any, ...]] = []
     cursor = Cursor.decode(query.page) if query.page else None
-    more = False
-    if query.summary != "count":
-        page = sql.page(session, compiler, query, (relation, where, args), cursor, total)
-        more = len(page) > query.count
-        page = page[: query.count]
-        if cursor is not None and not cursor.forward:
-            page.reverse()
-        rows = sql.with_json(session, page)
+    found = session.search(ctx.base_url, query, cursor, query.summary == "count")
+    total, rows, more = found.total, found.rows, found.more
+    entries: list[bytes] = []
     base = ctx.base_url
     for row in rows:
         t, i, raw = row[1], row[2], row[3]
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"match"))
-    included = sql.includes(session, query, [(r[0], r[1], r[2]) for r in rows])
+    included = session.includes(query, rows)
     for t, i, raw in enforce.keep_visible(session, ctx, services, included):
         entries.append(_entry(base, t, i, _shape(raw, t, query), b"include"))
     if query.ignored:

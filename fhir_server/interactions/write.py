@@ -25,7 +25,7 @@ from ..search.composite import composite_rows
 from ..search.fulltext import content_text, narrative_text
 from ..search.index import index_rows
 from ..services import Services
-from ..storage.sqlite import Session, Stored, Version
+from ..storage.contract import Session, Stored, Version
 from .hooks import Change
 from .result import Result
 from .search import find

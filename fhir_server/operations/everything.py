@@ -20,8 +20,9 @@ from ..search import query as q
 from ..search.paging import Cursor
 from ..search.values import date_bounds
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite import Session
-from ..storage.sqlite import compartment as store
+from ..storage.contract import Session
+from ..storage.features import SqliteSession, sqlite_session
+from ..storage.features import compartment as store
 from .registry import Call, Operations, Outcome
 
 OPERATIONS = Operations()
@@ -66,8 +67,9 @@ def everything(call: Call) -> Outcome:
         _instant(args.get("start"), 0, "start"),
         _instant(args.get("end"), 1, "end"),
     )
-    session = services.store.reader()
-    read.read_as(session, services, ctx, ctype, call.rid)  # 404 / 410 as for a read
+    reader = services.store.reader()
+    read.read_as(reader, services, ctx, ctype, call.rid)  # 404 / 410 as for a read
+    session = sqlite_session(reader, f"{ctype}/$everything")
     owners = (
         store.linked_patients(session, call.rid, MAX_LINKED) if ctype == "Patient" else [call.rid]
     )
@@ -79,7 +81,7 @@ def everything(call: Call) -> Outcome:
     rows = store.resources(session, [rid for _, rid in page])
     entries = [_entry(ctx.base_url, t, i, raw, b"match") for _, t, i, raw in rows]
     members = {rid for _, rid in found}
-    extra = _included(call, session, rows, members, types)
+    extra = _included(call, reader, session, rows, members, types)
     entries += [_entry(ctx.base_url, t, i, raw, b"include") for t, i, raw in extra]
     path = f"{ctx.base_url}/{ctype}/{call.rid}/$everything"
     kept = [(k, v) for k, vs in args.items() if k not in ("_page", "_count")
@@ -116,8 +118,8 @@ def _branches(call: Call, ctype: str, types: set[str] | None) -> list[store.Bran
 
 
 def _included(
-    call: Call, session: Session, rows: list[tuple[int, str, str, bytes]], members: set[int],
-    types: set[str] | None,
+    call: Call, reader: Session, session: SqliteSession,
+    rows: list[tuple[int, str, str, bytes]], members: set[int], types: set[str] | None,
 ) -> list[tuple[str, str, bytes]]:
     """What the page's members refer to and the Binary resources their attachments name,
     not already members, that the caller may read (others are left out silently)."""
@@ -133,7 +135,7 @@ def _included(
             continue
         seen.add(rid)
         items.append((rtype, rid_text, raw))
-    return enforce.keep_visible(session, call.ctx, call.services, items)
+    return enforce.keep_visible(reader, call.ctx, call.services, items)
 
 
 def _attachments(node: Any, base: str) -> set[str]:

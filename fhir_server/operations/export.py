@@ -21,7 +21,7 @@ from ..search import query as q
 from ..search.values import date_bounds
 from ..settings import Settings
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite.export import ExportJobs, Job
+from ..storage.features import ExportJobs, Job, sqlite_store
 from .registry import Call, Operations, Outcome
 
 OPERATIONS = Operations()
@@ -78,7 +78,7 @@ def kick_off(call: Call) -> Outcome:
         "level": level, "base": ctx.base_url, "types": types, "since": since,
         "filters": filters, "patients": members, "request": _request_url(call),
     }  # fmt: skip
-    ExportJobs(services.store).create(Job(
+    ExportJobs(sqlite_store(services.store, "Bulk Data export")).create(Job(
         job_id, owner(ctx.principal), principal_json(ctx.principal), spec, "queued", now(),
         time.time(),
     ))  # fmt: skip

@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import uuid
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,8 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, Issue, operation_outcome
 from ..policy import enforce
-from ..storage.sqlite import export as store
-from ..storage.sqlite.export import ExportJobs, Job
+from ..storage.features import ExportJobs, Job, has_features, sqlite_session, sqlite_store
+from ..storage.features import export as store
 from . import export
 
 if TYPE_CHECKING:
@@ -38,13 +39,19 @@ class Worker:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.jobs = ExportJobs(services.store)
         #: names this worker in the job table: the process and this run of it
         self.name = f"{os.getpid()}:{uuid.uuid4().hex}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @cached_property
+    def jobs(self) -> ExportJobs:
+        return ExportJobs(sqlite_store(self.services.store, "Bulk Data export"))
+
     def start(self) -> None:
+        """Nothing to run where export jobs are not stored (storage/features.py)."""
+        if not has_features(self.services.store):
+            return
         self._thread = threading.Thread(target=self._loop, name="export-worker", daemon=True)
         self._thread.start()
 
@@ -138,7 +145,7 @@ class _Run:
         self.base: str = spec["base"]
         self.ctx = RequestContext(self.base, export.principal_of(job.principal))
         self.folder = export.job_dir(self.services.settings, job.id)
-        self.session = self.services.store.reader()
+        self.session = sqlite_session(self.services.store.reader(), "Bulk Data export")
         self.progress: dict[str, Any] = job.progress or {}
 
     def run(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from ..model.validate import check_body
 from ..policy import enforce
 from ..search import pinyin
 from ..search import query as q
-from ..storage.sqlite import search as sql
 from . import match_rules as rules
 from .registry import Call, Operations, Outcome
 
@@ -90,7 +89,7 @@ def _candidates(
     once, within what the caller may search (the same narrowing as a search)."""
     ids: dict[str, None] = {}
     for lookup in _lookups(query, rules.lookups(query, possible)):
-        for _, pid in sql.match_ids(session, base, "Patient", [*narrowing, lookup], PER_LOOKUP):
+        for _, pid in session.match_ids(base, "Patient", [*narrowing, lookup], PER_LOOKUP):
             ids.setdefault(pid)
     out = []
     for pid in ids:

@@ -25,8 +25,7 @@ from ..context import RequestContext
 from ..errors import FhirError, error
 from ..search import query as q
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite import Session, Stored
-from ..storage.sqlite import search as sql
+from ..storage.contract import Session, Stored
 from .decide import (
     OPERATIONS,
     ROLE_ONLY,
@@ -96,7 +95,7 @@ def visible(session: Session, ctx: RequestContext, access: Access, ids: Iterable
     if not wanted:
         return set()
     by_id = q.Clause(q.Param("_id", "token"), tuple(wanted))
-    found = sql.match_ids(session, ctx.base_url, access.rtype, [by_id, *access.clauses], None)
+    found = session.match_ids(ctx.base_url, access.rtype, [by_id, *access.clauses], None)
     return {i for _, i in found}
 
 

@@ -55,8 +55,8 @@ import orjson
 from ..errors import error
 from ..operations.registry import Call, Operations, Outcome
 from ..search.values import date_bounds
-from ..storage.sqlite import Session
-from ..storage.sqlite.stats import referral_stats_rows
+from ..storage.contract import Session
+from ..storage.features import sqlite_session, stats
 from .codes import BUSINESS_SYSTEM, DIRECTION_URL, MILESTONES_URL, OPDEF, TYPE_SYSTEM
 
 OPERATIONS = Operations()
@@ -140,8 +140,8 @@ def referral_stats(
     group_by: str | None = None,
 ) -> dict[str, Any]:
     """The statistics as a Parameters resource (without the echoed inputs)."""
-    rows = referral_stats_rows(
-        session,
+    rows = stats.referral_stats_rows(
+        sqlite_session(session, "referral statistics"),
         {
             "milestones": MILESTONES_URL,
             "business": BUSINESS_SYSTEM,

@@ -17,7 +17,7 @@ from ..model import literal
 from ..model.resource import now
 from ..operations.registry import Call, Outcome
 from ..services import Services
-from ..storage.sqlite import Session, Stored
+from ..storage.contract import Session, Stored
 from .codes import BUSINESS_SYSTEM, DIRECTION_URL, OUTPUT_SYSTEM, STATUS_REASON_URL, TYPE_SYSTEM
 from .rules import business_status, is_referral_task, milestone, provenance
 from .sides import EITHER, RECEIVER, SENDER, SIDES

@@ -24,7 +24,7 @@ from .ack import Err
 from .mapping.plan import PLACEHOLDER, MappingError, Op, Plan
 
 if TYPE_CHECKING:  # typing only: the write transaction's session
-    from fhir_server.storage.sqlite import Session
+    from fhir_server.storage.contract import Session
 
 
 @dataclass

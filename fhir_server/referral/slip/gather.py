@@ -39,7 +39,7 @@ from ...context import RequestContext
 from ...interactions import read as reads
 from ...interactions.search import find
 from ...services import Services
-from ...storage.sqlite import Session
+from ...storage.contract import Session
 from ...terminology import Terminology
 from ..codes import (
     BUSINESS_SYSTEM,

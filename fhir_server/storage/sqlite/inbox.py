@@ -4,6 +4,7 @@ nothing of HL7: `channel` names the integration and `meta` is JSON the integrati
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -13,7 +14,8 @@ import orjson
 from ...model.resource import now
 
 if TYPE_CHECKING:  # typing only: the store hands out its inbox
-    from .store import Session, SqliteStore
+    from ..contract import Session
+    from .store import SqliteStore
 
 #: received: waiting to be mapped; mapped: done; error: mapping failed (kept for replay);
 #: rejected: refused on receipt (never mapped)
@@ -128,15 +130,12 @@ class Inbox:
         assert status in STATUSES, status
         if session is None:
             with self.store.write() as own:
-                self.settle(seq, status, error, meta, release, own)
+                _settle(own.conn, seq, status, error, meta, release)
             return
-        row = session.conn.execute("SELECT meta FROM inbox WHERE seq = ?", (seq,)).fetchone()
-        merged = {**orjson.loads(row[0]), **(meta or {})} if row else {}
-        session.conn.execute(
-            "UPDATE inbox SET status = ?, error = ?, meta = ?, attempts = attempts + 1, "
-            "updated_at = ?, dedup = CASE WHEN ? THEN 0 ELSE dedup END WHERE seq = ?",
-            (status, error, orjson.dumps(merged), now(), int(release), seq),
-        )
+        conn = getattr(session, "conn", None)  # the SQLite store's sessions (contract.py)
+        if conn is None:
+            raise TypeError("the inbox settles inside a SQLite write session")
+        _settle(conn, seq, status, error, meta, release)
 
     def search(
         self,
@@ -171,3 +170,20 @@ class Inbox:
             "SELECT status, count(*) FROM inbox WHERE channel = ? GROUP BY status", (channel,)
         )
         return {status: 0 for status in STATUSES} | {r[0]: r[1] for r in rows}
+
+
+def _settle(
+    conn: sqlite3.Connection,
+    seq: int,
+    status: str,
+    error: str | None,
+    meta: dict[str, Any] | None,
+    release: bool,
+) -> None:
+    row = conn.execute("SELECT meta FROM inbox WHERE seq = ?", (seq,)).fetchone()
+    merged = {**orjson.loads(row[0]), **(meta or {})} if row else {}
+    conn.execute(
+        "UPDATE inbox SET status = ?, error = ?, meta = ?, attempts = attempts + 1, "
+        "updated_at = ?, dedup = CASE WHEN ? THEN 0 ELSE dedup END WHERE seq = ?",
+        (status, error, orjson.dumps(merged), now(), int(release), seq),
+    )

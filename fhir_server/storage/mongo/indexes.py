@@ -1,0 +1,69 @@
+"""The indexes of the MongoDB backend, declared here and created at start-up (createIndexes
+is a no-op for an index that exists): `fhir-server mongo-indexes` is not needed, and an
+operator sees them with `db.Patient.getIndexes()` (README, MongoDB)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from ...spec import RESOURCE_TYPES
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+#: the column a parameter type sorts by (as sqlite/search.py _SORT_COLUMN)
+SORT_COLUMN = {
+    "string": "value",
+    "token": "code",
+    "reference": "target_id",
+    "date": "low",
+    "number": "low",
+    "quantity": "value",
+}
+
+#: per index table, the multikey index over its embedded rows: parameter first, then the
+#: columns a lookup compares (the same order as the SQLite index tables' value indexes)
+ENTRY_INDEXES: dict[str, tuple[str, ...]] = {
+    "string": ("p", "value"),
+    "token": ("p", "code", "system"),
+    "reference": ("p", "target_id", "target_type"),
+    "date": ("p", "low", "high"),
+    "number": ("p", "low", "high"),
+    "quantity": ("p", "value"),
+    "uri": ("p", "value"),
+    "composite": ("p",),
+}
+
+
+def resource_indexes() -> list[IndexModel]:
+    """The indexes of one resource type's collection (current versions)."""
+    out = [
+        IndexModel([("rid", ASCENDING)], name="rid", unique=True),
+        IndexModel([("del", ASCENDING), ("rid", ASCENDING)], name="del_rid"),
+        IndexModel([("lu", ASCENDING)], name="last_updated"),
+        IndexModel([("pc", ASCENDING)], name="patient_compartment"),
+    ]
+    for table, cols in ENTRY_INDEXES.items():
+        keys = [(f"x.{table}.{c}", ASCENDING) for c in cols]
+        out.append(IndexModel(keys, name=f"x_{table}"))
+    return out
+
+
+HISTORY_INDEXES = [
+    IndexModel(
+        [("lu", DESCENDING), ("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
+        name="history_order",
+    ),
+    IndexModel([("t", ASCENDING), ("lu", DESCENDING)], name="type_updated"),
+    IndexModel([("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)], name="instance"),
+]
+
+
+def create(db: Database[dict[str, Any]]) -> None:
+    """Every resource type's collection and the history, with their indexes."""
+    models = resource_indexes()
+    for rtype in sorted(RESOURCE_TYPES):
+        db[rtype].create_indexes(models)
+    db["history"].create_indexes(HISTORY_INDEXES)

@@ -1,0 +1,65 @@
+"""The SQLite backend behind the storage contract (storage/contract.py): the store and its
+sessions as they are, plus the search steps the layers above used to call as module
+functions (search.py), so nothing above storage imports this package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ...search.paging import Cursor
+from ...search.query import Clause, Query
+from ..contract import Page
+from . import search as sql
+from .store import Session, SqliteStore
+
+
+class SqliteSession(Session):
+    """A Session with the search steps of the contract."""
+
+    def guard(self, key: str) -> None:
+        """Nothing to do: the write transaction holds the one write lock."""
+
+    def match_ids(
+        self, base_url: str, rtype: str, clauses: list[Clause], limit: int | None
+    ) -> list[tuple[str, str]]:
+        return sql.match_ids(self, base_url, rtype, clauses, limit)
+
+    def search(self, base_url: str, query: Query, cursor: Cursor | None, count_only: bool) -> Page:
+        """Only row ids and sort keys are sorted; the JSON is fetched for the page alone."""
+        compiler = sql.Compiler(base_url, tuple(query.types))
+        needs_resource = any(p.code in ("_id", "_lastUpdated") for p, _ in query.sort)
+        relation, where, args = compiler.source(query.rtype, query.clauses, needs_resource)
+        if query.types:
+            where += f" AND r.type IN ({', '.join('?' * len(query.types))})"
+            args += query.types
+        out = Page()
+        if query.total != "none" or count_only:
+            out.total = sql.count(self, (relation, where, args))
+        if count_only:
+            return out
+        rows = sql.page(self, compiler, query, (relation, where, args), cursor, out.total)
+        out.more = len(rows) > query.count
+        rows = rows[: query.count]
+        if cursor is not None and not cursor.forward:
+            rows.reverse()
+        out.rows = sql.with_json(self, rows)
+        return out
+
+    def includes(self, query: Query, rows: list[tuple[Any, ...]]) -> list[tuple[str, str, bytes]]:
+        return sql.includes(self, query, [(r[0], r[1], r[2]) for r in rows])
+
+
+class SqliteBackend(SqliteStore):
+    """The SQLite store handing out SqliteSessions."""
+
+    kind = "sqlite"
+
+    def reader(self) -> SqliteSession:
+        return SqliteSession(super().reader().conn)
+
+    @contextmanager
+    def write(self) -> Iterator[SqliteSession]:
+        with super().write() as session:
+            yield SqliteSession(session.conn)
