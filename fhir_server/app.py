@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, auth, bootstrap, conformance, referral
+from . import audit, auth, bootstrap, conformance, consultation, referral
 from .api import bulk, http
 from .api.access import AccessLog
 from .api.routes import router
@@ -48,6 +48,7 @@ def wire(services: Services) -> Services:
     services.operations.extend(core_operations())
     services.hooks.add_on_write(check_search_parameter, ["SearchParameter"], lambda _: True)
     referral.register(services)
+    consultation.register(services)  # after referral: Task/$accept, $cancel serve both
     auth.register(services)
     for plugin in plugins():  # integrations (plugins.py): register like features, after them
         if plugin.register:
