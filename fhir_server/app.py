@@ -92,7 +92,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(run_periodically(app.state.services))
+        sweeper = asyncio.create_task(
+            run_periodically(app.state.services, (consultation.sweep.sweep,))
+        )
         exports = ExportWorker(app.state.services)  # Bulk Data export jobs, in a thread
         exports.start()
         yield

@@ -200,3 +200,198 @@ def test_the_whole_way_from_request_to_signed_opinion(client: TestClient, world:
     assert get(client, f"Encounter/{encounter['id']}")["status"] == "finished"
     assert activities(client, task_id) == [
         "request", "accept", "schedule", "start", "submit-opinion", "submit-opinion", "sign"]
+
+
+def test_refusals_follow_the_table(client: TestClient, world: Json) -> None:
+    task, _ = request(client, world, expert(world))
+    # nothing but an answer is possible while requested
+    for name in ("$start", "$sign", "$submit-opinion"):
+        params = [text("opinion", "x")] if name == "$submit-opinion" else []
+        assert "not allowed" in refused(op(client, f"Task/{task}/{name}", *params))
+    assert "not allowed" in refused(op(client, f"Task/{task}/$schedule",
+                                       text("start", "2030-01-01T09:00:00Z"),
+                                       text("end", "2030-01-01T09:30:00Z")))  # fmt: skip
+    # an expert who was not invited cannot answer
+    stranger = role(client, world["hospital"], "孙")
+    refused(op(client, f"Task/{task}/$accept", ref("expert", stranger)), 422)
+    # decline needs a reason
+    refused(op(client, f"Task/{task}/$decline", expert(world)), 400)
+    ok(op(client, f"Task/{task}/$accept", expert(world)))
+    # the same expert cannot answer twice
+    assert "already accepted" in refused(op(client, f"Task/{task}/$accept", expert(world)))
+    ok(op(client, f"Task/{task}/$cancel", text("reason", "患者已转院")))
+    for name in ("$accept", "$schedule", "$start", "$cancel"):
+        params = [text("reason", "x")] if name == "$cancel" else []
+        refused(op(client, f"Task/{task}/{name}", *params))
+    assert activities(client, task) == ["request", "accept", "cancel"]
+    # a consultation needs its category and an expert
+    body = request_body(world)
+    body["category"] = body["category"][:1]
+    refused(op(client, "ServiceRequest/$request-consultation",
+               {"name": "request", "resource": body}, expert(world)), 422)  # fmt: skip
+    refused(op(client, "ServiceRequest/$request-consultation",
+               {"name": "request", "resource": request_body(world)}), 422)  # fmt: skip
+
+
+def test_decline_of_the_only_expert_declines_and_frees_the_slot(
+    client: TestClient, world: Json
+) -> None:
+    slot = new_slot(client, world)
+    task, answer = request(client, world, expert(world), ref("slot", slot))
+    assert of(answer, "Appointment")[0]["status"] == "booked"
+    assert get(client, slot)["status"] == "busy"
+    declined = ok(op(client, f"Task/{task}/$decline", expert(world),
+                     {"name": "reason", "valueCoding": {
+                         "system": f"{CS}yl-consultation-decline-reason", "code": "unavailable"}}))
+    t = declined["entry"][0]["resource"]
+    assert business(t) == ("rejected", "declined")
+    assert t["statusReason"]["coding"][0]["code"] == "unavailable"
+    assert get(client, slot)["status"] == "free"
+    sr = get(client, t["focus"]["reference"])
+    assert sr["status"] == "revoked"
+    assert of(declined, "AppointmentResponse")[0]["participantStatus"] == "declined"
+
+
+def test_direct_booking_is_scheduled_on_acceptance(client: TestClient, world: Json) -> None:
+    slot = new_slot(client, world)
+    task, _ = request(client, world, expert(world), ref("slot", slot))
+    accepted = ok(op(client, f"Task/{task}/$accept", expert(world)))
+    assert business(accepted["entry"][0]["resource"]) == ("ready", "scheduled")
+    assert activities(client, task) == ["request", "accept", "schedule"]
+
+
+def test_team_invitation_redirect_and_partial_decline(client: TestClient, world: Json) -> None:
+    """An MDT: the team's three experts are invited; one declines (the consultation stays
+    requested), one redirects to a fourth expert, the fourth accepts: accepted, and every
+    answer is an AppointmentResponse."""
+    e = world["experts"]
+    team = create(client, {
+        "resourceType": "CareTeam", "status": "active", "name": "胸痛中心 MDT",
+        "category": [{"coding": [{"system": f"{CS}yl-careteam-type", "code": "collaboration"}]}],
+        "participant": [{"role": [{"coding": [{"system": f"{CS}yl-collaboration-role",
+                                               "code": "upper-specialist"}]}],
+                         "member": {"reference": r}} for r in e],
+        "managingOrganization": [{"reference": world["hospital"]}],
+    })  # fmt: skip
+    task, answer = request(client, world, ref("team", f"CareTeam/{team['id']}"), kind="mdt")
+    appointment = of(answer, "Appointment")[0]
+    assert [p["actor"]["reference"] for p in appointment["participant"]] == [world["doctor"], *e]
+    assert of(answer, "ServiceRequest")[0]["performer"][-1] == {
+        "reference": f"CareTeam/{team['id']}"}
+    one = ok(op(client, f"Task/{task}/$decline", expert(world, 1), text("reason", "出差")))
+    # no transition: the answer holds what changed, the Appointment and the response
+    assert [e["resource"]["resourceType"] for e in one["entry"]] == [
+        "Appointment", "AppointmentResponse"]
+    assert business(get(client, f"Task/{task}")) == ("requested", "requested")
+    fourth = role(client, world["hospital"], "周")
+    two = ok(op(client, f"Task/{task}/$decline", expert(world, 0), text("reason", "非本专业"),
+                ref("redirectTo", fourth)))  # fmt: skip
+    t = two["entry"][0]["resource"]
+    assert business(t) == ("requested", "redirected")
+    assert t["owner"] == {"reference": fourth}
+    refused(op(client, f"Task/{task}/$decline", expert(world, 2), text("reason", "x"),
+               ref("redirectTo", fourth)))  # already invited  # fmt: skip
+    three = ok(op(client, f"Task/{task}/$accept", ref("expert", fourth)))
+    assert business(three["entry"][0]["resource"]) == ("accepted", "accepted")
+    # the third expert of the team joins the accepted consultation without a transition
+    ok(op(client, f"Task/{task}/$accept", expert(world, 2)))
+    statuses = {p["actor"]["reference"]: p["status"]
+                for p in appointment_of(client, t)["participant"]}  # fmt: skip
+    assert statuses == {world["doctor"]: "accepted", e[0]: "declined", e[1]: "declined",
+                        e[2]: "accepted", fourth: "accepted"}  # fmt: skip
+    responses = client.get(f"/fhir/AppointmentResponse?appointment=Appointment/"
+                           f"{appointment['id']}").json()  # fmt: skip
+    assert responses["total"] == 4
+    assert activities(client, task) == ["request", "redirect", "accept"]
+
+
+def test_propose_time_moves_a_scheduled_session_back(client: TestClient, world: Json) -> None:
+    slot = new_slot(client, world)
+    task, _ = request(client, world, expert(world), ref("slot", slot))
+    ok(op(client, f"Task/{task}/$accept", expert(world)))
+    proposed = ok(op(client, f"Task/{task}/$propose-time", expert(world),
+                     text("start", "2030-03-01T01:00:00Z"), text("end", "2030-03-01T01:30:00Z"),
+                     text("comment", "周五上午更方便")))  # fmt: skip
+    assert business(proposed["entry"][0]["resource"]) == ("accepted", "accepted")
+    (response,) = of(proposed, "AppointmentResponse")
+    assert response["participantStatus"] == "tentative"
+    assert response["start"] == "2030-03-01T01:00:00Z"
+    assert get(client, slot)["status"] == "free"
+    scheduled = ok(op(client, f"Task/{task}/$schedule", text("start", "2030-03-01T01:00:00Z"),
+                      text("end", "2030-03-01T01:30:00Z")))  # fmt: skip
+    assert business(scheduled["entry"][0]["resource"]) == ("ready", "scheduled")
+    refused(op(client, f"Task/{task}/$propose-time", expert(world), text("start", "x"),
+               text("end", "y")), 400)  # fmt: skip
+
+
+def test_double_booking_of_an_expert_is_refused(client: TestClient, world: Json) -> None:
+    slot = new_slot(client, world)
+    first, _ = request(client, world, expert(world), ref("slot", slot))
+    # the same Slot again
+    assert "not free" in refused(op(client, "ServiceRequest/$request-consultation",
+                                    {"name": "request", "resource": request_body(world)},
+                                    expert(world), ref("slot", slot)))  # fmt: skip
+    # the same time by start/end: the expert holds a booked Appointment then
+    second, _ = request(client, world, expert(world))
+    ok(op(client, f"Task/{second}/$accept", expert(world)))
+    booked = get(client, slot)
+    clash = refused(op(client, f"Task/{second}/$schedule", text("start", booked["start"]),
+                       text("end", booked["end"])))  # fmt: skip
+    assert "already booked" in clash
+    # a Slot of someone not invited
+    other = create(client, {"resourceType": "Schedule", "actor": [{"reference": world["experts"][1]}]})
+    foreign = new_slot(client, world, schedule=f"Schedule/{other['id']}")
+    refused(op(client, f"Task/{second}/$schedule", ref("slot", foreign)), 422)
+    assert business(get(client, f"Task/{second}")) == ("accepted", "accepted")
+
+
+def test_if_match_and_plain_writes_are_checked(client: TestClient, world: Json) -> None:
+    task_id, _ = request(client, world, expert(world))
+    task = get(client, f"Task/{task_id}")
+    stale = f'W/"{int(task["meta"]["versionId"]) + 1}"'
+    refused(op(client, f"Task/{task_id}/$accept", expert(world), headers={"If-Match": stale}), 412)
+    current = f'W/"{task["meta"]["versionId"]}"'
+    ok(op(client, f"Task/{task_id}/$accept", expert(world), headers={"If-Match": current}))
+    task = get(client, f"Task/{task_id}")
+    # a jump the table does not have: accepted -> completed
+    jump = {**task, "status": "completed",
+            "businessStatus": {"coding": [{"system": f"{CS}yl-consultation-business-status",
+                                           "code": "completed"}]}}  # fmt: skip
+    assert "may not move" in refused(client.put(f"/fhir/Task/{task_id}", json=jump))
+    # a row of the table (C10 cancel) by PUT: allowed, with its Provenance
+    cancel = {**task, "status": "cancelled",
+              "businessStatus": {"coding": [{"system": f"{CS}yl-consultation-business-status",
+                                             "code": "cancelled"}]}}  # fmt: skip
+    assert client.put(f"/fhir/Task/{task_id}", json=cancel).status_code == 200
+    assert activities(client, task_id)[-1] == "cancel"
+    # PATCH back to accepted: no row
+    patch = [{"op": "replace", "path": "/status", "value": "accepted"}]
+    r = client.patch(f"/fhir/Task/{task_id}", json=patch,
+                     headers={"Content-Type": "application/json-patch+json"})
+    refused(r)
+    assert refused(client.delete(f"/fhir/Task/{task_id}")).startswith("A consultation Task")
+    # created by POST only as requested
+    created = {k: v for k, v in task.items() if k not in ("id", "meta")}
+    refused(client.post("/fhir/Task", json=created))
+
+
+def test_unanswered_requests_expire_by_their_urgency(client: TestClient, world: Json) -> None:
+    """stat (急会诊) is due after 30 minutes, urgent after 240, routine after 2880
+    (consultation_response_minutes): at +31 minutes only the stat one expires; at +241 the
+    urgent one too; the routine one is still open; an accepted one never expires."""
+    from fhir_server.consultation.sweep import sweep
+
+    stat, _ = request(client, world, expert(world), priority="stat")
+    urgent, _ = request(client, world, expert(world), priority="urgent")
+    routine, _ = request(client, world, expert(world))
+    answered, _ = request(client, world, expert(world), priority="stat")
+    ok(op(client, f"Task/{answered}/$accept", expert(world)))
+    services = client.app.state.services  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    assert sweep(services, now + timedelta(minutes=31)) == [f"expire Task/{stat}"]
+    assert sweep(services, now + timedelta(minutes=241)) == [f"expire Task/{urgent}"]
+    assert business(get(client, f"Task/{stat}")) == ("cancelled", "expired")
+    assert business(get(client, f"Task/{routine}")) == ("requested", "requested")
+    sr = get(client, get(client, f"Task/{stat}")["focus"]["reference"])
+    assert sr["status"] == "revoked"
+    assert activities(client, stat) == ["request", "expire"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..search.query import CareRelationship
 from ..services import Services
-from . import experts, guard, messages, operations, opinion, stats, transitions
+from . import experts, guard, messages, operations, opinion, stats, sweep, transitions
 from .codes import BUSINESS_SYSTEM
 from .operations import TASK_CODES
 

@@ -51,6 +51,7 @@ from .codes import (
     TYPE_SYSTEM,
 )
 from .rules import business_status, is_consultation_request, is_consultation_task
+from .transitions import OPEN
 from .work import ConsultWork, check_side, key_of, run, transition
 
 OPERATIONS = Operations()
@@ -225,6 +226,19 @@ def _expert(call: Call, appointment: Json) -> Json:
     raise error(422, "required", "Say which invited expert answers ('expert')", "expert")
 
 
+#: business statuses in which an invited expert may still answer their invitation: open, or
+#: (the other experts of a team) while the consultation goes on
+ANSWERABLE = (*OPEN, "accepted", "scheduled", "in-progress", "opinion-drafted")
+
+
+def _answerable(work: Work, task: Json, code: str) -> str | None:
+    """The Task's business status; 409 (the table's refusal) when nobody may answer now."""
+    status = business_status(task)
+    if status not in ANSWERABLE:
+        work.table.allowed(code, task.get("status", ""), status)
+    return status
+
+
 def _answered(entry: Json) -> None:
     if entry.get("status") in ("accepted", "declined"):
         raise error(409, "business-rule",
@@ -238,17 +252,15 @@ def accept(call: Call) -> Outcome:
     other experts of a team accept into the same consultation."""
 
     def body(work: Work, task: Json, sr: Json) -> None:
+        status = _answerable(work, task, "accept")
         appointment = _appointment(work, task)
         expert = _expert(call, appointment)
         _answered(expert_entry(appointment, expert))
         respond(work, appointment, expert, "accepted", string_param(call, "comment"))
-        status = business_status(task)
-        if status in ("requested", "redirected"):
+        if status in OPEN:
             transition(work, task, "accept", expert)
             if appointment.get("status") == "booked":
                 transition(work, task, "schedule", expert)
-        elif status not in ("accepted", "scheduled", "in-progress", "opinion-drafted"):
-            work.table.allowed("accept", task.get("status", ""), status)
 
     return run(call, body, "$accept")
 
@@ -262,6 +274,7 @@ def decline(call: Call) -> Outcome:
 
     def body(work: Work, task: Json, sr: Json) -> None:
         reason = concept_param(call, "reason", required=True)
+        _answerable(work, task, "decline")
         appointment = _appointment(work, task)
         expert = _expert(call, appointment)
         _answered(expert_entry(appointment, expert))

@@ -4,22 +4,23 @@ Run with the referral sweep (`fhir-server sweep`, and every sweep_minutes in the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ..context import RequestContext
 from ..interactions.hooks import transaction
 from ..interactions.search import find
 from ..services import Services
+from ..referral.sweep import when
 from ..referral.work import instant, parse_instant
 from .operations import expire
 from .rules import business_status, is_consultation_task
 from .work import ConsultWork
 
 
-def sweep(services: Services, now: datetime | None = None) -> list[str]:
+def sweep(services: Services, now: datetime | str | None = None) -> list[str]:
     """Expire the open consultation Tasks past their deadline, each in its own transaction;
     answers 'expire Task/<id>' for each, in id order."""
-    at = now or datetime.now(UTC)
+    at = when(now)
     ctx = RequestContext(base_url=services.settings.public_base_url or "http://localhost/fhir")
     candidates = find(services.store.reader(), services, ctx, "Task", "status=requested",
                       limit=None)  # fmt: skip
