@@ -74,16 +74,25 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     from .auth.demo import register_demo
     from .referral.demo import describe, load_if_empty, sign_ins
     from .referral.demo import load_demo as load_consortium
+    from .consultation import demo as consultation_demo
     from .storage.features import has_features
 
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
     if demo is None:
         return None
+    ctx = RequestContext(
+        base_url=services.settings.public_base_url
+        or f"http://{services.settings.host}:{services.settings.port}/fhir"
+    )
+    consultations = consultation_demo.describe(consultation_demo.load(services, ctx))
     if not has_features(services.store):  # no SMART tables to sign in with (storage/features)
-        return describe(demo)
-    lines = [describe(demo), register_demo(services.features["auth"].store, sign_ins())]
+        return f"{describe(demo)}
+{consultations}"
+    users = [*sign_ins(), *consultation_demo.sign_ins()]
+    lines = [describe(demo), consultations, register_demo(services.features["auth"].store, users)]
     lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]
-    return "\n".join(lines)
+    return "
+".join(lines)
 
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:

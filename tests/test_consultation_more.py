@@ -274,3 +274,23 @@ def test_messages_thread_attachments_and_read_receipts(client: TestClient) -> No
     assert op(client, f"Communication/{first['id']}/$mark-read").status_code == 400
     rid = receipt.json()["entry"][0]["resource"]["id"]
     assert op(client, f"Communication/{rid}/$mark-read", ref("reader", world["doctor"])).status_code == 422
+
+
+def test_demo_has_experts_with_slots_a_team_and_every_state(client: TestClient) -> None:
+    from fhir_server.app import load_demo
+    from fhir_server.consultation.demo import STATES
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    assert "10 consultations in 10 states" in str(load_demo(services))
+    found = client.get("/fhir/Task", params={
+        "business-status": f"{CS}yl-consultation-business-status|", "_count": 100}).json()
+    states = sorted(e["resource"]["businessStatus"]["coding"][0]["code"] for e in found["entry"])
+    assert states == sorted(s for s, _ in STATES)
+    experts = client.get("/fhir/PractitionerRole/$find-experts",
+                         params={"specialty": "http://snomed.info/sct|394579002"}).json()
+    ranked = [p["part"][0]["valueReference"]["reference"] for p in experts["parameter"]]
+    # three cardiologists, each with 14 slots in 7 days less those the demo booked
+    assert sorted(ranked) == ["PractitionerRole/role-expert-1", "PractitionerRole/role-expert-2",
+                              "PractitionerRole/role-expert-5"]
+    team = client.get("/fhir/CareTeam/team-chest-pain").json()
+    assert len(team["participant"]) == 4

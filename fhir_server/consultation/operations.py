@@ -175,8 +175,9 @@ def _request(work: Work, call: Call) -> Json:
 
 
 def _experts(work: Work, call: Call, sr: Json) -> list[Json]:
-    """The invited experts (PractitionerRoles): `expert` parameters, the members of `team`
-    (a CareTeam), else the ServiceRequest's PractitionerRole performers; once each."""
+    """The invited experts (PractitionerRoles): `expert` parameters, the specialists of `team`
+    (a collaboration CareTeam), else the ServiceRequest's PractitionerRole performers; once
+    each."""
     found: list[Json] = []
     for p in call.values("expert"):
         value = p.get("valueReference") or p.get("valueString")
@@ -185,8 +186,8 @@ def _experts(work: Work, call: Call, sr: Json) -> list[Json]:
     if team:
         care_team = work.resolve(team, "CareTeam", "team")
         found += [m["member"] for m in care_team.get("participant") or []
-                  if key_of(m.get("member")) and str(key_of(m.get("member"))).startswith(
-                      "PractitionerRole/")]  # fmt: skip
+                  if str(key_of(m.get("member"))).startswith("PractitionerRole/")
+                  and _specialist(m)]  # fmt: skip
     if not found:
         found = [p for p in sr.get("performer") or []
                  if str(key_of(p)).startswith("PractitionerRole/")]  # fmt: skip
@@ -201,6 +202,13 @@ def _experts(work: Work, call: Call, sr: Json) -> list[Json]:
         raise error(422, "business-rule", "Invite at least one expert ('expert' or 'team')",
                     "expert")  # fmt: skip
     return list(unique.values())
+
+
+def _specialist(member: Json) -> bool:
+    """A team member invited as an expert: an upper-level specialist (yl-collaboration-role),
+    or a member without a role; the team's primary-care doctors are not."""
+    codes = {c.get("code") for r in member.get("role") or [] for c in r.get("coding") or []}
+    return not codes or "upper-specialist" in codes
 
 
 def _appointment(work: Work, task: Json) -> Json:
