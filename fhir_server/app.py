@@ -72,9 +72,9 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     """The demo consortium (referral feature) and its sign-ins, the sample app and users
     (auth feature); what was loaded, for the console. None: the database was not empty."""
     from .auth.demo import register_demo
+    from .consultation import demo as consultation_demo
     from .referral.demo import describe, load_if_empty, sign_ins
     from .referral.demo import load_demo as load_consortium
-    from .consultation import demo as consultation_demo
     from .storage.features import has_features
 
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
@@ -86,13 +86,11 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     )
     consultations = consultation_demo.describe(consultation_demo.load(services, ctx))
     if not has_features(services.store):  # no SMART tables to sign in with (storage/features)
-        return f"{describe(demo)}
-{consultations}"
+        return f"{describe(demo)}\n{consultations}"
     users = [*sign_ins(), *consultation_demo.sign_ins()]
     lines = [describe(demo), consultations, register_demo(services.features["auth"].store, users)]
     lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]
-    return "
-".join(lines)
+    return "\n".join(lines)
 
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:

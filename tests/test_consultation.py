@@ -4,7 +4,6 @@ booking, If-Match, plain PUT checked against the table, expiry, and the opinion 
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,7 +77,8 @@ def build(client: Any) -> Json:
     community = create(client, {"resourceType": "Organization", "name": "社区卫生服务中心"})
     hospital = create(client, {"resourceType": "Organization", "name": "市第一人民医院"})
     c_org, h_org = f"Organization/{community['id']}", f"Organization/{hospital['id']}"
-    patient = create(client, {"resourceType": "Patient", "name": [{"family": "张", "given": ["三"]}],
+    patient = create(client, {"resourceType": "Patient",
+                              "name": [{"family": "张", "given": ["三"]}],
                               "gender": "male", "birthDate": "1960-05-01",
                               "managingOrganization": {"reference": c_org}})  # fmt: skip
     experts = [role(client, h_org, name) for name in ("李", "赵", "钱")]
@@ -121,8 +121,15 @@ def request_body(world: Json, kind: str = "single-expert", priority: str = "rout
 
 def request(client: Any, world: Json, *params: Json, **kw: Any) -> tuple[str, Json]:
     """$request-consultation at type level; (Task id, the answer)."""
-    answer = ok(op(client, "ServiceRequest/$request-consultation",
-                   {"name": "request", "resource": request_body(world, **kw)}, *params), 201)
+    answer = ok(
+        op(
+            client,
+            "ServiceRequest/$request-consultation",
+            {"name": "request", "resource": request_body(world, **kw)},
+            *params,
+        ),
+        201,
+    )
     task = answer["entry"][0]["resource"]
     assert task["resourceType"] == "Task"
     return task["id"], answer
@@ -185,7 +192,11 @@ def test_the_whole_way_from_request_to_signed_opinion(client: TestClient, world:
     assert composition["status"] == "preliminary"
     assert composition["type"]["coding"][0]["code"] == "11488-4"
     assert [s["code"]["coding"][0]["code"] for s in composition["section"]] == [
-        "history-summary", "findings", "opinion", "recommendations"]
+        "history-summary",
+        "findings",
+        "opinion",
+        "recommendations",
+    ]
     assert business(drafted["entry"][0]["resource"]) == ("in-progress", "opinion-drafted")
     # a revision keeps the same Composition
     again = ok(op(client, f"Task/{task_id}/$submit-opinion", text("opinion", "不稳定型心绞痛")))
@@ -199,7 +210,14 @@ def test_the_whole_way_from_request_to_signed_opinion(client: TestClient, world:
     assert get(client, f"Appointment/{appointment['id']}")["status"] == "fulfilled"
     assert get(client, f"Encounter/{encounter['id']}")["status"] == "finished"
     assert activities(client, task_id) == [
-        "request", "accept", "schedule", "start", "submit-opinion", "submit-opinion", "sign"]
+        "request",
+        "accept",
+        "schedule",
+        "start",
+        "submit-opinion",
+        "submit-opinion",
+        "sign",
+    ]
 
 
 def test_refusals_follow_the_table(client: TestClient, world: Json) -> None:
@@ -240,9 +258,20 @@ def test_decline_of_the_only_expert_declines_and_frees_the_slot(
     task, answer = request(client, world, expert(world), ref("slot", slot))
     assert of(answer, "Appointment")[0]["status"] == "booked"
     assert get(client, slot)["status"] == "busy"
-    declined = ok(op(client, f"Task/{task}/$decline", expert(world),
-                     {"name": "reason", "valueCoding": {
-                         "system": f"{CS}yl-consultation-decline-reason", "code": "unavailable"}}))
+    declined = ok(
+        op(
+            client,
+            f"Task/{task}/$decline",
+            expert(world),
+            {
+                "name": "reason",
+                "valueCoding": {
+                    "system": f"{CS}yl-consultation-decline-reason",
+                    "code": "unavailable",
+                },
+            },
+        )
+    )
     t = declined["entry"][0]["resource"]
     assert business(t) == ("rejected", "declined")
     assert t["statusReason"]["coding"][0]["code"] == "unavailable"
@@ -277,11 +306,14 @@ def test_team_invitation_redirect_and_partial_decline(client: TestClient, world:
     appointment = of(answer, "Appointment")[0]
     assert [p["actor"]["reference"] for p in appointment["participant"]] == [world["doctor"], *e]
     assert of(answer, "ServiceRequest")[0]["performer"][-1] == {
-        "reference": f"CareTeam/{team['id']}"}
+        "reference": f"CareTeam/{team['id']}"
+    }
     one = ok(op(client, f"Task/{task}/$decline", expert(world, 1), text("reason", "出差")))
     # no transition: the answer holds what changed, the Appointment and the response
     assert [e["resource"]["resourceType"] for e in one["entry"]] == [
-        "Appointment", "AppointmentResponse"]
+        "Appointment",
+        "AppointmentResponse",
+    ]
     assert business(get(client, f"Task/{task}")) == ("requested", "requested")
     fourth = role(client, world["hospital"], "周")
     two = ok(op(client, f"Task/{task}/$decline", expert(world, 0), text("reason", "非本专业"),
@@ -339,7 +371,9 @@ def test_double_booking_of_an_expert_is_refused(client: TestClient, world: Json)
                        text("end", booked["end"])))  # fmt: skip
     assert "already booked" in clash
     # a Slot of someone not invited
-    other = create(client, {"resourceType": "Schedule", "actor": [{"reference": world["experts"][1]}]})
+    other = create(
+        client, {"resourceType": "Schedule", "actor": [{"reference": world["experts"][1]}]}
+    )
     foreign = new_slot(client, world, schedule=f"Schedule/{other['id']}")
     refused(op(client, f"Task/{second}/$schedule", ref("slot", foreign)), 422)
     assert business(get(client, f"Task/{second}")) == ("accepted", "accepted")
@@ -366,8 +400,9 @@ def test_if_match_and_plain_writes_are_checked(client: TestClient, world: Json) 
     assert activities(client, task_id)[-1] == "cancel"
     # PATCH back to accepted: no row
     patch = [{"op": "replace", "path": "/status", "value": "accepted"}]
-    r = client.patch(f"/fhir/Task/{task_id}", json=patch,
-                     headers={"Content-Type": "application/json-patch+json"})
+    r = client.patch(
+        f"/fhir/Task/{task_id}", json=patch, headers={"Content-Type": "application/json-patch+json"}
+    )
     refused(r)
     assert refused(client.delete(f"/fhir/Task/{task_id}")).startswith("A consultation Task")
     # created by POST only as requested

@@ -35,7 +35,8 @@ def _role(rid: str, org: str) -> dict[str, Any]:
 DATA = [
     _org("hc"), _org("hh"), _org("hx"), _role("drc", "hc"), _role("drh", "hh"),
     _role("drx", "hx"),
-    {"resourceType": "Patient", "id": "pc", "managingOrganization": {"reference": "Organization/hc"}},
+    {"resourceType": "Patient", "id": "pc",
+     "managingOrganization": {"reference": "Organization/hc"}},
     {"resourceType": "Observation", "id": "oc", "status": "final", "code": {"text": "血压"},
      "subject": {"reference": "Patient/pc"}},
 ]  # fmt: skip
@@ -106,15 +107,19 @@ def test_the_invited_expert_reads_the_record_only_while_the_consultation_is_open
     assert post(drh, f"Task/{task}/$cancel", p("reason", "x")).status_code == 403
     assert sees_record(drh) and not sees_record(drx)
     # $everything with _type and _since: only what changed after `before`, of those types
-    everything = drh.get("/fhir/Patient/pc/$everything",
-                         params={"_type": "ImagingStudy,Observation", "_since": before}).json()
+    everything = drh.get(
+        "/fhir/Patient/pc/$everything",
+        params={"_type": "ImagingStudy,Observation", "_since": before},
+    ).json()
     got = {e["resource"]["resourceType"] + "/" + e["resource"]["id"]
            for e in everything.get("entry", [])}  # fmt: skip
     assert got == {"ImagingStudy/ic"}
     assert post(drh, f"Task/{task}/$accept").status_code == 200
     assert post(drh, f"Task/{task}/$start").status_code == 200
     assert sees_record(drh)
-    assert post(drh, f"Task/{task}/$submit-opinion", p("opinion", "未见明显异常")).status_code == 200
+    assert (
+        post(drh, f"Task/{task}/$submit-opinion", p("opinion", "未见明显异常")).status_code == 200
+    )
     assert sees_record(drh)  # writing the opinion, still open
     assert post(drh, f"Task/{task}/$sign").status_code == 200
     assert not sees_record(drh) and not sees_record(drx)

@@ -40,7 +40,7 @@ def test_concurrent_accept_and_decline_one_wins(live_server: str) -> None:
                 ("$decline", [expert(world), text("reason", "没时间")]),
             ]
 
-            def go(item: tuple[str, list[Json]]) -> int:
+            def go(item: tuple[str, list[Json]], task: str = task) -> int:
                 name, params = item
                 with httpx.Client(base_url=live_server, timeout=30) as own:
                     body = {"resourceType": "Parameters", "parameter": params}
@@ -96,13 +96,21 @@ def test_find_experts_ranks_by_free_slots_in_the_window(client: TestClient) -> N
     h2 = create(client, {"resourceType": "Organization", "name": "二院"})
 
     def expert_with(org: Json, specialty: str, active: bool = True) -> str:
-        r = create(client, {"resourceType": "PractitionerRole", "active": active,
-                            "organization": {"reference": f"Organization/{org['id']}"},
-                            "specialty": [{"coding": [{"system": "urn:test", "code": specialty}]}]})
+        r = create(
+            client,
+            {
+                "resourceType": "PractitionerRole",
+                "active": active,
+                "organization": {"reference": f"Organization/{org['id']}"},
+                "specialty": [{"coding": [{"system": "urn:test", "code": specialty}]}],
+            },
+        )
         return f"PractitionerRole/{r['id']}"
 
     def schedule_of(role: str) -> str:
-        s = create(client, {"resourceType": "Schedule", "active": True, "actor": [{"reference": role}]})
+        s = create(
+            client, {"resourceType": "Schedule", "active": True, "actor": [{"reference": role}]}
+        )
         return f"Schedule/{s['id']}"
 
     a, b, c = expert_with(h1, "cardio"), expert_with(h1, "cardio"), expert_with(h2, "cardio")
@@ -118,15 +126,25 @@ def test_find_experts_ranks_by_free_slots_in_the_window(client: TestClient) -> N
     slots(client, se, [t + h, t + 2 * h, t + 3 * h, t + 4 * h])
 
     def found(**params: str) -> list[tuple[str, int]]:
-        r = client.get("/fhir/PractitionerRole/$find-experts",
-                       params={"specialty": "urn:test|cardio", "start": t.isoformat(),
-                               "end": (t + timedelta(days=2)).isoformat(), **params})
+        r = client.get(
+            "/fhir/PractitionerRole/$find-experts",
+            params={
+                "specialty": "urn:test|cardio",
+                "start": t.isoformat(),
+                "end": (t + timedelta(days=2)).isoformat(),
+                **params,
+            },
+        )
         assert r.status_code == 200, r.text
         out = []
         for p in r.json().get("parameter", []):
             parts = {x["name"]: x for x in p["part"]}
-            out.append((parts["practitionerRole"]["valueReference"]["reference"],
-                        parts["freeSlots"]["valueInteger"]))
+            out.append(
+                (
+                    parts["practitionerRole"]["valueReference"]["reference"],
+                    parts["freeSlots"]["valueInteger"],
+                )
+            )
         return out
 
     assert found() == [(b, 3), (a, 3), (c, 1)]
@@ -161,33 +179,59 @@ def test_stats_count_states_and_the_median_response_time(client: TestClient) -> 
         task["lastModified"] = "2031-01-15T09:00:00Z"
         task["restriction"] = {"period": {"end": "2031-01-17T08:00:00Z"}}
         if tid in answered:
-            task["executionPeriod"] = {**task["executionPeriod"],
-                                       "start": f"2031-01-15T{answered[tid]}:00Z"}
+            task["executionPeriod"] = {
+                **task["executionPeriod"],
+                "start": f"2031-01-15T{answered[tid]}:00Z",
+            }
         if "end" in task.get("executionPeriod", {}):
             task["executionPeriod"]["end"] = "2031-01-15T09:00:00Z"
         fixed.append(task)
     seed(client, fixed)
-    r = client.get("/fhir/ServiceRequest/$consultation-stats",
-                   params={"periodStart": "2031-01-01", "periodEnd": "2031-01-31"})
+    r = client.get(
+        "/fhir/ServiceRequest/$consultation-stats",
+        params={"periodStart": "2031-01-01", "periodEnd": "2031-01-31"},
+    )
     assert r.status_code == 200, r.text
     got = {p["name"]: p.get("valueInteger", p.get("valueDecimal")) for p in r.json()["parameter"]
            if p["name"] not in ("periodStart", "periodEnd")}  # fmt: skip
-    assert got == {"total": 5, "requested": 1, "accepted": 1, "declined": 1, "cancelled": 2,
-                   "expired": 0, "completed": 0, "medianResponseMinutes": 30.0}
-    by_type = client.get("/fhir/ServiceRequest/$consultation-stats",
-                         params={"groupBy": "type", "periodStart": "2031-01"}).json()
+    assert got == {
+        "total": 5,
+        "requested": 1,
+        "accepted": 1,
+        "declined": 1,
+        "cancelled": 2,
+        "expired": 0,
+        "completed": 0,
+        "medianResponseMinutes": 30.0,
+    }
+    by_type = client.get(
+        "/fhir/ServiceRequest/$consultation-stats",
+        params={"groupBy": "type", "periodStart": "2031-01"},
+    ).json()
     groups = {g["part"][0]["valueString"]: {p["name"]: p.get("valueInteger", p.get("valueDecimal"))
                                              for p in g["part"][1:]}
               for g in by_type["parameter"] if g["name"] == "group"}  # fmt: skip
     assert set(groups) == {"ecg", "imaging", "mdt"}
     assert groups["imaging"]["total"] == 3 and groups["imaging"]["medianResponseMinutes"] == 20.0
-    assert groups["mdt"] == {"total": 1, "requested": 0, "accepted": 0, "declined": 0,
-                             "cancelled": 1, "expired": 0, "completed": 0}
-    outside = client.get("/fhir/ServiceRequest/$consultation-stats",
-                         params={"periodEnd": "2030-12-31"}).json()
+    assert groups["mdt"] == {
+        "total": 1,
+        "requested": 0,
+        "accepted": 0,
+        "declined": 0,
+        "cancelled": 1,
+        "expired": 0,
+        "completed": 0,
+    }
+    outside = client.get(
+        "/fhir/ServiceRequest/$consultation-stats", params={"periodEnd": "2030-12-31"}
+    ).json()
     assert {p["name"]: p.get("valueInteger") for p in outside["parameter"]}["total"] == 0
-    assert client.get("/fhir/ServiceRequest/$consultation-stats",
-                      params={"groupBy": "colour"}).status_code == 400
+    assert (
+        client.get(
+            "/fhir/ServiceRequest/$consultation-stats", params={"groupBy": "colour"}
+        ).status_code
+        == 400
+    )
 
 
 def test_the_opinion_pdf_holds_the_chinese_text(client: TestClient) -> None:
@@ -200,14 +244,26 @@ def test_the_opinion_pdf_holds_the_chinese_text(client: TestClient) -> None:
     drafted = ok(op(client, f"Task/{task}/$submit-opinion", text("historySummary", "反复胸痛三月"),
                     text("findings", "心电图ST段压低"), text("opinion", "考虑不稳定型心绞痛"),
                     text("recommendations", "建议冠脉造影")))  # fmt: skip
-    composition = [e["resource"] for e in drafted["entry"]
-                   if e["resource"]["resourceType"] == "Composition"][0]
+    composition = [
+        e["resource"] for e in drafted["entry"] if e["resource"]["resourceType"] == "Composition"
+    ][0]
     url = f"/fhir/Composition/{composition['id']}/$consultation-opinion"
     draft = client.get(url, params={"format": "pdf"})
     assert draft.status_code == 200 and draft.headers["content-type"] == "application/pdf"
     words = "".join(page.extract_text() for page in PdfReader(io.BytesIO(draft.content)).pages)
-    for phrase in ("远程会诊意见单", "草稿", "张三", "病情摘要", "反复胸痛三月", "心电图ST段压低",
-                   "考虑不稳定型心绞痛", "建议冠脉造影", "社区卫生服务中心", "市第一人民医院", "李"):
+    for phrase in (
+        "远程会诊意见单",
+        "草稿",
+        "张三",
+        "病情摘要",
+        "反复胸痛三月",
+        "心电图ST段压低",
+        "考虑不稳定型心绞痛",
+        "建议冠脉造影",
+        "社区卫生服务中心",
+        "市第一人民医院",
+        "李",
+    ):
         assert phrase in words.replace(" ", ""), phrase
     ok(op(client, f"Task/{task}/$sign"))
     signed = client.get(url, params={"format": "pdf"})
@@ -221,9 +277,15 @@ def test_the_opinion_pdf_holds_the_chinese_text(client: TestClient) -> None:
 def test_messages_thread_attachments_and_read_receipts(client: TestClient) -> None:
     world = build(client)
     task, answer = request(client, world, expert(world))
-    sr = answer["entry"][1]["resource"] if answer["entry"][1]["resource"]["resourceType"] == \
-        "ServiceRequest" else [e["resource"] for e in answer["entry"]
-                               if e["resource"]["resourceType"] == "ServiceRequest"][0]
+    sr = (
+        answer["entry"][1]["resource"]
+        if answer["entry"][1]["resource"]["resourceType"] == "ServiceRequest"
+        else [
+            e["resource"]
+            for e in answer["entry"]
+            if e["resource"]["resourceType"] == "ServiceRequest"
+        ][0]
+    )
     binary = create(client, {"resourceType": "Binary", "contentType": "image/png",
                              "data": "iVBORw0KGgo="})  # fmt: skip
     study = create(client, {"resourceType": "ImagingStudy", "status": "available",
@@ -232,11 +294,13 @@ def test_messages_thread_attachments_and_read_receipts(client: TestClient) -> No
                              "code": "consultation-message"}]}]  # fmt: skip
     first = create(client, {
         "resourceType": "Communication", "status": "completed", "category": category,
-        "partOf": [{"reference": f"Task/{task}"}], "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
+        "partOf": [{"reference": f"Task/{task}"}],
+        "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
         "subject": {"reference": world["patient"]}, "sender": {"reference": world["doctor"]},
         "recipient": [{"reference": world["experts"][0]}], "sent": "2031-01-01T08:00:00Z",
         "payload": [{"contentString": "请看今天的冠脉CT"},
-                    {"contentAttachment": {"contentType": "image/png", "url": f"Binary/{binary['id']}",
+                    {"contentAttachment": {"contentType": "image/png",
+                                           "url": f"Binary/{binary['id']}",
                                            "title": "心电图截图"}},
                     {"contentReference": {"reference": f"ImagingStudy/{study['id']}"}}],
     })  # fmt: skip
@@ -248,22 +312,29 @@ def test_messages_thread_attachments_and_read_receipts(client: TestClient) -> No
         "payload": [{"contentString": "已阅，LAD近段狭窄约70%"}],
     })  # fmt: skip
     thread = client.get("/fhir/Communication", params={
-        "part-of": f"Task/{task}", "category": f"{CS}yl-communication-category|consultation-message",
+        "part-of": f"Task/{task}",
+        "category": f"{CS}yl-communication-category|consultation-message",
         "_sort": "sent"}).json()  # fmt: skip
     assert [e["resource"]["id"] for e in thread["entry"]] == [first["id"], reply["id"]]
     by_sender = client.get("/fhir/Communication", params={
         "part-of": f"Task/{task}", "sender": world["experts"][0]}).json()  # fmt: skip
     assert [e["resource"]["id"] for e in by_sender["entry"]] == [reply["id"]]
     replies = client.get("/fhir/Communication", params={
-        "in-response-to": f"Communication/{first['id']}", "category": category[0]["coding"][0]["system"] + "|consultation-message"}).json()  # fmt: skip
+        "in-response-to": f"Communication/{first['id']}",
+        "category": f"{CS}yl-communication-category|consultation-message"}).json()  # fmt: skip
     assert [e["resource"]["id"] for e in replies["entry"]] == [reply["id"]]
     # read receipts: one per reader, once
-    receipt = op(client, f"Communication/{first['id']}/$mark-read",
-                 ref("reader", world["experts"][0]))
+    receipt = op(
+        client, f"Communication/{first['id']}/$mark-read", ref("reader", world["experts"][0])
+    )
     assert receipt.status_code == 201, receipt.text
-    again = op(client, f"Communication/{first['id']}/$mark-read", ref("reader", world["experts"][0]))
+    again = op(
+        client, f"Communication/{first['id']}/$mark-read", ref("reader", world["experts"][0])
+    )
     assert again.status_code == 200
-    assert again.json()["entry"][0]["resource"]["id"] == receipt.json()["entry"][0]["resource"]["id"]
+    assert (
+        again.json()["entry"][0]["resource"]["id"] == receipt.json()["entry"][0]["resource"]["id"]
+    )
     op(client, f"Communication/{first['id']}/$mark-read", ref("reader", world["experts"][1]))
     receipts = client.get("/fhir/Communication", params={
         "in-response-to": f"Communication/{first['id']}",
@@ -273,7 +344,10 @@ def test_messages_thread_attachments_and_read_receipts(client: TestClient) -> No
     assert receipts["entry"][0]["resource"]["recipient"] == [{"reference": world["doctor"]}]
     assert op(client, f"Communication/{first['id']}/$mark-read").status_code == 400
     rid = receipt.json()["entry"][0]["resource"]["id"]
-    assert op(client, f"Communication/{rid}/$mark-read", ref("reader", world["doctor"])).status_code == 422
+    assert (
+        op(client, f"Communication/{rid}/$mark-read", ref("reader", world["doctor"])).status_code
+        == 422
+    )
 
 
 def test_demo_has_experts_with_slots_a_team_and_every_state(client: TestClient) -> None:
@@ -282,15 +356,22 @@ def test_demo_has_experts_with_slots_a_team_and_every_state(client: TestClient) 
 
     services = client.app.state.services  # type: ignore[attr-defined]
     assert "10 consultations in 10 states" in str(load_demo(services))
-    found = client.get("/fhir/Task", params={
-        "business-status": f"{CS}yl-consultation-business-status|", "_count": 100}).json()
+    found = client.get(
+        "/fhir/Task",
+        params={"business-status": f"{CS}yl-consultation-business-status|", "_count": 100},
+    ).json()
     states = sorted(e["resource"]["businessStatus"]["coding"][0]["code"] for e in found["entry"])
     assert states == sorted(s for s, _ in STATES)
-    experts = client.get("/fhir/PractitionerRole/$find-experts",
-                         params={"specialty": "http://snomed.info/sct|394579002"}).json()
+    experts = client.get(
+        "/fhir/PractitionerRole/$find-experts",
+        params={"specialty": "http://snomed.info/sct|394579002"},
+    ).json()
     ranked = [p["part"][0]["valueReference"]["reference"] for p in experts["parameter"]]
     # three cardiologists, each with 14 slots in 7 days less those the demo booked
-    assert sorted(ranked) == ["PractitionerRole/role-expert-1", "PractitionerRole/role-expert-2",
-                              "PractitionerRole/role-expert-5"]
+    assert sorted(ranked) == [
+        "PractitionerRole/role-expert-1",
+        "PractitionerRole/role-expert-2",
+        "PractitionerRole/role-expert-5",
+    ]
     team = client.get("/fhir/CareTeam/team-chest-pain").json()
     assert len(team["participant"]) == 4

@@ -8,6 +8,8 @@ from __future__ import annotations
 from ..search.query import CareRelationship
 from ..services import Services
 from . import experts, guard, messages, operations, opinion, stats, sweep, transitions
+
+__all__ = ["register", "sweep"]
 from .codes import BUSINESS_SYSTEM
 from .operations import TASK_CODES
 

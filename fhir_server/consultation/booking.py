@@ -47,8 +47,13 @@ def expert_entry(appointment: Json, expert: Json, name: str = "expert") -> Json:
 
 
 def respond(
-    work: Work, appointment: Json, expert: Json, status: str, comment: str | None = None,
-    start: str | None = None, end: str | None = None,
+    work: Work,
+    appointment: Json,
+    expert: Json,
+    status: str,
+    comment: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> Json:
     """The expert's answer: their participant status on the Appointment, and an
     AppointmentResponse (R4 appointmentresponse.html) recording it."""
@@ -81,8 +86,12 @@ def book_slot(work: Work, appointment: Json, slot_ref: Json) -> None:
     invited = {key_of(p.get("actor")) for p in experts_of(appointment)}
     owners = [key_of(a) for a in schedule.get("actor") or []]
     if not invited & set(owners):
-        raise error(422, "business-rule",
-                    f"Slot/{slot['id']} is not in the schedule of an invited expert", "slot")
+        raise error(
+            422,
+            "business-rule",
+            f"Slot/{slot['id']} is not in the schedule of an invited expert",
+            "slot",
+        )
     slot["status"] = "busy"
     work.changed(slot)
     appointment["slot"] = [ref(slot)]
@@ -100,15 +109,17 @@ def set_time(work: Work, appointment: Json, start: str, end: str) -> None:
             continue
         clash = overlapping(work, key_of(p.get("actor")) or "", low, high, appointment["id"])
         if clash:
-            raise error(409, "business-rule",
-                        f"{key_of(p.get('actor'))} is already booked then ({clash})", "start")
+            raise error(
+                409,
+                "business-rule",
+                f"{key_of(p.get('actor'))} is already booked then ({clash})",
+                "start",
+            )
     appointment.update(start=start, end=end, status="booked")
     work.changed(appointment)
 
 
-def overlapping(
-    work: Work, actor: str, low: datetime, high: datetime, own: str
-) -> str | None:
+def overlapping(work: Work, actor: str, low: datetime, high: datetime, own: str) -> str | None:
     """An Appointment of `actor` holding time that overlaps [low, high), other than `own`."""
     for rtype, rid in find(work.session, work.services, work.ctx, "Appointment",
                            f"actor={actor}&status={','.join(HOLDING)}", limit=None):  # fmt: skip

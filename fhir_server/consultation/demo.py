@@ -41,8 +41,12 @@ STATES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: the inviting community doctors and their patients (the referral demo's: pat-00N is managed
 #: by the (N-1) % 4-th community centre)
-INVITING = (("role-hubin-chc-dr1", "pat-001"), ("role-xiaoying-chc-dr1", "pat-002"),
-            ("role-cuiyuan-chc-dr1", "pat-003"), ("role-mishixiang-chc-dr1", "pat-004"))
+INVITING = (
+    ("role-hubin-chc-dr1", "pat-001"),
+    ("role-xiaoying-chc-dr1", "pat-002"),
+    ("role-cuiyuan-chc-dr1", "pat-003"),
+    ("role-mishixiang-chc-dr1", "pat-004"),
+)
 CASES = (
     ("single-expert", "胸痛待查，请心内科会诊", "反复胸痛三月，活动后加重"),
     ("mdt", "多学科会诊：糖尿病合并冠心病", "血糖控制差，近期胸闷"),
@@ -60,14 +64,20 @@ def resources(today: date) -> list[Json]:
     out: list[Json] = [{
         "resourceType": "HealthcareService", "id": "hs-teleconsult", "active": True,
         "providedBy": _ref("Organization", "hz-first"), "name": "远程会诊中心",
-        "category": [{"coding": [{"system": SNOMED, "code": "11429006", "display": "Consultation"}]}],
+        "category": [{"coding": [{"system": SNOMED, "code": "11429006"}]}],
         "type": [{"text": "远程会诊"}],
         "specialty": [{"coding": [{"system": SNOMED, "code": e[3]}], "text": e[4]}
                       for e in EXPERTS[:4]],
     }]  # fmt: skip
     for eid, name, org, code, dept in EXPERTS:
-        out.append({"resourceType": "Practitioner", "id": eid, "active": True,
-                    "name": [{"family": name[0], "given": [name[1:]], "text": name}]})
+        out.append(
+            {
+                "resourceType": "Practitioner",
+                "id": eid,
+                "active": True,
+                "name": [{"family": name[0], "given": [name[1:]], "text": name}],
+            }
+        )
         role: Json = {
             "resourceType": "PractitionerRole", "id": f"role-{eid}", "active": True,
             "practitioner": _ref("Practitioner", eid), "organization": _ref("Organization", org),
@@ -115,7 +125,8 @@ def _invoke(services: Services, ctx: RequestContext, level: str, rtype: str, rid
 def load(services: Services, ctx: RequestContext, today: date | None = None) -> dict[str, str]:
     """Write the experts and drive one consultation into each state; Task id -> state."""
     today = today or (datetime.now(UTC) + CST_OFFSET).date()
-    entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+    entries = [{"resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
                for r in resources(today)]  # fmt: skip
     bundle.process(services, ctx, {"resourceType": "Bundle", "type": "transaction",
                                    "entry": entries}, "minimal")  # fmt: skip
@@ -132,8 +143,11 @@ def load(services: Services, ctx: RequestContext, today: date | None = None) -> 
             "code": {"text": question}, "reasonCode": [{"text": reason}],
             "subject": _ref("Patient", patient), "requester": _ref("PractitionerRole", doctor),
         }  # fmt: skip
-        invite = ({"name": "team", "valueReference": _ref("CareTeam", "team-chest-pain")}
-                  if kind == "mdt" else {"name": "expert", "valueReference": {"reference": expert}})
+        invite = (
+            {"name": "team", "valueReference": _ref("CareTeam", "team-chest-pain")}
+            if kind == "mdt"
+            else {"name": "expert", "valueReference": {"reference": expert}}
+        )
         answer = _invoke(services, ctx, "type", "ServiceRequest", None, "$request-consultation",
                          {"name": "request", "resource": request}, invite)  # fmt: skip
         task = answer["entry"][0]["resource"]
@@ -141,7 +155,7 @@ def load(services: Services, ctx: RequestContext, today: date | None = None) -> 
         slot = f"Slot/slot-{lead['reference'].split('/role-')[1]}-{1 + n % 7}-9"
         for step in steps:
             who = {"name": "expert", "valueReference": lead}
-            params = {
+            params: tuple[Any, ...] = {
                 "redirect": ("$decline", who, {"name": "reason", "valueString": "出差"},
                              {"name": "redirectTo",
                               "valueReference": _ref("PractitionerRole", "role-expert-5")}),
@@ -171,5 +185,7 @@ def sign_ins() -> list[tuple[str, str]]:
 
 
 def describe(states: dict[str, str]) -> str:
-    return (f"remote consultation: {len(EXPERTS)} experts with 7 days of slots, a collaboration "
-            f"team, {len(states)} consultations in {len(set(states.values()))} states")
+    return (
+        f"remote consultation: {len(EXPERTS)} experts with 7 days of slots, a collaboration "
+        f"team, {len(states)} consultations in {len(set(states.values()))} states"
+    )

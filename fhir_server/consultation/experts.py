@@ -20,8 +20,13 @@ OPERATIONS = Operations()
 Json = dict[str, Any]
 
 
-@OPERATIONS.operation("$find-experts", "type", types=("PractitionerRole",),
-                      methods=("GET", "POST"), definition=f"{OPDEF}PractitionerRole-find-experts")
+@OPERATIONS.operation(
+    "$find-experts",
+    "type",
+    types=("PractitionerRole",),
+    methods=("GET", "POST"),
+    definition=f"{OPDEF}PractitionerRole-find-experts",
+)
 def find_experts(call: Call) -> Outcome:
     """Active PractitionerRoles matching `specialty` (token), `organization` and `service`
     (HealthcareService), each with its free Slots starting in [start, end) (default: now to
@@ -61,8 +66,9 @@ def find_experts(call: Call) -> Outcome:
         if role.get("practitioner"):
             parts.append({"name": "practitioner", "valueReference": role["practitioner"]})
         if slots:
-            parts.append({"name": "firstFreeSlot",
-                          "valueReference": {"reference": f"Slot/{slots[0][1]}"}})
+            parts.append(
+                {"name": "firstFreeSlot", "valueReference": {"reference": f"Slot/{slots[0][1]}"}}
+            )
             parts.append({"name": "firstFreeStart", "valueDateTime": slots[0][0]})
         out.append({"name": "expert", "part": parts})
     return Outcome({"resourceType": "Parameters", "parameter": out})

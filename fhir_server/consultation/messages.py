@@ -63,5 +63,8 @@ def mark_read(call: Call) -> Outcome:
 
 
 def _is_receipt(message: dict) -> bool:  # type: ignore[type-arg]
-    return any(c.get("code") == "read-receipt" and c.get("system") == MESSAGE_SYSTEM
-               for cat in message.get("category") or [] for c in cat.get("coding") or [])
+    return any(
+        c.get("code") == "read-receipt" and c.get("system") == MESSAGE_SYSTEM
+        for cat in message.get("category") or []
+        for c in cat.get("coding") or []
+    )

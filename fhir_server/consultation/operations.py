@@ -107,7 +107,7 @@ def request_consultation(call: Call) -> Outcome:
         work.changed(sr)
         priority = sr.get("priority") or "routine"
         minutes = deadline_minutes(call.services.settings.consultation_response_minutes, priority)
-        due = (parse_instant(work.at) or parse_instant(now()))
+        due = parse_instant(work.at) or parse_instant(now())
         assert due is not None
         appointment = work.add({
             "resourceType": "Appointment",
@@ -164,11 +164,18 @@ def _request(work: Work, call: Call) -> Json:
                         "request")  # fmt: skip
         sr = work.add({k: v for k, v in given.items() if k not in ("id", "meta")})
     if not is_consultation_request(sr):
-        raise error(422, "business-rule", "A consultation ServiceRequest has category "
-                    f"{SNOMED}|{CONSULTATION} (Consultation)", "ServiceRequest.category")
+        raise error(
+            422,
+            "business-rule",
+            f"A consultation ServiceRequest has category {SNOMED}|{CONSULTATION} (Consultation)",
+            "ServiceRequest.category",
+        )
     sr.setdefault("meta", {})["profile"] = [REQUEST_PROFILE]
-    if not any(c.get("system") == TYPE_SYSTEM
-               for cat in sr.get("category") or [] for c in cat.get("coding") or []):
+    if not any(
+        c.get("system") == TYPE_SYSTEM
+        for cat in sr.get("category") or []
+        for c in cat.get("coding") or []
+    ):
         raise error(422, "business-rule", f"Give the consultation type ({TYPE_SYSTEM}) as "
                     "a ServiceRequest.category", "ServiceRequest.category")  # fmt: skip
     return sr
@@ -178,7 +185,7 @@ def _experts(work: Work, call: Call, sr: Json) -> list[Json]:
     """The invited experts (PractitionerRoles): `expert` parameters, the specialists of `team`
     (a collaboration CareTeam), else the ServiceRequest's PractitionerRole performers; once
     each."""
-    found: list[Json] = []
+    found: list[Any] = []
     for p in call.values("expert"):
         value = p.get("valueReference") or p.get("valueString")
         found.append({"reference": value} if isinstance(value, str) else value)
@@ -249,8 +256,12 @@ def _answerable(work: Work, task: Json, code: str) -> str | None:
 
 def _answered(entry: Json) -> None:
     if entry.get("status") in ("accepted", "declined"):
-        raise error(409, "business-rule",
-                    f"{entry['actor']['reference']} has already {entry['status']}", "expert")
+        raise error(
+            409,
+            "business-rule",
+            f"{entry['actor']['reference']} has already {entry['status']}",
+            "expert",
+        )
 
 
 @operation("$accept", "instance", types=("Task",), definition=f"{OPDEF}Task-accept")

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import error
 from ..referral.transitions import Table, Transition
-from .codes import BUSINESS_SYSTEM, REQUEST_PROFILE, SNOMED, CONSULTATION, TASK_PROFILE
+from .codes import BUSINESS_SYSTEM, CONSULTATION, REQUEST_PROFILE, SNOMED, TASK_PROFILE
 from .transitions import START
 
 Json = dict[str, Any]

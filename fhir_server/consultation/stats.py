@@ -54,8 +54,11 @@ def consultation_stats(call: Call) -> Outcome:
         if at is None or (low and at.isoformat() < low) or (high and at.isoformat() > high):
             continue
         groups.setdefault(_key(work, task, group_by, authored), []).append(task)
-    echo = [{"name": n, "valueString": str(call.value(n))}
-            for n in ("periodStart", "periodEnd", "groupBy") if call.value(n) is not None]
+    echo = [
+        {"name": n, "valueString": str(call.value(n))}
+        for n in ("periodStart", "periodEnd", "groupBy")
+        if call.value(n) is not None
+    ]
     if group_by is None:
         tasks = [t for ts in groups.values() for t in ts]
         return Outcome({"resourceType": "Parameters", "parameter": echo + _parts(tasks)})

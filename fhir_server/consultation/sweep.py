@@ -9,9 +9,9 @@ from datetime import datetime
 from ..context import RequestContext
 from ..interactions.hooks import transaction
 from ..interactions.search import find
-from ..services import Services
 from ..referral.sweep import when
 from ..referral.work import instant, parse_instant
+from ..services import Services
 from .operations import expire
 from .rules import business_status, is_consultation_task
 from .work import ConsultWork

@@ -78,7 +78,8 @@ def build(session: Session, composition_id: str) -> Opinion:
     patient = _load(session, composition.get("subject")) or {}
     request = next((_load(session, d) for e in composition.get("event") or []
                     for d in e.get("detail") or []
-                    if str(d.get("reference", "")).startswith("ServiceRequest/")), None)  # fmt: skip
+                    if str(d.get("reference", "")).startswith("ServiceRequest/")),
+                   None)  # fmt: skip
     inviting = _person(session, (request or {}).get("requester"))
     expert = _person(session, (composition.get("author") or [None])[0])
     gender = {"male": "男", "female": "女"}.get(patient.get("gender", ""), "")

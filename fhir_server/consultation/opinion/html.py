@@ -14,7 +14,8 @@ def render_html(opinion: Opinion) -> str:
         return "".join(f'<div class="f"><b>{e(k)}：</b>{e(v) or "&#160;"}</div>' for k, v in rows)
 
     sections = "".join(
-        f"<section><h3>{e(t)}</h3>" + "".join(f"<p>{e(line)}</p>" for line in body.split("\n"))
+        f"<section><h3>{e(t)}</h3>"
+        + "".join(f"<p>{e(line)}</p>" for line in body.split("\n"))
         + "</section>"
         for t, body in opinion.sections
     )
