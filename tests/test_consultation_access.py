@@ -130,3 +130,56 @@ def test_the_invited_expert_reads_the_record_only_while_the_consultation_is_open
     assert sees_record(drh)
     assert post(drc, f"Task/{second}/$cancel", p("reason", "患者已出院")).status_code == 200
     assert not sees_record(drh)
+
+
+def consultation_with(drc: TestClient, expert: str) -> str:
+    request = {
+        "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "11429006"}]},
+                     {"coding": [{"system": f"{CS}yl-consultation-type", "code": "ecg"}]}],
+        "subject": {"reference": "Patient/pc"}, "requester": {"reference": "PractitionerRole/drc"},
+    }  # fmt: skip
+    r = post(drc, "ServiceRequest/$request-consultation", {"name": "request", "resource": request},
+             p("expert", {"reference": f"PractitionerRole/{expert}"}))  # fmt: skip
+    assert r.status_code == 201, r.text
+    return str(r.json()["entry"][0]["resource"]["id"])
+
+
+def message(c: TestClient, task: str | None, sender: str, words: str) -> str:
+    body: dict[str, Any] = {
+        "resourceType": "Communication", "status": "completed",
+        "subject": {"reference": "Patient/pc"}, "sender": {"reference": sender},
+        "payload": [{"contentString": words}],
+    }  # fmt: skip
+    if task:
+        body["partOf"] = [{"reference": f"Task/{task}"}]
+    r = c.post("/fhir/Communication", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_a_consultations_messages_are_its_parties_only(server: TestClient) -> None:
+    """hh's expert is invited to one consultation of pc, hx's to another: both see pc's record,
+    but each sees only the messages of its own consultation (and pc's messages of no
+    consultation); hc, the inviting hospital, sees both threads."""
+    drc, drh, drx = (login(server, u) for u in ("drc", "drh", "drx"))
+    first, second = consultation_with(drc, "drh"), consultation_with(drc, "drx")
+    m1 = message(drc, first, "PractitionerRole/drc", "请看心电图")
+    r1 = message(drh, first, "PractitionerRole/drh", "已阅")
+    m2 = message(drc, second, "PractitionerRole/drc", "第二个会诊")
+    plain = message(drc, None, "PractitionerRole/drc", "随访提醒")
+    assert drh.get("/fhir/Patient/pc").status_code == 200
+    assert drx.get("/fhir/Observation/oc").status_code == 200
+
+    def seen(c: TestClient) -> set[str]:
+        bundle = c.get("/fhir/Communication", params={"subject": "Patient/pc"}).json()
+        found = {e["resource"]["id"] for e in bundle.get("entry", [])}
+        for mid in (m1, r1, m2, plain):  # reads agree with the search
+            assert (c.get(f"/fhir/Communication/{mid}").status_code == 200) == (mid in found)
+        return found
+
+    assert seen(drc) == {m1, r1, m2, plain}
+    assert seen(drh) == {m1, r1, plain}
+    assert seen(drx) == {m2, plain}
+    thread = drx.get("/fhir/Communication", params={"part-of": f"Task/{first}"}).json()
+    assert thread.get("entry", []) == []

@@ -33,5 +33,8 @@ def care_relationship() -> CareRelationship:
     between the inviting organization and the invited experts' organizations for its patient:
     they read the patient's record (Patient/$everything, ImagingStudy, ...) while it is open,
     and no longer once it is completed, declined, cancelled or expired (the policy,
-    policy/decide.py, narrows every search with it)."""
-    return CareRelationship((TASK_CODES, "fulfill"), BUSINESS_SYSTEM, transitions.LIVE, (), 0)
+    policy/decide.py, narrows every search with it). Its messages (Communications partOf the
+    Task) are seen by its parties only."""
+    return CareRelationship(
+        (TASK_CODES, "fulfill"), BUSINESS_SYSTEM, transitions.LIVE, (), 0, confines_messages=True
+    )
