@@ -430,3 +430,14 @@ def test_unanswered_requests_expire_by_their_urgency(client: TestClient, world: 
     sr = get(client, get(client, f"Task/{stat}")["focus"]["reference"])
     assert sr["status"] == "revoked"
     assert activities(client, stat) == ["request", "expire"]
+
+
+def test_a_malformed_deadline_setting_fails_at_start_up() -> None:
+    from fhir_server.consultation.operations import deadline_minutes, deadlines
+
+    with pytest.raises(ValueError, match="priority=minutes"):
+        deadlines("routine=2880,soon=5")
+    with pytest.raises(ValueError, match="routine"):
+        deadlines("urgent=5")
+    assert deadline_minutes("routine=100,urgent=10", "asap") == 10
+    assert deadline_minutes("routine=100,urgent=10", "stat") == 100

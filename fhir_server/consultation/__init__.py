@@ -18,6 +18,7 @@ def register(services: Services) -> None:
     """Add the consultation operations, write hook and care relationship to a Services
     (called by the app factory, after the referral feature: Task/$accept and $cancel serve
     both)."""
+    operations.deadlines(services.settings.consultation_response_minutes)  # fail at start-up
     services.features["consultation"] = transitions.load(services.terminology)
     services.operations.extend(op for op in operations.OPERATIONS
                                if op.name not in operations.SHARED)  # fmt: skip

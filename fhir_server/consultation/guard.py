@@ -11,7 +11,7 @@ from ..errors import error
 from ..interactions.hooks import Change, Effect
 from ..model.resource import now
 from ..referral.rules import provenance
-from ..referral.work import Work
+from ..referral.work import Work, split
 from .codes import TRANSITION_SYSTEM
 from .rules import check_task_write, is_consultation_task
 from .transitions import table_of
@@ -51,7 +51,8 @@ def _check_side(change: Change, side: str | None, task: dict[str, Any]) -> None:
     if side is None:
         raise error(403, "forbidden", "Only the server's sweep expires a consultation")
     work = Work(change.session, change.services, change.ctx, "", table_of(change.services))
-    focus = work.load(*(task["focus"]["reference"].split("/", 1)))
+    key = split(task.get("focus"))
+    focus = work.load(*key) if key else None
     mine = principal.organization if principal.kind in ("user", "system") else None
     if focus is None or mine not in side_organizations(work, side, focus):
         raise error(403, "forbidden", "Only a party to this consultation may change its Task")

@@ -66,12 +66,29 @@ SECTIONS = (
 )
 
 
+def deadlines(setting: str) -> dict[str, int]:
+    """settings.consultation_response_minutes (`priority=minutes,...`) as a dict; ValueError
+    (at start-up, from register) when it is malformed."""
+    table: dict[str, int] = {}
+    for part in setting.split(","):
+        name, _, minutes = part.strip().partition("=")
+        if name not in ("routine", "urgent", "asap", "stat") or not minutes.strip().isdigit():
+            raise ValueError(
+                f"consultation_response_minutes: {part!r} is not priority=minutes "
+                "(priority one of routine, urgent, asap, stat)"
+            )
+        table[name] = int(minutes)
+    if "routine" not in table:
+        raise ValueError("consultation_response_minutes needs routine=minutes")
+    return table
+
+
 def deadline_minutes(setting: str, priority: str) -> int:
-    """Minutes to answer a request of this ServiceRequest.priority
-    (settings.consultation_response_minutes, `priority=minutes,...`; asap counts as urgent)."""
-    table = dict(part.split("=", 1) for part in setting.split(",") if "=" in part)
-    value = table.get(priority) or table.get("urgent" if priority == "asap" else "routine")
-    return int(value or 2880)
+    """Minutes to answer a request of this ServiceRequest.priority (asap counts as urgent;
+    a priority not given, as routine)."""
+    table = deadlines(setting)
+    return table.get(priority) or table.get("urgent" if priority == "asap" else "routine", 0) \
+        or table["routine"]
 
 
 @operation("$request-consultation", "instance", types=("ServiceRequest",),
