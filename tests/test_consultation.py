@@ -340,6 +340,13 @@ def test_team_invitation_redirect_and_partial_decline(client: TestClient, world:
 def test_propose_time_moves_a_scheduled_session_back(client: TestClient, world: Json) -> None:
     slot = new_slot(client, world)
     task, _ = request(client, world, expert(world), ref("slot", slot))
+    # before answering: a proposal only (no transition, the Task keeps its version)
+    version = get(client, f"Task/{task}")["meta"]["versionId"]
+    early = ok(op(client, f"Task/{task}/$propose-time", expert(world),
+                  text("start", "2030-02-01T01:00:00Z"), text("end", "2030-02-01T01:30:00Z")))
+    assert [e["resource"]["resourceType"] for e in early["entry"]] == [
+        "Appointment", "AppointmentResponse"]
+    assert get(client, f"Task/{task}")["meta"]["versionId"] == version
     ok(op(client, f"Task/{task}/$accept", expert(world)))
     proposed = ok(op(client, f"Task/{task}/$propose-time", expert(world),
                      text("start", "2030-03-01T01:00:00Z"), text("end", "2030-03-01T01:30:00Z"),

@@ -368,16 +368,12 @@ def propose_time(call: Call) -> Outcome:
             raise error(409, "business-rule",
                         f"A time cannot be proposed for a consultation that is {status}",
                         "Task.status")  # fmt: skip
-        entry = expert_entry(appointment, expert)
         respond(work, appointment, expert, "tentative", string_param(call, "comment"),
                 start, end)  # fmt: skip
-        if entry.get("status") != "tentative":
-            entry["status"] = "tentative"
         if status == "scheduled":
             transition(work, task, "propose-time", expert)
             free_slots(work, appointment)
             appointment["status"] = "pending"
-        work.changed(task)
 
     return run(call, body, "$propose-time")
 
