@@ -373,5 +373,11 @@ def test_demo_has_experts_with_slots_a_team_and_every_state(client: TestClient) 
         "PractitionerRole/role-expert-2",
         "PractitionerRole/role-expert-5",
     ]
+    # of those, the two of the 远程会诊中心 (PractitionerRole.healthcareService)
+    centre = client.get("/fhir/PractitionerRole/$find-experts", params={
+        "specialty": "http://snomed.info/sct|394579002",
+        "service": "HealthcareService/hs-teleconsult"}).json()  # fmt: skip
+    assert sorted(p["part"][0]["valueReference"]["reference"] for p in centre["parameter"]) == [
+        "PractitionerRole/role-expert-1", "PractitionerRole/role-expert-2"]
     team = client.get("/fhir/CareTeam/team-chest-pain").json()
     assert len(team["participant"]) == 4
