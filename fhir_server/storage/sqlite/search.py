@@ -476,14 +476,17 @@ def _sees(ps: q.PatientSet, pid: str) -> tuple[str, list]:
     )
     shared: list[str] = []
     args: list[Any] = [ps.organization]
-    for relationship, since in ps.relationships:
-        holds, holds_args = _care_task(ps, relationship, since, "f.rid")
+    if ps.relationships:  # one probe of the patient's Tasks for every relationship
+        holds: list[str] = []
+        for relationship, since in ps.relationships:
+            sql, holds_args = _care_task(ps, relationship, since, "f.rid")
+            holds.append(sql)
+            args += holds_args
         shared.append(
             "EXISTS (SELECT 1 FROM idx_reference f WHERE f.type = 'Task' AND "
             f"f.param = 'subject' AND f.target_type = 'Patient' AND f.target_id = {pid} "
-            f"AND {holds})"
+            f"AND ({' OR '.join(holds)}))"
         )
-        args += holds_args
     if ps.consents_at is not None:
         permitted, permit_args = _consent(ps.organization, "permit", ps.consents_at, pid)
         shared.append(permitted)
@@ -568,13 +571,14 @@ def _care_task(
 
 
 def _task_of(r: q.CareRelationship, task: str) -> tuple[str, list]:
-    """The Task of row id `task` has the relationship's code and business status system."""
+    """The Task of row id `task` has the relationship's business status system and code (the
+    system first: it tells the relationships apart)."""
     return (
-        f"EXISTS (SELECT 1 FROM idx_token c WHERE c.rid = {task} AND c.param = 'code' "
-        "AND c.system = ? AND c.code = ?) "
-        f"AND EXISTS (SELECT 1 FROM idx_token b WHERE b.rid = {task} "
-        "AND b.param = 'business-status' AND b.system = ?)"
-    ), [*r.code, r.business_system]
+        f"EXISTS (SELECT 1 FROM idx_token b WHERE b.rid = {task} "
+        "AND b.param = 'business-status' AND b.system = ?) "
+        f"AND EXISTS (SELECT 1 FROM idx_token c WHERE c.rid = {task} AND c.param = 'code' "
+        "AND c.system = ? AND c.code = ?)"
+    ), [r.business_system, *r.code]
 
 
 def _task_party(organization: str, task: str) -> tuple[str, list]:
