@@ -171,7 +171,7 @@ def test_ig_resources_follow_the_canonical_conventions() -> None:
 def test_profiles_lists_our_resource_profiles_and_every_invariant_compiles() -> None:
     catalog = CATALOG
     assert REQUEST in catalog.profiles and TASK in catalog.profiles
-    assert len(catalog.profiles) == 10
+    assert len(catalog.profiles) == 13  # 10 of the referral, 3 of remote consultation
     keys = {c.key for p in catalog.profiles.values() for e in p.elements for c in e.constraints}
     assert {"yl-task-1", "yl-task-3", "yl-sr-2", "yl-sr-3", "yl-approval-1"} <= keys
     for p in catalog.profiles.values():  # every expression compiles natively
