@@ -12,7 +12,7 @@ from ..interactions.search import find
 from ..model import literal
 from ..operations.registry import Call, Operations, Outcome
 from ..referral.work import instant, parse_instant
-from ..storage.sqlite import Session
+from ..storage.contract import Session
 from .codes import OPDEF
 
 OPERATIONS = Operations()

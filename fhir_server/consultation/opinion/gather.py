@@ -10,7 +10,7 @@ from typing import Any
 
 from ...errors import error
 from ...model import literal
-from ...storage.sqlite import Session
+from ...storage.contract import Session
 
 Json = dict[str, Any]
 
