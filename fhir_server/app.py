@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, auth, bootstrap, conformance, referral
+from . import audit, auth, bootstrap, conformance, consultation, referral
 from .api import bulk, http
 from .api.access import AccessLog
 from .api.routes import router
@@ -48,6 +48,7 @@ def wire(services: Services) -> Services:
     services.operations.extend(core_operations())
     services.hooks.add_on_write(check_search_parameter, ["SearchParameter"], lambda _: True)
     referral.register(services)
+    consultation.register(services)  # after referral: Task/$accept, $cancel serve both
     auth.register(services)
     for plugin in plugins():  # integrations (plugins.py): register like features, after them
         if plugin.register:
@@ -71,6 +72,7 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     """The demo consortium (referral feature) and its sign-ins, the sample app and users
     (auth feature); what was loaded, for the console. None: the database was not empty."""
     from .auth.demo import register_demo
+    from .consultation import demo as consultation_demo
     from .referral.demo import describe, load_if_empty, sign_ins
     from .referral.demo import load_demo as load_consortium
     from .storage.features import has_features
@@ -78,9 +80,15 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
     if demo is None:
         return None
+    ctx = RequestContext(
+        base_url=services.settings.public_base_url
+        or f"http://{services.settings.host}:{services.settings.port}/fhir"
+    )
+    consultations = consultation_demo.describe(consultation_demo.load(services, ctx))
     if not has_features(services.store):  # no SMART tables to sign in with (storage/features)
-        return describe(demo)
-    lines = [describe(demo), register_demo(services.features["auth"].store, sign_ins())]
+        return f"{describe(demo)}\n{consultations}"
+    users = [*sign_ins(), *consultation_demo.sign_ins()]
+    lines = [describe(demo), consultations, register_demo(services.features["auth"].store, users)]
     lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]
     return "\n".join(lines)
 
@@ -91,7 +99,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(run_periodically(app.state.services))
+        sweeper = asyncio.create_task(
+            run_periodically(app.state.services, (consultation.sweep.sweep,))
+        )
         exports = ExportWorker(app.state.services)  # Bulk Data export jobs, in a thread
         exports.start()
         yield

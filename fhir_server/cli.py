@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     load = sub.add_parser("load", help="load Bundle / NDJSON files (also .bz2, .gz)")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--database", type=Path)
-    sweep = sub.add_parser("sweep", help="apply referral expiry and no-show deadlines once")
+    sweep = sub.add_parser("sweep", help="apply referral and consultation deadlines once")
     sweep.add_argument("--database", type=Path)
     sweep.add_argument("--now", help="the instant to sweep at (default: now)")
     demo = sub.add_parser("demo", help="load the demo consortium (hospitals, patients, referrals)")
@@ -286,11 +286,12 @@ def migrate_into(source: Path, target: Store, settings: Settings) -> int:
 
 def _sweep(settings: Settings, at: str | None) -> int:
     from .app import open_services
+    from .consultation.sweep import sweep as consultation_sweep
     from .referral.sweep import sweep
 
     services = open_services(settings)
     try:
-        for change in sweep(services, at):
+        for change in [*sweep(services, at), *consultation_sweep(services, at)]:
             print(change)
     finally:
         services.close()

@@ -47,7 +47,10 @@ class Settings:
     #: days after a referral Task ended (completed, rejected, cancelled, failed: its
     #: lastModified) during which the other organization still sees that patient's record
     referral_access_days: int = 30
-    #: minutes between runs of the referral sweep in the server (0: never)
+    #: remote consultation: minutes an unanswered consultation request may wait, by its
+    #: ServiceRequest.priority (routine 普通, urgent 加急, stat 急会诊), before it expires
+    consultation_response_minutes: str = "routine=2880,urgent=240,stat=30"
+    #: minutes between runs of the referral (and consultation) sweep in the server (0: never)
     sweep_minutes: int = 15
     #: HTTPS: the server's certificate chain (PEM) and its private key; both or neither
     tls_cert: Path | None = None

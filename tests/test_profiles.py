@@ -149,7 +149,8 @@ def test_every_ig_resource_is_served_by_url_and_id(client: TestClient) -> None:
         assert [e["resource"]["id"] for e in found.get("entry", [])] == [res["id"]], res["url"]
         read = client.get(f"/fhir/{rtype}/{res['id']}")
         assert read.status_code == 200 and read.json()["url"] == res["url"]
-    assert kinds == {"StructureDefinition": 19, "SearchParameter": 12, "OperationDefinition": 18}
+    # remote consultation (issue 14) added 3 profiles, 1 search parameter, 11 operations
+    assert kinds == {"StructureDefinition": 22, "SearchParameter": 13, "OperationDefinition": 29}
 
 
 def test_ig_resources_follow_the_canonical_conventions() -> None:
@@ -170,7 +171,7 @@ def test_ig_resources_follow_the_canonical_conventions() -> None:
 def test_profiles_lists_our_resource_profiles_and_every_invariant_compiles() -> None:
     catalog = CATALOG
     assert REQUEST in catalog.profiles and TASK in catalog.profiles
-    assert len(catalog.profiles) == 10
+    assert len(catalog.profiles) == 13  # 10 of the referral, 3 of remote consultation
     keys = {c.key for p in catalog.profiles.values() for e in p.elements for c in e.constraints}
     assert {"yl-task-1", "yl-task-3", "yl-sr-2", "yl-sr-3", "yl-approval-1"} <= keys
     for p in catalog.profiles.values():  # every expression compiles natively

@@ -152,6 +152,12 @@ class Operations:
     def extend(self, other: Iterable[Operation]) -> None:
         self._ops.extend(other)
 
+    def replace(self, old: Operation, new: Operation) -> None:
+        """Put `new` where `old` was: a feature taking over an operation name another one
+        registered on the same type dispatches to it (e.g. Task/$accept of a referral and
+        of a consultation)."""
+        self._ops[self._ops.index(old)] = new
+
     def find(self, name: str, level: str, rtype: str | None, method: str) -> Operation:
         """The registered operation, or 404 (unknown) / 405 (method not allowed, with Allow)."""
         for op in self._ops:

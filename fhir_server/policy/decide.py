@@ -67,6 +67,17 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
             "$enter-in-error",
         )
     },
+    # the consultation operations (issue 14): an update grant on the Task (ServiceRequest,
+    # Communication) invoked on; which side may invoke each is consultation/work.py's check
+    "$request-consultation": ("update", "ServiceRequest"),
+    **{
+        name: ("update", "Task")
+        for name in ("$decline", "$propose-time", "$schedule", "$start", "$submit-opinion", "$sign")
+    },
+    "$mark-read": ("update", "Communication"),
+    "$find-experts": ("search-type", "PractitionerRole"),
+    "$consultation-stats": ("search-type", "Task"),
+    "$consultation-opinion": ("read", "Composition"),
 }
 
 

@@ -177,10 +177,11 @@ def provenance(
     others: tuple[str, ...] = (),
     reason: dict[str, Any] | None = None,
     label: str | None = None,
+    system: str = TRANSITION_SYSTEM,
 ) -> dict[str, Any]:
-    """The Provenance of one transition of Task/task_id (activity: its yl-transition code,
-    labelled with the T-number)."""
-    coding: dict[str, Any] = {"system": TRANSITION_SYSTEM, "code": activity}
+    """The Provenance of one transition of Task/task_id (activity: its code in `system`,
+    yl-transition for a referral, labelled with the T-number)."""
+    coding: dict[str, Any] = {"system": system, "code": activity}
     if label:
         coding["display"] = label
     out: dict[str, Any] = {

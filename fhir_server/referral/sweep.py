@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ def sweep(services: Services, now: datetime | str | None = None) -> list[str]:
     """Expire requested/received referral Tasks past their response deadline or validity, and
     mark accepted ones no-show when Appointment.start + grace has passed. Each Task changes in
     its own write transaction; answers '<transition> Task/<id>' for every change, in id order."""
-    at = _when(now)
+    at = when(now)
     ctx = RequestContext(base_url=services.settings.public_base_url or "http://localhost/fhir")
     candidates = find(
         services.store.reader(),
@@ -51,7 +52,7 @@ def sweep(services: Services, now: datetime | str | None = None) -> list[str]:
     return done
 
 
-def _when(now: datetime | str | None) -> datetime:
+def when(now: datetime | str | None) -> datetime:
     if now is None:
         return datetime.now(UTC)
     parsed = parse_instant(now) if isinstance(now, str) else now
@@ -97,16 +98,21 @@ def _milestone(task: dict[str, Any], code: str) -> datetime | None:
     return None
 
 
-async def run_periodically(services: Services) -> None:
-    """The server's timer: sweep every settings.sweep_minutes (0 or less: never)."""
+Sweep = Callable[[Services], list[str]]
+
+
+async def run_periodically(services: Services, sweeps: tuple[Sweep, ...] = ()) -> None:
+    """The server's timer: run the referral sweep, then `sweeps` (other workflows' timers),
+    every settings.sweep_minutes (0 or less: never)."""
     minutes = services.settings.sweep_minutes
     if minutes <= 0:
         return
     while True:
         await asyncio.sleep(minutes * 60)
-        try:
-            changed = await run_in_threadpool(sweep, services)
-            if changed:
-                log.info("referral sweep: %s", ", ".join(changed))
-        except Exception:
-            log.exception("referral sweep failed")
+        for each in (sweep, *sweeps):
+            try:
+                changed = await run_in_threadpool(each, services)
+                if changed:
+                    log.info("sweep: %s", ", ".join(changed))
+            except Exception:
+                log.exception("sweep failed")

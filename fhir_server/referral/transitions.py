@@ -25,11 +25,14 @@ class Transition:
     target: Pair
 
 
+#: (T-number, yl-transition code, source business statuses, target business status)
+Rows = tuple[tuple[str, str, tuple[str, ...], str], ...]
+
 #: Where a row may start: business statuses, or `status/*` (every business status that pairs
 #: with that Task.status), or "non-terminal". Rows sharing a number are the alternatives of
 #: one transition (e.g. T10 reject / redirect); for one code, the first matching row is the
 #: default.
-ROWS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+ROWS: Rows = (
     ("T1", "submit", ("drafted",), "submitted"),
     ("T2", "submit-booked", ("drafted",), "booked"),
     ("T2", "submit-booked", ("drafted",), "booked-pending-review"),
@@ -63,21 +66,26 @@ class Table:
     CodeSystem's `taskStatus` property (terminology/CodeSystem-yl-referral-business-status.json)
     is the one source of that pairing, so the table is built from the terminology."""
 
-    def __init__(self, business_status: dict[str, str]) -> None:
+    def __init__(self, business_status: dict[str, str], rows: Rows | None = None) -> None:
         #: business status -> the only Task.status it may pair with
         self.business_status = business_status
         self.transitions = tuple(
             Transition(number, code, self._sources(sources), self.pair(to))
-            for number, code, sources, to in ROWS
+            for number, code, sources, to in (ROWS if rows is None else rows)
         )
         self.codes = frozenset(t.code for t in self.transitions)
 
     @classmethod
-    def load(cls, terminology: Terminology) -> Table:
-        expansion = terminology.expand(BUSINESS_VALUESET) or ()
+    def load(
+        cls, terminology: Terminology, valueset: str = BUSINESS_VALUESET, rows: Rows | None = None
+    ) -> Table:
+        """The table of `rows` (default: the referral's) over the business statuses of
+        `valueset`, each paired by its CodeSystem's `taskStatus` property."""
+        expansion = terminology.expand(valueset) or ()
         return cls(
             {code: str(terminology.property(system, code, "taskStatus"))
-             for system, code, _ in expansion}
+             for system, code, _ in expansion},
+            rows,
         )  # fmt: skip
 
     def pair(self, business: str) -> Pair:

@@ -18,10 +18,17 @@ from ..model.resource import now
 from ..operations.registry import Call, Outcome
 from ..services import Services
 from ..storage.contract import Session, Stored
-from .codes import BUSINESS_SYSTEM, DIRECTION_URL, OUTPUT_SYSTEM, STATUS_REASON_URL, TYPE_SYSTEM
+from .codes import (
+    BUSINESS_SYSTEM,
+    DIRECTION_URL,
+    OUTPUT_SYSTEM,
+    STATUS_REASON_URL,
+    TRANSITION_SYSTEM,
+    TYPE_SYSTEM,
+)
 from .rules import business_status, is_referral_task, milestone, provenance
 from .sides import EITHER, RECEIVER, SENDER, SIDES
-from .transitions import APPROVAL_OPEN, MILESTONES, Transition, table_of
+from .transitions import APPROVAL_OPEN, MILESTONES, Table, Transition, table_of
 
 SYSTEM_AGENT = {"display": "fhir-server (system)"}
 
@@ -70,9 +77,15 @@ class Work:
     """The resources one operation reads and writes inside one write transaction, and the
     transitions it applied; `commit` writes Provenance, validates and saves everything."""
 
-    def __init__(self, session: Session, services: Services, ctx: RequestContext, at: str):
+    #: the CodeSystem of the Provenance.activity codes (a workflow's transition codes)
+    activity_system = TRANSITION_SYSTEM
+
+    def __init__(
+        self, session: Session, services: Services, ctx: RequestContext, at: str,
+        table: Table | None = None,
+    ) -> None:
         self.session, self.services, self.ctx, self.at = session, services, ctx, at
-        self.table = table_of(services)
+        self.table = table or table_of(services)
         self.prev: dict[Key, tuple[int, Stored] | None] = {}
         self.res: dict[Key, Json] = {}
         self.order: list[Key] = []
@@ -139,7 +152,9 @@ class Work:
         written = list(self.order)
         for rid, agent, code, label, reason in self.records:
             others = tuple(f"{rt}/{i}" for rt, i in written if (rt, i) != ("Task", rid))
-            self.add(provenance(rid, code, self.at, agent, others, reason, label))
+            self.add(
+                provenance(rid, code, self.at, agent, others, reason, label, self.activity_system)
+            )
         out = []
         valid = {key: self.services.validator(self.res[key]) for key in self.order}
         for key in self.order:

@@ -113,6 +113,9 @@ class CareRelationship:
     #: Task.status values in which it has ended: it holds until `days` after Task.lastModified
     ended: tuple[str, ...]
     days: int
+    #: the Communications that are `partOf` such a Task (its message thread) are seen only by
+    #: the organizations that are its parties, whoever else sees the patient
+    confines_messages: bool = False
 
 
 @dataclass(frozen=True)

@@ -441,7 +441,27 @@ def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[st
         sees, sees_args = _sees(ps, f"{alias}.id")
         ors.append(sees)
         args += sees_args
-    return ("(" + " OR ".join(ors) + ")" if ors else "0"), args
+    sql = "(" + " OR ".join(ors) + ")" if ors else "0"
+    if rtype == "Communication":
+        for relationship, _ in ps.relationships:
+            if relationship.confines_messages:
+                thread, thread_args = _outside_thread(ps.organization, relationship, alias)
+                sql += f" AND {thread}"
+                args += thread_args
+    return sql, args
+
+
+def _outside_thread(organization: str, r: q.CareRelationship, alias: str) -> tuple[str, list]:
+    """The Communication `alias` is not part of (Communication.partOf) a Task of relationship
+    `r` of which the organization is not a party: a consultation's messages are its
+    parties' only."""
+    of, of_args = _task_of(r, "t.rid")
+    party, party_args = _task_party(organization, "t.rid")
+    return (
+        "NOT EXISTS (SELECT 1 FROM idx_reference po JOIN resource t ON t.type = 'Task' "
+        f"AND t.id = po.target_id AND t.deleted = 0 WHERE po.rid = {alias}.rid "
+        f"AND po.param = 'part-of' AND po.target_type = 'Task' AND {of} AND NOT {party})"
+    ), [*of_args, *party_args]
 
 
 def _sees(ps: q.PatientSet, pid: str) -> tuple[str, list]:
@@ -456,14 +476,17 @@ def _sees(ps: q.PatientSet, pid: str) -> tuple[str, list]:
     )
     shared: list[str] = []
     args: list[Any] = [ps.organization]
-    for relationship, since in ps.relationships:
-        holds, holds_args = _care_task(ps, relationship, since, "f.rid")
+    if ps.relationships:  # one probe of the patient's Tasks for every relationship
+        holds: list[str] = []
+        for relationship, since in ps.relationships:
+            sql, holds_args = _care_task(ps, relationship, since, "f.rid")
+            holds.append(sql)
+            args += holds_args
         shared.append(
             "EXISTS (SELECT 1 FROM idx_reference f WHERE f.type = 'Task' AND "
             f"f.param = 'subject' AND f.target_type = 'Patient' AND f.target_id = {pid} "
-            f"AND {holds})"
+            f"AND ({' OR '.join(holds)}))"
         )
-        args += holds_args
     if ps.consents_at is not None:
         permitted, permit_args = _consent(ps.organization, "permit", ps.consents_at, pid)
         shared.append(permitted)
@@ -527,36 +550,52 @@ def _care_task(
     the requester or performer of the ServiceRequest in Task.focus; a PractitionerRole stands
     for its organization)."""
     live, ended = ", ".join("?" * len(r.live)), ", ".join("?" * len(r.ended))
-    party, party_args = _party("o", ps.organization)
-    sr_party, sr_party_args = _party("s", ps.organization)
+    of, of_args = _task_of(r, task)
+    party, party_args = _task_party(ps.organization, task)
     sql = (
-        f"EXISTS (SELECT 1 FROM idx_token c WHERE c.rid = {task} AND c.param = 'code' "
-        "AND c.system = ? AND c.code = ?) "
-        f"AND EXISTS (SELECT 1 FROM idx_token b WHERE b.rid = {task} "
-        "AND b.param = 'business-status' AND b.system = ?) "
+        f"{of} "
         f"AND (EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = {task} AND t.param = 'status' "
         f"AND t.code IN ({live or 'NULL'})) "
         f"OR (EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = {task} AND t.param = 'status' "
         f"AND t.code IN ({ended or 'NULL'})) AND EXISTS (SELECT 1 FROM idx_date d "
         f"WHERE d.rid = {task} AND d.param = 'modified' AND d.low > ?))) "
-        f"AND (EXISTS (SELECT 1 FROM idx_reference o WHERE o.rid = {task} "
-        f"AND o.param = 'owner' AND {party}) "
-        "OR EXISTS (SELECT 1 FROM idx_reference g JOIN resource sr "
-        "ON sr.type = 'ServiceRequest' AND sr.id = g.target_id AND sr.deleted = 0 "
-        f"JOIN idx_reference s ON s.rid = sr.rid WHERE g.rid = {task} AND g.param = 'focus' "
-        "AND g.target_type = 'ServiceRequest' "
-        f"AND s.param IN ('requester', 'performer') AND {sr_party}))"
+        f"AND {party}"
     )
-    args = [
-        *r.code, r.business_system, *r.live, *r.ended, date_bounds(since)[0],
-        *party_args, *sr_party_args,
-    ]  # fmt: skip
+    args = [*of_args, *r.live, *r.ended, date_bounds(since)[0], *party_args]
     if ps.excluding is not None:
         sql += (
             f" AND {task} NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
         )
         args.append(ps.excluding)
     return f"({sql})", args
+
+
+def _task_of(r: q.CareRelationship, task: str) -> tuple[str, list]:
+    """The Task of row id `task` has the relationship's business status system and code (the
+    system first: it tells the relationships apart)."""
+    return (
+        f"EXISTS (SELECT 1 FROM idx_token b WHERE b.rid = {task} "
+        "AND b.param = 'business-status' AND b.system = ?) "
+        f"AND EXISTS (SELECT 1 FROM idx_token c WHERE c.rid = {task} AND c.param = 'code' "
+        "AND c.system = ? AND c.code = ?)"
+    ), [r.business_system, *r.code]
+
+
+def _task_party(organization: str, task: str) -> tuple[str, list]:
+    """The organization is a party of the Task of row id `task`: Task.owner, or the requester
+    or performer of the ServiceRequest in Task.focus (a PractitionerRole stands for its
+    organization)."""
+    party, party_args = _party("o", organization)
+    sr_party, sr_party_args = _party("s", organization)
+    return (
+        f"(EXISTS (SELECT 1 FROM idx_reference o WHERE o.rid = {task} "
+        f"AND o.param = 'owner' AND {party}) "
+        "OR EXISTS (SELECT 1 FROM idx_reference g JOIN resource sr "
+        "ON sr.type = 'ServiceRequest' AND sr.id = g.target_id AND sr.deleted = 0 "
+        f"JOIN idx_reference s ON s.rid = sr.rid WHERE g.rid = {task} AND g.param = 'focus' "
+        "AND g.target_type = 'ServiceRequest' "
+        f"AND s.param IN ('requester', 'performer') AND {sr_party}))"
+    ), [*party_args, *sr_party_args]
 
 
 def _party(alias: str, organization: str) -> tuple[str, list]:
