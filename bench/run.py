@@ -654,9 +654,11 @@ def run(
     dicom_instances: int = 1000,
     dicom_studies: int = 10000,
     rounds: int = 3,
+    ingest_only: bool = False,
+    audit: bool = True,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        with server(Path(tmp) / "bench.db", workers) as (base, proc):
+        with server(Path(tmp) / "bench.db", workers, audit) as (base, proc):
             database = Path(tmp) / "bench.db"
             result: dict[str, Any] = {
                 "machine": machine(),
@@ -669,6 +671,9 @@ def run(
             result["ingest"]["fraction_of_baseline"] = round(
                 result["ingest"]["per_second"] / result["baseline"]["per_second"], 3
             )
+            result["ingest"]["audit"] = audit
+            if ingest_only:
+                return result
             result["read"], result["read_with_token"] = read_with_and_without_token(
                 base, database, proc.pid, backend_token(base, database), clients, seconds,
                 rounds,
@@ -689,13 +694,18 @@ def run(
 
 
 def table(result: dict[str, Any]) -> str:
-    ing, base, rd = result["ingest"], result["baseline"], result["read"]
+    ing, base = result["ingest"], result["baseline"]
     lines = [
         f"machine: {result['machine']}; server workers: {result['workers']}",
-        f"ingest ({ing['clients']} clients): {ing['resources']} resources in {ing['seconds']} s"
-        f" = {ing['per_second']}/s "
+        f"ingest ({ing['clients']} clients, audit trail {'on' if ing['audit'] else 'off'}): "
+        f"{ing['resources']} resources in {ing['seconds']} s = {ing['per_second']}/s "
         f"({ing['failed']} failed; peak RSS {ing['peak_rss_mb']} MB; "
         f"{ing['fraction_of_baseline']:.1%} of the physical baseline {base['per_second']}/s)",
+    ]
+    if "read" not in result:  # --ingest-only
+        return "\n".join(lines)
+    rd = result["read"]
+    lines += [
         f"read by id ({rd['tool']}): {rd['req_per_s']} req/s with {rd['clients']} clients; "
         f"p50 {rd['p50_ms']} ms,"
         f" p95 {rd['p95_ms']} ms, p99 {rd['p99_ms']} ms ({rd['errors']} errors)",
@@ -778,6 +788,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--hl7-messages", type=int, default=2000,
                         help="HL7 v2 messages for the MLLP row (0: skip it)")  # fmt: skip
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="only the ingest row and the physical baseline (A/B runs)")
+    parser.add_argument("--audit", choices=("on", "off"), default="on",
+                        help="the audit trail of the main server (default on, as served)")
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
     if not files:
@@ -794,9 +808,11 @@ def main(argv: list[str] | None = None) -> int:
         args.audit_rounds,
         args.match_patients,
         rounds=args.rounds,
+        ingest_only=args.ingest_only,
+        audit=args.audit == "on",
     )
     print(table(result))
-    if args.hl7_messages:
+    if args.hl7_messages and not args.ingest_only:
         from bench import hl7
 
         result["hl7"] = hl7.run(args.hl7_messages)

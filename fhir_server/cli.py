@@ -354,10 +354,11 @@ def _reindex(settings: Settings, types: list[str]) -> int:
 def _load(settings: Settings, files: list[Path]) -> int:
     from tqdm import tqdm
 
-    from .app import open_services
+    from .app import open_services, settle_collector
     from .loader import load
 
     services = open_services(settings)
+    settle_collector()
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}/fhir"
     total = failed = 0
     started = time.perf_counter()

@@ -60,7 +60,7 @@ def stored_events(db: Path) -> list[dict[str, Any]]:
         made = []
         for (data,) in conn.execute("SELECT record FROM audit_record ORDER BY seq"):
             rows = conn.execute(
-                "SELECT json FROM history WHERE type = 'AuditEvent' AND id LIKE ? "
+                "SELECT json FROM versions WHERE type = 'AuditEvent' AND id LIKE ? "
                 "ORDER BY length(id), id",
                 (orjson.loads(data)["id"] + "-%",),
             ).fetchall()
@@ -367,15 +367,14 @@ def _record(db: Path, seq: int) -> dict[str, Any]:
 
 
 def _rewrite(db: Path, rid: str, old: str, new: str) -> None:
-    """Change an AuditEvent's stored JSON (its history and current rows alike), as someone
-    with write access to the file would."""
+    """Change an AuditEvent's stored JSON (its one version, stored in `resource`: migration
+    9), as someone with write access to the file would."""
     with sqlite3.connect(db) as conn:
-        for table in ("history", "resource"):
-            changed = conn.execute(
-                f"UPDATE {table} SET json = CAST(replace(CAST(json AS TEXT), ?, ?) AS BLOB) "
-                "WHERE type = 'AuditEvent' AND id = ?", (old, new, rid)
-            ).rowcount  # fmt: skip
-            assert changed == 1
+        changed = conn.execute(
+            "UPDATE resource SET json = CAST(replace(CAST(json AS TEXT), ?, ?) AS BLOB) "
+            "WHERE type = 'AuditEvent' AND id = ?", (old, new, rid)
+        ).rowcount  # fmt: skip
+        assert changed == 1
 
 
 def test_chain_verifies_after_mixed_traffic_and_finds_an_edited_audit_event(
@@ -501,13 +500,9 @@ def test_the_trail_continues_a_schema_4_chain(client: TestClient) -> None:
     jcs = json.dumps(old, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(bytes(32) + jcs).hexdigest()
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
+        conn.execute(  # the current version: stored in `resource` alone (migration 9)
+            "INSERT INTO resource (type, id, version, last_updated, deleted, method, json) "
             "VALUES ('AuditEvent', 'old-1', 1, '2026-01-01T00:00:00Z', 0, 'POST', ?)", (jcs,)
-        )
-        conn.execute(
-            "INSERT INTO resource (type, id, version, last_updated, deleted, json) "
-            "VALUES ('AuditEvent', 'old-1', 1, '2026-01-01T00:00:00Z', 0, ?)", (jcs,)
         )
         conn.execute("INSERT INTO audit_chain VALUES (1, 'AuditEvent', 'old-1', 1, ?)", (digest,))
     patient(client)

@@ -31,7 +31,7 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     assert "read by id with a token" in bench.table(result)
     assert set(result["search"]) == {name for name, _ in bench.SEARCHES}
     assert all(s["status"] == 200 for s in result["search"].values())
-    assert "ingest (2 clients):" in bench.table(result)
+    assert "ingest (2 clients, audit trail on):" in bench.table(result)
     # issue 15's rows: every stored resource exported, $everything and $match timed
     export = result["export"]
     assert export["resources"] >= result["ingest"]["resources"] and export["per_second"] > 0
@@ -60,6 +60,16 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
         assert dicom["metadata"]["instances"] == 20 and dicom["qido"]["studies"] == 51
         assert "DICOM C-STORE" in bench.table(result)
 
+
+
+def test_ingest_only_runs_the_ingest_row_alone(tmp_path: Path) -> None:
+    """`--ingest-only --audit off`: the A/B runs of the ingest row, nothing else."""
+    files = bench.ordered_files(SAMPLE, limit=1)
+    result = bench.run(files, clients=1, seconds=1, repeats=1, ingest_only=True, audit=False)
+    assert result["ingest"]["failed"] == 0 and result["ingest"]["audit"] is False
+    assert result["ingest"]["resources"] == result["baseline"]["resources"]
+    assert "read" not in result and "audit" not in result
+    assert "ingest (2 clients, audit trail off):" in bench.table(result)
 
 def test_copies_rewrite_ids_but_keep_shared_references() -> None:
     body = (

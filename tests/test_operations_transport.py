@@ -222,7 +222,7 @@ def test_backup_while_serving_and_writing_is_a_consistent_snapshot(
         # every current row has its whole history: versions 1..current, the last one current
         incomplete = conn.execute(
             "SELECT r.type, r.id, r.version, max(h.version), count(h.version) FROM resource r "
-            "LEFT JOIN history h ON h.type = r.type AND h.id = r.id GROUP BY r.rid "
+            "LEFT JOIN versions h ON h.type = r.type AND h.id = r.id GROUP BY r.rid "
             "HAVING max(h.version) IS NOT r.version OR count(h.version) != r.version"
         ).fetchall()
         assert incomplete == []

@@ -294,6 +294,23 @@ def test_text_and_content_full_text(client: TestClient) -> None:
     assert ids(client.get("/fhir/Condition?_content=asthma").json()) == []
 
 
+def test_content_leaves_out_base64_data(client: TestClient) -> None:
+    """An attachment's `data` is base64 (datatypes.html#base64Binary), not text a user types:
+    `_content` finds the title, not the encoded bytes ("Hello world" in base64, RFC 4648)."""
+    put(
+        client,
+        {
+            "resourceType": "DocumentReference",
+            "id": "d1",
+            "status": "current",
+            "content": [{"attachment": {"contentType": "text/plain", "title": "Discharge note",
+                                        "data": "SGVsbG8gd29ybGQ="}}],
+        },
+    )  # fmt: skip
+    assert ids(client.get("/fhir/DocumentReference?_content=discharge").json()) == ["d1"]
+    assert ids(client.get("/fhir/DocumentReference?_content=SGVsbG8g").json()) == []
+
+
 def test_list_identifier_and_of_type_modifiers(client: TestClient) -> None:
     seed(client)
     put(

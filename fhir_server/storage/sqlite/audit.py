@@ -75,10 +75,10 @@ def records(conn: sqlite3.Connection) -> Iterator[tuple[Row, bool]]:
 def stored_event(
     conn: sqlite3.Connection, rid: str
 ) -> tuple[bytes | None, bytes | None, int | None, int | None] | None:
-    """An AuditEvent's first version as history holds it, and its current row (JSON,
-    version, deleted); None when history has no such version."""
+    """An AuditEvent's first version as stored, and its current row (JSON, version,
+    deleted); None when no such version is stored."""
     row = conn.execute(
-        "SELECT h.json, r.json, r.version, r.deleted FROM history h LEFT JOIN resource r "
+        "SELECT h.json, r.json, r.version, r.deleted FROM versions h LEFT JOIN resource r "
         "ON r.type = h.type AND r.id = h.id "
         "WHERE h.type = 'AuditEvent' AND h.id = ? AND h.version = 1",
         (rid,),
@@ -89,7 +89,7 @@ def stored_event(
 def audit_event_count(conn: sqlite3.Connection) -> int:
     """AuditEvent versions stored, of every kind."""
     count: int = conn.execute(
-        "SELECT count(*) FROM history WHERE type = 'AuditEvent'"
+        "SELECT count(*) FROM versions WHERE type = 'AuditEvent'"
     ).fetchone()[0]
     return count
 
@@ -97,7 +97,7 @@ def audit_event_count(conn: sqlite3.Connection) -> int:
 def unchained_events(conn: sqlite3.Connection) -> Iterator[tuple[str, int]]:
     """AuditEvent versions (id, version) that the schema-4 chain does not name."""
     yield from conn.execute(
-        "SELECT h.id, h.version FROM history h WHERE h.type = 'AuditEvent' "
+        "SELECT h.id, h.version FROM versions h WHERE h.type = 'AuditEvent' "
         "AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.type = h.type AND c.id = h.id "
         "AND c.version = h.version) ORDER BY h.last_updated"
     )
@@ -106,12 +106,12 @@ def unchained_events(conn: sqlite3.Connection) -> Iterator[tuple[str, int]]:
 def chained(
     conn: sqlite3.Connection,
 ) -> Iterator[tuple[Link, bytes | None, bytes | None, int | None]]:
-    """Every schema-4 link in order with the history JSON of the version it names and the
-    current resource row's JSON and deleted flag (None when a row is missing)."""
+    """Every schema-4 link in order with the JSON of the version it names and the current
+    resource row's JSON and deleted flag (None when a row is missing)."""
     cursor = conn.execute(
         "SELECT c.seq, c.type, c.id, c.version, c.hash, h.json, r.json, r.deleted "
         "FROM audit_chain c "
-        "LEFT JOIN history h ON h.type = c.type AND h.id = c.id AND h.version = c.version "
+        "LEFT JOIN versions h ON h.type = c.type AND h.id = c.id AND h.version = c.version "
         "LEFT JOIN resource r ON r.type = c.type AND r.id = c.id ORDER BY c.seq"
     )
     for seq, rtype, rid, version, digest, history_json, json, deleted in cursor:

@@ -13,12 +13,14 @@ def versions(session: Session, batch: int = 2000) -> Iterator[tuple[int, Stored]
     batches so a large database streams."""
     key: tuple[str, str, int] = ("", "", 0)
     while True:
+        # the superseded versions (history) and the current ones (resource, migration 9)
         rows = session.query(
             "SELECT r.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.json, h.method "
             "FROM history h JOIN resource r ON r.type = h.type AND r.id = h.id "
-            "WHERE (h.type, h.id, h.version) > (?, ?, ?) "
-            "ORDER BY h.type, h.id, h.version LIMIT ?",
-            [*key, batch],
+            "WHERE (h.type, h.id, h.version) > (?, ?, ?) UNION ALL "
+            "SELECT rid, type, id, version, last_updated, deleted, json, method FROM resource "
+            "WHERE (type, id, version) > (?, ?, ?) ORDER BY 2, 3, 4 LIMIT ?",
+            [*key, *key, batch],
         )
         if not rows:
             return

@@ -215,9 +215,8 @@ def deleted(session: Session, rtype: str, since: str, at: str) -> list[tuple[str
     """(id, when) of the resources of `rtype` deleted after `since` (up to `at`) and still
     deleted: the Bulk Data manifest's `deleted` files."""
     rows = session.query(
-        "SELECT h.id, h.last_updated FROM history h JOIN resource r ON r.type = h.type "
-        "AND r.id = h.id WHERE h.type = ? AND h.deleted = 1 AND h.last_updated > ? "
-        "AND h.last_updated <= ? AND r.deleted = 1 AND r.version = h.version ORDER BY h.id",
+        "SELECT id, last_updated FROM resource WHERE type = ? AND deleted = 1 "
+        "AND last_updated > ? AND last_updated <= ? ORDER BY id",
         [rtype, since, at],
     )
     return [(r[0], r[1]) for r in rows]

@@ -193,6 +193,38 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inbox_received ON inbox (channel, received_at);
     CREATE INDEX inbox_message ON inbox (channel, message_id);
     """,
+    # 9: each version stored once: the current one in `resource` (which now keeps its
+    # `method`), the ones it superseded in `history`; the view `versions` is both. Before, the
+    # current version was also a history row: every write stored its JSON twice and updated
+    # three more B-trees, most of the cost of a bulk create. The conformance generation
+    # (migration 7) now moves with every version `resource` receives.
+    """
+    ALTER TABLE resource ADD COLUMN method TEXT NOT NULL DEFAULT '';
+    UPDATE resource SET method = coalesce((SELECT h.method FROM history h
+        WHERE h.type = resource.type AND h.id = resource.id AND h.version = resource.version), '');
+    DELETE FROM history WHERE EXISTS (SELECT 1 FROM resource r WHERE r.type = history.type
+        AND r.id = history.id AND r.version = history.version);
+    -- system history in time order (the type-level one uses resource_type_updated)
+    CREATE INDEX resource_updated ON resource (last_updated);
+    CREATE VIEW versions AS
+        SELECT type, id, version, last_updated, deleted, method, json, superseded_at
+        FROM history
+        UNION ALL
+        SELECT type, id, version, last_updated, deleted, method, json, NULL FROM resource;
+    DROP TRIGGER conformance_written;
+    CREATE TRIGGER conformance_created AFTER INSERT ON resource
+    WHEN NEW.type IN ('StructureDefinition', 'ValueSet', 'CodeSystem', 'ConceptMap',
+                      'SearchParameter')
+    BEGIN
+        UPDATE conformance_generation SET n = n + 1;
+    END;
+    CREATE TRIGGER conformance_written AFTER UPDATE OF version ON resource
+    WHEN NEW.type IN ('StructureDefinition', 'ValueSet', 'CodeSystem', 'ConceptMap',
+                      'SearchParameter')
+    BEGIN
+        UPDATE conformance_generation SET n = n + 1;
+    END;
+    """,
 ]
 
 #: the resource types whose stored versions the Parts are built from (migration 7)

@@ -130,11 +130,16 @@ class Session:
         )
 
     def version(self, rtype: str, rid: str, version: int) -> Stored | None:
-        row = self.conn.execute(
-            "SELECT last_updated, deleted, json, method FROM history "
-            "WHERE type = ? AND id = ? AND version = ?",
-            (rtype, rid, version),
-        ).fetchone()
+        """One version: the current row, or one it superseded (migration 9)."""
+        row = None
+        for table in ("resource", "history"):
+            row = self.conn.execute(
+                f"SELECT last_updated, deleted, json, method FROM {table} "
+                "WHERE type = ? AND id = ? AND version = ?",
+                (rtype, rid, version),
+            ).fetchone()
+            if row is not None:
+                break
         if row is None:
             return None
         return Stored(rtype, rid, version, row[0], bool(row[1]), row[2], row[3])
@@ -167,7 +172,7 @@ class Session:
             where.append("last_updated <= ? AND (superseded_at IS NULL OR superseded_at > ?)")
             args += [at, at]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        total = self.conn.execute(f"SELECT count(*) FROM history {clause}", args).fetchone()[0]
+        total = self.conn.execute(f"SELECT count(*) FROM versions {clause}", args).fetchone()[0]
         offset, key = page
         if key is not None:
             stamp, ktype, kid, kversion = key
@@ -177,17 +182,27 @@ class Session:
             )
             args += [stamp, stamp, ktype, ktype, kid, kid, kversion]
             clause = f"WHERE {' AND '.join(where)}"
+        # each table in index order, merged (a LIMIT over the view would sort every version)
+        cols = "SELECT type, id, version, last_updated, deleted, json, method"
+        current = clause.replace("superseded_at", "NULL")  # the current version: not yet
         rows = self.conn.execute(
-            "SELECT type, id, version, last_updated, deleted, json, method, "
-            "(SELECT p.deleted FROM history p WHERE p.type = h.type AND p.id = h.id "
-            "AND p.version = h.version - 1) "
-            f"FROM history h {clause} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?",
-            [*args, count, offset],
+            f"{cols} FROM history {clause} UNION ALL {cols} FROM resource {current} "
+            f"ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?",
+            [*args, *args, count, offset],
         ).fetchall()
         return [
-            Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[2] == 1 or bool(r[7]))
+            Stored(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6],
+                   r[2] == 1 or self._after_delete(r[0], r[1], r[2]))  # fmt: skip
             for r in rows
         ], total
+
+    def _after_delete(self, rtype: str, rid: str, version: int) -> bool:
+        """Whether the version before this one (never the current one) was a deletion."""
+        row = self.conn.execute(
+            "SELECT deleted FROM history WHERE type = ? AND id = ? AND version = ?",
+            (rtype, rid, version - 1),
+        ).fetchone()
+        return row is not None and bool(row[0])
 
     def conformance_generation(self) -> int:
         """The counter every stored version of a conformance resource moves (migration 7)."""
@@ -258,9 +273,10 @@ class Session:
         return self.save_many([(row, version)])[0]
 
     def save_many(self, writes: list[tuple[int | None, Version]]) -> list[int]:
-        """Write versions: current rows, history rows and fresh index rows, with one
-        executemany per table for the whole batch. `row` is the existing resource row id,
-        or None for a new resource, whose row id is assigned here (under the write lock)."""
+        """Write versions: current rows (the version each replaces moves to history, so that
+        every version is stored once) and fresh index rows, with one executemany per table
+        for the whole batch. `row` is the existing resource row id, or None for a new
+        resource, whose row id is assigned here (under the write lock)."""
         conn = self.conn
         self.written.extend(v.stored for _, v in writes)
         new = [v for row, v in writes if row is None]
@@ -272,10 +288,11 @@ class Session:
             rows.append(row)
         if new:
             conn.executemany(
-                "INSERT INTO resource (rid, type, id, version, last_updated, deleted, json) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO resource (rid, type, id, version, last_updated, deleted, json, "
+                "method) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (row, s.type, s.id, s.version, s.last_updated, int(s.deleted), s.json)
+                    (row, s.type, s.id, s.version, s.last_updated, int(s.deleted), s.json,
+                     s.method)  # fmt: skip
                     for row, (old, (s, *_)) in zip(rows, writes, strict=True)
                     if old is None
                 ],
@@ -283,29 +300,19 @@ class Session:
         for row, (old, (s, *_)) in zip(rows, writes, strict=True):
             if old is not None:
                 conn.execute(
-                    "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, json = ? "
-                    "WHERE rid = ?",
-                    (s.version, s.last_updated, int(s.deleted), s.json, row),
+                    "INSERT INTO history (type, id, version, last_updated, deleted, method, "
+                    "json, superseded_at) SELECT type, id, version, last_updated, deleted, "
+                    "method, json, ? FROM resource WHERE rid = ?",
+                    (s.last_updated, row),
+                )
+                conn.execute(
+                    "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, json = ?, "
+                    "method = ? WHERE rid = ?",
+                    (s.version, s.last_updated, int(s.deleted), s.json, s.method, row),
                 )
                 for table in INDEX_TABLES:
                     conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
                 conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
-        conn.executemany(
-            "UPDATE history SET superseded_at = ? WHERE type = ? AND id = ? AND version = ?",
-            [
-                (s.last_updated, s.type, s.id, s.version - 1)
-                for _, (s, *_) in writes
-                if s.version > 1
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (s.type, s.id, s.version, s.last_updated, int(s.deleted), s.method, s.json)
-                for _, (s, *_) in writes
-            ],
-        )
         conn.executemany(
             "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
             [
