@@ -394,3 +394,67 @@ def test_a_room_works_across_the_workers_of_a_two_worker_server(tmp_path: Path) 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_with_a_token_the_caller_joins_only_as_itself(tmp_path: Path, parts: Any) -> None:
+    """A bearer token's fhirUser is who joins: a PractitionerRole as its Practitioner, named
+    or not; naming anybody else is 403. Being a participant is the grant: role-a, of another
+    hospital than the patient's, cannot read a1 but joins it; of two non-participants, the
+    one who can read a1 gets 403, the one who cannot 404 (as a read would answer)."""
+    from conftest import make_services
+    from fastapi.testclient import TestClient
+    from smart import PASSWORD, REDIRECT, auth_of, code_flow
+
+    from fhir_server.app import build_app
+    from fhir_server.auth import admin
+
+    services = make_services(tmp_path / "auth.db", parts)
+    h1, h2 = {"reference": "Organization/h1"}, {"reference": "Organization/h2"}
+
+    def role(rid: str, org: Json, practitioner: str) -> Json:
+        return {"resourceType": "PractitionerRole", "id": rid, "organization": org,
+                "practitioner": {"reference": f"Practitioner/{practitioner}"}}  # fmt: skip
+
+    with TestClient(build_app(services.settings, services)) as c:
+        extra = [{"resourceType": "Organization", "id": "h1", "name": "H1"},
+                 {"resourceType": "Organization", "id": "h2", "name": "H2"},
+                 role("role-d", h1, "dr-d"), role("role-e", h2, "dr-e")]  # fmt: skip
+        for r in extra + data():
+            if r["id"] == "pat":
+                r = {**r, "managingOrganization": h1}
+            if r["id"] == "role-a":
+                r = role("role-a", h2, "dr-a")
+            assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
+        store = auth_of(c).store
+        admin.add_client(store, "app", [REDIRECT], public=True, trusted=True)
+        for user in ("a", "d", "e"):
+            admin.add_user(store, f"dr{user}", PASSWORD, f"PractitionerRole/role-{user}")
+
+        def bearer(user: str) -> dict[str, str]:
+            flow = code_flow(c, "app", "openid fhirUser user/*.rs", user)
+            assert flow.status_code == 200, flow.text
+            return {"Authorization": f"Bearer {flow.json()['access_token']}"}
+
+        def call(user: str, participant: str | None) -> Any:
+            body: Json = {"resourceType": "Parameters", "parameter": []}
+            if participant:
+                body["parameter"] = [{"name": "participant",
+                                      "valueReference": {"reference": participant}}]  # fmt: skip
+            return c.post("/fhir/Appointment/a1/$join", json=body, headers=bearer(user))
+
+        keys = KeySet.import_key_set(c.get("/auth/jwks").json())
+        assert c.get("/fhir/Appointment/a1", headers=bearer("dra")).status_code == 404
+        for named in (None, "PractitionerRole/role-a"):
+            r = call("dra", named)
+            assert r.status_code == 200, r.text
+            value = r.json()["parameter"][0]["valueString"]
+            claims = jwt.decode(value, keys, algorithms=["RS256"]).claims
+            assert claims["sub"] == "Practitioner/dr-a"
+        assert call("dra", "Practitioner/dr-b").status_code == 404  # a1 is hidden from role-a
+        assert c.get("/fhir/Appointment/a1", headers=bearer("drd")).status_code == 200
+        r = call("drd", "Practitioner/dr-b")
+        assert r.status_code == 403 and r.json()["issue"][0]["expression"] == ["participant"]
+        r = call("drd", None)
+        assert r.status_code == 403, r.text
+        assert "not a participant" in r.json()["issue"][0]["diagnostics"]
+        assert call("dre", None).status_code == 404

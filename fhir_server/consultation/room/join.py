@@ -33,13 +33,21 @@ OPERATIONS = Operations()
 @OPERATIONS.operation("$join", "instance", ("Appointment",), definition=f"{OPDEF}Appointment-join")
 def join(call: Call) -> Outcome:
     """A participant of a booked Appointment gets a join token. With authorization on, the
-    caller joins as itself (its fhirUser); a `participant` naming anybody else is refused."""
+    caller joins as itself (its fhirUser); a `participant` naming anybody else is refused.
+    Being a participant is the grant (policy/decide.py OPERATIONS); anybody else gets 404
+    when a read of the Appointment would (no existence oracle), else 403."""
     assert call.rid is not None
     services, ctx = call.services, call.ctx
     session = services.store.reader()
-    stored = read_as(session, services, ctx, "Appointment", call.rid)
-    assert stored.json is not None  # read_as answers 410 for a deleted one
-    appointment = literal.loads(stored.json)
+    found = session.current("Appointment", call.rid)
+    appointment = literal.loads(found[1].json) if found and found[1].json else None
+    try:
+        if appointment is None:
+            raise error(404, "not-found", f"Appointment/{call.rid} is not known")
+        who = participant_of(session, appointment, wanted(call, ctx))
+    except FhirError:  # 404 (410) if the caller may not even see the Appointment
+        read_as(session, services, ctx, "Appointment", call.rid)
+        raise
     status = appointment.get("status")
     if status not in JOINABLE:
         raise error(
@@ -48,7 +56,6 @@ def join(call: Call) -> Outcome:
             f"Appointment/{call.rid} is {status}: only a {'/'.join(JOINABLE)} one can be joined",
             "Appointment.status",
         )
-    who = participant_of(session, appointment, wanted(call, ctx))
     seconds = services.settings.consult_token_seconds
     grant = Grant(call.rid, who, int(time.time()) + seconds)
     token = issue(signing_key(services), grant, ctx.base_url)
