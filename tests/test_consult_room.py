@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -362,9 +363,43 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_room_works_across_the_workers_of_a_two_worker_server(tmp_path: Path) -> None:
-    """`serve --workers 2`: six participants on fresh connections (spread by the kernel over
-    both processes) each reach every other."""
+def _workers(server: int) -> list[int]:
+    """The worker processes of a `serve` process (its children)."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        if len(children) >= 2:
+            return [int(pid) for pid in children]
+        time.sleep(0.1)
+    raise AssertionError("serve --workers 2 did not start two workers")
+
+
+def _holder(workers: list[int], ws: ClientConnection, port: int) -> int | None:
+    """Which worker process holds the server side of this client's TCP connection (Linux
+    /proc: the connection's socket inode, then the process with a descriptor on it)."""
+    client = ws.socket.getsockname()[1]
+    inodes = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == client
+    ]
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if inodes and os.readlink(fd) == f"socket:[{inodes[0]}]":
+                    return pid
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_a_room_works_across_the_workers_of_a_two_worker_server(tmp_path: Path, parts: Any) -> None:
+    """`serve --workers 2`: two participants whose sockets are held by different worker
+    processes (checked in /proc; reconnecting until the kernel hands them to different ones)
+    meet, relay both ways and see each other leave; then six on whichever workers all reach
+    each other."""
+    from conftest import make_services
+
+    make_services(tmp_path / "w.db", parts).close()  # a copy of the template: a quick start
     port = _free_port()
     env = {**os.environ, "FHIR_SERVER_AUTH": "off", "FHIR_SERVER_DEMO_ON_EMPTY": "false"}
     command = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port),
@@ -373,7 +408,28 @@ def test_a_room_works_across_the_workers_of_a_two_worker_server(tmp_path: Path) 
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         wait_serving(f"{base}/metadata")
+        workers = _workers(server.pid)
         seed(base)
+        a, welcome_a = enter(base, "a1", "Practitioner/dr-a")
+        for _ in range(40):  # the same participant again replaces its socket: no peer-joined
+            b, welcome_b = enter(base, "a1", "Practitioner/dr-b")
+            if _holder(workers, b, port) != _holder(workers, a, port):
+                break
+            b.close()
+        else:
+            raise AssertionError("the kernel never handed a connection to the other worker")
+        assert None not in (_holder(workers, a, port), _holder(workers, b, port))
+        assert welcome_b["peers"] == [welcome_a["peerId"]]
+        while (joined := receive(a))["peerId"] != welcome_b["peerId"]:
+            assert joined["type"] in ("peer-joined", "peer-left")
+        b.send(json.dumps({"type": "offer", "to": welcome_a["peerId"], "sdp": "o"}))
+        assert receive(a) == {"type": "offer", "to": welcome_a["peerId"], "sdp": "o",
+                              "from": welcome_b["peerId"]}  # fmt: skip
+        a.send(json.dumps({"type": "answer", "to": welcome_b["peerId"], "sdp": "a"}))
+        assert receive(b)["from"] == welcome_a["peerId"]
+        b.close()
+        assert receive(a) == {"type": "peer-left", "peerId": welcome_b["peerId"]}
+        a.close()
         sockets = [enter(base, "a4", f"Practitioner/dr-{c}") for c in "abcdef"]
         ids = [w["peerId"] for _, w in sockets]
         for ws, _ in sockets:  # drain the peer-joined messages
@@ -458,3 +514,24 @@ def test_with_a_token_the_caller_joins_only_as_itself(tmp_path: Path, parts: Any
         assert r.status_code == 403, r.text
         assert "not a participant" in r.json()["issue"][0]["diagnostics"]
         assert call("dre", None).status_code == 404
+
+
+def test_a_connected_browser_is_sent_fresh_tokens_that_outlive_the_first(
+    live_server_with: Callable[..., str],
+) -> None:
+    """Every half lifetime a connected socket gets `{"type":"token"}`: after the token of
+    $join has expired, the fresh one still reconnects (a network change mid-consultation)."""
+    base = live_server_with(consult_token_seconds=4)
+    seed(base)
+    first = token(base, "a1", "Practitioner/dr-a")
+    ws = connect(ws_url(base, "a1", first))
+    assert receive(ws)["type"] == "welcome"
+    renewed = receive(ws)  # 2 s later, valid 4 s from then
+    assert renewed["type"] == "token" and renewed["token"] != first
+    expires = json.loads(base64.urlsafe_b64decode(first.split(".")[1] + "=="))["exp"]
+    time.sleep(max(expires - time.time() + 0.1, 0))  # the first has expired; the fresh not
+    assert closed(connect(ws_url(base, "a1", first)))[0] == 4401
+    again = connect(ws_url(base, "a1", renewed["token"]))
+    assert receive(again)["type"] == "welcome"
+    assert closed(ws)[0] == 4409  # the reconnect replaced the first socket
+    again.close()
