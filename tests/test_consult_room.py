@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from fhir_server.consultation.room.hub import Link
+from fhir_server.settings import Settings
 
 Json = dict[str, Any]
 #: websockets' sync connect() outside a with block is deprecated; the tests close explicitly
@@ -535,3 +536,41 @@ def test_a_connected_browser_is_sent_fresh_tokens_that_outlive_the_first(
     assert receive(again)["type"] == "welcome"
     assert closed(ws)[0] == 4409  # the reconnect replaced the first socket
     again.close()
+
+
+def test_ice_servers_from_the_setting_reach_join_and_a_bad_setting_stops_the_start(
+    tmp_path: Path, parts: Any
+) -> None:
+    from conftest import make_services
+    from fastapi.testclient import TestClient
+
+    from fhir_server.app import build_app
+
+    servers = [{"urls": "stun:stun.example.org:3478"},
+               {"urls": ["turns:turn.example.org:443?transport=tcp"], "username": "u",
+                "credential": "p"}]  # fmt: skip
+    services = make_services(tmp_path / "ice.db", parts, consult_ice_servers=json.dumps(servers),
+                             public_base_url="https://h.example.org/yl/fhir")  # fmt: skip
+    with TestClient(build_app(services.settings, services)) as c:
+        for r in data():
+            assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "participant", "valueReference": {"reference": "Practitioner/dr-a"}}
+            ],
+        }
+        got = {p["name"]: p for p in c.post("/fhir/Appointment/a1/$join", json=body)
+               .json()["parameter"]}  # fmt: skip
+        assert json.loads(got["iceServers"]["valueString"]) == servers
+        # behind a TLS proxy: the WebSocket is wss:// under the public base's prefix
+        assert got["signaling"]["valueUrl"] == "wss://h.example.org/yl/consult-room/signal/a1"
+    for bad, why in [
+        ("nope", "not JSON"),
+        ('{"urls": "stun:x"}', "array"),
+        ('[{"url": "stun:x"}]', "urls"),
+        ('[{"urls": "turn:t.example.org"}]', "username and credential"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            build_app(Settings(), make_services(tmp_path / "bad.db", parts,
+                                                consult_ice_servers=bad))  # fmt: skip

@@ -119,6 +119,8 @@ class Link:
         self.writer: asyncio.StreamWriter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lock: asyncio.Lock | None = None
+        #: the task carrying out the hub's deliveries (referenced, so it is not collected)
+        self.reading: asyncio.Task[None] | None = None
 
     async def join(
         self, peer: str, room: str, who: str, limit: int, welcome: dict[str, Any], deliver: Deliver
@@ -131,9 +133,12 @@ class Link:
                  "welcome": welcome}  # fmt: skip
         await self._send(frame)
         try:
-            return await answered
+            admitted: bool = await answered
         finally:
             self.pending.pop(peer, None)
+        if not admitted:  # the hub closed the socket: it never was in a room
+            self.sockets.pop(peer, None)
+        return admitted
 
     async def relay(self, peer: str, message: dict[str, Any]) -> None:
         await self._send({"op": "msg", "peer": peer, "msg": message})
@@ -178,7 +183,7 @@ class Link:
                     await self._elect()
                     continue
                 self.writer = writer
-                loop.create_task(self._read(reader, writer))
+                self.reading = loop.create_task(self._read(reader, writer))
                 return
             raise ConnectionError("no signalling hub could be reached or started")
 
