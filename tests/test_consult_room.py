@@ -222,6 +222,8 @@ def test_bad_messages_get_an_error_and_the_socket_stays_except_a_too_large_one(
         (json.dumps([1, 2]), "not-json"),
         (b"\x00binary", "not-json"),
         (json.dumps({"type": "hello", "to": "x"}), "unknown-type"),
+        (json.dumps({"type": ["offer"], "to": "x"}), "unknown-type"),
+        (json.dumps({"to": "x"}), "unknown-type"),
         (json.dumps({"type": "offer", "to": "nobody"}), "unknown-peer"),
         (json.dumps({"type": "offer"}), "unknown-peer"),
     ]

@@ -135,8 +135,8 @@ async def _parsed(out: _Socket, message: MutableMapping[str, Any], limit: int) -
     if not isinstance(parsed, dict):
         await out(error_message("not-json", "a message must be a JSON object"))
         return None
-    if parsed.get("type") not in RELAYED:
-        kind = parsed.get("type")
+    kind = parsed.get("type")
+    if not isinstance(kind, str) or kind not in RELAYED:
         await out(error_message("unknown-type", f"unknown message type {kind!r}; send "
                                 "offer, answer or candidate", received=kind))  # fmt: skip
         return None
