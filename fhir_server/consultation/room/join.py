@@ -24,7 +24,7 @@ OPDEF = "https://yilian.health/fhir/OperationDefinition/"
 #: Appointment statuses (R4 appointmentstatus) whose session may be entered: it is booked and
 #: not over; proposed/pending are not agreed yet, the others ended it
 JOINABLE = ("booked", "arrived", "checked-in")
-#: the path of the signalling WebSocket below the server's root (signaling.py serves it)
+#: the path of the signalling WebSocket below the server's root (routes.py serves it)
 SIGNAL_PATH = "/consult-room/signal/"
 
 OPERATIONS = Operations()
