@@ -12,7 +12,7 @@ from ...errors import FhirError, error
 from ...interactions.read import read_as
 from ...model import literal
 from ...operations.registry import Call, Operations, Outcome
-from ...storage.sqlite import Session
+from ...storage.contract import Session
 from .token import Grant, issue
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from ...interactions.write import create, update
 from ...model import literal
 from ...model.resource import now
 from ...services import Services
-from ...storage.sqlite import Session
+from ...storage.contract import Session
 from .token import Grant
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
