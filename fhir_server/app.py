@@ -27,6 +27,7 @@ from . import audit, auth, bootstrap, conformance, consultation, referral
 from .api import bulk, http
 from .api.access import AccessLog
 from .api.routes import router
+from .consultation import room
 from .context import RequestContext
 from .errors import FhirError, error
 from .interactions.hooks import Access
@@ -50,6 +51,7 @@ def wire(services: Services) -> Services:
     referral.register(services)
     consultation.register(services)  # after referral: Task/$accept, $cancel serve both
     auth.register(services)
+    room.register(services)
     for plugin in plugins():  # integrations (plugins.py): register like features, after them
         if plugin.register:
             plugin.register(services)
@@ -109,6 +111,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         with suppress(asyncio.CancelledError):
             await sweeper
         await run_in_threadpool(exports.stop)
+        await room.close(app.state.services)
         app.state.services.close()
 
     app = FastAPI(
@@ -125,6 +128,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # SMART: the endpoints in rest.security (oauth-uris) are absolute, so built per base URL
     app.state.capability_security = auth.security
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
+    app.include_router(room.router)  # /consult-room (signalling, recordings), /apps/consult-room
     app.include_router(bulk.router, prefix="/fhir")  # before /fhir/{type}/{id} claims _export
     app.include_router(router, prefix="/fhir")
     for plugin in plugins():  # /dicom-web, /hl7, ...

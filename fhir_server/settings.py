@@ -132,6 +132,18 @@ class Settings:
     #: sending facilities (MSH-4) as the Organizations they are: `FACILITY=Organization/id,...`;
     #: a facility not listed becomes an Organization of its own (by identifier)
     hl7_facilities: str = ""
+    # --- the video consultation room (fhir_server/consultation/room) ---
+    #: seconds an `Appointment/$join` token admits its participant to the signalling socket
+    consult_token_seconds: int = 300
+    #: the ICE servers handed to the browsers: a JSON array of RTCIceServer (W3C WebRTC
+    #: §4.2.1), STUN/TURN URLs and TURN credentials; none needed on one LAN
+    consult_ice_servers: str = "[]"
+    #: participants of one room at most (a mesh: every browser sends to every other)
+    consult_max_peers: int = 6
+    #: the largest signalling message (bytes); a larger one closes the socket (1009)
+    consult_message_bytes: int = 65536
+    #: the largest recording a browser may upload (bytes); a larger one gets 413
+    consult_recording_bytes: int = 100 * 1024 * 1024
 
     def to_env(self) -> dict[str, str]:
         """The FHIR_SERVER_* variables that reproduce these settings in another process."""

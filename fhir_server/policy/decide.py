@@ -51,6 +51,10 @@ OPERATIONS: dict[str, tuple[str, str | None] | None] = {
     "$unlink": ("update", "Patient"),
     "$everything": ("read", None),  # each type of the compartment narrowed as its search
     "$export": None,  # reads nothing at kick-off: each type is authorized as its search
+    # the video room (issue 14): being a participant of the Appointment is the grant (an
+    # invited expert of another hospital joins without reading the patient's record); the
+    # room checks it, and answers others as a read would (consultation/room/join.py)
+    "$join": None,
     # the referral operations (referral-model.md §2.5) change the Task (ServiceRequest for
     # $submit) they are invoked on: an update grant on it; which side of the referral may
     # invoke each is the referral feature's check (referral/sides.py)
