@@ -172,9 +172,11 @@ async function journey(browser, out) {
   // the language switch: English from our CodeSystems' designations
   await office.goto(`${config.origin}/apps/workbench/index.html#/referral/${taskId}`);
   await waitBusiness(office, "down-referred");
+  // the switch re-renders the view: wait for a new status badge, not the Chinese one still shown
+  await office.evaluate(() => document.querySelector(".status").setAttribute("data-before-switch", ""));
   await office.click("#lang");
   await office.waitForFunction(() => document.documentElement.lang === "en", null, { timeout: STEP });
-  await office.waitForSelector("#view[data-business]", { timeout: STEP });
+  await office.waitForSelector("#view[data-business] .status:not([data-before-switch])", { timeout: STEP });
   out.english = { status: await text(office, ".status"), lang: await office.evaluate(() => document.documentElement.lang) };
   await office.click("#lang");
 

@@ -18,6 +18,15 @@ export const FULFILL = "http://hl7.org/fhir/CodeSystem/task-code|fulfill";
 export const FOLLOW_UP = `${CS.taskType}|follow-up`;
 export const NUMBER = `${YL}/sid/referral-number`;
 
+/** A referral's Task, not a consultation's: both are `fulfill` Tasks for the patient
+ *  (referral-model.md), told apart by the consultation profile or business status system. */
+export function isReferral(task) {
+  const profiles = (task.meta && task.meta.profile) || [];
+  if (profiles.some(p => p.endsWith("/yl-consultation-task"))) return false;
+  const c = task.businessStatus && (task.businessStatus.coding || [])[0];
+  return !c || c.system === CS.business;
+}
+
 export function business(task) {
   const c = task && task.businessStatus && (task.businessStatus.coding || [])[0];
   return c ? c.code : null;

@@ -2,7 +2,7 @@
 // QR code, follow-up tasks and results. The token is the patient's (patient/ scopes): the
 // server shows nothing of anyone else, whatever this page asks.
 import { displayOf, loadCodes, language, setLanguage, t } from "../lib/i18n.js";
-import { FOLLOW_UP, FULFILL, directionLabel, number, statusBadge } from "../lib/referral.js";
+import { FOLLOW_UP, FULFILL, directionLabel, isReferral, number, statusBadge } from "../lib/referral.js";
 import { ready, takeReturn } from "../lib/smart.js";
 import { h, formatDate, formatTime, nameOf, showError } from "../lib/ui.js";
 
@@ -18,7 +18,7 @@ async function home(api, view, me) {
     safe(api.search(`Appointment?patient=Patient/${me.id}&_sort=-date&_count=20`, 1)),
   ]);
   const srs = new Map(found.filter(r => r.resourceType === "ServiceRequest").map(s => [`ServiceRequest/${s.id}`, s]));
-  const tasks = found.filter(r => r.resourceType === "Task" && r.status !== "draft"); // drafts are the doctor's
+  const tasks = found.filter(r => r.resourceType === "Task" && isReferral(r) && r.status !== "draft"); // drafts are the doctor's
   const slipBox = h("div", { id: "slip" });
   const showSlip = async sr => {
     try {

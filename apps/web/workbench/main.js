@@ -51,6 +51,8 @@ async function route(ctx) {
   const screen = (SCREENS.find(s => s[0] === name) || [])[2] || HIDDEN[name] || worklists;
   navigation(ctx, name in HIDDEN ? "referrals" : name);
   const view = document.getElementById("view");
+  // a screen's data-* describe what it shows: none until the new screen has rendered
+  for (const key of Object.keys(view.dataset)) delete view.dataset[key];
   view.replaceChildren(h("p", { role: "status" }, t("loading")));
   try {
     await screen(ctx, view, ...args.map(decodeURIComponent));

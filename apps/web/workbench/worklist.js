@@ -3,7 +3,7 @@
 // and follow-ups due. The incoming list refreshes itself (lib/live.js).
 import { t } from "../lib/i18n.js";
 import { watch } from "../lib/live.js";
-import { FULFILL, FOLLOW_UP, business, directionLabel, number, statusBadge } from "../lib/referral.js";
+import { FULFILL, FOLLOW_UP, business, directionLabel, isReferral, number, statusBadge } from "../lib/referral.js";
 import { h, formatDate, formatTime, nameOf, notify, refId, table, tabs } from "../lib/ui.js";
 
 const INCOMING = ["requested", "received"];
@@ -13,7 +13,7 @@ async function referrals(api, query) {
   const found = await api.search(`Task?${query}&code=${encodeURIComponent(FULFILL)}` +
     "&_include=Task:focus&_include=Task:patient&_sort=-_lastUpdated&_count=100", 3);
   const byRef = new Map(found.map(r => [`${r.resourceType}/${r.id}`, r]));
-  return found.filter(r => r.resourceType === "Task").map(task => ({
+  return found.filter(r => r.resourceType === "Task" && isReferral(r)).map(task => ({
     task,
     sr: byRef.get(task.focus && task.focus.reference),
     patient: byRef.get(task.for && task.for.reference),
