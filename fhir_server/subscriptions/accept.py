@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import error
 from ..interactions.hooks import Change, Effect
 from ..operations.export import principal_json
+from ..policy.decide import forbidden, role_permits
 from ..policy.enforce import authorize
 from ..storage.sqlite import subscriptions as table
 from .criteria import compile_criteria
@@ -30,7 +31,10 @@ def on_write(change: Change) -> Effect | None:
     services = change.services
     criteria = compile_criteria(services.registry, str(sub.get("criteria", "")))
     # a subscription is a standing search: its owner must be allowed that search
-    authorize(change.ctx, services, "search", criteria.rtype)
+    if not role_permits(change.ctx.principal, criteria.rtype):
+        raise forbidden(f"Searches of {criteria.rtype} are not available to this user",
+                        "Subscription.criteria")  # fmt: skip
+    authorize(change.ctx, services, "search-type", criteria.rtype)
     channel = sub.get("channel") or {}
     kind = channel.get("type")
     if kind not in CHANNELS:
