@@ -137,8 +137,9 @@ def _token(raw: str, row: tuple[object, ...]) -> bool:
 
 def _reference(c: q.Clause, v: str, row: tuple[object, ...], base_url: str) -> bool:
     target_type, target_id, url = row
-    if v.startswith(base_url):
-        v = v[len(base_url) :]
+    prefix = base_url.rstrip("/") + "/"
+    if base_url and v.startswith(prefix):
+        v = v[len(prefix) :]
     if c.modifier:
         return target_type == c.modifier and target_id == v
     if "://" in v or v.startswith("urn:"):

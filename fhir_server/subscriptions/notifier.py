@@ -23,14 +23,13 @@ from ..model import literal
 from ..model.resource import now
 from ..operations.export import principal_of
 from ..policy.enforce import keep_visible
-from ..search import query as q
 from ..search.index import index_rows
 from ..storage.sqlite import Session, Stored
-from ..storage.sqlite import search as sql
 from ..storage.sqlite import subscriptions as table
 from .criteria import Criteria, compile_criteria, matches
 from .payload import content_of
 from .resthook import RestHooks
+from .watch import Watch
 from .websocket import Hub
 
 if TYPE_CHECKING:
@@ -73,6 +72,7 @@ class Notifier:
         self._stopping = threading.Event()
         self._generation: float | None = None
         self._by_type: dict[str, list[Active]] = {}
+        self._watch: dict[str, Watch] = {}
         self._last_event = 0
         self._thread = threading.Thread(target=self._run, name="subscriptions", daemon=True)
         self._thread.start()
@@ -124,6 +124,7 @@ class Notifier:
             active = self._active(literal.loads(raw), owner)
             if active is not None:
                 by_type.setdefault(active.criteria.rtype, []).append(active)
+        self._watch = {t: Watch.build(subs, self.base_url) for t, subs in by_type.items()}
         self._by_type, self._generation = by_type, generation
 
     def _active(self, sub: dict[str, Any], owner: dict[str, Any] | None) -> Active | None:
@@ -146,12 +147,20 @@ class Notifier:
         registry = self.services.registry
         sockets: list[str] = []
         for stored in batch:
-            subs = self._by_type.get(stored.type)
-            if not subs or stored.deleted or stored.json is None:
+            watch = self._watch.get(stored.type)
+            if watch is None or stored.deleted or stored.json is None:
                 continue
-            rows = index_rows(stored.type, literal.loads(stored.json), registry)
-            for sub in subs:
-                if sub.ended(at) or not self._matches(reader, sub, stored, rows):
+            rows = index_rows(stored.type, literal.loads(stored.json), registry, watch.codes)
+            candidates = watch.candidates(stored.id, rows)
+            asked = {s.id: watch.compiled[s.id] for s in candidates if s.id in watch.compiled}
+            by_sql = table.matching(reader, stored.type, stored.id, asked) if asked else set()
+            for sub in candidates:
+                if sub.ended(at):
+                    continue
+                if sub.criteria.in_memory:
+                    if not matches(sub.criteria, stored.id, rows, self.base_url):
+                        continue
+                elif sub.id not in by_sql:
                     continue
                 if not self._may_see(reader, sub, stored):
                     continue
@@ -163,13 +172,6 @@ class Notifier:
         if sockets and self.services.settings.workers > 1:
             with self.services.store.write() as session:
                 table.add_events(session, sockets, self.origin)
-
-    def _matches(self, reader: Session, sub: Active, stored: Stored, rows: Any) -> bool:
-        if sub.criteria.in_memory:
-            return matches(sub.criteria, stored.id, rows, self.base_url)
-        by_id = q.Clause(q.Param("_id", "token"), (stored.id,))
-        clauses = [by_id, *sub.criteria.clauses]
-        return bool(sql.match_ids(reader, self.base_url, stored.type, clauses, 1))
 
     def _may_see(self, reader: Session, sub: Active, stored: Stored) -> bool:
         """The owner's read permission on the resource now (security.md §3): a notification,

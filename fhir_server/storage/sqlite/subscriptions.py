@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from ...search.query import Clause
+from .search import Compiler
 from .store import Session
 
 #: seconds an event stays in subscription_event: a worker polls it far more often
@@ -68,3 +70,25 @@ def events_after(session: Session, seq: int, origin: str) -> list[tuple[int, str
         (seq,),
     ).fetchall()
     return [(r[0], r[1]) if r[2] != origin else (r[0], "") for r in rows]
+
+
+#: one criteria the search engine decides, compiled once: (statement, its arguments after
+#: the key, type and id)
+Compiled = tuple[str, list[Any]]
+
+
+def compile_match(base_url: str, rtype: str, clauses: list[Clause]) -> Compiled:
+    """The search engine's SQL for criteria, asked of one resource by type and id."""
+    where, args = Compiler(base_url).where(rtype, clauses)
+    return f"SELECT ? FROM resource r WHERE r.type = ? AND r.id = ? AND {where}", args
+
+
+def matching(session: Session, rtype: str, rid: str, compiled: dict[str, Compiled]) -> set[str]:
+    """Which of the compiled criteria (by key) the current version of rtype/rid meets: one
+    statement for all of them."""
+    parts, args = [], []
+    for key, (statement, more) in compiled.items():
+        parts.append(statement)
+        args += [key, rtype, rid, *more]
+    rows = session.conn.execute(" UNION ALL ".join(parts), args).fetchall()
+    return {row[0] for row in rows}
