@@ -415,7 +415,8 @@ CRITERIA = [
     "Observation?subject=Patient/zhang", "Observation?subject:Patient=mary",
     "Observation?date=2024-03", "Observation?date=eq2024-03-01", "Observation?date=ap2024-03-01",
     "Observation?date=gt2024-03-05T01:00:00Z", "Observation?date=eb2024-03-01",
-    "Observation?status=final&code=8867-4",
+    "Observation?status=final&code=8867-4", "Observation?subject=http://testserver/fhir/Patient/mary",
+    "Patient?_id=zhang&gender=male",
 ]  # fmt: skip
 
 
@@ -427,6 +428,10 @@ def test_in_memory_matching_agrees_with_the_search_engine(client: TestClient) ->
     from fhir_server.model import literal
     from fhir_server.search.index import index_rows
     from fhir_server.subscriptions.criteria import compile_criteria, matches
+    from fhir_server.subscriptions.notifier import Active
+    from fhir_server.subscriptions.watch import Watch
+
+    base = "http://testserver/fhir"
 
     for r in RESOURCES:
         assert client.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
@@ -435,9 +440,16 @@ def test_in_memory_matching_agrees_with_the_search_engine(client: TestClient) ->
         (r["resourceType"], r["id"]): services.store.reader().current(r["resourceType"], r["id"])
         for r in RESOURCES
     }
+    compiled = {text: compile_criteria(services.registry, text) for text in CRITERIA}
+    # the Subscriptions a write is checked against (watch.py: keyed by an exact clause)
+    watches = {
+        rtype: Watch.build(
+            [Active(t, {}, c, "websocket", "empty", None, None)
+             for t, c in compiled.items() if c.rtype == rtype], base)
+        for rtype in ("Patient", "Observation")
+    }  # fmt: skip
     found_by: dict[str, set[str]] = {}
-    for text in CRITERIA:
-        criteria = compile_criteria(services.registry, text)
+    for text, criteria in compiled.items():
         assert criteria.in_memory, text
         searched = client.get(f"/fhir/{text}").json()
         expected = {e["resource"]["id"] for e in searched.get("entry", [])}
@@ -445,7 +457,9 @@ def test_in_memory_matching_agrees_with_the_search_engine(client: TestClient) ->
         for (rtype, rid), (_, version) in stored.items():
             if rtype == criteria.rtype:
                 rows = index_rows(rtype, literal.loads(version.json), services.registry)
-                if matches(criteria, rid, rows, "http://testserver/fhir"):
+                candidates = {a.id for a in watches[rtype].candidates(rid, rows)}
+                if matches(criteria, rid, rows, base):
+                    assert text in candidates, (text, rid)  # never keyed away
                     got.add(rid)
         assert got == expected, text
         found_by[text] = got
