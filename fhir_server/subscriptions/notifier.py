@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ log = logging.getLogger("fhir_server.subscriptions")
 
 #: seconds between polls of the event table while websockets are bound here (several workers)
 POLL_SECONDS = 0.02
+#: seconds websocket events for other workers are gathered before they are written (under a
+#: write load, one transaction for many instead of one per write)
+EVENT_BATCH_SECONDS = 0.01
 #: seconds between checks of Subscription.end when nothing else wakes the thread
 IDLE_SECONDS = 1.0
 
@@ -74,6 +78,9 @@ class Notifier:
         self._by_type: dict[str, list[Active]] = {}
         self._watch: dict[str, Watch] = {}
         self._last_event = 0
+        #: websocket events not yet written for the other workers, since when
+        self._events: list[str] = []
+        self._events_since = 0.0
         self._thread = threading.Thread(target=self._run, name="subscriptions", daemon=True)
         self._thread.start()
 
@@ -96,7 +103,10 @@ class Notifier:
     def _run(self) -> None:
         while not self._stopping.is_set():
             polling = self.hub.bound() and self.services.settings.workers > 1
-            self._wake.wait(POLL_SECONDS if polling else IDLE_SECONDS)
+            wait = POLL_SECONDS if polling else IDLE_SECONDS
+            if self._events:
+                wait = min(wait, max(0.0, self._events_since + EVENT_BATCH_SECONDS - time.time()))
+            self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -108,6 +118,8 @@ class Notifier:
                     batch.extend(self._queue.popleft())
                 if batch and self._by_type:
                     self._dispatch(reader, batch)
+                if self._events and time.time() >= self._events_since + EVENT_BATCH_SECONDS:
+                    self._publish()
                 if polling:
                     self._poll(reader)
                 self._turn_off_ended()
@@ -170,8 +182,16 @@ class Notifier:
                 else:
                     self.rest_hooks.submit(sub, stored)
         if sockets and self.services.settings.workers > 1:
-            with self.services.store.write() as session:
-                table.add_events(session, sockets, self.origin)
+            if not self._events:
+                self._events_since = time.time()
+            self._events += sockets
+
+    def _publish(self) -> None:
+        """The websocket events of the last EVENT_BATCH_SECONDS, for the other workers: one
+        short write transaction however many there are."""
+        events, self._events = self._events, []
+        with self.services.store.write() as session:
+            table.add_events(session, events, self.origin)
 
     def _may_see(self, reader: Session, sub: Active, stored: Stored) -> bool:
         """The owner's read permission on the resource now (security.md §3): a notification,
