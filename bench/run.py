@@ -778,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--hl7-messages", type=int, default=2000,
                         help="HL7 v2 messages for the MLLP row (0: skip it)")  # fmt: skip
+    parser.add_argument("--subscription-writes", type=int, default=300,
+                        help="writes timed for the Subscriptions row (0: skip it)")  # fmt: skip
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
     if not files:
@@ -801,6 +803,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result["hl7"] = hl7.run(args.hl7_messages)
         print(hl7.table(result["hl7"]))
+    if args.subscription_writes:
+        from bench import subscriptions
+
+        result["subscriptions"] = subscriptions.run(args.subscription_writes)
+        print(subscriptions.table(result["subscriptions"]))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
