@@ -35,7 +35,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def workers(tmp_path: Path, parts: Parts) -> Iterator[tuple[TestClient, TestClient]]:
     """Two apps over one database file, as two `serve --workers 2` processes are."""
-    settings = {"workers": 2, "subscription_allow_private": True}
+    settings = {"subscription_allow_private": True}
     first = make_services(tmp_path / "fhir.db", parts, **settings)
     second = make_services(tmp_path / "fhir.db", parts, **settings)
     with (

@@ -3,9 +3,10 @@ after-commit hook that only queues), and one thread per worker process matches t
 the active Subscriptions, checks what each owner may see, and hands notifications to the
 channels. Nothing here runs inside a write transaction or on a request's time.
 
-Every worker keeps the list of active Subscriptions current with one read per batch
+Every process keeps the list of active Subscriptions current with one read per batch
 (storage/sqlite/subscriptions.generation), and websocket events reach sockets bound in other
-workers through a small table each worker polls while it has sockets bound."""
+processes (serve's workers; the HL7 v2 and DICOM listeners write too) through a small table
+each process polls while it has sockets bound."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ class Notifier:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            polling = self.hub.bound() and self.services.settings.workers > 1
+            polling = self.hub.bound()
             wait = POLL_SECONDS if polling else IDLE_SECONDS
             if self._events:
                 wait = min(wait, max(0.0, self._events_since + EVENT_BATCH_SECONDS - time.time()))
@@ -181,7 +182,7 @@ class Notifier:
                     sockets.append(sub.id)
                 else:
                     self.rest_hooks.submit(sub, stored)
-        if sockets and self.services.settings.workers > 1:
+        if sockets:  # other processes: serve's workers, the HL7 v2 and DICOM listeners
             if not self._events:
                 self._events_since = time.time()
             self._events += sockets
