@@ -176,6 +176,22 @@ def test_websocket_bind_refusals_and_several_bindings_on_one_socket(client: Test
         assert sorted(lines.settle()) == sorted([f"ping {a}", f"ping {b}"])
 
 
+def test_websocket_bad_input_is_answered_not_crashed_on(client: TestClient) -> None:
+    """A binary frame is not a bind (an error line); a line beyond 256 characters closes the
+    socket with 1009 (message too big, RFC 6455 §7.4.1)."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with client.websocket_connect("/fhir/websocket") as ws:
+        lines = Lines(ws)
+        ws.send_bytes(b"bind x")
+        assert lines.settle(0.2) == ["error - expected 'bind <id>'"]
+    with client.websocket_connect("/fhir/websocket") as ws:
+        ws.send_text("bind " + "x" * 300)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1009
+
+
 def test_criteria_beyond_the_index_rows_are_decided_by_the_search_engine(
     client: TestClient,
 ) -> None:

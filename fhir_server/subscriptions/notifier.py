@@ -82,6 +82,7 @@ class Notifier:
         #: websocket events not yet written for the other workers, since when
         self._events: list[str] = []
         self._events_since = 0.0
+        self._next_end_check = 0.0
         self._thread = threading.Thread(target=self._run, name="subscriptions", daemon=True)
         self._thread.start()
 
@@ -97,6 +98,8 @@ class Notifier:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=5)
+        if self._events:  # gathered for the other processes: theirs to deliver still
+            self._publish()
         self.rest_hooks.stop()
 
     # --- the thread ----------------------------------------------------------------------
@@ -123,7 +126,9 @@ class Notifier:
                     self._publish()
                 if polling:
                     self._poll(reader)
-                self._turn_off_ended()
+                if time.time() >= self._next_end_check:
+                    self._next_end_check = time.time() + IDLE_SECONDS
+                    self._turn_off_ended()
             except Exception:  # one bad batch must not end notifications for good
                 log.exception("subscription dispatch failed")
 
