@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -276,7 +277,7 @@ def test_link_local_and_metadata_stay_refused_when_private_ones_are_allowed(
     assert "link-local or cloud metadata" in r.json()["issue"][0]["diagnostics"]
 
 
-def test_off_is_kept_and_error_is_accepted_again(hooks: TestClient, receiver: Receiver) -> None:
+def test_off_is_kept_and_requested_activates_again(hooks: TestClient, receiver: Receiver) -> None:
     body = subscription("Observation?code=1", {"type": "rest-hook", "endpoint": receiver.url})
     r = hooks.post("/fhir/Subscription", json={**body, "status": "off"})
     assert r.json()["status"] == "off"
@@ -385,12 +386,31 @@ def test_an_unreachable_or_slow_endpoint_never_slows_the_write(
 
 
 def test_end_turns_the_subscription_off(hooks: TestClient, receiver: Receiver) -> None:
-    past = "2020-01-01T00:00:00Z"
-    sid = subscribe(hooks, "Observation?code=1", {"type": "rest-hook", "endpoint": receiver.url},
-                    end=past)  # fmt: skip
+    """R4 Subscription.end: stored `off` when it has passed already; turned `off` when it
+    passes (an offset counts: 2020-01-01T07:00+08:00 is 2019-12-31T23:00Z)."""
+    channel = {"type": "rest-hook", "endpoint": receiver.url}
+    past = subscription("Observation?code=1", channel, end="2020-01-01T07:00:00+08:00")
+    r = hooks.post("/fhir/Subscription", json=past)
+    assert r.status_code == 201 and r.json()["status"] == "off"
+    soon = datetime.now(UTC) + timedelta(seconds=1.5)
+    sid = subscribe(hooks, "Observation?code=1", channel, end=soon.isoformat())
+    wait_for(lambda: hooks.get(f"/fhir/Subscription/{sid}").json()["status"] == "off", 10)
     hooks.post("/fhir/Observation", json=obs("1"))
-    wait_for(lambda: hooks.get(f"/fhir/Subscription/{sid}").json()["status"] == "off", 5)
+    time.sleep(0.3)
     assert receiver.requests == []
+
+
+def test_an_endpoint_whose_name_does_not_resolve_is_accepted_and_fails_at_delivery(
+    hooks: TestClient,
+) -> None:
+    """Not known now is not refused (the name may be one of another network's); each delivery
+    resolves it again, and fails until it resolves."""
+    endpoint = "https://no-such-host.invalid/hook"  # RFC 6761: .invalid never resolves
+    sid = subscribe(hooks, "Observation?code=1", {"type": "rest-hook", "endpoint": endpoint})
+    hooks.post("/fhir/Observation", json=obs("1"))
+    sub = wait_for(lambda: (s := hooks.get(f"/fhir/Subscription/{sid}").json())["status"]
+                   == "error" and s)  # fmt: skip
+    assert "does not resolve" in sub["error"]
 
 
 # --- the matcher against the search engine -------------------------------------------------

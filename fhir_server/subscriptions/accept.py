@@ -1,6 +1,6 @@
 """Accepting a Subscription written over REST (R4 subscription.html#2.46.6): the criteria must
-compile, the channel must be one we serve, the endpoint allowed; then `requested` (or `error`,
-after the client fixed it) becomes `active`, and the writer becomes its owner."""
+compile, the channel must be one we serve, the endpoint allowed; then `requested` becomes
+`active` (`off` once its end has passed), and the writer becomes its owner."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 
 from ..errors import error
 from ..interactions.hooks import Change, Effect
+from ..model.resource import now
 from ..operations.export import principal_json
 from ..policy.decide import forbidden, role_permits
 from ..policy.enforce import authorize
+from ..search.values import date_bounds
 from ..storage.sqlite import subscriptions as table
 from .criteria import compile_criteria
 from .endpoint import check_endpoint
@@ -43,16 +45,29 @@ def on_write(change: Change) -> Effect | None:
                     "Subscription.channel.type")  # fmt: skip
     content_of(channel)  # 400 for a payload we cannot send
     if kind == "rest-hook":
-        check_endpoint(str(channel.get("endpoint", "")),
-                       services.settings.subscription_allow_private)  # fmt: skip
+        allow_private = services.settings.subscription_allow_private
+        check_endpoint(str(channel.get("endpoint", "")), allow_private, must_resolve=False)
         for i, header in enumerate(channel.get("header", [])):
             if not _HEADER.fullmatch(header):
                 raise error(400, "invalid", f"A channel header must read 'Name: value': {header!r}",
                             f"Subscription.channel.header[{i}]")  # fmt: skip
     table.set_owner(change.session, change.rid, principal_json(change.ctx.principal))
     status = sub.get("status")
-    if status in ("requested", "error"):
+    if status != "off" and ended(sub):  # R4 Subscription.end: "turn the subscription off"
+        return Effect(resource={**sub, "status": "off"})
+    if status == "requested":
         accepted: dict[str, Any] = {**sub, "status": "active"}
         accepted.pop("error", None)
         return Effect(resource=accepted)
     return None
+
+
+def end_instant(sub: dict[str, Any]) -> str | None:
+    """Subscription.end as a UTC instant comparable with model.resource.now()."""
+    end = sub.get("end")
+    return date_bounds(end)[0] if isinstance(end, str) else None
+
+
+def ended(sub: dict[str, Any]) -> bool:
+    end = end_instant(sub)
+    return end is not None and end <= now()

@@ -23,8 +23,10 @@ _resolver = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subscription-d
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def check_endpoint(url: str, allow_private: bool) -> list[str]:
-    """The addresses `url`'s host resolves to, all allowed; else a 400 FhirError saying why."""
+def check_endpoint(url: str, allow_private: bool, must_resolve: bool = True) -> list[str]:
+    """The addresses `url`'s host resolves to, all allowed; else a 400 FhirError saying why.
+    A name that does not resolve is refused only when `must_resolve` (at delivery); a
+    Subscription naming one is accepted, and its deliveries fail until it resolves."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise error(400, "invalid", f"A rest-hook endpoint must be an http(s) URL: '{url}'",
@@ -33,7 +35,12 @@ def check_endpoint(url: str, allow_private: bool) -> list[str]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise error(400, "invalid", f"Invalid port in '{url}'", EXPRESSION) from None
-    addresses = _resolve(parts.hostname, port)
+    try:
+        addresses = _resolve(parts.hostname, port)
+    except FhirError:
+        if must_resolve:
+            raise
+        return []
     for address in addresses:
         reason = refused(ipaddress.ip_address(address), allow_private)
         if reason:

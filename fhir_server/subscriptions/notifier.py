@@ -28,6 +28,7 @@ from ..policy.enforce import keep_visible
 from ..search.index import index_rows
 from ..storage.sqlite import Session, Stored
 from ..storage.sqlite import subscriptions as table
+from .accept import end_instant
 from .criteria import Criteria, compile_criteria, matches
 from .payload import content_of
 from .resthook import RestHooks
@@ -50,7 +51,8 @@ IDLE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Active:
-    """A Subscription that receives notifications (status active or error, before its end)."""
+    """A Subscription that receives notifications (status active or error, before its end,
+    a UTC instant)."""
 
     id: str
     resource: dict[str, Any]
@@ -157,7 +159,7 @@ class Notifier:
             return None
         return Active(
             str(sub["id"]), sub, criteria, str(channel.get("type")), content,
-            principal_of(owner) if owner else None, sub.get("end"),
+            principal_of(owner) if owner else None, end_instant(sub),
         )  # fmt: skip
 
     def _dispatch(self, reader: Session, batch: list[Stored]) -> None:
