@@ -14,7 +14,8 @@ from ..operations.export import principal_json
 from ..policy.decide import forbidden, role_permits
 from ..policy.enforce import authorize
 from ..search.values import date_bounds
-from ..storage.sqlite import subscriptions as table
+from ..storage.features import sqlite_session
+from ..storage.features import subscriptions as table
 from .criteria import compile_criteria
 from .endpoint import check_endpoint
 from .payload import content_of
@@ -51,7 +52,8 @@ def on_write(change: Change) -> Effect | None:
             if not _HEADER.fullmatch(header):
                 raise error(400, "invalid", f"A channel header must read 'Name: value': {header!r}",
                             f"Subscription.channel.header[{i}]")  # fmt: skip
-    table.set_owner(change.session, change.rid, principal_json(change.ctx.principal))
+    session = sqlite_session(change.session, "Subscriptions")
+    table.set_owner(session, change.rid, principal_json(change.ctx.principal))
     status = sub.get("status")
     if status != "off" and ended(sub):  # R4 Subscription.end: "turn the subscription off"
         return Effect(resource={**sub, "status": "off"})

@@ -16,8 +16,8 @@ from ..search import query as q
 from ..search.registry import Registry
 from ..search.values import date_bounds, normalize_string
 from ..spec import RESOURCE_TYPES
-from ..storage.sqlite import IndexRows
-from ..storage.sqlite.search import Compiler
+from ..storage.contract import IndexRows
+from ..storage.features import subscriptions as table
 
 EXPRESSION = "Subscription.criteria"
 
@@ -55,7 +55,7 @@ def compile_criteria(registry: Registry, text: str) -> Criteria:
         raise error(400, "invalid", f"Subscription.criteria: {exc}", EXPRESSION) from None
     clauses = tuple(parsed.clauses)
     try:  # the values too: the search engine compiles them once here (a bad date: 400)
-        Compiler("").where(rtype, list(clauses))
+        table.check_criteria(rtype, list(clauses))
     except FhirError as exc:
         raise error(400, "invalid", f"Subscription.criteria: {exc}", EXPRESSION) from None
     return Criteria(rtype, clauses, all(_in_memory(c) for c in clauses))

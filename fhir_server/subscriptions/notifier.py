@@ -26,8 +26,10 @@ from ..model.resource import now
 from ..operations.export import principal_of
 from ..policy.enforce import keep_visible
 from ..search.index import index_rows
-from ..storage.sqlite import Session, Stored
-from ..storage.sqlite import subscriptions as table
+from ..storage.contract import Stored
+from ..storage.features import SqliteSession as Session
+from ..storage.features import sqlite_session
+from ..storage.features import subscriptions as table
 from .accept import end_instant
 from .criteria import Criteria, compile_criteria, matches
 from .payload import content_of
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fhir_server.subscriptions")
 
+FEATURE = "Subscriptions"
 #: seconds between polls of the event table while websockets are bound here (several workers)
 POLL_SECONDS = 0.02
 #: seconds websocket events for other workers are gathered before they are written (under a
@@ -117,7 +120,7 @@ class Notifier:
             if self._stopping.is_set():
                 return
             try:
-                reader = self.services.store.reader()
+                reader = self._reader()
                 self._refresh(reader)
                 batch: list[Stored] = []
                 while self._queue:
@@ -133,6 +136,9 @@ class Notifier:
                     self._turn_off_ended()
             except Exception:  # one bad batch must not end notifications for good
                 log.exception("subscription dispatch failed")
+
+    def _reader(self) -> Session:
+        return sqlite_session(self.services.store.reader(), FEATURE)
 
     def _refresh(self, reader: Session) -> None:
         """Reload the active Subscriptions when some version of one was written since."""
@@ -182,7 +188,7 @@ class Notifier:
                         continue
                 elif sub.id not in by_sql:
                     continue
-                if not self._may_see(reader, sub, stored):
+                if not self._may_see(sub, stored):
                     continue
                 if sub.channel == "websocket":
                     self.hub.ping(sub.id)
@@ -199,9 +205,9 @@ class Notifier:
         short write transaction however many there are."""
         events, self._events = self._events, []
         with self.services.store.write() as session:
-            table.add_events(session, events, self.origin)
+            table.add_events(sqlite_session(session, FEATURE), events, self.origin)
 
-    def _may_see(self, reader: Session, sub: Active, stored: Stored) -> bool:
+    def _may_see(self, sub: Active, stored: Stored) -> bool:
         """The owner's read permission on the resource now (security.md §3): a notification,
         even an empty one, tells that something they may not see exists or changed."""
         if sub.owner is None or sub.owner.kind == "anonymous":
@@ -209,6 +215,7 @@ class Notifier:
         ctx = RequestContext(self.base_url, sub.owner)
         assert stored.json is not None
         item = (stored.type, stored.id, stored.json)
+        reader = self.services.store.reader()
         return bool(keep_visible(reader, ctx, self.services, [item]))
 
     def _poll(self, reader: Session) -> None:
@@ -234,7 +241,7 @@ class Notifier:
 
     def bindable(self, sub_id: str) -> str | None:
         """Why a websocket may not bind this Subscription, or None when it may."""
-        stored = self.services.store.reader().current("Subscription", sub_id)
+        stored = self._reader().current("Subscription", sub_id)
         if stored is None or stored[1].deleted or stored[1].json is None:
             return "no such Subscription"
         sub = literal.loads(stored[1].json)
@@ -243,7 +250,7 @@ class Notifier:
         if sub.get("status") not in ("active", "error"):
             return f"the Subscription is {sub.get('status')}"
         if not self.hub.bound():
-            self._last_event = table.last_event(self.services.store.reader())
+            self._last_event = table.last_event(self._reader())
         return None
 
     def set_status(self, sub_id: str, status: str, error_text: str | None) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import FhirError
-from ..storage.sqlite import Stored
+from ..storage.contract import Stored
 from .endpoint import check_endpoint
 from .payload import Request, rest_hook
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..search import query as q
-from ..storage.sqlite import IndexRows
-from ..storage.sqlite.subscriptions import Compiled, compile_match
+from ..storage.contract import IndexRows
+from ..storage.features import subscriptions as table
 
 if TYPE_CHECKING:
     from .notifier import Active
@@ -27,13 +27,13 @@ class Watch:
     #: the parameters whose index rows the clauses read (the others are not extracted)
     codes: frozenset[str]
     #: by Subscription id, for those the search engine decides
-    compiled: dict[str, Compiled]
+    compiled: dict[str, table.Compiled]
 
     @classmethod
     def build(cls, subs: list[Active], base_url: str) -> Watch:
         keyed: dict[Key, list[Active]] = {}
         unkeyed: list[Active] = []
-        compiled: dict[str, Compiled] = {}
+        compiled: dict[str, table.Compiled] = {}
         codes: set[str] = set()
         for sub in subs:
             criteria = sub.criteria
@@ -45,7 +45,7 @@ class Watch:
                 keyed.setdefault(key, []).append(sub)
             if not criteria.in_memory:
                 clauses = list(criteria.clauses)
-                compiled[sub.id] = compile_match(base_url, criteria.rtype, clauses)
+                compiled[sub.id] = table.compile_match(base_url, criteria.rtype, clauses)
         return cls(keyed, unkeyed, frozenset(codes), compiled)
 
     def candidates(self, rid: str, rows: IndexRows) -> list[Active]:

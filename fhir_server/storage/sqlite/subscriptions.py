@@ -77,6 +77,11 @@ def events_after(session: Session, seq: int, origin: str) -> list[tuple[int, str
 Compiled = tuple[str, list[Any]]
 
 
+def check_criteria(rtype: str, clauses: list[Clause]) -> None:
+    """Compile the criteria's values once, as a search would (a bad date: 400)."""
+    Compiler("").where(rtype, clauses)
+
+
 def compile_match(base_url: str, rtype: str, clauses: list[Clause]) -> Compiled:
     """The search engine's SQL for criteria, asked of one resource by type and id."""
     where, args = Compiler(base_url).where(rtype, clauses)
