@@ -792,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the ingest row and the physical baseline (A/B runs)")
     parser.add_argument("--audit", choices=("on", "off"), default="on",
                         help="the audit trail of the main server (default on, as served)")
+    parser.add_argument("--subscription-writes", type=int, default=300,
+                        help="writes timed for the Subscriptions row (0: skip it)")  # fmt: skip
     args = parser.parse_args(argv)
     files = ordered_files(args.data, args.patients)
     if not files:
@@ -817,6 +819,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result["hl7"] = hl7.run(args.hl7_messages)
         print(hl7.table(result["hl7"]))
+    if args.subscription_writes and not args.ingest_only:
+        from bench import subscriptions
+
+        result["subscriptions"] = subscriptions.run(args.subscription_writes)
+        print(subscriptions.table(result["subscriptions"]))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, auth, bootstrap, conformance, consultation, referral
+from . import audit, auth, bootstrap, conformance, consultation, referral, subscriptions
 from .api import bulk, http
 from .api.access import AccessLog
 from .api.routes import router
@@ -52,6 +52,7 @@ def wire(services: Services) -> Services:
     consultation.register(services)  # after referral: Task/$accept, $cancel serve both
     auth.register(services)
     room.register(services)
+    subscriptions.register(services)
     for plugin in plugins():  # integrations (plugins.py): register like features, after them
         if plugin.register:
             plugin.register(services)
@@ -127,10 +128,12 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.capabilities = _Capabilities(services)
     # SMART: the endpoints in rest.security (oauth-uris) are absolute, so built per base URL
     app.state.capability_security = auth.security
+    app.state.capability_extensions = subscriptions.capability_extensions
     app.include_router(auth.router)  # before /fhir/{type}/{id} can claim .well-known
     app.include_router(room.router)  # /consult-room (signalling, recordings), /apps/consult-room
     app.include_router(bulk.router, prefix="/fhir")  # before /fhir/{type}/{id} claims _export
     app.include_router(router, prefix="/fhir")
+    app.include_router(subscriptions.router)  # the websocket channel, /fhir/websocket
     for plugin in plugins():  # /dicom-web, /hl7, ...
         if plugin.router is not None:
             app.include_router(plugin.router)

@@ -68,6 +68,16 @@ class Settings:
     #: security event, expanded into searchable AuditEvents in the background (README, "Audit
     #: trail"); `false` turns it off
     audit: bool = True
+    # --- R4 Subscriptions (README "Subscriptions") ---
+    #: rest-hook endpoints on loopback and private addresses are allowed (tests, single-host
+    #: deployments); link-local and cloud metadata addresses never are
+    subscription_allow_private: bool = False
+    #: a rest-hook notification is tried again this many times after a failure, waiting
+    #: retry_seconds, then twice that, and so on; then the Subscription's status is `error`
+    subscription_retries: int = 3
+    subscription_retry_seconds: float = 2.0
+    #: seconds a rest-hook endpoint may take to answer (connect and response)
+    subscription_timeout_seconds: float = 5.0
     # --- the patient-centred data centre (README "Patient index", "Bulk Data export") ---
     #: Patient.identifier systems holding the national ID (居民身份证号, GB 11643), comma-separated
     national_id_systems: str = "https://yilian.health/fhir/sid/resident-id"

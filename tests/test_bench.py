@@ -107,3 +107,13 @@ def test_the_hl7_row_runs_end_to_end() -> None:
     # 12 ADT^A01 (a Patient and an Encounter each) and 12 ORU^R01 (a report, 10 results)
     assert result["mapped"]["clinical_resources"] == 12 * 2 + 12 * 11
     assert "mapped into FHIR" in hl7.table(result)
+
+
+def test_the_subscriptions_row_runs_end_to_end() -> None:
+    from bench import subscriptions
+
+    result = subscriptions.run(writes=10, seconds=1, rounds=1, workers=2)
+    assert result["latency"]["writes"] == 10 and result["latency"]["p95_ms"] > 0
+    rates = result["writes_per_s"]
+    assert rates["none"] > 0 and rates["with"] > 0 and rates["ratio"] > 0
+    assert "websocket ping" in subscriptions.table(result)

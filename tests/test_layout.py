@@ -13,8 +13,9 @@ PACKAGE = ROOT / "fhir_server"
 PACKAGES = (PACKAGE, ROOT / "integrations", ROOT / "apps")
 #: feature packages: the core may not import them
 FEATURES = (
-    "fhir_server.referral", "fhir_server.consultation", "fhir_server.auth", "fhir_server.audit"
-)
+    "fhir_server.referral", "fhir_server.consultation", "fhir_server.auth", "fhir_server.audit",
+    "fhir_server.subscriptions",
+)  # fmt: skip
 #: the wiring (app factory, console script, process set-up): may import everything
 APPS = ("fhir_server.app", "fhir_server.cli", "fhir_server.serve")
 INTEGRATIONS = ("integrations",)

@@ -187,6 +187,10 @@ def _capabilities(request: Request) -> dict[str, Any]:
     if security is not None:
         rest = {**body["rest"][0], "security": security(request.state.base_url)}
         body = {**body, "rest": [rest, *body["rest"][1:]]}
+    extensions = getattr(request.app.state, "capability_extensions", None)
+    if extensions is not None:  # rest.extension, absolute URLs too (the websocket channel)
+        rest = {**body["rest"][0], "extension": extensions(request.state.base_url)}
+        body = {**body, "rest": [rest, *body["rest"][1:]]}
     if _services(request).settings.auth == "off":  # said loudly: clients and auditors see it
         warning = (
             "WARNING: authorization is off (FHIR_SERVER_AUTH=off, for development and test "

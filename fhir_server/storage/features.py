@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import FhirError, error
 from .contract import Session, Store
-from .sqlite import compartment, export, stats
+from .sqlite import compartment, export, stats, subscriptions
 from .sqlite.audit import (
     append_records,
     audit_event_count,
@@ -52,6 +52,7 @@ __all__ = [
     "sqlite_session",
     "sqlite_store",
     "stats",
+    "subscriptions",
 ]
 
 

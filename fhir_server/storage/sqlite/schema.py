@@ -225,6 +225,20 @@ MIGRATIONS: list[str] = [
         UPDATE conformance_generation SET n = n + 1;
     END;
     """,
+    # 10: R4 Subscriptions (fhir_server/subscriptions): who created each one (the principal
+    # its notifications are checked against at delivery; JSON as export_job.principal), and
+    # the events of websocket subscriptions, which every worker process polls (`seq` after the
+    # last it read) to reach the sockets bound to it; rows older than a minute are pruned.
+    """
+    CREATE TABLE subscription_owner (id TEXT PRIMARY KEY, principal TEXT NOT NULL);
+    CREATE TABLE subscription_event (
+        seq INTEGER PRIMARY KEY,
+        subscription TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX subscription_event_at ON subscription_event (at);
+    """,
 ]
 
 #: the resource types whose stored versions the Parts are built from (migration 7)

@@ -1,0 +1,106 @@
+"""The websocket channel (R4 subscription.html#2.46.7.2): a client connects to the URL the
+CapabilityStatement advertises (extension capabilitystatement-websocket), sends
+`bind <subscription id>`, receives `bound <id>`, then `ping <id>` for each notification of
+that Subscription. One socket may bind several Subscriptions. What we answer beyond R4: an
+`error <id> <reason>` line for a bind we refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+if TYPE_CHECKING:
+    from .notifier import Notifier
+
+PATH = "/fhir/websocket"
+#: a client line longer than this is not a bind: the socket is closed (1009, too big)
+MAX_LINE = 256
+
+router = APIRouter()
+
+
+@dataclass(eq=False)
+class Socket:
+    """One connected client: its event loop and the queue of lines to send it."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    def send(self, line: str) -> None:
+        """From any thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, line)
+
+
+class Hub:
+    """The sockets bound in this worker process, by Subscription id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bound: dict[str, set[Socket]] = {}
+
+    def bind(self, sub_id: str, socket: Socket) -> None:
+        with self._lock:
+            self._bound.setdefault(sub_id, set()).add(socket)
+
+    def unbind(self, socket: Socket) -> None:
+        with self._lock:
+            for sub_id in [s for s, socks in self._bound.items() if socket in socks]:
+                self._bound[sub_id].discard(socket)
+                if not self._bound[sub_id]:
+                    del self._bound[sub_id]
+
+    def bound(self) -> bool:
+        return bool(self._bound)
+
+    def ping(self, sub_id: str) -> None:
+        with self._lock:
+            sockets = list(self._bound.get(sub_id, ()))
+        for socket in sockets:
+            socket.send(f"ping {sub_id}")
+
+
+@router.websocket(PATH)
+async def subscription_websocket(websocket: WebSocket) -> None:
+    notifier: Notifier | None = websocket.app.state.services.features.get("subscriptions")
+    await websocket.accept()
+    if notifier is None:  # a storage backend without Subscriptions (storage/features.py)
+        await websocket.close(1011, "Subscriptions need the SQLite backend for now")
+        return
+    socket = Socket(asyncio.get_running_loop())
+    sender = asyncio.create_task(_send(websocket, socket))
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            line = message.get("text") or ""
+            if len(line) > MAX_LINE:
+                await websocket.close(1009)
+                return
+            command, _, sub_id = line.strip().partition(" ")
+            sub_id = sub_id.strip()
+            if command != "bind" or not sub_id:
+                socket.queue.put_nowait(f"error {sub_id or '-'} expected 'bind <id>'")
+                continue
+            refused = await run_in_threadpool(notifier.bindable, sub_id)
+            if refused:
+                socket.queue.put_nowait(f"error {sub_id} {refused}")
+                continue
+            socket.queue.put_nowait(f"bound {sub_id}")  # before any ping: the same queue
+            notifier.hub.bind(sub_id, socket)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        notifier.hub.unbind(socket)
+        sender.cancel()
+
+
+async def _send(websocket: WebSocket, socket: Socket) -> None:
+    while True:
+        line = await socket.queue.get()
+        await websocket.send_text(line)
