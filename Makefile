@@ -13,7 +13,7 @@ $(BIN)/fhir-server: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install serve test lint bench load-synthea
+.PHONY: install serve test test-slow lint bench load-synthea
 install: $(BIN)/fhir-server
 
 serve: install
@@ -21,6 +21,10 @@ serve: install
 
 test: install
 	$(BIN)/pytest
+
+# the long suites (full Synthea through the write path and back, ~5 min); CI runs them too
+test-slow: install
+	$(BIN)/pytest --run-slow -m slow
 
 lint: install
 	$(BIN)/ruff check fhir_server integrations apps tests bench scripts
