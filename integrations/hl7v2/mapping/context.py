@@ -4,7 +4,7 @@ the IG asks that the same doctor in PV1-7, ORC-12 and OBR-16 be one Practitioner
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -93,7 +93,7 @@ class Context:
     def system(self, kind: str, authority: str = "") -> str:
         """The identifier system of things a hospital numbers (orders, visits' alternates,
         practitioners, documents): per assigning authority, else the sending facility."""
-        return f"{SID}{kind}/{quote(authority or self.facility, safe='')}"
+        return _system(kind, authority or self.facility)
 
     # --- resources several segments name --------------------------------------------------
 
@@ -158,6 +158,11 @@ class Context:
         if not c:
             return None
         return self.named_organization(kind, c[1], c[10] or c[3], dt.authority(c, 6))
+
+
+@lru_cache(maxsize=1024)
+def _system(kind: str, authority: str) -> str:
+    return f"{SID}{kind}/{quote(authority, safe='')}"
 
 
 @cache
