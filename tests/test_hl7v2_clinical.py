@@ -248,7 +248,7 @@ def test_an_admission_with_diagnoses_allergies_a_procedure_and_insurance(hl7: Ha
     assert [g["display"] for g in gp] == [centre_name, "周建国", "周建国"]
     centre = hl7.read(gp[0]["reference"])  # PD1-3 -> generalPractitioner[1](Organization)
     assert centre["identifier"] == [{"system": f"{SID}organization-id/HZWJW",  # XON.6
-                                     "value": "HB001"}]  # XON.10
+                                     "value": "330102001"}]  # XON.3 (v2.4: no XON.10)
     assert gp[1]["reference"] == ref(doctor["G0031"])  # PD1-4 -> generalPractitioner[2]
     pcp = hl7.read(gp[2]["reference"])  # ROL-3 PP^^HL70443 after PID
     assert without_ids(pcp) == {
