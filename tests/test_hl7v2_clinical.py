@@ -369,3 +369,40 @@ def test_a_gb18030_pre_admission_with_allergy_diagnosis_and_insurance(hl7: Harne
     [coverage] = hl7.search("Coverage")
     assert coverage["payor"][0]["display"] == "杭州市滨江区医疗保障分局"
     assert coverage["subscriber"]["reference"] == ref(patient)
+
+
+def test_prt_segments_name_the_general_practitioner_participants_and_performers(
+    hl7: Harness,
+) -> None:
+    # the same admission with PRT (v2.7's successor of ROL, sent by newer HIS) for each ROL
+    lines = sample(ADMIT).decode().split("\r")
+    roles = iter([
+        "PRT||AD||PP^Primary Care Provider^HL70912|G0031^周^建国^^^^^^HZFIRST",
+        "PRT||AD||CP^Consulting Provider^HL70912|D0101^王^磊^^^^^^HZFIRST||||||"
+        "20240310090000+0800",
+        "PRT||AD||AT^Attending Provider^HL70912|D0012^李^明^^^^^^HZFIRST",
+    ])  # fmt: skip
+    message = "\r".join(next(roles) if line.startswith("ROL") else line for line in lines)
+    assert msa(hl7.send(message.encode()))[1] == "AA"
+    hl7.wait_mapped()
+    doctor = {p["identifier"][0]["value"]: ref(p) for p in hl7.search("Practitioner?_count=50")}
+    [patient] = hl7.search("Patient?identifier=0007654321")
+    # PRT-4 PP after PID: PRT[Patient-GeneralPractitioner-Practitioner], PRT-5 -> the
+    # Practitioner, the one PD1-4 already names (G0031): listed once
+    assert [g["reference"] for g in patient["generalPractitioner"][1:]] == [doctor["G0031"]]
+    assert hl7.search("PractitionerRole") == []  # a PRT names the Practitioner itself
+    [encounter] = hl7.search("Encounter")
+    # PRT after PV1 (no IG map; our choice): PRT-4 the type (table 0912: only PH has a FHIR
+    # code in the IG's Participation map), PRT-11 period.start, PRT-5 the individual
+    assert encounter["participant"][1] == {
+        "type": [{"coding": [{"system": f"{V2}0912", "code": "CP",
+                              "display": "Consulting Provider"}], "text": "Consulting Provider"}],
+        "period": {"start": "2024-03-10T09:00:00+08:00"},
+        "individual": {"reference": doctor["D0101"], "display": "王磊"},
+    }
+    [procedure] = hl7.search("Procedure")
+    assert procedure["performer"][1] == {
+        "function": {"coding": [{"system": f"{V2}0912", "code": "AT",
+                                 "display": "Attending Provider"}], "text": "Attending Provider"},
+        "actor": {"reference": doctor["D0012"], "display": "李明"},
+    }
