@@ -22,8 +22,12 @@ OUT = ROOT / "integrations" / "hl7v2" / "tables" / "concept_maps.json"
 #: " - Sheet1.csv")
 MAPS = (
     "AdministrativeSex",
+    "AllergenType[AllergyIntoleranceCategory]",
+    "AllergySeverity[AllergyIntolerance.criticality]",
+    "AllergyType",
     "AddressType[Use]",
     "AdmissionType",
+    "DiagnosisType",
     "DiagnosticServiceSectionID",
     "Event[EncounterStatus]",
     "FillerStatusCodes[Appointment]",
@@ -34,8 +38,10 @@ MAPS = (
     "ObservationResultStatusCodesInterpretation",
     "OrderControlCode[ServiceRequest.status]",
     "OrderStatus",
+    "Participation",
     "PatientClass[EncounterClass]",
     "PatientClass[EncounterStatus]",
+    "ProviderRole",
     "Relationship",
     "ResultStatus[Non-Queries]",
     "TelecommunicationEquipmentType",

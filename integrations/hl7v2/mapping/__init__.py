@@ -13,18 +13,24 @@ from fhir_server.settings import Settings
 
 from ..er7 import Message, Segment
 from ..receipt import Header
+from .allergy import allergies
 from .appointment import appointment
+from .condition import diagnoses
 from .context import Context
+from .coverage import coverages
 from .document import document
 from .encounter import encounter, has_visit
 from .messageheader import message_header, provenance
 from .orders import groups, service_request
 from .patient import patient, prior_identifiers
 from .plan import MappingError, Op, Plan, reference, token
+from .procedure import procedures
 from .results import report
 
 __all__ = ["MappingError", "Plan", "map_message"]
 
+#: the ADT structures whose DG1, AL1, PR1 and IN1 are mapped
+_CLINICAL = frozenset({"ADT_A01", "ADT_A03", "ADT_A05"})
 MERGE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
                      "code": "merge", "display": "Merge Record Lifecycle Event"}]}  # fmt: skip
 
@@ -52,18 +58,26 @@ def adt(ctx: Context) -> list[Op]:
     """ADT_A01 (A01, A04, A08, A13), A02, A03, A05 (A05, A14, A28, A31), A09 (A11): the
     Patient from PID (the newer truth: upsert) and the Encounter from PV1, found by PV1-19.
     An ADT_A05 whose PV1 describes no visit (`PV1|1|N`) makes no Encounter; the events of a
-    visit (A01, A02, A03, A04, A11, A13) need its number."""
+    visit (A01, A02, A03, A04, A11, A13) need its number. ADT_A01 and ADT_A05 (the IG's maps)
+    and ADT_A03 (a discharge brings its diagnoses and procedures; our choice) also map DG1,
+    AL1, PR1 and IN1; a cancelled admission (A11) or a transfer (A02) does not."""
     pid = _first(ctx, "PID")
     event = ctx.header.event
     person = patient(ctx, pid, "keep" if event == "A11" else "upsert")
     pv1 = ctx.message.first("PV1")
     visit = event in ("A01", "A02", "A03", "A04", "A11", "A13")
+    stay = None
     if pv1 is not None and (has_visit(pv1) or (visit and pv1.value(2) != "N")):
-        return [person, encounter(ctx, pv1, person, "upsert")]
-    if visit:
+        stay = encounter(ctx, pv1, person, "upsert")
+    elif visit:
         raise ctx.at(pv1 or pid, 19, 1).error(  # type: ignore[arg-type]
             101, f"{ctx.header.type} needs a PV1 with the visit number (PV1-19)")
-    return [person]
+    if ctx.header.structure in _CLINICAL:
+        diagnoses(ctx, person, stay)
+        allergies(ctx, person)
+        procedures(ctx, person, stay)
+        coverages(ctx, person)
+    return [person, stay] if stay is not None else [person]
 
 
 def merge(ctx: Context) -> list[Op]:

@@ -102,11 +102,17 @@ def instant(raw: str, where: At, zone: str) -> str | None:
 
 
 def system_uri(name: str, facility: str) -> str | None:
-    """The FHIR system of a v2 coding system name (CWE.3): a known name (table 0396, local.json
-    CodingSystem), HL7nnnn for v2 table nnnn, a URI or OID as written, else the sending
-    facility's own code system (a local code means local to its sender)."""
+    """The FHIR system of a v2 coding system name (CWE.3): a known one (`known_system`), else
+    the sending facility's own code system (a local code means local to its sender)."""
     if not name:
         return None
+    return known_system(name, facility) or local_system(name, facility)
+
+
+def known_system(name: str, facility: str) -> str | None:
+    """A coding system name we can place, None otherwise: a name of table 0396 we know
+    (local.json CodingSystem), HL7nnnn for v2 table nnnn, a URI or OID as written, and the
+    local systems table 0396 reserves (99zzz, L) as the sending facility's own."""
     known = tables.local()["CodingSystem"].get(name.upper())
     if known:
         return str(known)
@@ -116,18 +122,28 @@ def system_uri(name: str, facility: str) -> str | None:
         return f"urn:oid:{name}"
     if ":" in name:
         return name
+    if name == "L" or re.fullmatch(r"99[A-Za-z0-9]{3}", name):
+        return local_system(name, facility)
+    return None
+
+
+def local_system(name: str, facility: str) -> str:
     return f"{SID}code/{quote(facility, safe='')}/{quote(name, safe='')}"
 
 
-def codeable(c: Composite, facility: str, table: str | None = None) -> dict[str, Any] | None:
+def codeable(c: Composite, facility: str, table: str | None = None,
+             v2_table: str = "") -> dict[str, Any] | None:  # fmt: skip
     """CWE/CE/CNE -> CodeableConcept (IG CWE[CodeableConcept]): the identifier and the
     alternate identifier as codings, CWE.9 (else CWE.2) as text. With `table` (an IG concept
-    map), the v2 code's FHIR coding comes first."""
+    map), the v2 code's FHIR coding comes first; `v2_table` (nnnn) is the system of a code
+    sent without one (an IS or ID field: DG1-6, AL1-2)."""
     if not c:
         return None
     codings = []
     for code_at, text_at, system_at in ((1, 2, 3), (4, 5, 6)):
         code, text, system = c[code_at], c[text_at], c[system_at]
+        if not system and v2_table and code_at == 1:
+            system = f"HL7{v2_table}"
         if not code:
             continue
         if table and code_at == 1:

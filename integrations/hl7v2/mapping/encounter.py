@@ -1,4 +1,5 @@
-"""PV1 (+ PV2) -> Encounter, after the IG's segment maps PV1[Encounter] and PV2[Encounter].
+"""PV1 (+ PV2, ROL/PRT) -> Encounter, after the IG's segment maps PV1[Encounter], PV2[Encounter]
+and ROL[Encounter-PractitionerRole] (roles.py); condition.py adds its diagnoses (DG1).
 
 An Encounter is found by its visit number (PV1-19, identifier type VN), so an ADT^A03 updates the
 Encounter its ADT^A01 made. Status, one rule (the IG gives two that disagree for A04): PV1-45
@@ -14,6 +15,7 @@ from typing import Any
 from .. import tables
 from ..er7 import Segment
 from . import datatypes as dt
+from . import roles
 from .context import Context
 from .plan import Mode, Op, token
 
@@ -68,6 +70,7 @@ def encounter(ctx: Context, pv1: Segment, patient: Op, mode: Mode) -> Op:
             if who:
                 kind = {"coding": [{"system": _PARTICIPATION, "code": code, "display": display}]}
                 participants.append({"type": [kind], "individual": who})
+    participants += roles.participants(ctx, pv1)
     if participants:
         resource["participant"] = participants
     period = {}

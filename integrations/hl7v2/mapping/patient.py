@@ -1,4 +1,5 @@
-"""PID (+ NK1) -> Patient, after the IG's segment maps PID[Patient] and NK1[Patient]; MRG -> the
+"""PID (+ NK1, PD1, ROL/PRT) -> Patient, after the IG's segment maps PID[Patient], NK1[Patient]
+and PD1[Patient] (roles.py: generalPractitioner); MRG -> the
 identifiers of the patient record merged away (ADT^A40).
 
 A patient is found by the first PID-3 identifier (the primary id, by HL7 convention), in the
@@ -16,6 +17,7 @@ from ..er7 import Segment
 from . import datatypes as dt
 from .context import Context
 from .plan import Mode, Op, token
+from .roles import general_practitioners
 
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
 
@@ -94,6 +96,9 @@ def patient(ctx: Context, pid: Segment, mode: Mode) -> Op:
     contacts = [c for c in (contact(ctx, nk1) for nk1 in ctx.message.all("NK1")) if c]
     if contacts:
         resource["contact"] = contacts
+    carers = general_practitioners(ctx, pid)
+    if carers:
+        resource["generalPractitioner"] = carers
     resource["managingOrganization"] = ctx.organization()
     first = ids[0]
     query = token("identifier", first["system"], first["value"])

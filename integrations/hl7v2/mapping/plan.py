@@ -8,6 +8,7 @@ Resources of the plan refer to each other by placeholders (`urn:hl7v2:<key>`), r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -96,6 +97,8 @@ def search_value(value: str) -> str:
     return quote(escaped.replace("$", "\\$"), safe="")
 
 
+@lru_cache(maxsize=4096)
 def token(name: str, system: str, value: str) -> str:
-    """`name=system|value`, escaped."""
+    """`name=system|value`, escaped (remembered: the same doctors, wards and insurers come in
+    message after message)."""
     return f"{name}={search_value(system)}|{search_value(value)}"
