@@ -33,6 +33,7 @@ from ...search.ucum import UCUM, factor
 from ...search.values import date_bounds, normalize_string, number_bounds
 from ...spec import RESOURCE_TYPES
 from ..contract import Page
+from ..include import Include, iterate
 
 if TYPE_CHECKING:
     from .store import MongoSession
@@ -538,52 +539,44 @@ def run_search(
 def includes(
     session: MongoSession, query: Query, matches: list[tuple[str, str]]
 ) -> list[tuple[str, str, bytes]]:
-    """_include / _revinclude (search.html#include), `:iterate` until nothing new appears."""
-    if not matches or not (query.includes or query.revincludes):
-        return []
+    """_include / _revinclude targets of the page's matches (storage/include.py iterates)."""
+    return iterate(query, matches, functools.partial(_include_round, session))
+
+
+def _include_round(
+    session: MongoSession,
+    frontier: list[tuple[str, str]],
+    incs: list[Include],
+    revs: list[Include],
+) -> list[tuple[tuple[str, str], bytes]]:
+    """One round: what the frontier's references name, and what refers to the frontier."""
     db, s = session.db, session.s
-    seen = set(matches)
-    frontier = matches
-    out: list[tuple[str, str, bytes]] = []
-    first = True
-    while frontier:
-        incs = [x for x in query.includes if first or x[3]]
-        revs = [x for x in query.revincludes if first or x[3]]
-        if not incs and not revs:
-            break
-        first = False
-        found: list[tuple[str, str, bytes]] = []
-        by_type: dict[str, list[str]] = {}
-        for t, i in frontier:
-            by_type.setdefault(t, []).append(i)
-        for source, code, target, _ in incs:
-            targets: dict[str, set[str]] = {}
-            refs = db[source].find(
-                {"_id": {"$in": by_type.get(source, [])}}, {"x.reference": 1}, session=s
-            )
-            for d in refs:
-                for r in d.get("x", {}).get("reference", ()):
-                    tt = r.get("target_type")
-                    if r["p"] == code and tt and (not target or tt == target):
-                        targets.setdefault(tt, set()).add(r["target_id"])
-            for tt, ids in targets.items():
-                docs = db[tt].find({"_id": {"$in": sorted(ids)}, "del": False}, {"x": 0}, session=s)
-                found += [(tt, d["_id"], bytes(d["json"])) for d in docs]
-        for source, code, _target, _ in revs:
-            ors = [
-                {
-                    "x.reference": {
-                        "$elemMatch": {"p": code, "target_type": t, "target_id": {"$in": ids}}
-                    }
+    found: list[tuple[tuple[str, str], bytes]] = []
+    by_type: dict[str, list[str]] = {}
+    for t, i in frontier:
+        by_type.setdefault(t, []).append(i)
+    for source, code, target, _ in incs:
+        targets: dict[str, set[str]] = {}
+        refs = db[source].find(
+            {"_id": {"$in": by_type.get(source, [])}}, {"x.reference": 1}, session=s
+        )
+        for d in refs:
+            for r in d.get("x", {}).get("reference", ()):
+                tt = r.get("target_type")
+                if r["p"] == code and tt and (not target or tt == target):
+                    targets.setdefault(tt, set()).add(r["target_id"])
+        for tt, ids in targets.items():
+            docs = db[tt].find({"_id": {"$in": sorted(ids)}, "del": False}, {"x": 0}, session=s)
+            found += [((tt, d["_id"]), bytes(d["json"])) for d in docs]
+    for source, code, _target, _ in revs:
+        ors = [
+            {
+                "x.reference": {
+                    "$elemMatch": {"p": code, "target_type": t, "target_id": {"$in": ids}}
                 }
-                for t, ids in by_type.items()
-            ]
-            docs = db[source].find({"del": False, "$or": ors}, {"x": 0}, session=s)
-            found += [(source, d["_id"], bytes(d["json"])) for d in docs]
-        frontier = []
-        for t, i, raw in found:
-            if (t, i) not in seen:
-                seen.add((t, i))
-                out.append((t, i, raw))
-                frontier.append((t, i))
-    return out
+            }
+            for t, ids in by_type.items()
+        ]
+        docs = db[source].find({"del": False, "$or": ors}, {"x": 0}, session=s)
+        found += [((source, d["_id"]), bytes(d["json"])) for d in docs]
+    return found
