@@ -46,7 +46,7 @@ def _get(node: Any, *path: str) -> Any:
 
 def _current(session: MongoSession, rtype: str, rid: str) -> Json | None:
     doc = session.db[rtype].find_one({"_id": rid, "del": False}, {"json": 1}, session=session.s)
-    return orjson.loads(doc["json"]) if doc else None
+    return orjson.loads(bytes(doc["json"])) if doc else None
 
 
 def _org_of(session: MongoSession, ref: Any) -> str | None:
@@ -66,7 +66,7 @@ def _tasks(session: MongoSession) -> Iterator[tuple[Json, Json]]:
     """(Task, ServiceRequest) of the fulfilment Tasks counted (the SQL's `task`)."""
     focus = {"x.reference": {"$elemMatch": {"p": "focus", "target_type": "ServiceRequest"}}}
     for doc in session.db["Task"].find({"del": False, **focus}, {"json": 1}, session=session.s):
-        task = orjson.loads(doc["json"])
+        task = orjson.loads(bytes(doc["json"]))
         ref = _get(task, "focus", "reference")
         if not isinstance(ref, str) or not ref.startswith("ServiceRequest/"):
             continue
