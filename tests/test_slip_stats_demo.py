@@ -1,5 +1,5 @@
 """The printable referral slip ($referral-slip), referral statistics ($referral-stats) and the
-demo consortium (fhir_server/referral/demo/), over the real app (the slip and the statistics on every storage backend)."""
+demo consortium (fhir_server/referral/demo/), over the real app (slip, statistics: all backends)."""
 
 from __future__ import annotations
 
