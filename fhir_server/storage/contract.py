@@ -6,13 +6,13 @@ Backend-neutral, in every backend: reading current versions and versions, histor
 writing versions with their index rows in one transaction (`Store.write`), conditional
 lookups and search from the query AST (`Session.match_ids`, `Session.search`,
 `Session.includes`), the conformance resources and their generation counter, $reindex; and
-$everything's compartment walk and the referral statistics (the block so named in `Session`).
+$everything's compartment walk and the referral statistics (the block so named in `Session`),
+the consortium rule's patient-set narrowing (`Clause.patients`, inside `Session.search`).
 
 SQLite only for now (`features.py`; MongoDB answers 501 or refuses to start): the SMART
 authorization tables, the audit trail's hash chain, Bulk Data export jobs, the HL7 v2 inbox,
-`backup`/`restore`, R4 Subscriptions (their owners and websocket events), and the consortium
-rule's patient-set narrowing (`Clause.patients`), so a MongoDB server runs with `auth=off` and
-`audit=false` until those move behind this contract too.
+`backup`/`restore`, R4 Subscriptions (their owners and websocket events), so a MongoDB server
+runs with `auth=off` and `audit=false` until those move behind this contract too.
 
 The value types (`Stored`, `Version`, `IndexRows`) are plain data and belong to no backend;
 they live in sqlite/store.py for now and are named here so callers need not know that.

@@ -6,8 +6,7 @@ other collection) and match its ids with `$in`: that keeps each step on one coll
 indexes, and works the same on a sharded cluster, where `$lookup` into a sharded collection
 scatters to every shard (README, MongoDB).
 
-Not supported here yet (501): the consortium rule's patient-set narrowing (`Clause.patients`,
-only reached with auth on, which the backend refuses)."""
+The consortium rule's patient-set narrowing (`Clause.patients`) is consortium.py's."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from ...search.paging import Cursor
 from ...search.query import (
     Clause,
     Param,
+    PatientSet,
     Query,
     split_composite,
     split_escaped,
@@ -34,6 +34,7 @@ from ...search.values import date_bounds, normalize_string, number_bounds
 from ...spec import RESOURCE_TYPES
 from ..contract import Page
 from ..include import Include, iterate
+from .consortium import Narrowing
 
 if TYPE_CHECKING:
     from .store import MongoSession
@@ -194,6 +195,8 @@ class Compiler:
     def __init__(self, session: MongoSession, base_url: str) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
+        #: the patients each PatientSet sees, computed once per search (consortium.py)
+        self._narrowing: dict[PatientSet, Narrowing] = {}
 
     def where(self, rtype: str, clauses: list[Clause]) -> Filter:
         parts: list[Filter] = [{"del": False}]
@@ -202,7 +205,9 @@ class Compiler:
 
     def clause(self, rtype: str, c: Clause) -> Filter:
         if c.patients is not None:
-            raise error(501, "not-supported", "the consortium rule needs the SQLite backend")
+            if c.patients not in self._narrowing:
+                self._narrowing[c.patients] = Narrowing(self.session, c.patients)
+            return self._narrowing[c.patients].filter(rtype)
         if c.param.type == "composite" and c.chain is None and c.has is None:
             return self._composite(c)
         if c.compartment is not None:
