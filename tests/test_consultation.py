@@ -4,13 +4,27 @@ booking, If-Match, plain PUT checked against the table, expiry, and the opinion 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from test_storage_contract import BACKENDS, open_backend
+
+from fhir_server.services import Parts
 
 Json = dict[str, Any]
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path, parts: Parts) -> Iterator[TestClient]:
+    """The consultation on every storage backend (test_storage_contract.py: SQLite, mongomock,
+    a real MongoDB when FHIR_TEST_MONGODB_URL is set): its operations use only the contract."""
+    c, close = open_backend(request.param, parts, tmp_path)
+    yield c
+    close()
 C = "https://yilian.health/fhir"
 CS = f"{C}/CodeSystem/"
 

@@ -22,6 +22,7 @@ import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
 from smart import PASSWORD, REDIRECT, auth_of, code_flow
+from test_storage_contract import BACKENDS, open_backend
 from test_synthea import SAMPLE, ordered, read_bundle
 
 from fhir_server.app import build_app
@@ -47,14 +48,16 @@ def fingerprint(resource: dict[str, Any]) -> bytes:
     return orjson.dumps(blank(resource), option=orjson.OPT_SORT_KEYS)
 
 
-@pytest.fixture(scope="module")
-def synthea(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[Any]:
-    """The sample loaded over HTTP; yields the client and the raw patient bundles by the
-    server id of their Patient."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def synthea(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, parts: Parts
+) -> Iterator[Any]:
+    """The sample loaded over HTTP, on every storage backend (test_storage_contract.py); yields
+    the client and the raw patient bundles by the server id of their Patient."""
     # no audit trail: its AuditEvents name the patients (R4 puts them in the Patient
     # compartment), and these expectations are the clinical records
-    services = make_services(tmp_path_factory.mktemp("everything") / "fhir.db", parts, audit=False)
-    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+    c, close = open_backend(request.param, parts, tmp_path_factory.mktemp("everything"))
+    try:
         raw: dict[str, dict[str, Any]] = {}
         shared: dict[tuple[str, str], dict[str, Any]] = {}
         for path in ordered(SAMPLE):
@@ -72,6 +75,8 @@ def synthea(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[
                                 if e["response"]["location"].startswith("Patient/")]  # fmt: skip
             raw[patient_entry["response"]["location"].split("/")[1]] = bundle
         yield c, raw, shared
+    finally:
+        close()
 
 
 def everything(c: TestClient, url: str, **params: str) -> list[dict[str, Any]]:
@@ -165,7 +170,7 @@ def care_range(resource: dict[str, Any]) -> tuple[datetime, datetime] | None:
     if element is None:
         return None
     for key, value in resource.items():
-        if key == element or (key.startswith(element) and key[len(element):][:1].isupper()):
+        if key == element or (key.startswith(element) and key[len(element) :][:1].isupper()):
             if isinstance(value, str):
                 return _instant(value, False), _instant(value, True)
             if isinstance(value, dict) and ("start" in value or "end" in value):
@@ -314,6 +319,7 @@ def test_binary_attachments_are_included(linked: TestClient) -> None:
 def test_links_never_widen_access(linked: TestClient) -> None:
     """A user of hospital A sees A's records of the person (pa, pc), not B's (pb); a patient's
     own token sees their own compartment only."""
+
     def bearer(user: str, scope: str) -> TestClient:
         token = code_flow(linked, "app", scope, user)
         assert token.status_code == 200, token.text
@@ -360,5 +366,7 @@ def test_a_deleted_patient_is_gone_and_both_operations_are_listed(linked: TestCl
     statement = linked.get("/fhir/metadata").json()
     ops = {(r["type"], o["definition"]) for r in statement["rest"][0]["resource"]
            for o in r.get("operation", []) if o["name"] == "everything"}  # fmt: skip
-    assert ops == {("Patient", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
-                   ("Encounter", "http://hl7.org/fhir/OperationDefinition/Encounter-everything")}
+    assert ops == {
+        ("Patient", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+        ("Encounter", "http://hl7.org/fhir/OperationDefinition/Encounter-everything"),
+    }

@@ -1,9 +1,10 @@
 """The printable referral slip ($referral-slip), referral statistics ($referral-stats) and the
-demo consortium (fhir_server/referral/demo/), over the real app and SQLite."""
+demo consortium (fhir_server/referral/demo/), over the real app (slip, statistics: all backends)."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from conftest import seed
 from fastapi.testclient import TestClient
+from test_storage_contract import BACKENDS, open_backend
 
 from fhir_server.app import open_services
 from fhir_server.referral.demo import STATES, load_demo, load_if_empty
@@ -219,12 +221,18 @@ def fixture_resources() -> list[dict[str, Any]]:
     return out
 
 
-@pytest.fixture
-def consortium(client: TestClient) -> TestClient:
+@pytest.fixture(params=BACKENDS)
+def consortium(
+    request: pytest.FixtureRequest, tmp_path: Path, parts: Parts
+) -> Iterator[TestClient]:
     """Referrals in many states, with their milestones as given (history, so seeded: REST
-    creates referral Tasks only as drafts)."""
-    seed(client, fixture_resources())
-    return client
+    creates referral Tasks only as drafts), on every storage backend (test_storage_contract)."""
+    client, close = open_backend(request.param, parts, tmp_path)
+    try:
+        seed(client, fixture_resources())
+        yield client
+    finally:
+        close()
 
 
 def parts(parameter: dict[str, Any]) -> dict[str, Any]:
@@ -470,9 +478,7 @@ def test_demo_resident_ids_are_valid_gb11643_numbers(client: TestClient):
         assert int(number[16]) % 2 == (patient["gender"] == "male"), number
 
 
-def test_demo_is_deterministic_and_loads_only_into_an_empty_database(
-    tmp_path: Path, parts: Parts
-):
+def test_demo_is_deterministic_and_loads_only_into_an_empty_database(tmp_path: Path, parts: Parts):
     def load(settings: Settings, only_if_empty: bool) -> Any:
         services = open_services(settings, parts)
         try:

@@ -499,3 +499,119 @@ def test_migrate_copies_every_version(tmp_path: Path, parts: Parts) -> None:
         assert ids(api, "/fhir/Patient?birthdate=1960-01-02") == ["m1"]
         put(api, patient("m3", "Xu", "San", "1962-01-01"))
         assert ids(api, "/fhir/Patient?_count=10") == ["m1", "m3"]  # creation order kept
+
+
+# --- the consortium rule's narrowing (security.md §3.2), below the policy ------------------
+# Authorization runs on SQLite only for now, so the rule's clause is handed to each backend's
+# search directly: Organization/ha sees the patients it manages, those of a live referral Task
+# it is a party to (or one ended within the relationship's days), and those whose Consent
+# permits it, less those a Consent denies everyone (a denial never hides a managed patient).
+
+TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+REFERRAL_STATUS = "https://yilian.health/fhir/CodeSystem/yl-referral-business-status"
+PRIVACY = "http://terminology.hl7.org/CodeSystem/consentscope"
+
+
+def _task(tid: str, pid: str, status: str, owner: str, modified: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Task", "id": tid, "status": status, "intent": "order",
+        "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
+        "businessStatus": {"coding": [{"system": REFERRAL_STATUS, "code": "x"}]},
+        "for": {"reference": f"Patient/{pid}"}, "owner": {"reference": owner},
+        "lastModified": modified,
+    }  # fmt: skip
+
+
+def _consent(cid: str, pid: str, decision: str, *actors: str) -> dict[str, Any]:
+    provision: dict[str, Any] = {"type": decision}
+    if actors:
+        role = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP"}]}  # fmt: skip
+        provision["actor"] = [{"role": role, "reference": {"reference": a}} for a in actors]
+    return {
+        "resourceType": "Consent", "id": cid, "status": "active",
+        "scope": {"coding": [{"system": PRIVACY, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{pid}"}, "provision": provision,
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                   "code": "OPTIN"}]},
+    }  # fmt: skip
+
+
+def _message(mid: str, pid: str, thread: str | None) -> dict[str, Any]:
+    out = {"resourceType": "Communication", "id": mid, "status": "completed",
+           "subject": {"reference": f"Patient/{pid}"}}  # fmt: skip
+    if thread:
+        out["partOf"] = [{"reference": f"Task/{thread}"}]
+    return out
+
+
+def consortium_world() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": "top", "name": "Consortium"},
+        {"resourceType": "Organization", "id": "ha", "name": "A",
+         "partOf": {"reference": "Organization/top"}},
+        {"resourceType": "Organization", "id": "hb", "name": "B"},
+        {"resourceType": "PractitionerRole", "id": "dra",
+         "organization": {"reference": "Organization/ha"}},
+    ]  # fmt: skip
+    managing = {"pa": "ha", "pf": "ha", "pb": "hb", "pc": "hb", "pd": "hb", "pe": "hb", "pg": "hb"}
+    for pid, org in managing.items():
+        out.append({"resourceType": "Patient", "id": pid,
+                    "managingOrganization": {"reference": f"Organization/{org}"}})  # fmt: skip
+        out.append({"resourceType": "Observation", "id": f"o{pid}", "status": "final",
+                    "code": {"text": "weight"},
+                    "subject": {"reference": f"Patient/{pid}"}})  # fmt: skip
+    out += [
+        # pc: a live referral owned by ha's practitioner role
+        _task("tc", "pc", "in-progress", "PractitionerRole/dra", "2026-01-01T00:00:00Z"),
+        # pg: a referral to ha that ended long before the relationship's days
+        _task("tg", "pg", "completed", "Organization/ha", "2001-01-01T00:00:00Z"),
+        # pd: a Consent permitting the consortium ha is part of
+        _consent("cd", "pd", "permit", "Organization/top"),
+        # pe: permitted to ha, and a denial naming no organization, which binds everyone
+        _consent("ce1", "pe", "permit", "Organization/ha"),
+        _consent("ce2", "pe", "deny"),
+        # pf: managed by ha, which a denial does not take away
+        _consent("cf", "pf", "deny", "Organization/ha"),
+        # pa's messages: one in the thread of ha's referral, one in the thread of hb's alone
+        _task("tx", "pa", "in-progress", "Organization/hb", "2026-01-01T00:00:00Z"),
+        _message("m1", "pa", "tc"),
+        _message("m2", "pa", "tx"),
+        _message("m3", "pa", None),
+    ]
+    return out
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_consortium_narrowing(kind: str, tmp_path: Path, parts: Parts) -> None:
+    from conftest import seed
+
+    from fhir_server.search import query as q
+
+    client, close = open_backend(kind, parts, tmp_path)
+    try:
+        seed(client, consortium_world())
+        store = client.app.state.services.store  # type: ignore[attr-defined]
+        referral = q.CareRelationship((TASK_CODE, "fulfill"), REFERRAL_STATUS,
+                                      ("in-progress",), ("completed",), 30,
+                                      confines_messages=True)  # fmt: skip
+        compartment = {"Observation": ("subject", "performer"), "Communication": ("subject",)}
+
+        def sees(rtype: str, **more: Any) -> list[str]:
+            params = compartment.get(rtype, ())
+            ps = q.PatientSet("ha", ((referral, "2025-12-01T00:00:00Z"),), params,
+                              consents_at="2026-02-01T00:00:00Z", **more)  # fmt: skip
+            clause = q.Clause(q.Param("_tenancy", "special"), (), patients=ps)
+            query = q.Query(rtype, [clause], count=100)
+            page = store.reader().search("http://testserver/fhir", query, None, False)
+            return sorted(row[2] for row in page.rows)
+
+        assert sees("Patient") == ["pa", "pc", "pd", "pf"]
+        assert sees("Observation") == ["opa", "opc", "opd", "opf"]
+        # a thread of a relationship ha is no party of stays its parties', managed patient or not
+        assert sees("Communication") == ["m1", "m3"]
+        # the check of the referral Task's own write: it cannot grant its writer access
+        assert sees("Patient", excluding="tc") == ["pa", "pd", "pf"]
+    finally:
+        close()

@@ -3,6 +3,7 @@ Provenance, approval sub-tasks, follow-ups and the sweep (referral-model.md §2.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from test_storage_contract import BACKENDS, open_backend
 
 from fhir_server.referral.sweep import sweep
 from fhir_server.referral.transitions import Table
+from fhir_server.services import Parts
 from fhir_server.terminology import Terminology
 
 CANON = "https://yilian.health/fhir"
@@ -21,6 +24,16 @@ SD = f"{CANON}/StructureDefinition/"
 CS = f"{CANON}/CodeSystem/"
 BUSINESS = f"{CS}yl-referral-business-status"
 Json = dict[str, Any]
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path, parts: Parts) -> Iterator[TestClient]:
+    """The workflow on every storage backend (test_storage_contract.py: SQLite, mongomock, a
+    real MongoDB when FHIR_TEST_MONGODB_URL is set): its operations use only the contract."""
+    c, close = open_backend(request.param, parts, tmp_path)
+    c.backend = request.param  # type: ignore[attr-defined]
+    yield c
+    close()
 
 
 # --- fixture data ---------------------------------------------------------------------------
@@ -525,9 +538,12 @@ def test_sweep_command_line(
 ) -> None:
     from fhir_server.cli import main
 
+    if client.backend != "sqlite":  # type: ignore[attr-defined]
+        pytest.skip("reopens the SQLite file of the fixture by its name")
     task, _ = submit(client, referral(client, world))
     later = (datetime.now(UTC) + timedelta(hours=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert main(["sweep", "--database", str(tmp_path / "fhir.db"), "--now", later]) == 0
+    database = str(client.app.state.services.settings.database)  # type: ignore[attr-defined]
+    assert main(["sweep", "--database", database, "--now", later]) == 0
     assert capsys.readouterr().out.split() == ["expire", task]
     assert pair(get(client, task)) == ("cancelled", "expired")
 

@@ -20,9 +20,8 @@ from ..search import query as q
 from ..search.paging import Cursor
 from ..search.values import date_bounds
 from ..spec import RESOURCE_TYPES
+from ..storage.compartment import Branch, Entry, Window
 from ..storage.contract import Session
-from ..storage.features import SqliteSession, sqlite_session
-from ..storage.features import compartment as store
 from .registry import Call, Operations, Outcome
 
 OPERATIONS = Operations()
@@ -62,40 +61,37 @@ def everything(call: Call) -> Outcome:
     settings = services.settings
     count = min(_int(args.get("_count"), settings.max_count), settings.max_count)
     types = _types(args.get("_type", []))
-    window = store.Window(
+    window = Window(
         _instant(args.get("_since"), 0, "_since"),
         _instant(args.get("start"), 0, "start"),
         _instant(args.get("end"), 1, "end"),
     )
     reader = services.store.reader()
     read.read_as(reader, services, ctx, ctype, call.rid)  # 404 / 410 as for a read
-    session = sqlite_session(reader, f"{ctype}/$everything")
-    owners = (
-        store.linked_patients(session, call.rid, MAX_LINKED) if ctype == "Patient" else [call.rid]
-    )
+    owners = reader.linked_patients(call.rid, MAX_LINKED) if ctype == "Patient" else [call.rid]
     branches = _branches(call, ctype, types)
-    found = store.members(session, ctx.base_url, ctype, owners, branches, window)
+    found = reader.compartment_members(ctx.base_url, ctype, owners, branches, window)
     after = _cursor(args.get("_page"))
-    start = next((i for i, key in enumerate(found) if key > after), len(found)) if after else 0
+    start = next((i for i, key in enumerate(found) if key[:2] > after), len(found)) if after else 0
     page = found[start : start + count]
-    rows = store.resources(session, [rid for _, rid in page])
+    rows = reader.compartment_resources([(rid, t) for _, rid, t in page])
     entries = [_entry(ctx.base_url, t, i, raw, b"match") for _, t, i, raw in rows]
-    members = {rid for _, rid in found}
-    extra = _included(call, reader, session, rows, members, types)
+    members = {rid for _, rid, _ in found}
+    extra = _included(call, reader, rows, members, types)
     entries += [_entry(ctx.base_url, t, i, raw, b"include") for t, i, raw in extra]
     path = f"{ctx.base_url}/{ctype}/{call.rid}/$everything"
     kept = [(k, v) for k, vs in args.items() if k not in ("_page", "_count")
             for v in (vs if isinstance(vs, list) else [vs])]  # fmt: skip
     links = [{"relation": "self", "url": _url(path, kept, count, args.get("_page"))}]
     if start + count < len(found):
-        cursor = Cursor(page[-1]).encode()
+        cursor = Cursor(page[-1][:2]).encode()
         links.append({"relation": "next", "url": _url(path, kept, count, cursor)})
     head = orjson.dumps({"resourceType": "Bundle", "type": "searchset", "total": len(found),
                          "link": links})  # fmt: skip
     return Outcome(head[:-1] + b',"entry":[' + b",".join(entries) + b"]}")
 
 
-def _branches(call: Call, ctype: str, types: set[str] | None) -> list[store.Branch]:
+def _branches(call: Call, ctype: str, types: set[str] | None) -> list[Branch]:
     """One branch per type of the compartment that the caller may search (others are left
     out, as a search leaves out what it may not show), with that search's narrowing."""
     compartment = dict(q.COMPARTMENTS.get(ctype, {}))
@@ -113,21 +109,19 @@ def _branches(call: Call, ctype: str, types: set[str] | None) -> list[store.Bran
         clauses = tuple(access.clauses) if access is not None else ()
         refs = tuple(p for p in params if p != "{def}" and not (rtype == ctype == "Patient"))
         care = CARE_DATES.get(rtype) or ("date" if registry.get(rtype, "date") else None)
-        out.append(store.Branch(rtype, refs, rtype == ctype, clauses, care))
+        out.append(Branch(rtype, refs, rtype == ctype, clauses, care))
     return out
 
 
 def _included(
-    call: Call, reader: Session, session: SqliteSession,
-    rows: list[tuple[int, str, str, bytes]], members: set[int], types: set[str] | None,
+    call: Call, reader: Session, rows: list[Entry], members: set[int], types: set[str] | None
 ) -> list[tuple[str, str, bytes]]:
     """What the page's members refer to and the Binary resources their attachments name,
     not already members, that the caller may read (others are left out silently)."""
-    targets = store.referenced(session, [r[0] for r in rows]) - members
-    found = store.resources(session, sorted(targets))
+    found = reader.compartment_referenced([(r[0], r[1]) for r in rows], members)
     binaries = {b for _, _, _, raw in rows if b"Binary/" in raw
                 for b in _attachments(orjson.loads(raw), call.ctx.base_url)}  # fmt: skip
-    found += store.by_ids(session, "Binary", binaries)
+    found += reader.current_by_ids("Binary", binaries)
     seen: set[int] = set()
     items = []
     for rid, rtype, rid_text, raw in found:

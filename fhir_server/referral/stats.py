@@ -56,7 +56,6 @@ from ..errors import error
 from ..operations.registry import Call, Operations, Outcome
 from ..search.values import date_bounds
 from ..storage.contract import Session
-from ..storage.features import sqlite_session, stats
 from .codes import BUSINESS_SYSTEM, DIRECTION_URL, MILESTONES_URL, OPDEF, TYPE_SYSTEM
 
 OPERATIONS = Operations()
@@ -74,6 +73,7 @@ COUNTS = (
     "inProgress",
     "pending",
 )
+
 
 @operation(
     "$referral-stats",
@@ -140,8 +140,7 @@ def referral_stats(
     group_by: str | None = None,
 ) -> dict[str, Any]:
     """The statistics as a Parameters resource (without the echoed inputs)."""
-    rows = stats.referral_stats_rows(
-        sqlite_session(session, "referral statistics"),
+    rows = session.referral_stats_rows(
         {
             "milestones": MILESTONES_URL,
             "business": BUSINESS_SYSTEM,

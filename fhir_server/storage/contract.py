@@ -5,14 +5,14 @@ policy, workflow, integrations) ask of a database, whichever backend serves it
 Backend-neutral, in every backend: reading current versions and versions, history pages,
 writing versions with their index rows in one transaction (`Store.write`), conditional
 lookups and search from the query AST (`Session.match_ids`, `Session.search`,
-`Session.includes`), the conformance resources and their generation counter, $reindex.
+`Session.includes`), the conformance resources and their generation counter, $reindex; and
+$everything's compartment walk and the referral statistics (the block so named in `Session`),
+the consortium rule's patient-set narrowing (`Clause.patients`, inside `Session.search`).
 
 SQLite only for now (`features.py`; MongoDB answers 501 or refuses to start): the SMART
 authorization tables, the audit trail's hash chain, Bulk Data export jobs, the HL7 v2 inbox,
-`backup`/`restore`, compartment walks for `$everything`, referral statistics, R4
-Subscriptions (their owners and websocket events), and the consortium rule's patient-set
-narrowing (`Clause.patients`), so a MongoDB server runs with `auth=off` and `audit=false` until
-those move behind this contract too.
+`backup`/`restore`, R4 Subscriptions (their owners and websocket events), so a MongoDB server
+runs with `auth=off` and `audit=false` until those move behind this contract too.
 
 The value types (`Stored`, `Version`, `IndexRows`) are plain data and belong to no backend;
 they live in sqlite/store.py for now and are named here so callers need not know that.
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..search.paging import Cursor
 from ..search.query import Clause, Query
+from .compartment import Branch, Entry, Member, Window
 from .sqlite.store import IndexRows, Stored, Version
 
 if TYPE_CHECKING:
@@ -112,6 +113,43 @@ class Session(Protocol):
 
     def includes(self, query: Query, rows: list[tuple[Any, ...]]) -> list[tuple[str, str, bytes]]:
         """(type, id, json) of the _include/_revinclude targets of a page's rows."""
+        ...
+
+    # --- compartments and workflow statistics (every backend; issue 17) ---------------------
+    # $everything's walk (storage/compartment.py holds its plain data) and the referral
+    # statistics, so operations above storage ask the contract, not a backend.
+
+    def compartment_members(
+        self, base_url: str, ctype: str, owners: list[str], branches: list[Branch], window: Window
+    ) -> list[Member]:
+        """The current members of the `ctype` compartments of `owners`: per branch, the
+        resources of its type referring to an owner through its parameters (or being one),
+        meeting its clauses and the window; owners' type first, then by row."""
+        ...
+
+    def compartment_resources(self, members: list[tuple[int, str]]) -> list[Entry]:
+        """(row, type, id, json) of these current (row, type)s, in the order given."""
+        ...
+
+    def compartment_referenced(
+        self, members: list[tuple[int, str]], exclude: set[int]
+    ) -> list[Entry]:
+        """The current resources these (row, type)s refer to, but for the rows in `exclude`,
+        by row."""
+        ...
+
+    def current_by_ids(self, rtype: str, ids: set[str]) -> list[Entry]:
+        """The current resources of `rtype` with these ids."""
+        ...
+
+    def linked_patients(self, start: str, limit: int) -> list[str]:
+        """The Patients joined to `start` by Patient.link, either direction and transitively,
+        `start` first; at most `limit`."""
+        ...
+
+    def referral_stats_rows(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """(group key, direction, *counts, median hours to decision) rows, by group and
+        direction: referral/stats.py defines them and passes its URLs in `params`."""
         ...
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import FhirError, error
 from .contract import Session, Store
-from .sqlite import compartment, export, stats, subscriptions
+from .sqlite import export, subscriptions
 from .sqlite.audit import (
     append_records,
     audit_event_count,
@@ -45,13 +45,11 @@ __all__ = [
     "take_pending",
     "unchained_events",
     "backup",
-    "compartment",
     "has_features",
     "export",
     "restore",
     "sqlite_session",
     "sqlite_store",
-    "stats",
     "subscriptions",
 ]
 

@@ -6,8 +6,7 @@ other collection) and match its ids with `$in`: that keeps each step on one coll
 indexes, and works the same on a sharded cluster, where `$lookup` into a sharded collection
 scatters to every shard (README, MongoDB).
 
-Not supported here yet (501): the consortium rule's patient-set narrowing (`Clause.patients`,
-only reached with auth on, which the backend refuses)."""
+The consortium rule's patient-set narrowing (`Clause.patients`) is consortium.py's."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from ...search.paging import Cursor
 from ...search.query import (
     Clause,
     Param,
+    PatientSet,
     Query,
     split_composite,
     split_escaped,
@@ -33,6 +33,8 @@ from ...search.ucum import UCUM, factor
 from ...search.values import date_bounds, normalize_string, number_bounds
 from ...spec import RESOURCE_TYPES
 from ..contract import Page
+from ..include import Include, iterate
+from .consortium import Narrowing
 
 if TYPE_CHECKING:
     from .store import MongoSession
@@ -193,6 +195,8 @@ class Compiler:
     def __init__(self, session: MongoSession, base_url: str) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
+        #: the patients each PatientSet sees, computed once per search (consortium.py)
+        self._narrowing: dict[PatientSet, Narrowing] = {}
 
     def where(self, rtype: str, clauses: list[Clause]) -> Filter:
         parts: list[Filter] = [{"del": False}]
@@ -201,7 +205,9 @@ class Compiler:
 
     def clause(self, rtype: str, c: Clause) -> Filter:
         if c.patients is not None:
-            raise error(501, "not-supported", "the consortium rule needs the SQLite backend")
+            if c.patients not in self._narrowing:
+                self._narrowing[c.patients] = Narrowing(self.session, c.patients)
+            return self._narrowing[c.patients].filter(rtype)
         if c.param.type == "composite" and c.chain is None and c.has is None:
             return self._composite(c)
         if c.compartment is not None:
@@ -538,52 +544,44 @@ def run_search(
 def includes(
     session: MongoSession, query: Query, matches: list[tuple[str, str]]
 ) -> list[tuple[str, str, bytes]]:
-    """_include / _revinclude (search.html#include), `:iterate` until nothing new appears."""
-    if not matches or not (query.includes or query.revincludes):
-        return []
+    """_include / _revinclude targets of the page's matches (storage/include.py iterates)."""
+    return iterate(query, matches, functools.partial(_include_round, session))
+
+
+def _include_round(
+    session: MongoSession,
+    frontier: list[tuple[str, str]],
+    incs: list[Include],
+    revs: list[Include],
+) -> list[tuple[tuple[str, str], bytes]]:
+    """One round: what the frontier's references name, and what refers to the frontier."""
     db, s = session.db, session.s
-    seen = set(matches)
-    frontier = matches
-    out: list[tuple[str, str, bytes]] = []
-    first = True
-    while frontier:
-        incs = [x for x in query.includes if first or x[3]]
-        revs = [x for x in query.revincludes if first or x[3]]
-        if not incs and not revs:
-            break
-        first = False
-        found: list[tuple[str, str, bytes]] = []
-        by_type: dict[str, list[str]] = {}
-        for t, i in frontier:
-            by_type.setdefault(t, []).append(i)
-        for source, code, target, _ in incs:
-            targets: dict[str, set[str]] = {}
-            refs = db[source].find(
-                {"_id": {"$in": by_type.get(source, [])}}, {"x.reference": 1}, session=s
-            )
-            for d in refs:
-                for r in d.get("x", {}).get("reference", ()):
-                    tt = r.get("target_type")
-                    if r["p"] == code and tt and (not target or tt == target):
-                        targets.setdefault(tt, set()).add(r["target_id"])
-            for tt, ids in targets.items():
-                docs = db[tt].find({"_id": {"$in": sorted(ids)}, "del": False}, {"x": 0}, session=s)
-                found += [(tt, d["_id"], bytes(d["json"])) for d in docs]
-        for source, code, _target, _ in revs:
-            ors = [
-                {
-                    "x.reference": {
-                        "$elemMatch": {"p": code, "target_type": t, "target_id": {"$in": ids}}
-                    }
+    found: list[tuple[tuple[str, str], bytes]] = []
+    by_type: dict[str, list[str]] = {}
+    for t, i in frontier:
+        by_type.setdefault(t, []).append(i)
+    for source, code, target, _ in incs:
+        targets: dict[str, set[str]] = {}
+        refs = db[source].find(
+            {"_id": {"$in": by_type.get(source, [])}}, {"x.reference": 1}, session=s
+        )
+        for d in refs:
+            for r in d.get("x", {}).get("reference", ()):
+                tt = r.get("target_type")
+                if r["p"] == code and tt and (not target or tt == target):
+                    targets.setdefault(tt, set()).add(r["target_id"])
+        for tt, ids in targets.items():
+            docs = db[tt].find({"_id": {"$in": sorted(ids)}, "del": False}, {"x": 0}, session=s)
+            found += [((tt, d["_id"]), bytes(d["json"])) for d in docs]
+    for source, code, _target, _ in revs:
+        ors = [
+            {
+                "x.reference": {
+                    "$elemMatch": {"p": code, "target_type": t, "target_id": {"$in": ids}}
                 }
-                for t, ids in by_type.items()
-            ]
-            docs = db[source].find({"del": False, "$or": ors}, {"x": 0}, session=s)
-            found += [(source, d["_id"], bytes(d["json"])) for d in docs]
-        frontier = []
-        for t, i, raw in found:
-            if (t, i) not in seen:
-                seen.add((t, i))
-                out.append((t, i, raw))
-                frontier.append((t, i))
-    return out
+            }
+            for t, ids in by_type.items()
+        ]
+        docs = db[source].find({"del": False, "$or": ors}, {"x": 0}, session=s)
+        found += [((source, d["_id"]), bytes(d["json"])) for d in docs]
+    return found

@@ -33,9 +33,10 @@ from ...errors import FhirError, error
 from ...search.paging import Cursor
 from ...search.query import COMPARTMENTS, Clause, Query
 from ...settings import Settings
+from ..compartment import Branch, Entry, Member, Window
 from ..contract import Page, Stored, Version
 from ..sqlite.schema import CONFORMANCE_TYPES, INDEX_TABLES
-from . import indexes
+from . import compartment, indexes, stats
 from .search import Compiler, includes, run_search
 
 if TYPE_CHECKING:
@@ -234,6 +235,30 @@ class MongoSession:
 
     def includes(self, query: Query, rows: list[tuple[Any, ...]]) -> list[tuple[str, str, bytes]]:
         return includes(self, query, [(r[1], r[2]) for r in rows])
+
+    # --- compartments and workflow statistics (contract.py) ------------------------------
+
+    def compartment_members(
+        self, base_url: str, ctype: str, owners: list[str], branches: list[Branch], window: Window
+    ) -> list[Member]:
+        return compartment.members(self, base_url, ctype, owners, branches, window)
+
+    def compartment_resources(self, members: list[tuple[int, str]]) -> list[Entry]:
+        return compartment.resources(self, members)
+
+    def compartment_referenced(
+        self, members: list[tuple[int, str]], exclude: set[int]
+    ) -> list[Entry]:
+        return compartment.referenced(self, members, exclude)
+
+    def current_by_ids(self, rtype: str, ids: set[str]) -> list[Entry]:
+        return compartment.by_ids(self, rtype, ids)
+
+    def linked_patients(self, start: str, limit: int) -> list[str]:
+        return compartment.linked_patients(self, start, limit)
+
+    def referral_stats_rows(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return stats.referral_stats_rows(self, params)
 
     # --- writes --------------------------------------------------------------------------
 

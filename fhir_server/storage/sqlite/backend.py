@@ -10,7 +10,9 @@ from typing import Any
 
 from ...search.paging import Cursor
 from ...search.query import Clause, Query
+from ..compartment import Branch, Entry, Member, Window
 from ..contract import Page
+from . import compartment, stats
 from . import search as sql
 from .store import Session, SqliteStore
 
@@ -49,6 +51,31 @@ class SqliteSession(Session):
 
     def includes(self, query: Query, rows: list[tuple[Any, ...]]) -> list[tuple[str, str, bytes]]:
         return sql.includes(self, query, [(r[0], r[1], r[2]) for r in rows])
+
+    # --- compartments and workflow statistics (contract.py) ------------------------------
+
+    def compartment_members(
+        self, base_url: str, ctype: str, owners: list[str], branches: list[Branch], window: Window
+    ) -> list[Member]:
+        return compartment.members(self, base_url, ctype, owners, branches, window)
+
+    def compartment_resources(self, members: list[tuple[int, str]]) -> list[Entry]:
+        return compartment.resources(self, [rid for rid, _ in members])
+
+    def compartment_referenced(
+        self, members: list[tuple[int, str]], exclude: set[int]
+    ) -> list[Entry]:
+        targets = compartment.referenced(self, [rid for rid, _ in members]) - exclude
+        return compartment.resources(self, sorted(targets))
+
+    def current_by_ids(self, rtype: str, ids: set[str]) -> list[Entry]:
+        return compartment.by_ids(self, rtype, ids)
+
+    def linked_patients(self, start: str, limit: int) -> list[str]:
+        return compartment.linked_patients(self, start, limit)
+
+    def referral_stats_rows(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return stats.referral_stats_rows(self, params)
 
 
 class SqliteBackend(SqliteStore):

@@ -1,53 +1,31 @@
-"""Compartments as a whole (compartmentdefinition.html): the members of one or several
-compartments of a type, across resource types, for $everything and Bulk Data export; what the
-members refer to; the patients linked to a patient."""
+"""Compartments as a whole (compartmentdefinition.html) in SQL: the members of one or several
+compartments of a type, across resource types, for $everything; what the members refer to;
+the patients linked to a patient (the contract's compartment block, storage/compartment.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ...search.query import Clause
+from ..compartment import Branch, Entry, Member, Window
 from .search import Compiler
 from .store import Session
 
 
-@dataclass(frozen=True)
-class Branch:
-    """One resource type of a compartment: the reference parameters that put its resources in
-    it, whether the owners themselves are of this type (a Patient in its own compartment), the
-    clauses (access narrowing, filters) its members must also meet, and the date parameter
-    a care-date window reads (None: the window does not apply to the type)."""
-
-    rtype: str
-    params: tuple[str, ...]
-    owners: bool
-    clauses: tuple[Clause, ...] = ()
-    care_date: str | None = None
-
-
-@dataclass(frozen=True)
-class Window:
-    """Filters on every member: changed after `since` (meta.lastUpdated), care dates
-    overlapping [low, high] (instants; None: unbounded)."""
-
-    since: str | None = None
-    low: str | None = None
-    high: str | None = None
-
-
 def members(
-    session: Session, base_url: str, ctype: str, owners: list[str], branches: list[Branch],
-    window: Window = Window(),
-) -> list[tuple[int, int]]:
-    """(0 for the owners, 1 for the others; row id) of the current members of the compartments
-    of `owners`, in that order: owners first, then by row id."""
+    session: Session,
+    base_url: str,
+    ctype: str,
+    owners: list[str],
+    branches: list[Branch],
+    window: Window,
+) -> list[Member]:
+    """The current members of the compartments of `owners`, owners first, then by row id."""
     compiler = Compiler(base_url)
     owner_json = orjson.dumps(owners).decode()
-    found: list[tuple[int, int]] = []
+    found: list[Member] = []
     # one query per type: SQLite answers each from its membership lookup; as one UNION ALL
     # with an ORDER BY it took three times as long (measured: 8 ms against 2.7 ms)
     for b in branches:
@@ -92,12 +70,12 @@ def _branch(
             "AND d.high >= ? AND d.low <= ?))"
         )
         args += [b.care_date, b.care_date, window.low or "", window.high or "\uffff"]
-    return f"SELECT r.type <> ?, r.rid FROM resource r WHERE {' AND '.join(conds)}", [
+    return f"SELECT r.type <> ?, r.rid, r.type FROM resource r WHERE {' AND '.join(conds)}", [
         ctype, *args,
     ]  # fmt: skip
 
 
-def resources(session: Session, rids: Iterable[int]) -> list[tuple[int, str, str, bytes]]:
+def resources(session: Session, rids: Iterable[int]) -> list[Entry]:
     """(rid, type, id, json) of these rows, in the order given."""
     wanted = list(rids)
     if not wanted:
@@ -128,7 +106,7 @@ def referenced(session: Session, rids: list[int]) -> set[int]:
     }
 
 
-def by_ids(session: Session, rtype: str, ids: Iterable[str]) -> list[tuple[int, str, str, bytes]]:
+def by_ids(session: Session, rtype: str, ids: Iterable[str]) -> list[Entry]:
     """(rid, type, id, json) of the current resources of `rtype` with these ids."""
     wanted = sorted(set(ids))
     if not wanted:

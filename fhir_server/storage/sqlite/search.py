@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from ...search.query import (
 )
 from ...search.ucum import UCUM, factor
 from ...search.values import date_bounds, normalize_string, number_bounds
+from ..include import Include, iterate
 from .store import Session
 
 SPECIAL_CODES = frozenset(SPECIAL)
@@ -61,9 +63,7 @@ class Compiler:
         #: system search: the `_type` list, which scopes index lookups made without a type
         self.types = types
 
-    def _scope(
-        self, rtype: str | None, p: Param, also: str | None = None
-    ) -> tuple[str, list[Any]]:
+    def _scope(self, rtype: str | None, p: Param, also: str | None = None) -> tuple[str, list[Any]]:
         if rtype is None and self.types:
             head, args = _scope(None, p, also)
             marks = ", ".join("?" * len(self.types))
@@ -542,9 +542,7 @@ def _consent(organization: str, decision: str, at: str, pid: str) -> tuple[str, 
     return sql, [decision, _PRIVACY[1], _PRIVACY[0], instant, instant, *names_args]
 
 
-def _care_task(
-    ps: q.PatientSet, r: q.CareRelationship, since: str, task: str
-) -> tuple[str, list]:
+def _care_task(ps: q.PatientSet, r: q.CareRelationship, since: str, task: str) -> tuple[str, list]:
     """Whether the Task of row id `task` (an SQL expression) is one of relationship `r` that
     holds (live, or ended after `since`) and names ps.organization as a party (Task.owner, or
     the requester or performer of the ServiceRequest in Task.focus; a PractitionerRole stands
@@ -563,9 +561,7 @@ def _care_task(
     )
     args = [*of_args, *r.live, *r.ended, date_bounds(since)[0], *party_args]
     if ps.excluding is not None:
-        sql += (
-            f" AND {task} NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
-        )
+        sql += f" AND {task} NOT IN (SELECT rid FROM resource WHERE type = 'Task' AND id = ?)"
         args.append(ps.excluding)
     return f"({sql})", args
 
@@ -922,51 +918,41 @@ def with_json(session: Session, page: list[tuple[Any, ...]]) -> list[tuple[Any, 
 def includes(
     session: Session, query: q.Query, matches: list[tuple[int, str, str]]
 ) -> list[tuple[str, str, bytes]]:
-    """_include / _revinclude targets of the page's matches (search.html#include);
-    `:iterate` repeats over what was added until nothing new appears."""
-    if not matches or not (query.includes or query.revincludes):
-        return []
-    seen = {(t, i) for _, t, i in matches}
-    frontier = matches
-    out: list[tuple[str, str, bytes]] = []
-    first = True
-    while frontier:
-        # the first round applies every include; later rounds only the :iterate ones
-        includes = [x for x in query.includes if first or x[3]]
-        revincludes = [x for x in query.revincludes if first or x[3]]
-        if not includes and not revincludes:
-            break
-        first = False
-        found: list[tuple[int, str, str, bytes]] = []
-        # the page's keys go in as one JSON array: a list of 1,000 OR'd conditions is more
-        # than SQLite's expression tree takes
-        rids = orjson.dumps([m[0] for m in frontier]).decode()
-        for source, code, target, _ in includes:
-            sql = (
-                "SELECT t.rid, t.type, t.id, t.json FROM idx_reference i JOIN resource t "
-                "ON t.type = i.target_type AND t.id = i.target_id AND t.deleted = 0 "
-                "WHERE i.rid IN (SELECT value FROM json_each(?)) AND i.type = ? AND i.param = ?"
-            )
-            args: list[Any] = [rids, source, code]
-            if target:
-                sql += " AND i.target_type = ?"
-                args.append(target)
-            found += session.query(sql, args)
-        keys = orjson.dumps([[m[1], m[2]] for m in frontier]).decode()
-        for source, code, _target, _ in revincludes:
-            found += session.query(
-                "SELECT s.rid, s.type, s.id, s.json FROM json_each(?) k "
-                "CROSS JOIN idx_reference i ON i.type = ? AND i.param = ? "
-                "AND i.target_id = json_extract(k.value, '$[1]') "
-                "AND i.target_type = json_extract(k.value, '$[0]') "
-                "JOIN resource s ON s.rid = i.rid AND s.deleted = 0",
-                [keys, source, code],
-            )
-        frontier = []
-        for rid, t, i, raw in found:
-            if (t, i) not in seen:
-                seen.add((t, i))
-                out.append((t, i, raw))
-                frontier.append((rid, t, i))
-    return out
+    """_include / _revinclude targets of the page's matches (storage/include.py iterates)."""
+    return iterate(query, matches, functools.partial(_include_round, session))
 
+
+def _include_round(
+    session: Session,
+    frontier: list[tuple[int, str, str]],
+    includes: list[Include],
+    revincludes: list[Include],
+) -> list[tuple[tuple[int, str, str], bytes]]:
+    """One round: (rid, type, id) and json of what the frontier refers to and is referred by."""
+    found: list[tuple[int, str, str, bytes]] = []
+    # the page's keys go in as one JSON array: a list of 1,000 OR'd conditions is more
+    # than SQLite's expression tree takes
+    rids = orjson.dumps([m[0] for m in frontier]).decode()
+    for source, code, target, _ in includes:
+        sql = (
+            "SELECT t.rid, t.type, t.id, t.json FROM idx_reference i JOIN resource t "
+            "ON t.type = i.target_type AND t.id = i.target_id AND t.deleted = 0 "
+            "WHERE i.rid IN (SELECT value FROM json_each(?)) AND i.type = ? AND i.param = ?"
+        )
+        args: list[Any] = [rids, source, code]
+        if target:
+            sql += " AND i.target_type = ?"
+            args.append(target)
+        found += session.query(sql, args)
+    if revincludes:
+        keys = orjson.dumps([[m[1], m[2]] for m in frontier]).decode()
+    for source, code, _target, _ in revincludes:
+        found += session.query(
+            "SELECT s.rid, s.type, s.id, s.json FROM json_each(?) k "
+            "CROSS JOIN idx_reference i ON i.type = ? AND i.param = ? "
+            "AND i.target_id = json_extract(k.value, '$[1]') "
+            "AND i.target_type = json_extract(k.value, '$[0]') "
+            "JOIN resource s ON s.rid = i.rid AND s.deleted = 0",
+            [keys, source, code],
+        )
+    return [((rid, t, i), raw) for rid, t, i, raw in found]
