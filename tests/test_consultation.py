@@ -333,7 +333,8 @@ def test_team_invitation_redirect_and_partial_decline(client: TestClient, world:
     statuses = {p["actor"]["reference"]: p["status"]
                 for p in appointment_of(client, t)["participant"]}  # fmt: skip
     assert statuses == {world["doctor"]: "accepted", e[0]: "declined", e[1]: "declined",
-                        e[2]: "accepted", fourth: "accepted"}  # fmt: skip
+                        e[2]: "accepted", fourth: "accepted",
+                        world["patient"]: "accepted"}  # fmt: skip
     responses = client.get(f"/fhir/AppointmentResponse?appointment=Appointment/"
                            f"{appointment['id']}").json()  # fmt: skip
     assert responses["total"] == 4

@@ -26,7 +26,8 @@ const PHONE = { width: 390, height: 844 };
 const shots = [];
 const CARDIOLOGY = "394579002"; // SNOMED CT, the demo's 心血管内科 experts
 
-async function shot(page, name) {
+async function shot(page, name, top = true) {
+  if (top) await page.evaluate(() => window.scrollTo(0, 0));
   await page.waitForTimeout(200); // let the last render paint
   const path = join(config.shots, `${name}.png`);
   await page.screenshot({ path });
@@ -254,7 +255,7 @@ async function journey(browser, out) {
   await expert.click("#leave-room");
   await doctor.click("#tab-session");
   await doctor.waitForSelector("#session-record", { timeout: STEP });
-  out.session = await text(doctor, "#session-record");
+  out.session = { text: await text(doctor, "#session-record"), ended: await text(doctor, "#session-ended") };
 
   // the records list holds it
   await doctor.goto(`${config.origin}/apps/workbench/index.html#/consult/records`);

@@ -2,7 +2,7 @@
 // codes (business status, direction, referral type, ...) come from our CodeSystems'
 // designations (GET /apps/codes.json, built from terminology/), never from this file.
 const STRINGS = {
-  "app.workbench": ["分级诊疗工作台", "Referral workbench"],
+  "app.workbench": ["分级诊疗与远程会诊工作台", "Referral and consultation workbench"],
   "app.patient": ["掌上医院", "Patient app"],
   "nav.referrals": ["转诊业务", "Referrals"],
   "nav.record": ["患者资料", "Patient record"],
@@ -247,6 +247,7 @@ const STRINGS = {
   "msg.text": ["消息内容", "Message"],
   "msg.file": ["附件（图片、报告）", "Attachment (image, report)"],
   "msg.send": ["发送", "Send"],
+  "msg.attachment": ["附件", "Attachment"],
   "msg.read": ["已读", "Read"],
   "msg.unread": ["未读", "Unread"],
   "cal.free": ["可约时段", "Free slot"],

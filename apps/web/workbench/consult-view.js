@@ -277,7 +277,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
     return h("div", { id: "session-record" },
       h("dl", { class: "facts" },
         h("dt", {}, t("consult.began")), h("dd", {}, formatTime(period.start)),
-        h("dt", {}, t("consult.ended")), h("dd", {}, formatTime(period.end) || "—")),
+        h("dt", {}, t("consult.ended")), h("dd", { id: "session-ended" }, formatTime(period.end) || "—")),
       h("h4", {}, t("consult.attendance")),
       h("ul", {}, (encounter.participant || []).map(p => h("li", {}, names(p.individual && p.individual.reference), " ",
         p.period ? `${formatTime(p.period.start)} – ${formatTime(p.period.end).slice(11) || "…"}` : ""))),
@@ -323,7 +323,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
     }
   }
   function attachment(a) {
-    const b = h("button", { type: "button", class: "secondary" }, `📎 ${a.title || a.url}`);
+    const b = h("button", { type: "button", class: "secondary" }, `${t("msg.attachment")}：${a.title || a.url}`);
     b.addEventListener("click", async () => {
       try {
         const res = await api.request(a.url, { raw: true, accept: a.contentType || "application/octet-stream" });

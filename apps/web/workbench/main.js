@@ -35,7 +35,8 @@ async function context(api) {
     ctx.org = refId(role.organization);
     ctx.orgName = (role.organization && role.organization.display) || "";
     if (ctx.org) ctx.orgName = nameOf(await api.request(`Organization/${ctx.org}`)) || ctx.orgName;
-    ctx.userName = (role.practitioner && role.practitioner.display) || user;
+    ctx.userName = (role.practitioner && role.practitioner.display) ||
+      (role.practitioner ? nameOf(await api.request(role.practitioner.reference).catch(() => null)) : "") || user;
   }
   return ctx;
 }
