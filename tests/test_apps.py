@@ -100,6 +100,14 @@ def _schedule(sid: str, actor: str) -> dict[str, Any]:
             "actor": [{"reference": actor}]}  # fmt: skip
 
 
+def _team(tid: str, member: str, patient: str | None = None) -> dict[str, Any]:
+    team: dict[str, Any] = {"resourceType": "CareTeam", "id": tid, "status": "active",
+                            "participant": [{"member": {"reference": member}}]}  # fmt: skip
+    if patient:
+        team["subject"] = {"reference": patient}
+    return team
+
+
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[TestClient]:
     """test_policy_consortium's hospitals A and B, pa A's patient, pb B's; a referral Task of
@@ -109,6 +117,8 @@ def consortium(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterat
             referral("t-pa", "requested", "submitted"),
             _schedule("s-drb", "PractitionerRole/drb"),
             _schedule("s-pb", "Patient/pb"),
+            _team("team-b", "PractitionerRole/drb"),  # B's collaboration team (协作医生关系)
+            _team("care-pb", "PractitionerRole/drb", patient="Patient/pb"),  # pb's care team
         ]
         for r in extra:
             assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
@@ -125,6 +135,18 @@ def test_other_hospitals_schedules_are_shared_but_not_a_patients(consortium: Tes
     assert a.get("/fhir/Schedule/s-pb").status_code == 404
     b = login(consortium, "drb")
     assert ids(b.get("/fhir/Schedule")) == {"Schedule/s-drb", "Schedule/s-pb"}
+
+
+def test_collaboration_teams_are_shared_but_not_a_patients_care_team(
+    consortium: TestClient,
+) -> None:
+    """The consultation form invites a team of another hospital: a CareTeam naming no patient
+    is shared like a doctor's Schedule; one about a patient stays with the patient's record."""
+    a = login(consortium, "dra")
+    assert ids(a.get("/fhir/CareTeam")) == {"CareTeam/team-b"}
+    assert a.get("/fhir/CareTeam/care-pb").status_code == 404
+    b = login(consortium, "drb")
+    assert ids(b.get("/fhir/CareTeam")) == {"CareTeam/team-b", "CareTeam/care-pb"}
 
 
 def test_a_patient_reads_their_own_referral_tasks_only(consortium: TestClient) -> None:

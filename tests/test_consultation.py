@@ -173,7 +173,9 @@ def test_the_whole_way_from_request_to_signed_opinion(client: TestClient, world:
     assert sr["status"] == "active" and sr["performer"] == [{"reference": world["experts"][0]}]
     appointment = of(answer, "Appointment")[0]
     assert appointment["status"] == "proposed"
-    assert [p["status"] for p in appointment["participant"]] == ["accepted", "needs-action"]
+    # the inviting doctor, the expert, and the patient (who takes part; not asked to answer)
+    assert [p["status"] for p in appointment["participant"]] == [
+        "accepted", "needs-action", "accepted"]  # fmt: skip
     # routine: 2880 minutes (settings.consultation_response_minutes) after authoredOn
     due = datetime.fromisoformat(task["restriction"]["period"]["end"].replace("Z", "+00:00"))
     authored = datetime.fromisoformat(task["authoredOn"].replace("Z", "+00:00"))
@@ -318,7 +320,8 @@ def test_team_invitation_redirect_and_partial_decline(client: TestClient, world:
     })  # fmt: skip
     task, answer = request(client, world, ref("team", f"CareTeam/{team['id']}"), kind="mdt")
     appointment = of(answer, "Appointment")[0]
-    assert [p["actor"]["reference"] for p in appointment["participant"]] == [world["doctor"], *e]
+    assert [p["actor"]["reference"] for p in appointment["participant"]] == [
+        world["doctor"], *e, world["patient"]]  # fmt: skip
     assert of(answer, "ServiceRequest")[0]["performer"][-1] == {
         "reference": f"CareTeam/{team['id']}"
     }
@@ -344,7 +347,8 @@ def test_team_invitation_redirect_and_partial_decline(client: TestClient, world:
     statuses = {p["actor"]["reference"]: p["status"]
                 for p in appointment_of(client, t)["participant"]}  # fmt: skip
     assert statuses == {world["doctor"]: "accepted", e[0]: "declined", e[1]: "declined",
-                        e[2]: "accepted", fourth: "accepted"}  # fmt: skip
+                        e[2]: "accepted", fourth: "accepted",
+                        world["patient"]: "accepted"}  # fmt: skip
     responses = client.get(f"/fhir/AppointmentResponse?appointment=Appointment/"
                            f"{appointment['id']}").json()  # fmt: skip
     assert responses["total"] == 4

@@ -132,6 +132,24 @@ def test_the_invited_expert_reads_the_record_only_while_the_consultation_is_open
     assert not sees_record(drh)
 
 
+def test_the_parties_read_the_consultations_appointment_and_nobody_else(
+    server: TestClient,
+) -> None:
+    """The session's time is the parties' to read (the workbench shows and schedules it): the
+    Appointment names the patient, so it follows the record like the Task does."""
+    drc, drh, drx = (login(server, u) for u in ("drc", "drh", "drx"))
+    task = drc.get(f"/fhir/Task/{consultation(drc)}").json()
+    (appointment,) = [o["valueReference"]["reference"] for o in task["output"]
+                      if o["type"]["coding"][0]["code"] == "appointment"]  # fmt: skip
+    assert drc.get(f"/fhir/{appointment}").status_code == 200
+    assert drh.get(f"/fhir/{appointment}").status_code == 200
+    assert drx.get(f"/fhir/{appointment}").status_code == 404
+    found = drh.get("/fhir/Appointment", params={"actor": "PractitionerRole/drh"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [appointment.split("/")[1]]
+    assert drx.get("/fhir/Appointment", params={"actor": "PractitionerRole/drh"}).json()[
+        "total"] == 0  # fmt: skip
+
+
 def consultation_with(drc: TestClient, expert: str) -> str:
     request = {
         "resourceType": "ServiceRequest", "status": "draft", "intent": "order",

@@ -136,7 +136,12 @@ def request_consultation(call: Call) -> Outcome:
             "description": (sr.get("code") or {}).get("text") or "远程会诊",
             "created": work.at[:10],
             "participant": [participant(sr["requester"], "inviting-doctor", "accepted"),
-                            *(participant(e, "invited-expert", "needs-action") for e in experts)],
+                            *(participant(e, "invited-expert", "needs-action") for e in experts),
+                            # the patient takes part (R4 Appointment.participant): it also
+                            # puts the Appointment in the patient's compartment, so the
+                            # parties (and the patient) read its time like the record's
+                            {"actor": {"reference": sr["subject"]["reference"]},
+                             "required": "information-only", "status": "accepted"}],
         })  # fmt: skip
         task = work.add({
             "resourceType": "Task",

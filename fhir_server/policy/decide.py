@@ -92,8 +92,9 @@ STAFF_ONLY = frozenset({"$referral-stats"})
 #: compartment types whose resources are often about no patient at all (R4 puts Schedule in the
 #: Patient compartment by `actor`, which is mostly a PractitionerRole or Location): one naming
 #: no Patient is shared like the resources outside the compartment, so hospitals see each
-#: other's reserved-slot Schedules (referral booking); a patient's own Schedule stays confined
-SHARED_UNLESS_PATIENT = frozenset({"Schedule"})
+#: other's reserved-slot Schedules (referral booking) and collaboration teams (CareTeam of
+#: doctors, 协作医生关系: whom to invite to a consultation); a patient's own stays confined
+SHARED_UNLESS_PATIENT = frozenset({"Schedule", "CareTeam"})
 
 #: types R4 leaves out of the Patient compartment whose resources name a patient and their care:
 #: the consortium rule confines them like the compartment's (a referral Task names its patient

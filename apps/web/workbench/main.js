@@ -1,6 +1,6 @@
 // The workbench (PC) and doctor app (the same page in a phone layout): launch context, the
-// navigation and a hash router over the screens. Consultation (会诊业务), notifications and
-// messages keep their navigation slots until teleconsultation (issue 14) is built.
+// navigation and a hash router over the screens: referral (转诊业务), consultation (会诊业务,
+// with its calendar), the patient record, check-in and statistics.
 import { loadCodes, setLanguage, language, t } from "../lib/i18n.js";
 import { ready, takeReturn } from "../lib/smart.js";
 import { h, nameOf, refId, showError } from "../lib/ui.js";
@@ -9,14 +9,21 @@ import { referralForm, referralDetail } from "./referral.js";
 import { record } from "./record.js";
 import { stats } from "./stats.js";
 import { checkin } from "./checkin.js";
+// 会诊业务 (consultation)
+import { calendar, consultList } from "./consult.js";
+import { consultForm } from "./consult-form.js";
+import { consultView } from "./consult-view.js";
 
 const SCREENS = [
   ["referrals", "nav.referrals", worklists],
+  ["consult", "nav.consult", consultList],
+  ["calendar", "nav.calendar", calendar],
   ["record", "nav.record", record],
   ["checkin", "nav.checkin", checkin],
   ["stats", "nav.stats", stats],
 ];
 const HIDDEN = { new: referralForm, referral: referralDetail };
+const CONSULT_HIDDEN = { "consult-new": consultForm, consultation: consultView };
 
 /** Who is signed in: the PractitionerRole, its Organization, and the launch patient. */
 async function context(api) {
@@ -28,7 +35,8 @@ async function context(api) {
     ctx.org = refId(role.organization);
     ctx.orgName = (role.organization && role.organization.display) || "";
     if (ctx.org) ctx.orgName = nameOf(await api.request(`Organization/${ctx.org}`)) || ctx.orgName;
-    ctx.userName = (role.practitioner && role.practitioner.display) || user;
+    ctx.userName = (role.practitioner && role.practitioner.display) ||
+      (role.practitioner ? nameOf(await api.request(role.practitioner.reference).catch(() => null)) : "") || user;
   }
   return ctx;
 }
@@ -36,9 +44,10 @@ async function context(api) {
 function navigation(ctx, current) {
   const link = ([id, key]) => h("a", { href: `#/${id}`, "aria-current": id === current ? "page" : false }, t(key));
   const soon = key => h("span", { class: "soon", title: t("nav.soon"), "aria-disabled": "true" }, t(key));
-  document.getElementById("side").replaceChildren(...SCREENS.map(link), soon("nav.consult"));
+  const at = id => SCREENS.find(s => s[0] === id);
+  document.getElementById("side").replaceChildren(...SCREENS.map(link));
   document.getElementById("bottom").replaceChildren(
-    link(SCREENS[0]), link(SCREENS[1]), link(SCREENS[2]), soon("nav.notifications"), soon("nav.messages"));
+    link(at("referrals")), link(at("consult")), link(at("record")), soon("nav.notifications"), soon("nav.messages"));
   document.getElementById("title").textContent = t("app.workbench");
   document.getElementById("who").textContent = [ctx.userName, ctx.orgName].filter(Boolean).join(" · ");
   document.getElementById("lang").textContent = t("lang.switch");
@@ -48,8 +57,8 @@ function navigation(ctx, current) {
 async function route(ctx) {
   ctx.stop.splice(0).forEach(stop => stop()); // end the previous screen's polling
   const [name, ...args] = (location.hash.replace(/^#\/?/, "") || "referrals").split("/");
-  const screen = (SCREENS.find(s => s[0] === name) || [])[2] || HIDDEN[name] || worklists;
-  navigation(ctx, name in HIDDEN ? "referrals" : name);
+  const screen = (SCREENS.find(s => s[0] === name) || [])[2] || HIDDEN[name] || CONSULT_HIDDEN[name] || worklists;
+  navigation(ctx, name in HIDDEN ? "referrals" : name in CONSULT_HIDDEN ? "consult" : name);
   const view = document.getElementById("view");
   // a screen's data-* describe what it shows: none until the new screen has rendered
   for (const key of Object.keys(view.dataset)) delete view.dataset[key];

@@ -88,7 +88,11 @@ export async function record(ctx, view, id, which = "summary") {
   const body = h("div", { role: "tabpanel", "aria-labelledby": `tab-${which}` }, h("p", { role: "status" }, t("loading")));
   view.replaceChildren(banner(patient),
     h("div", { class: "row" }, h("h2", {}, `${t("nav.record")} · ${nameOf(patient)}`),
-      h("button", { type: "button", id: "new-referral", onclick: () => { location.hash = `#/new/${id}`; } }, t("act.new"))),
+      h("button", { type: "button", id: "new-referral", onclick: () => { location.hash = `#/new/${id}`; } }, t("act.new")),
+      h("button", { type: "button", id: "new-consult", class: "secondary", onclick: () => { location.hash = `#/consult-new/${id}`; } }, t("consult.new"))),
     bar, body);
   body.replaceChildren(await render(ctx, id, which));
 }
+
+// the consultation view shows the same parts beside the room and the thread
+export { render as recordPart };
