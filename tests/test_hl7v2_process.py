@@ -76,6 +76,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.kill()
 
 
+@pytest.mark.slow  # three processes, one killed: `make test-slow`
 def test_a_message_acknowledged_before_a_crash_is_mapped_after_the_restart(
     database: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -435,6 +435,7 @@ def _sort_value(resource: dict[str, Any]) -> Any:
     return resource.get("birthDate") or resource.get("effectiveDateTime")
 
 
+@pytest.mark.slow  # the R4 examples and Synthea through both backends: `make test-slow`
 def test_mongodb_answers_as_sqlite_on_examples_and_synthea(tmp_path: Path, parts: Parts) -> None:
     pytest.importorskip("mongomock")
     sqlite, close_sqlite = open_backend("sqlite", parts, tmp_path)
