@@ -8,7 +8,8 @@ Keeping the default run (`make test`) short, as tests are added:
 - tests that write to the same expensive world (users signed in, tokens issued) build it once
   per module and each get a copy of its database (`copy_database`; the signing key and the
   issued tokens live in the database, so the tokens stay valid in the copy):
-  tests/test_policy_consent.py `world`;
+  tests/test_policy_consent.py `world`, test_auth_server.py `hospital`,
+  test_roles_and_auth_audit.py `referrals`;
 - what is long by nature (a real browser, `serve --workers 2` or a process killed and
   restarted, a thousand connections, the whole R4 or Synthea corpus, a bench row) is marked
   `@pytest.mark.slow`: it runs in `make test-slow` (`pytest --run-slow -m slow`, CI runs both),
