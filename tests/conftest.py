@@ -45,7 +45,7 @@ BASE = "http://testserver/fhir"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-slow", action="store_true", help="run the long suites too (tests marked slow)")
+    parser.addoption("--run-slow", action="store_true", help="run the long suites too")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
