@@ -29,12 +29,12 @@ def test_a_slow_resolver_on_subscription_create_does_not_hold_the_write_lock(
         if host != SLOW_HOST:
             return real(host, *args, **kwargs)
         asked.set()
-        time.sleep(4)  # a resolver that takes 4 s (the check waits up to RESOLVE_SECONDS)
+        time.sleep(2)  # a resolver that takes 2 s (the check waits up to RESOLVE_SECONDS)
         answered.set()
         return real("127.0.0.1", *args, **kwargs)
 
     monkeypatch.setattr(endpoint.socket, "getaddrinfo", slow)
-    monkeypatch.setattr(endpoint, "RESOLVE_SECONDS", 30.0)  # so the 4 s lookup completes
+    monkeypatch.setattr(endpoint, "RESOLVE_SECONDS", 30.0)  # so the 2 s lookup completes
     created: list[httpx.Response] = []
     hook = {"type": "rest-hook", "endpoint": f"http://{SLOW_HOST}:9/hook"}
     creator = threading.Thread(target=lambda: created.append(
@@ -43,7 +43,7 @@ def test_a_slow_resolver_on_subscription_create_does_not_hold_the_write_lock(
     creator.start()
     assert asked.wait(20), "the Subscription's endpoint was never resolved"
     # while the name is being resolved, another client writes: were the lookup inside the
-    # write transaction, this PUT would wait the 4 s for the lock and return after `answered`
+    # write transaction, this PUT would wait the 2 s for the lock and return after `answered`
     r = httpx.put(f"{base}/Patient/other", json={"resourceType": "Patient", "id": "other"},
                   timeout=60)  # fmt: skip
     assert r.status_code == 201, r.text
