@@ -22,7 +22,8 @@ serve: install
 test: install
 	$(BIN)/pytest
 
-# the long suites (full Synthea through the write path and back, ~5 min); CI runs them too
+# the long suites (real browsers, two-worker servers, process restarts, whole corpora, full
+# Synthea; tests/conftest.py lists them); CI runs them too
 test-slow: install
 	$(BIN)/pytest --run-slow -m slow
 

@@ -1,4 +1,20 @@
-"""Fixtures: the real app over HTTP (ASGI client or uvicorn on a port) on a real SQLite file."""
+"""Fixtures: the real app over HTTP (ASGI client or uvicorn on a port) on a real SQLite file.
+
+Keeping the default run (`make test`) short, as tests are added:
+- every test's database starts as a copy of a session-wide template holding the guide
+  (`parts`, `make_services`): never build one from nothing;
+- tests that only read the same data share it: a module-scoped fixture loads it once
+  (tests/test_export.py `loaded`, tests/test_synthea.py `loaded`);
+- tests that write to the same expensive world (users signed in, tokens issued) build it once
+  per module and each get a copy of its database (`copy_database`; the signing key and the
+  issued tokens live in the database, so the tokens stay valid in the copy):
+  tests/test_policy_consent.py `world`, test_auth_server.py `hospital`,
+  test_roles_and_auth_audit.py `referrals`;
+- what is long by nature (a real browser, `serve --workers 2` or a process killed and
+  restarted, a thousand connections, the whole R4 or Synthea corpus, a bench row) is marked
+  `@pytest.mark.slow`: it runs in `make test-slow` (`pytest --run-slow -m slow`, CI runs both),
+  with a cheap smoke test of the same area left in the default run.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +45,7 @@ BASE = "http://testserver/fhir"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-slow", action="store_true", help="run long suites (full Synthea)")
+    parser.addoption("--run-slow", action="store_true", help="run the long suites too")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,6 +80,15 @@ def make_services(path: Path, parts: Parts, **settings: object) -> Services:
     # a test harness: anonymous requests unless a test turns authorization on (auth="on")
     config = Settings(database=path, **{"auth": "off", **settings})  # type: ignore[arg-type]
     return Services(config, open_store(config), LiveParts(parts, config))
+
+
+def copy_database(source: Path, path: Path) -> Path:
+    """A copy at `path` of a database a fixture built once (its server closed), with what its
+    write-ahead log still held; for a per-test copy of a module-scoped world."""
+    with sqlite3.connect(source) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copyfile(source, path)
+    return path
 
 
 def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:

@@ -34,9 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: where the screenshots are kept (README, Apps): build/ is not in the repository
 SCREENSHOTS = Path(os.environ.get("FHIR_SERVER_SCREENSHOTS") or ROOT / "build/screenshots/apps")
 
-pytestmark = pytest.mark.skipif(
-    _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser: `make test-slow`
+    pytest.mark.skipif(
+        _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
+    ),
+]
 
 
 @pytest.fixture

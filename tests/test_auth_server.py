@@ -7,10 +7,13 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import copy_database, make_services
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
@@ -29,7 +32,9 @@ from smart import (
 )
 
 from fhir_server import cli
+from fhir_server.app import build_app
 from fhir_server.auth import admin
+from fhir_server.services import Parts
 
 
 def _put(c: TestClient, resource: dict[str, Any]) -> None:
@@ -37,8 +42,25 @@ def _put(c: TestClient, resource: dict[str, Any]) -> None:
     assert r.status_code in (200, 201), r.text
 
 
+@pytest.fixture(scope="module")
+def hospital_database(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Path:
+    """The hospital's database, built once for the module (conftest.copy_database)."""
+    path = tmp_path_factory.mktemp("hospital") / "fhir.db"
+    services = make_services(path, parts)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        _hospital(c)
+    return path
+
+
 @pytest.fixture
-def hospital(client: TestClient) -> TestClient:
+def hospital(hospital_database: Path, tmp_path: Path, parts: Parts) -> Iterator[TestClient]:
+    """A server over a copy of the hospital's database."""
+    services = make_services(copy_database(hospital_database, tmp_path / "fhir.db"), parts)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _hospital(client: TestClient) -> None:
     """Two organizations, a practitioner of the first, two of its patients and one of the
     other's; a confidential app, a public app, and users."""
     _put(client, {"resourceType": "Organization", "id": "h1", "name": "Hospital One"})
@@ -66,7 +88,6 @@ def hospital(client: TestClient) -> TestClient:
     admin.add_client(store, "pub", [REDIRECT], public=True, trusted=True)
     admin.add_user(store, "drwang", PASSWORD, "PractitionerRole/dr1")
     admin.add_user(store, "pat1", PASSWORD, "Patient/p1")
-    return client
 
 
 def _request(client_id: str = "conf", **extra: str) -> tuple[dict[str, str], str]:

@@ -163,6 +163,7 @@ def _statuses(base: str, token: str, n: int) -> set[int]:
     }
 
 
+@pytest.mark.slow  # serve --workers 2: `make test-slow`
 def test_a_revocation_reaches_every_worker_within_token_cache_seconds(
     workers: tuple[str, Path],
 ) -> None:

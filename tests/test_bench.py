@@ -12,6 +12,7 @@ from bench import run as bench
 SAMPLE = Path(__file__).parent / "data" / "synthea"
 
 
+@pytest.mark.slow  # the whole bench: `make test-slow`
 def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
     files = bench.ordered_files(SAMPLE, limit=1)
     assert [f.name[:2] for f in files] == ["0-", "0-", files[2].name[:2]]
@@ -62,6 +63,7 @@ def test_benchmark_runs_end_to_end_on_the_sample(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow  # a bench row end to end: `make test-slow`
 def test_ingest_only_runs_the_ingest_row_alone(tmp_path: Path) -> None:
     """`--ingest-only --audit off`: the A/B runs of the ingest row, nothing else."""
     files = bench.ordered_files(SAMPLE, limit=1)
@@ -83,6 +85,7 @@ def test_copies_rewrite_ids_but_keep_shared_references() -> None:
     assert bench.copy_of(body, 1) == copy != bench.copy_of(body, 2)
 
 
+@pytest.mark.slow  # a bench row end to end: `make test-slow`
 def test_python_read_load_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh machine has no wrk: the read load falls back to the asyncio client, whose
     result the table prints like wrk's (it once lacked `tool`: KeyError in make bench)."""
@@ -109,6 +112,7 @@ def test_the_hl7_row_runs_end_to_end() -> None:
     assert "mapped into FHIR" in hl7.table(result)
 
 
+@pytest.mark.slow  # a bench row end to end: `make test-slow`
 def test_the_subscriptions_row_runs_end_to_end() -> None:
     from bench import subscriptions
 

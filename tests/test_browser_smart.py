@@ -47,9 +47,12 @@ def _missing() -> str | None:
 #: set by .ci/run, which installs everything: there a missing piece fails instead of skipping
 REQUIRED = os.environ.get("FHIR_SERVER_BROWSER_REQUIRED") == "1"
 
-pytestmark = pytest.mark.skipif(
-    _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser: `make test-slow`
+    pytest.mark.skipif(
+        _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
+    ),
+]
 
 
 def _chinese_font() -> bool:

@@ -167,6 +167,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # serve --workers 2: `make test-slow`
 def test_every_process_of_a_multi_worker_server_uses_it(tmp_path: Path) -> None:
     """`serve --workers 2`: after one PUT, forty requests on fresh connections (the kernel
     hands them to both processes) all search by the new parameter."""

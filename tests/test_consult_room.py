@@ -394,6 +394,7 @@ def _holder(workers: list[int], ws: ClientConnection, port: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # serve --workers 2: `make test-slow`
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 def test_a_room_works_across_the_workers_of_a_two_worker_server(tmp_path: Path, parts: Any) -> None:
     """`serve --workers 2`: two participants whose sockets are held by different worker

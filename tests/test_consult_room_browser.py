@@ -35,9 +35,12 @@ def _missing() -> str | None:
 
 
 REQUIRED = os.environ.get("FHIR_SERVER_BROWSER_REQUIRED") == "1"
-pytestmark = pytest.mark.skipif(
-    _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser: `make test-slow`
+    pytest.mark.skipif(
+        _missing() is not None and not REQUIRED, reason=f"BROWSER TEST NOT RUN: {_missing()}"
+    ),
+]
 
 
 def test_two_browsers_see_each_other_and_a_third_with_another_token_is_refused(

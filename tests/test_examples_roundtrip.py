@@ -103,7 +103,16 @@ def test_every_example_of_the_package_is_vendored() -> None:
     assert len(SINGLES) >= 300
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+#: the examples the search tests read (tests/data/r4-examples) run by default; the rest of the
+#: package (the archive) is the long suite (`make test-slow`)
+_DEFAULT = {p.name for p in SINGLES}
+ROUNDTRIPS = [
+    name if name in _DEFAULT else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(EXAMPLES)
+]
+
+
+@pytest.mark.parametrize("name", ROUNDTRIPS)
 def test_example_roundtrips_put_then_get(server: TestClient, name: str) -> None:
     raw = EXAMPLES[name]
     original = {**literal_tree(raw), **SERVER_SET.get(name, {})}

@@ -318,6 +318,7 @@ def _serve(database: Path, port: int, exports: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+@pytest.mark.slow  # two server processes, one killed: `make test-slow`
 def test_an_export_survives_a_restart_mid_job(tmp_path: Path) -> None:
     """Checkpoints after every resource (export_batch=1) make the job long enough to kill the
     server while it runs; a new server process resumes it from its last checkpoint, and the

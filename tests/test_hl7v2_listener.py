@@ -648,6 +648,7 @@ def test_not_an_hl7_message_gets_ar(hl7: Harness) -> None:
     assert hl7.inbox.counts(CHANNEL)["rejected"] == 1
 
 
+@pytest.mark.slow  # 1,000 connections: `make test-slow`
 def test_a_thousand_connections_at_once_each_get_their_ack(hl7: Harness) -> None:
     message = sample("adt_a28_add_person.hl7")
     sockets = []

@@ -76,6 +76,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.kill()
 
 
+@pytest.mark.slow  # three processes, one killed: `make test-slow`
 def test_a_message_acknowledged_before_a_crash_is_mapped_after_the_restart(
     database: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -111,6 +112,7 @@ def test_a_message_acknowledged_before_a_crash_is_mapped_after_the_restart(
     assert b"HL7 v2 listener stopped" in (restarted.stderr.read() if restarted.stderr else b"")
 
 
+@pytest.mark.slow  # a `serve --hl7` process started and stopped: `make test-slow`
 def test_serve_runs_the_listener_beside_the_http_api(
     database: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -6,6 +6,7 @@ never touch storage, and the modules form no import circle."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -
     return out
 
 
+@cache  # one parse of the source for all the checks below (none changes the graph)
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):

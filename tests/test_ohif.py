@@ -49,9 +49,12 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(
-    _missing() is not None and not REQUIRED, reason=f"OHIF TEST NOT RUN: {_missing()}"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser: `make test-slow`
+    pytest.mark.skipif(
+        _missing() is not None and not REQUIRED, reason=f"OHIF TEST NOT RUN: {_missing()}"
+    ),
+]
 
 
 def _app_config(dicomweb: str, fhir: str) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_services
+from conftest import copy_database, make_services
 from fastapi.testclient import TestClient
 from smart import PASSWORD, REDIRECT, auth_of
 from test_policy_consortium import APP, login, referral
@@ -90,17 +90,40 @@ def _day(delta: int) -> str:
     return (datetime.now(UTC) + timedelta(days=delta)).date().isoformat()
 
 
-@pytest.fixture
-def world(tmp_path: Path, parts: Parts) -> Iterator[dict[str, Any]]:
-    services = make_services(tmp_path / "fhir.db", parts)
+USERS = ("dra", "drb", "drc")
+
+
+@pytest.fixture(scope="module")
+def signed_in(
+    tmp_path_factory: pytest.TempPathFactory, parts: Parts
+) -> tuple[Path, dict[str, str]]:
+    """The world's database, built once (DATA, the app, the users, each signed in), and each
+    user's Authorization header; every test gets a copy (conftest.copy_database)."""
+    path = tmp_path_factory.mktemp("consent") / "fhir.db"
+    services = make_services(path, parts)
     with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
         for r in DATA:
             assert c.put(f"/fhir/{r['resourceType']}/{r['id']}", json=r).status_code == 201
         store = auth_of(c).store
         admin.add_client(store, APP, [REDIRECT], public=True, trusted=True)
-        for name in ("dra", "drb", "drc"):
+        for name in USERS:
             admin.add_user(store, name, PASSWORD, f"PractitionerRole/{name}")
-        yield {"c": c, **{name: login(c, name) for name in ("dra", "drb", "drc")}}
+        headers = {name: login(c, name).headers["Authorization"] for name in USERS}
+    return path, headers
+
+
+@pytest.fixture
+def world(
+    signed_in: tuple[Path, dict[str, str]], tmp_path: Path, parts: Parts
+) -> Iterator[dict[str, Any]]:
+    source, headers = signed_in
+    services = make_services(copy_database(source, tmp_path / "fhir.db"), parts)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        users = {}
+        for name in USERS:
+            users[name] = TestClient(c.app, raise_server_exceptions=False)
+            users[name].headers["Authorization"] = headers[name]
+        yield {"c": c, **users}
 
 
 #: every way of reaching pa's record without a chain or _has (security.md §5.1 API1), and

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_services
+from conftest import copy_database, make_services
 from fastapi.testclient import TestClient
 from joserfc.jwk import RSAKey
 from smart import (
@@ -360,12 +360,17 @@ def test_no_security_events_are_stored_without_the_audit_setting(
 # --- 3. per-transition permissions of the referral table -----------------------------------------
 
 
-@pytest.fixture
-def referrals(tmp_path: Path, parts: Parts) -> Iterator[tuple[TestClient, dict[str, Any]]]:
-    """The workflow tests' world (a sender and a receiver organization, another hospital),
-    with a user at each: the sender doctor, the receiver coordinator, and a doctor of the
-    other hospital; the same wide scopes for all three."""
-    for c in serve(tmp_path / "fhir.db", parts, audit=False):
+REFERRAL_USERS = ("sender", "receiver", "outsider")
+
+
+@pytest.fixture(scope="module")
+def referral_world(
+    tmp_path_factory: pytest.TempPathFactory, parts: Parts
+) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    """The workflow tests' world, built once for the module: its database (each test gets a
+    copy, conftest.copy_database), the world's ids, and each user's Authorization header."""
+    path = tmp_path_factory.mktemp("referrals") / "fhir.db"
+    for c in serve(path, parts, audit=False):
         world = build_world(c)
         patient = c.get(f"/fhir/{world['patient']}").json()  # the sender's patient
         patient["managingOrganization"] = {"reference": world["sender"]}
@@ -374,7 +379,25 @@ def referrals(tmp_path: Path, parts: Parts) -> Iterator[tuple[TestClient, dict[s
         admin.add_user(store, "sender", PASSWORD, world["sd"])
         admin.add_user(store, "receiver", PASSWORD, world["rc"])
         user(c, "outsider", "outsider-role", world["other"].split("/")[1])
-        yield c, {**world, **{f"by_{n}": bearer(c, n) for n in ("sender", "receiver", "outsider")}}
+        headers = {n: bearer(c, n).headers["Authorization"] for n in REFERRAL_USERS}
+    return path, world, headers
+
+
+@pytest.fixture
+def referrals(
+    referral_world: tuple[Path, dict[str, Any], dict[str, str]], tmp_path: Path, parts: Parts
+) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """The workflow tests' world (a sender and a receiver organization, another hospital),
+    with a user at each: the sender doctor, the receiver coordinator, and a doctor of the
+    other hospital; the same wide scopes for all three."""
+    source, world, headers = referral_world
+    services = make_services(copy_database(source, tmp_path / "fhir.db"), parts, audit=False)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        users = {}
+        for n in REFERRAL_USERS:
+            users[f"by_{n}"] = TestClient(c.app, raise_server_exceptions=False)
+            users[f"by_{n}"].headers["Authorization"] = headers[n]
+        yield c, {**world, **users}
 
 
 def refused(r: Any) -> None:

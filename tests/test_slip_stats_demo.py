@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import seed
+from conftest import make_services, seed
 from fastapi.testclient import TestClient
 from test_storage_contract import BACKENDS, open_backend
 
-from fhir_server.app import open_services
+from fhir_server.app import build_app, open_services
 from fhir_server.referral.demo import STATES, load_demo, load_if_empty
 from fhir_server.services import Parts
 from fhir_server.settings import Settings
@@ -429,9 +429,19 @@ def test_stats_reject_an_unknown_grouping(consortium: TestClient):
 # --- the demo consortium ----------------------------------------------------------------------
 
 
-def test_demo_loads_hospitals_patients_and_every_business_state(client: TestClient):
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory, parts: Parts
+) -> Iterator[tuple[TestClient, Any]]:
+    """The demo loaded once (as on 2025-03-10) for the tests that read it."""
+    services = make_services(tmp_path_factory.mktemp("demo") / "fhir.db", parts)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        yield c, load_demo(services, today=date(2025, 3, 10))
+
+
+def test_demo_loads_hospitals_patients_and_every_business_state(demo: tuple[TestClient, Any]):
+    client, demo = demo
     services = client.app.state.services  # type: ignore[attr-defined]
-    demo = load_demo(services, today=date(2025, 3, 10))
     session = services.store.reader()
 
     def count(sql: str) -> int:
@@ -461,11 +471,11 @@ def test_demo_loads_hospitals_patients_and_every_business_state(client: TestClie
     assert up["submitted"] >= 17 and up["rejected"] >= 2
 
 
-def test_demo_resident_ids_are_valid_gb11643_numbers(client: TestClient):
+def test_demo_resident_ids_are_valid_gb11643_numbers(demo: tuple[TestClient, Any]):
     """`$match` ignores a 居民身份证号 whose check character is wrong, so the demo's must be right:
     ISO 7064 MOD 11-2 (weights 2^(17-i) mod 11, check = "10X98765432"[sum mod 11]), the birth
     date in digits 7-14 and the sequence code odd for men, even for women (GB 11643-1999)."""
-    load_demo(client.app.state.services, today=date(2025, 3, 10))  # type: ignore[attr-defined]
+    client = demo[0]
     patients = client.get("/fhir/Patient?_count=100").json()["entry"]
     assert len(patients) == 50
     for entry in patients:

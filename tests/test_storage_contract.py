@@ -255,6 +255,16 @@ def test_string_token_date_quantity_reference_uri(people: TestClient) -> None:
     assert ids(api, "/fhir/ValueSet?url=http://example.org/fhir") == []
 
 
+def test_quantity_in_the_canonical_unit_matches_a_search_in_another(api: TestClient) -> None:
+    # 5500 g is stored in UCUM's canonical unit (no second row); 5.5 kg = 5500 g finds it,
+    # and gt5.4 kg (> 5400 g) too, while lt5.4 kg does not
+    put(api, observation("g", "a", "29463-7", 5500, "g"))
+    ucum = "http://unitsofmeasure.org"
+    assert ids(api, f"/fhir/Observation?value-quantity=5.5|{ucum}|kg") == ["g"]
+    assert ids(api, f"/fhir/Observation?value-quantity=gt5.4|{ucum}|kg") == ["g"]
+    assert ids(api, f"/fhir/Observation?value-quantity=lt5.4|{ucum}|kg") == []
+
+
 def test_composite_matches_within_one_component(people: TestClient) -> None:
     api = people
     bp = {"resourceType": "Observation", "id": "bp", "status": "final",
@@ -425,6 +435,7 @@ def _sort_value(resource: dict[str, Any]) -> Any:
     return resource.get("birthDate") or resource.get("effectiveDateTime")
 
 
+@pytest.mark.slow  # the R4 examples and Synthea through both backends: `make test-slow`
 def test_mongodb_answers_as_sqlite_on_examples_and_synthea(tmp_path: Path, parts: Parts) -> None:
     pytest.importorskip("mongomock")
     sqlite, close_sqlite = open_backend("sqlite", parts, tmp_path)

@@ -73,6 +73,7 @@ def test_a_subscription_made_in_one_worker_serves_writes_in_the_other_once(
     assert len(receiver.requests) == 2  # each write notified once, by the worker that wrote it
 
 
+@pytest.mark.slow  # serve --workers 2: `make test-slow`
 def test_serve_with_two_workers_delivers_every_event_to_every_socket_once(
     tmp_path: Path, receiver: Receiver
 ) -> None:

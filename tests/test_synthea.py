@@ -11,6 +11,7 @@ import bz2
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from conftest import make_services
 from fastapi.testclient import TestClient
 
+from fhir_server.app import build_app
 from fhir_server.loader import load
 from fhir_server.services import Parts
 
@@ -40,9 +42,18 @@ def read_bundle(path: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture
-def loaded(client: TestClient) -> tuple[TestClient, Counter[str]]:
-    """Every sample bundle POSTed to the base; returns the client and the input type counts."""
+@pytest.fixture(scope="module")
+def loaded(
+    tmp_path_factory: pytest.TempPathFactory, parts: Parts
+) -> Iterator[tuple[TestClient, Counter[str]]]:
+    """Every sample bundle POSTed to the base, once for the module (the tests read it; the
+    reload, last, changes nothing); yields the client and the input type counts."""
+    services = make_services(tmp_path_factory.mktemp("synthea") / "fhir.db", parts)
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        yield c, _load(c)
+
+
+def _load(client: TestClient) -> Counter[str]:
     counts: Counter[str] = Counter()
     for path in ordered(SAMPLE):
         bundle = read_bundle(path)
@@ -56,7 +67,7 @@ def loaded(client: TestClient) -> tuple[TestClient, Counter[str]]:
         failed = [(i, e["response"]) for i, e in enumerate(body["entry"])
                   if e["response"]["status"][:1] != "2"]
         assert not failed, (path.name, failed[:3])
-    return client, counts
+    return counts
 
 
 def test_synthea_sample_loads_with_matching_counts(

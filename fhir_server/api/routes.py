@@ -139,6 +139,8 @@ async def _write(
     resource = None
     if body:
         resource = services.validator(await _body(request, rtype, rid))
+        if rtype in services.hooks.before_write:  # they may wait on the network
+            await run_in_threadpool(services.hooks.check, rtype, resource)
     result = await _in_write(request, lambda s: work(s, services, ctx, resource))
     return _result(request, ctx, result)
 

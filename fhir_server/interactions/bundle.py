@@ -86,6 +86,11 @@ def process(
     if kind == "transaction":
         entries = [_parse_entry(ctx, i, e) for i, e in enumerate(raw_entries)]
         writes = [e for e in entries if e.method not in _READS]
+        for e in writes:
+            try:
+                _check(services, e)
+            except FhirError as exc:
+                raise _at_entry(exc, e.index) from None
         if writes and all(
             e.method == "POST"
             and not e.request.get("ifNoneExist")
@@ -542,6 +547,7 @@ def _batch(
             _read_entry(services, ctx, entry, capabilities)
         else:
             try:
+                _check(services, entry)
                 with transaction(services, ctx, "batch") as session:
                     _transaction_one(session, services, ctx, entry)
             except FhirError as exc:
@@ -549,6 +555,12 @@ def _batch(
                 _accessed(services, ctx, entry)
         out.append(entry)
     return sorted(out, key=lambda e: e.index)
+
+
+def _check(services: Services, entry: Entry) -> None:
+    """The before-write checks (hooks.py) of a POST or PUT entry, before the write lock."""
+    if entry.method in ("POST", "PUT") and isinstance(entry.resource, dict):
+        services.hooks.check(entry.rtype or "", entry.resource)
 
 
 def _transaction_one(

@@ -54,6 +54,9 @@ OnWrite = Callable[[Change], Effect | None]
 #: which resources a hook is about (cheap: bulk ingest asks it of every resource)
 Where = Callable[[dict[str, Any]], bool]
 AfterCommit = Callable[[list[Stored]], None]
+#: a check of a resource about to be written that may wait on the network; raises a
+#: FhirError to refuse it
+BeforeWrite = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,10 @@ class Hooks:
     before_commit: list[BeforeCommit] = field(default_factory=list)
     #: by feature name: called before the write lock of a bulk write (see BeforeLock)
     before_lock: dict[str, BeforeLock] = field(default_factory=dict)
+    #: by resource type: called outside the write lock with each resource a REST create or
+    #: update, or a batch or transaction entry, is about to write; for checks that wait on the
+    #: network (a Subscription endpoint's DNS), which must never hold the lock
+    before_write: dict[str, list[BeforeWrite]] = field(default_factory=dict)
     #: called by the routes (and batch reads) for every REST interaction they answered; must
     #: be cheap: it runs on the read path
     on_access: list[OnAccess] = field(default_factory=list)
@@ -158,6 +165,11 @@ class Hooks:
     def prepare(self, ctx: RequestContext, bundle: str, written: list[Stored]) -> dict[str, Any]:
         """Run the before-lock hooks on versions about to be written (outside the lock)."""
         return {name: hook(ctx, bundle, written) for name, hook in self.before_lock.items()}
+
+    def check(self, rtype: str, resource: dict[str, Any]) -> None:
+        """Run the before-write checks of `rtype` on a resource (outside the lock)."""
+        for hook in self.before_write.get(rtype, ()):
+            hook(resource)
 
     def accessed(self, access: Access) -> None:
         for hook in self.on_access:

@@ -9,7 +9,7 @@ from typing import Any
 from ..interactions.hooks import Change, Effect
 from ..services import Services
 from ..storage.features import has_features, sqlite_session
-from .accept import on_write
+from .accept import endpoint_checker, on_write
 from .notifier import Notifier
 from .websocket import PATH, router
 
@@ -27,6 +27,7 @@ def register(services: Services) -> None:
     notifier = Notifier(services)
     services.features["subscriptions"] = notifier
     services.hooks.add_on_write(on_write, ["Subscription"], lambda _: True)
+    services.hooks.before_write.setdefault("Subscription", []).append(endpoint_checker(services))
     services.hooks.after_commit.append(notifier.after_commit)
     services.hooks.on_close.append(notifier.stop)
 

@@ -5,6 +5,7 @@ compile, the channel must be one we serve, the endpoint allowed; then `requested
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import error
@@ -14,6 +15,7 @@ from ..operations.export import principal_json
 from ..policy.decide import forbidden, role_permits
 from ..policy.enforce import authorize
 from ..search.values import date_bounds
+from ..services import Services
 from ..storage.features import sqlite_session
 from ..storage.features import subscriptions as table
 from .criteria import compile_criteria
@@ -46,8 +48,10 @@ def on_write(change: Change) -> Effect | None:
                     "Subscription.channel.type")  # fmt: skip
     content_of(channel)  # 400 for a payload we cannot send
     if kind == "rest-hook":
+        # the name was resolved and checked before the write lock (check_before_lock); a
+        # write that skipped that (a PATCH) is checked at its first delivery
         allow_private = services.settings.subscription_allow_private
-        check_endpoint(str(channel.get("endpoint", "")), allow_private, must_resolve=False)
+        check_endpoint(str(channel.get("endpoint", "")), allow_private, resolve=False)
         for i, header in enumerate(channel.get("header", [])):
             if not _HEADER.fullmatch(header):
                 raise error(400, "invalid", f"A channel header must read 'Name: value': {header!r}",
@@ -62,6 +66,20 @@ def on_write(change: Change) -> Effect | None:
         accepted.pop("error", None)
         return Effect(resource=accepted)
     return None
+
+
+def endpoint_checker(services: Services) -> Callable[[dict[str, Any]], None]:
+    """The before-write check (hooks.py) of a rest-hook endpoint's host: resolving it may
+    take seconds (endpoint.RESOLVE_SECONDS), which must not be spent holding the write lock."""
+
+    def check(sub: dict[str, Any]) -> None:
+        channel = sub.get("channel")
+        if not isinstance(channel, dict) or channel.get("type") != "rest-hook":
+            return
+        allow_private = services.settings.subscription_allow_private
+        check_endpoint(str(channel.get("endpoint", "")), allow_private, must_resolve=False)
+
+    return check
 
 
 def end_instant(sub: dict[str, Any]) -> str | None:

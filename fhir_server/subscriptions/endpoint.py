@@ -1,6 +1,7 @@
 """Where a rest-hook may point (OWASP API7, server-side request forgery; security.md §5.1):
 http(s) only, and never at the server's own network. The hostname is resolved and every address
-checked, at creation and again before each delivery (a name may be re-pointed: DNS rebinding).
+checked, at creation (before the write lock: a slow resolver must not hold it) and again before
+each delivery (a name may be re-pointed: DNS rebinding).
 Loopback and private addresses pass only with `subscription_allow_private` (tests, single-host
 deployments); link-local addresses, cloud metadata among them (169.254.169.254, fd00:ec2::254),
 never do."""
@@ -23,10 +24,13 @@ _resolver = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subscription-d
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def check_endpoint(url: str, allow_private: bool, must_resolve: bool = True) -> list[str]:
+def check_endpoint(
+    url: str, allow_private: bool, must_resolve: bool = True, resolve: bool = True
+) -> list[str]:
     """The addresses `url`'s host resolves to, all allowed; else a 400 FhirError saying why.
     A name that does not resolve is refused only when `must_resolve` (at delivery); a
-    Subscription naming one is accepted, and its deliveries fail until it resolves."""
+    Subscription naming one is accepted, and its deliveries fail until it resolves. Without
+    `resolve` (inside the write lock) only an address written as such is checked."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise error(400, "invalid", f"A rest-hook endpoint must be an http(s) URL: '{url}'",
@@ -36,7 +40,7 @@ def check_endpoint(url: str, allow_private: bool, must_resolve: bool = True) -> 
     except ValueError:
         raise error(400, "invalid", f"Invalid port in '{url}'", EXPRESSION) from None
     try:
-        addresses = _resolve(parts.hostname, port)
+        addresses = _resolve(parts.hostname, port) if resolve else _literal(parts.hostname)
     except FhirError:
         if must_resolve:
             raise
@@ -76,11 +80,18 @@ def _shared(address: Address) -> bool:
     return isinstance(address, ipaddress.IPv4Address) and address in _CGNAT
 
 
-def _resolve(host: str, port: int) -> list[str]:
+def _literal(host: str) -> list[str]:
+    """The address a host written as one is (no lookup), else none."""
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
-        pass
+        return []
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    literal = _literal(host)
+    if literal:
+        return literal
     future = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
     try:
         infos = future.result(timeout=RESOLVE_SECONDS)

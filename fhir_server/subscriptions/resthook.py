@@ -36,9 +36,18 @@ class RestHooks:
         self.settings = settings
         self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="rest-hook")
         self._stopping = threading.Event()
-        self._client = httpx.Client(
-            timeout=settings.subscription_timeout_seconds, follow_redirects=False
-        )
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def client(self) -> httpx.Client:
+        """The HTTP client, made at the first delivery: its TLS context (the CA bundle loaded,
+        ~30 ms) is not worth paying at every start of a server that may never deliver."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self.settings.subscription_timeout_seconds, follow_redirects=False
+                )
+            return self._client
 
     def submit(self, sub: Active, stored: Stored) -> None:
         self._pool.submit(self._deliver, sub, stored)
@@ -46,7 +55,9 @@ class RestHooks:
     def stop(self) -> None:
         self._stopping.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
     def _deliver(self, sub: Active, stored: Stored) -> None:
         assert stored.json is not None
@@ -89,6 +100,6 @@ class RestHooks:
             headers["Content-Type"] = request.content_type
         url = httpx.URL(request.url).copy_with(host=address)
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-        with self._client.stream(request.method, url, content=request.body, headers=headers,
+        with self.client().stream(request.method, url, content=request.body, headers=headers,
                                  extensions=extensions) as response:  # fmt: skip
             return response.status_code

@@ -124,13 +124,12 @@ def _quantity(value: str, code: str) -> Filter:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
-    param = code
+    out: Filter = {"p": code}
     canonical = factor(unit) if system == UCUM and unit else None
-    if canonical is not None:
+    if canonical is not None:  # the canonical rows, and those written in the canonical unit
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
-        param = f"{code}:canonical"
-    out: Filter = {"p": param}
+        out = {"p": {"$in": [code, f"{code}:canonical"]}}
     if prefix == "eq":
         out["value"] = {"$gte": qlo, "$lt": qhi}
     elif prefix == "ap":
@@ -142,7 +141,9 @@ def _quantity(value: str, code: str) -> Filter:
         out["value"] = {op[prefix]: number}
     if system:
         out["system"] = system
-    if unit:
+    if canonical is not None:
+        out["code"] = unit
+    elif unit:
         out["$or"] = [{"code": unit}, {"unit": unit}]
     return out
 

@@ -239,6 +239,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX subscription_event_at ON subscription_event (at);
     """,
+    # 11: UCUM canonical rows (search/ucum.py) for the units quantity search learnt to convert
+    # then: calendar years and months, the customary mass and length units and body mass
+    # index, so that quantities stored before compare in canonical units too. Other units
+    # now convertible (an exponent or a quotient of them) take `fhir-server reindex`.
+    """
+    WITH u (code, factor, canonical) AS (VALUES ('a', 31557600.0, 's'),
+        ('mo', 2629800.0, 's'), ('[lb_av]', 453.59237, 'g'), ('[oz_av]', 28.349523125, 'g'),
+        ('[in_i]', 0.0254, 'm'), ('[ft_i]', 0.3048, 'm'), ('kg/m2', 1000.0, 'g/m2'))
+    INSERT INTO idx_quantity (rid, type, param, value, system, code, unit, grp)
+    SELECT q.rid, q.type, q.param || ':canonical', q.value * u.factor, q.system, u.canonical,
+           NULL, q.grp
+    FROM idx_quantity q JOIN u ON q.code = u.code
+    WHERE q.system = 'http://unitsofmeasure.org' AND q.param NOT LIKE '%:canonical';
+    """,
 ]
 
 #: the resource types whose stored versions the Parts are built from (migration 7)

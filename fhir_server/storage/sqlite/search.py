@@ -390,8 +390,8 @@ class Compiler:
             return None
         param, desc = q.sort[0]
         col = _SORT_COLUMN.get(param.type)
-        if col is None or param.code in SPECIAL_CODES:
-            return None
+        if col is None or param.code in SPECIAL_CODES or param.type == "quantity":
+            return None  # quantities sort on canonical values where they have them (sort_keys)
         return SortWalk(f"idx_{param.type}", col, desc, param.code)
 
     def sort_keys(self, q: Query, alias: str = "r") -> list[SortKey]:
@@ -411,6 +411,10 @@ class Compiler:
                     f"(SELECT {agg}({col}) FROM idx_{param.type} s WHERE s.rid = {alias}.rid "
                     "AND s.param = ?)"
                 )
+                if param.type == "quantity":  # in canonical units where there are some
+                    keys.append(SortKey(f"coalesce({sql}, {sql})", desc,
+                                        (f"{param.code}:canonical", param.code)))  # fmt: skip
+                    continue
                 keys.append(SortKey(sql, desc, (param.code,)))
         keys.append(SortKey(f"{alias}.rid", False))
         return keys
@@ -762,26 +766,31 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
-    param = code
+    scope, args = "param = ?", list[Any]([code])
     canonical = factor(unit) if system == UCUM and unit else None
-    if canonical is not None:  # compare in canonical units, on the rows indexed so
+    if canonical is not None:
+        # compare in canonical units: on the canonical rows of quantities written in another
+        # unit (5.5 kg has a 5500 g row), and on the rows of those written in the canonical
+        # unit itself (5500 g), which get no second row
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
-        param = f"{code}:canonical"
-    args: list[Any]
+        scope, args = "param IN (?, ?)", [code, f"{code}:canonical"]
     if prefix == "eq":
-        sql, args = "param = ? AND value >= ? AND value < ?", [param, qlo, qhi]
+        sql, args = f"{scope} AND value >= ? AND value < ?", [*args, qlo, qhi]
     elif prefix == "ap":
-        sql, args = "param = ? AND value >= ? AND value <= ?", [param, qlo, qhi]
+        sql, args = f"{scope} AND value >= ? AND value <= ?", [*args, qlo, qhi]
     elif prefix == "ne":
-        sql, args = "param = ? AND NOT (value >= ? AND value < ?)", [param, qlo, qhi]
+        sql, args = f"{scope} AND NOT (value >= ? AND value < ?)", [*args, qlo, qhi]
     else:
         op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
-        sql, args = f"param = ? AND value {op} ?", [param, number]
+        sql, args = f"{scope} AND value {op} ?", [*args, number]
     if system:
         sql += " AND system = ?"
         args.append(system)
-    if unit:
+    if canonical is not None:  # a canonical code, never a display unit that looks like one
+        sql += " AND code = ?"
+        args.append(unit)
+    elif unit:
         sql += " AND (code = ? OR unit = ?)"
         args += [unit, unit]
     return sql, args
