@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from conftest import make_services
 from fastapi.testclient import TestClient
 
+from fhir_server.app import build_app
+from fhir_server.services import Parts
 from integrations.hl7v2 import mllp
 from integrations.hl7v2.charset import decode
 from integrations.hl7v2.listener import Listener
@@ -109,3 +113,22 @@ def without_ids(resource: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return walk({k: v for k, v in resource.items() if k not in ("id", "meta")})
+
+
+def listeners(tmp_path: Path, parts: Parts, **defaults: Any) -> Iterator[Callable[..., Harness]]:
+    """For a fixture to yield from: a maker of listeners, each over its own database with
+    `defaults` overridden by the settings given, all closed when the test ends."""
+    started: list[tuple[TestClient, Harness]] = []
+
+    def make(**settings: Any) -> Harness:
+        database = tmp_path / f"hl7-{len(started)}.db"
+        services = make_services(database, parts, **{**defaults, **settings})
+        client = TestClient(build_app(services.settings, services), raise_server_exceptions=False)
+        client.__enter__()
+        started.append((client, Harness(client)))
+        return started[-1][1]
+
+    yield make
+    for client, harness in started:
+        harness.close()
+        client.__exit__(None, None, None)

@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_services
-from fastapi.testclient import TestClient
-from mllp_harness import Harness, fields, sample, without_ids
+from mllp_harness import Harness, fields, listeners, sample, without_ids
 
-from fhir_server.app import build_app
 from fhir_server.referral.codes import SID
 from fhir_server.services import Parts
 from integrations.hl7v2.worker import CHANNEL
@@ -33,19 +30,7 @@ TYPES = ("Patient", "Encounter", "Condition", "AllergyIntolerance", "Procedure",
 @pytest.fixture
 def hl7_with(tmp_path: Path, parts: Parts) -> Iterator[Callable[..., Harness]]:
     """A listener over its own database, with the settings given."""
-    started: list[tuple[TestClient, Harness]] = []
-
-    def make(**settings: Any) -> Harness:
-        services = make_services(tmp_path / f"hl7-{len(started)}.db", parts, **settings)
-        client = TestClient(build_app(services.settings, services), raise_server_exceptions=False)
-        client.__enter__()
-        started.append((client, Harness(client)))
-        return started[-1][1]
-
-    yield make
-    for client, harness in started:
-        harness.close()
-        client.__exit__(None, None, None)
+    yield from listeners(tmp_path, parts)
 
 
 @pytest.fixture

@@ -34,6 +34,22 @@ export function showError(e) {
   notify(e.message || String(e), "error", e.detail || "");
 }
 
+/** Runs `Task/{id}/$operation` from a button: the button is disabled while it runs and again
+ * usable when the server refuses, so the user can retry; `again` re-renders after success. */
+export function taskRunner(api, taskId, again) {
+  return async (operation, parameters, button) => {
+    if (button) button.disabled = true;
+    try {
+      await api.operation(`Task/${taskId}/$${operation}`, parameters);
+      notify(`${button ? button.textContent : operation} ✓`);
+      await again();
+    } catch (e) {
+      showError(e);
+      if (button) button.disabled = false;
+    }
+  };
+}
+
 /** A table with a caption and headers; rows of cells (strings or nodes). */
 export function table(caption, headers, rows, attrs = {}) {
   if (!rows.length) return h("p", { class: "empty" }, t("empty"));

@@ -10,7 +10,7 @@ import { watch } from "../lib/live.js";
 import { CCS, OPEN, SECTIONS, WAITING, output, parties, priorityLabel, sideOf, stage, stageBadge,
   typeLabel } from "../lib/consultation.js";
 import { banner } from "../lib/referral.js";
-import { h, field, formatTime, nameOf, notify, refId, showError, tabs } from "../lib/ui.js";
+import { h, field, formatTime, nameOf, notify, refId, showError, tabs, taskRunner } from "../lib/ui.js";
 import { myRoles, roleNames } from "./consult.js";
 import { expertChoices } from "./consult-form.js";
 import { recordPart } from "./record.js";
@@ -47,17 +47,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   let current = panel;
 
   const dialog = h("div", { id: "cdialog" });
-  const run = async (operation, parameters, button) => {
-    if (button) button.disabled = true;
-    try {
-      await api.operation(`Task/${taskId}/$${operation}`, parameters);
-      notify(`${button ? button.textContent : operation} ✓`);
-      await again();
-    } catch (e) {
-      showError(e);
-      if (button) button.disabled = false;
-    }
-  };
+  const run = taskRunner(api, taskId, again);
   const btn = (key, onclick, cls) => {
     const b = h("button", { type: "button", class: cls, dataset: { action: key } }, t(key));
     b.addEventListener("click", () => onclick(b));

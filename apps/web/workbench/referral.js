@@ -4,7 +4,7 @@
 import { display, displayOf, language, t } from "../lib/i18n.js";
 import { CS, YL, banner, business, direction, directionLabel, milestoneLabel, milestones,
   number, referralType, statusBadge } from "../lib/referral.js";
-import { h, field, formatDate, formatTime, nameOf, notify, refId, showError, table } from "../lib/ui.js";
+import { h, field, formatDate, formatTime, nameOf, notify, refId, showError, table, taskRunner } from "../lib/ui.js";
 
 const SNOMED_REFERRAL = { system: "http://snomed.info/sct", code: "3457005", display: "Patient referral" };
 const TYPES = ["outpatient", "inpatient", "examination", "rehabilitation", "chronic-care"];
@@ -233,17 +233,7 @@ export async function referralDetail(ctx, view, taskId) {
   const sender = senderOrg === ctx.org;
   const again = () => referralDetail(ctx, view, taskId).catch(showError);
 
-  const run = async (operation, parameters, button) => {
-    if (button) button.disabled = true;
-    try {
-      await api.operation(`Task/${taskId}/$${operation}`, parameters);
-      notify(`${button ? button.textContent : operation} ✓`);
-      await again();
-    } catch (e) {
-      showError(e);
-      if (button) button.disabled = false;
-    }
-  };
+  const run = taskRunner(api, taskId, again);
 
   const actions = h("div", { class: "row", id: "actions" });
   const dialog = h("div", { id: "dialog" });
