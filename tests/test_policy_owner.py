@@ -44,7 +44,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, parts: Parts) -> Iterator[di
             admin.add_user(store, user, PASSWORD, f"PractitionerRole/{role}")
         key = RSAKey.generate_key(2048, {"kid": "emr"}, private=True)
         admin.add_client(store, "emr", [], jwks={"keys": [key.as_dict(private=False)]},
-                         scope="system/*.cruds", organization="Organization/xihu-people")  # fmt: skip
+                         scope="system/*.cruds",
+                         organization="Organization/xihu-people")  # fmt: skip
         form = {"grant_type": "client_credentials", "scope": "system/*.cruds",
                 "client_assertion_type": JWT_BEARER,
                 "client_assertion": assertion(key, "RS384", "emr")}  # fmt: skip
