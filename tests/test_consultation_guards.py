@@ -25,8 +25,10 @@ CS = "https://yilian.health/fhir/CodeSystem/"
 SNOMED = "http://snomed.info/sct"
 #: a free Slot of the demo's expert-1 (hz-first): the demo books only the 9 o'clock ones
 SLOT = "slot-expert-1-6-14"
-CATEGORY = [{"coding": [{"system": SNOMED, "code": "11429006"}]},
-            {"coding": [{"system": f"{CS}yl-consultation-type", "code": "single-expert"}]}]  # fmt: skip
+CATEGORY = [
+    {"coding": [{"system": SNOMED, "code": "11429006"}]},
+    {"coding": [{"system": f"{CS}yl-consultation-type", "code": "single-expert"}]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,9 @@ def request(**more: Any) -> dict[str, Any]:
 def consult(inviting: TestClient, slot: str | None = SLOT) -> dict[str, Any]:
     """A consultation asked of expert-1, booked in `slot`: its Task, ServiceRequest,
     Appointment by resource type."""
+    expert = {"reference": "PractitionerRole/role-expert-1"}
     params = [{"name": "request", "resource": request()},
-              {"name": "expert", "valueReference": {"reference": "PractitionerRole/role-expert-1"}}]  # fmt: skip
+              {"name": "expert", "valueReference": expert}]  # fmt: skip
     if slot:
         params.append({"name": "slot", "valueReference": {"reference": f"Slot/{slot}"}})
     r = inviting.post("/fhir/ServiceRequest/$request-consultation",
@@ -94,7 +97,8 @@ def appointment(slot: dict[str, Any]) -> dict[str, Any]:
             "slot": [{"reference": f"Slot/{slot['id']}"}],
             "participant": [{"actor": {"reference": "PractitionerRole/role-expert-1"},
                              "status": "accepted"},
-                            {"actor": {"reference": "Patient/pat-001"}, "status": "accepted"}]}  # fmt: skip
+                            {"actor": {"reference": "Patient/pat-001"},
+                             "status": "accepted"}]}  # fmt: skip
 
 
 # --- the ServiceRequest --------------------------------------------------------------------------
