@@ -185,6 +185,12 @@ def test_a_hospital_writes_its_departments_and_the_office_every_member(
     assert put(office, member).status_code == 201
     org = get(office, "Organization/xihu-people")
     assert put(office, {**org, "alias": ["西湖区人民医院"]}).status_code == 200
+    # a hospital neither leaves the office's oversight nor places itself under another
+    own = get(hz, "Organization/hz-first")
+    refused(put(hz, {k: v for k, v in own.items() if k != "partOf"}), "Organization.partOf")
+    refused(put(hz, {**own, "partOf": {"reference": "Organization/xihu-people"}}),
+            "Organization.partOf")  # fmt: skip
+    assert put(hz, {**own, "alias": ["市一医院"]}).status_code == 200
     # the consortium itself is above every member: theirs to read, not to write
     root = get(hz, "Organization/consortium")
     refused(put(hz, {**root, "alias": ["医联体"]}), "Organization.partOf")

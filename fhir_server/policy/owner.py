@@ -25,7 +25,8 @@ no one (a hospital creates it, then its role). Schedules and CareTeams naming a 
 the patient's record, under the consortium rule (decide.SHARED_UNLESS_PATIENT), not here.
 
 The old version is checked as well as the new one, so nobody takes a resource over by
-rewriting its owner element; an old version naming no owner (data from before this rule) may
+rewriting its owner element; an Organization's partOf changes only by someone at or above the
+old and the new parent (no hospital leaves the office's oversight or places itself elsewhere); an old version naming no owner (data from before this rule) may
 be claimed by any writer. New content must name an owner the writer may write for. Only users
 and patients are bound: system clients and anonymous callers (auth off) keep their rights.
 """
@@ -97,6 +98,25 @@ def check_owner(
                 f"{rtype}/{rid} {whose} {named} ({element}): only that organization or the "
                 "consortium office above it (Organization.partOf) may write it",
                 element,
+            )
+    if rtype == "Organization" and after is not None:
+        _check_placed(look, mine, rid, before, after)
+
+
+def _check_placed(look: _Lookup, mine: str | None, rid: str, before: Json | None,
+                  after: Json) -> None:  # fmt: skip
+    """An Organization is put under another, or taken from under one, only by someone at or
+    above that one: a hospital does not leave the consortium office's oversight, nor place
+    itself (or a new organization) under an organization that is not its own."""
+    old, new = _key((before or {}).get("partOf")), _key(after.get("partOf"))
+    if old == new:
+        return
+    for parent in (old, new):
+        if parent is not None and (mine is None or mine not in look.chain(parent[1])):
+            raise forbidden(
+                f"Organization/{rid} is placed under or taken from Organization/{parent[1]} "
+                "(Organization.partOf) only by that organization or one above it",
+                "Organization.partOf",
             )
 
 
