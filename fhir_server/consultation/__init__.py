@@ -1,7 +1,8 @@
 """Remote consultation (远程会诊): the Task state machine as data, the operations that apply
-it, the write hook guarding plain REST writes of its Task, the expiry sweep, finding experts,
-statistics, the opinion document and read receipts (issue 14; referral-model.md §2.9). The
-video session (Appointment/$join, signalling) lives in room/."""
+it, the write hooks guarding plain REST writes of its Task, ServiceRequest, Appointment and
+booked Slots, the expiry sweep, finding experts, statistics, the opinion document and read
+receipts (issue 14; referral-model.md §2.9). The video session (Appointment/$join,
+signalling) lives in room/."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def register(services: Services) -> None:
     for more in (experts.OPERATIONS, stats.OPERATIONS, opinion.OPERATIONS, messages.OPERATIONS):
         services.operations.extend(more)
     services.hooks.add_on_write(guard.on_write, ("Task",), guard.is_ours)
+    services.hooks.add_on_write(guard.on_linked_write, ("ServiceRequest", "Appointment", "Slot"),
+                                guard.is_linked)  # fmt: skip
     services.care.append(care_relationship())
 
 

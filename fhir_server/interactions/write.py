@@ -21,6 +21,7 @@ from ..model.patch_error import PatchError
 from ..model.resource import dumps, now, same_content, with_meta
 from ..model.validate import Validated, check_depth
 from ..policy.enforce import authorize, check_instance, check_written
+from ..policy.owner import OWNER, check_owner
 from ..search.composite import composite_rows
 from ..search.fulltext import content_text, narrative_text
 from ..search.index import index_rows
@@ -225,6 +226,8 @@ def delete(
     prev = session.current(rtype, rid)
     if prev is not None and not prev[1].deleted:
         check_instance(session, ctx, services, "delete", rtype, rid)
+        if rtype in OWNER and prev[1].json is not None:  # a shared resource: its owner's
+            check_owner(session, ctx, services, rtype, rid, literal.loads(prev[1].json), None)
     else:
         authorize(ctx, services, "delete", rtype)
     check_if_match(prev, if_match)

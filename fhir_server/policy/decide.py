@@ -240,7 +240,8 @@ def tenancy(
     organization manages, has a care relationship for (while it holds, and for its `days`
     after it ended) or a Consent permits it, less those a Consent denies it; None for types
     outside the compartment (Organization, Practitioner, Location, terminology, ...: shared by
-    the consortium) and for principals it does not bind. Consents are written only for the
+    the consortium; who may write them is owner.py's check) and for principals it does not
+    bind. Consents are written only for the
     patients the organization manages: a patient's privacy decision is recorded by their own
     hospital (or by the patient), and no one widens their access, or lifts a denial, by
     writing one."""

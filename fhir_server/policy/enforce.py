@@ -35,6 +35,7 @@ from .decide import (
     may_break_glass,
     role_permits,
 )
+from .owner import OWNER, check_owner
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -121,7 +122,8 @@ def check_written(
 ) -> None:
     """After a create/update stored its new version `after` over `before` (inside the write
     transaction): 403 when the new content lies outside what the principal may write, e.g. an
-    Observation moved to another patient; raising rolls the transaction back. A Task written
+    Observation moved to another patient, or when a shared resource's old or new version is
+    another organization's (owner.py); raising rolls the transaction back. A Task written
     does not count as a care relationship for its own check (no writer grants itself access),
     except in an update keeping its patient (Task.for) of a Task the writer could read
     (check_instance): that gives the writer nothing they did not have, and lets the receiving
@@ -134,12 +136,23 @@ def check_written(
         raise forbidden(
             f"The {rtype} written lies outside what the granted scopes permit ({interaction})"
         )
+    if rtype in OWNER:  # a shared resource: its owner writes it (owner.py)
+        new = after if after is not None else _json(session.current(rtype, rid))
+        check_owner(session, ctx, services, rtype, rid, _json(before), new)
+
+
+def _json(found: Stored | tuple[Any, Stored] | None) -> dict[str, Any] | None:
+    """A stored version (or session.current's answer) as JSON; None when none or deleted."""
+    stored = found[1] if isinstance(found, tuple) else found
+    if stored is None or stored.deleted or stored.json is None:
+        return None
+    parsed: dict[str, Any] = orjson.loads(stored.json)
+    return parsed
 
 
 def _keeps_patient(before: Stored | None, after: dict[str, Any] | None) -> bool:
-    if before is None or before.json is None or after is None:
-        return False
-    return bool(orjson.loads(before.json).get("for") == after.get("for"))
+    old = _json(before)
+    return old is not None and after is not None and old.get("for") == after.get("for")
 
 
 def _excluding(clause: q.Clause, task_id: str) -> q.Clause:
