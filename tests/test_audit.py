@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import make_services
+from conftest import audit_tables, make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
@@ -296,7 +296,7 @@ def test_clients_cannot_write_audit_events(client: TestClient, method: str) -> N
     count = len(made)  # the refusal was audited too (outcome 4)
     wanted = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
     assert [subtype(e) for e in made if e["outcome"] == "4"] == [wanted]
-    found = verify(sqlite3.connect(_db(client)))
+    found = verify(audit_tables(_db(client)))
     assert (found.events, found.broken) == (count, None)
 
 
@@ -408,7 +408,7 @@ def test_chain_finds_an_edited_record(client: TestClient) -> None:
             "WHERE seq = 2", (pid, "Patient/someone-else")
         )  # fmt: skip
     _rewrite(db, record["id"] + "-1", pid, "Patient/someone-else")
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 1 and found.broken is not None
     assert found.broken.startswith("record seq 2: hash mismatch")
 
@@ -420,10 +420,10 @@ def test_chain_finds_a_deleted_audit_event_and_a_deleted_record(client: TestClie
     with sqlite3.connect(db) as conn:
         for table in ("history", "resource"):
             conn.execute(f"DELETE FROM {table} WHERE type = 'AuditEvent' AND id = ?", (rid,))
-    assert verify(sqlite3.connect(db)).broken == f"record seq 3: AuditEvent/{rid} is missing"
+    assert verify(audit_tables(db)).broken == f"record seq 3: AuditEvent/{rid} is missing"
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM audit_record WHERE seq = 3")
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 2 and found.broken is not None and "seq 4" in found.broken
 
 
@@ -435,7 +435,7 @@ def test_chain_finds_reordered_records(client: TestClient) -> None:
                                    (s,)).fetchone() for s in (2, 3))  # fmt: skip
         conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 2", three)
         conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 3", two)
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 1 and found.broken is not None
     assert "seq 2" in found.broken and "hash mismatch" in found.broken
 
@@ -448,7 +448,7 @@ def test_chain_finds_an_inserted_audit_event(client: TestClient) -> None:
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES ('AuditEvent', 'forged', 1, '2020-01-01T00:00:00Z', 0, 'POST', '{}')"
         )
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.broken == "AuditEvent/forged/_history/1 is stored but not in the chain"
 
 
@@ -475,7 +475,7 @@ def test_a_restart_expands_the_records_a_crash_left_pending(
         trail._thread.join()
         c.app.state.services.hooks.on_close.remove(trail.close)  # type: ignore[attr-defined]
         pid = patient(c)
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.records, found.events, found.pending, found.broken) == (1, 0, 1, None)
     again = make_services(db, parts)
     with TestClient(build_app(again.settings, again)):
@@ -484,7 +484,7 @@ def test_a_restart_expands_the_records_a_crash_left_pending(
             time.sleep(0.05)
         [event] = stored_events(db)
     assert subtype(event) == "create" and whats(event, "1") == [f"Patient/{pid}"]
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.pending, found.broken) == (0, None) and found.events >= 1
 
 
@@ -512,10 +512,10 @@ def test_the_trail_continues_a_schema_4_chain(client: TestClient) -> None:
         data, link = conn.execute("SELECT record, hash FROM audit_record WHERE seq = 1").fetchone()
     assert first["do"] == "create"
     assert link == hashlib.sha256(bytes.fromhex(digest) + data).hexdigest()
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.events, found.broken) == (2, None)
     _rewrite(db, "old-1", '"outcome":"0"', '"outcome":"4"')
-    broken = verify(sqlite3.connect(db)).broken
+    broken = verify(audit_tables(db)).broken
     assert broken is not None and broken.startswith("seq 1 (AuditEvent/old-1/_history/1)")
 
 
