@@ -23,6 +23,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from bson.binary import Binary
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from ..sqlite.inbox import Inbox
+    from .audit import MongoAudit
+    from .auth import MongoAuth
 
 HISTORY = "history"
 META = "meta"
@@ -367,11 +370,6 @@ class MongoStore:
         from pymongo import MongoClient
         from pymongo.uri_parser import parse_uri
 
-        if settings.auth != "off" or settings.audit:
-            raise SystemExit(
-                "the MongoDB backend runs with auth=off and audit=false for now: the "
-                "authorization tables and the audit chain are SQLite-only (README, MongoDB)"
-            )
         name = parse_uri(url).get("database") or "fhir"
         timeout = int(settings.lock_timeout_seconds * 1000)
         client: MongoClient[dict[str, Any]] = MongoClient(
@@ -429,6 +427,20 @@ class MongoStore:
                 if any(exc.has_error_label(x) for x in labels) or _code(exc) == 112:
                     raise _conflict() from None
                 raise
+
+    @cached_property
+    def auth(self) -> MongoAuth:
+        """The SMART authorization tables (contract.AuthTables)."""
+        from .auth import MongoAuth
+
+        return MongoAuth(self.db)
+
+    @cached_property
+    def audit(self) -> MongoAudit:
+        """The audit trail's chain (contract.AuditTables)."""
+        from .audit import MongoAudit
+
+        return MongoAudit(self.db)
 
     @property
     def inbox(self) -> Inbox:
