@@ -153,11 +153,16 @@ class MongoAuth:
             },
         }
         found = self.db["Patient"].find(where, {"json": 1}).sort("_id").limit(limit)
-        return [(f"Patient/{d['_id']}", display_name(orjson.loads(d["json"]))) for d in found]
+        return [(f"Patient/{d['_id']}", display_name(_loads(d["json"]))) for d in found]
 
 
 def _json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode()
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    """Stored JSON bytes (BSON Binary, which orjson does not take as bytes)."""
+    return dict(orjson.loads(bytes(raw)))
 
 
 def _data(doc: dict[str, Any] | None) -> dict[str, Any] | None:
