@@ -47,7 +47,7 @@ def _mongo_services(
         from pymongo import MongoClient
 
         assert MONGODB_URL is not None
-        store = MongoStore(MongoClient(MONGODB_URL), name)
+        store = MongoStore(MongoClient(MONGODB_URL), name, chained=config.audit)
     client = store.client
     return Services(config, store, LiveParts(parts, config)), lambda: client.drop_database(name)
 
