@@ -24,6 +24,7 @@ from fhir_server.app import build_app
 from fhir_server.audit.chain import verify
 from fhir_server.audit.event import INDEXED, versions
 from fhir_server.audit.record import encode
+from fhir_server.errors import FhirError, error
 from fhir_server.search.index import index_rows
 from fhir_server.services import Parts
 
@@ -134,6 +135,34 @@ def records(client: TestClient) -> list[dict[str, Any]]:
     with sqlite3.connect(_db(client)) as conn:
         rows = conn.execute("SELECT record FROM audit_record ORDER BY seq").fetchall()
     return [orjson.loads(r[0]) for r in rows]
+
+
+def test_reads_whose_chaining_failed_are_chained_at_the_next_run(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's transaction fails (a lock timeout; on MongoDB another process moved the
+    chain head): the reads it was chaining are kept and chained by the next run."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+    trail = services.features["audit"]
+    trail._stop.set()  # no background runs: this test runs the writer itself
+    trail._wake.set()
+    trail._thread.join()
+    pid = patient(client)
+    trail.flush()
+    before = len(records(client))
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+    def fail(*args: Any) -> None:
+        raise error(503, "transient", "the chain head moved")
+
+    with monkeypatch.context() as m:
+        m.setattr(services.store.audit, "append", fail)
+        with pytest.raises(FhirError):
+            trail.flush()
+    assert len(records(client)) == before
+    trail.flush()
+    [read] = records(client)[before:]
+    assert read["do"] == "read" and read["targets"] == [{"what": f"Patient/{pid}/_history/1"}]
 
 
 def test_writes_are_recorded_in_the_same_transaction(client: TestClient) -> None:
