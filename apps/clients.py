@@ -13,7 +13,7 @@ from fhir_server.auth.admin import add_client
 if TYPE_CHECKING:  # typing only: apps reach storage through the auth feature
     from fhir_server.services import Services
     from fhir_server.settings import Settings
-    from fhir_server.storage.sqlite.auth import AuthStore
+    from fhir_server.storage.contract import AuthTables
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ APPS = (
 )  # fmt: skip
 
 
-def register(auth: AuthStore, origins: list[str]) -> str:
+def register(auth: AuthTables, origins: list[str]) -> str:
     """Register (or reset) both apps for pages served at `origins`; a line for the console."""
     for app in APPS:
         uris = [f"{o.rstrip('/')}/apps/{app.page}" for o in origins]

@@ -78,7 +78,6 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
     from .consultation import demo as consultation_demo
     from .referral.demo import describe, load_if_empty, sign_ins
     from .referral.demo import load_demo as load_consortium
-    from .storage.features import has_features
 
     demo = load_if_empty(services) if only_if_empty else load_consortium(services)
     if demo is None:
@@ -88,8 +87,6 @@ def load_demo(services: Services, only_if_empty: bool = False) -> str | None:
         or f"http://{services.settings.host}:{services.settings.port}/fhir"
     )
     consultations = consultation_demo.describe(consultation_demo.load(services, ctx))
-    if not has_features(services.store):  # no SMART tables to sign in with (storage/features)
-        return f"{describe(demo)}\n{consultations}"
     users = [*sign_ins(), *consultation_demo.sign_ins()]
     lines = [describe(demo), consultations, register_demo(services.features["auth"].store, users)]
     lines += [plugin.demo(services) for plugin in plugins() if plugin.demo]

@@ -185,10 +185,10 @@ def _auth_commands(sub: Any) -> None:
 
 def _auth(settings: Settings, args: argparse.Namespace) -> int:
     from .auth import admin
-    from .storage.features import AuthStore, SqliteStore
+    from .storage.select import open_store
 
-    store = SqliteStore(settings.database, settings.lock_timeout_seconds)
-    auth = AuthStore(store)
+    store = open_store(settings)
+    auth = store.auth
     try:
         out: Any
         if args.command == "launch":
@@ -228,7 +228,13 @@ def _serve(settings: Settings) -> int:
 
 def _backup_or_restore(command: str, database: Path, path: Path) -> int:
     from .storage.features import BackupError, backup, restore
+    from .storage.select import mongo_url
 
+    if mongo_url(database) is not None:
+        print(f"fhir-server {command}: copies a SQLite database file; back up and restore a "
+              "MongoDB database with MongoDB's tools: mongodump --uri URL --out DIR, "
+              "mongorestore --uri URL DIR (README, MongoDB)", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         if command == "backup":
             size = backup(database, path)
@@ -313,14 +319,14 @@ def _audit_verify(settings: Settings) -> int:
     """Exit 0 with "ok: R records, E AuditEvents" when the trail holds, 1 naming the first
     break."""
     from .audit.chain import verify
-    from .storage.features import SqliteStore
+    from .storage.select import mongo_url, open_store
 
-    if not settings.database.exists():
+    if mongo_url(settings.database) is None and not settings.database.exists():
         print(f"error: no database at {settings.database}", file=sys.stderr)
         return 2
-    store = SqliteStore(settings.database, settings.lock_timeout_seconds)
+    store = open_store(settings)
     try:
-        found = verify(store.reader().conn)
+        found = verify(store.audit)
     finally:
         store.close()
     if found.broken is not None:

@@ -38,6 +38,7 @@ from fhir_server.interactions.write import save
 from fhir_server.serve import uvicorn_config
 from fhir_server.services import LiveParts, Parts, Services
 from fhir_server.settings import Settings
+from fhir_server.storage.contract import AuditTables
 from fhir_server.storage.select import open_store
 
 DATA = Path(__file__).parent / "data"
@@ -89,6 +90,12 @@ def copy_database(source: Path, path: Path) -> Path:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     shutil.copyfile(source, path)
     return path
+
+
+def audit_tables(db: Path) -> AuditTables:
+    """The audit chain of the SQLite database at `db` as `audit verify` reads it (its
+    connections close when the result is dropped)."""
+    return open_store(Settings(database=db)).audit
 
 
 def seed(client: TestClient, resources: list[dict[str, Any]]) -> None:

@@ -17,13 +17,14 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import make_services
+from conftest import audit_tables, make_services
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
 from fhir_server.audit.chain import verify
 from fhir_server.audit.event import INDEXED, versions
 from fhir_server.audit.record import encode
+from fhir_server.errors import FhirError, error
 from fhir_server.search.index import index_rows
 from fhir_server.services import Parts
 
@@ -134,6 +135,34 @@ def records(client: TestClient) -> list[dict[str, Any]]:
     with sqlite3.connect(_db(client)) as conn:
         rows = conn.execute("SELECT record FROM audit_record ORDER BY seq").fetchall()
     return [orjson.loads(r[0]) for r in rows]
+
+
+def test_reads_whose_chaining_failed_are_chained_at_the_next_run(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's transaction fails (a lock timeout; on MongoDB another process moved the
+    chain head): the reads it was chaining are kept and chained by the next run."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+    trail = services.features["audit"]
+    trail._stop.set()  # no background runs: this test runs the writer itself
+    trail._wake.set()
+    trail._thread.join()
+    pid = patient(client)
+    trail.flush()
+    before = len(records(client))
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+    def fail(*args: Any) -> None:
+        raise error(503, "transient", "the chain head moved")
+
+    with monkeypatch.context() as m:
+        m.setattr(services.store.audit, "append", fail)
+        with pytest.raises(FhirError):
+            trail.flush()
+    assert len(records(client)) == before
+    trail.flush()
+    [read] = records(client)[before:]
+    assert read["do"] == "read" and read["targets"] == [{"what": f"Patient/{pid}/_history/1"}]
 
 
 def test_writes_are_recorded_in_the_same_transaction(client: TestClient) -> None:
@@ -296,7 +325,7 @@ def test_clients_cannot_write_audit_events(client: TestClient, method: str) -> N
     count = len(made)  # the refusal was audited too (outcome 4)
     wanted = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
     assert [subtype(e) for e in made if e["outcome"] == "4"] == [wanted]
-    found = verify(sqlite3.connect(_db(client)))
+    found = verify(audit_tables(_db(client)))
     assert (found.events, found.broken) == (count, None)
 
 
@@ -408,7 +437,7 @@ def test_chain_finds_an_edited_record(client: TestClient) -> None:
             "WHERE seq = 2", (pid, "Patient/someone-else")
         )  # fmt: skip
     _rewrite(db, record["id"] + "-1", pid, "Patient/someone-else")
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 1 and found.broken is not None
     assert found.broken.startswith("record seq 2: hash mismatch")
 
@@ -420,10 +449,10 @@ def test_chain_finds_a_deleted_audit_event_and_a_deleted_record(client: TestClie
     with sqlite3.connect(db) as conn:
         for table in ("history", "resource"):
             conn.execute(f"DELETE FROM {table} WHERE type = 'AuditEvent' AND id = ?", (rid,))
-    assert verify(sqlite3.connect(db)).broken == f"record seq 3: AuditEvent/{rid} is missing"
+    assert verify(audit_tables(db)).broken == f"record seq 3: AuditEvent/{rid} is missing"
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM audit_record WHERE seq = 3")
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 2 and found.broken is not None and "seq 4" in found.broken
 
 
@@ -435,7 +464,7 @@ def test_chain_finds_reordered_records(client: TestClient) -> None:
                                    (s,)).fetchone() for s in (2, 3))  # fmt: skip
         conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 2", three)
         conn.execute("UPDATE audit_record SET record = ?, hash = ? WHERE seq = 3", two)
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.records == 1 and found.broken is not None
     assert "seq 2" in found.broken and "hash mismatch" in found.broken
 
@@ -448,7 +477,7 @@ def test_chain_finds_an_inserted_audit_event(client: TestClient) -> None:
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) "
             "VALUES ('AuditEvent', 'forged', 1, '2020-01-01T00:00:00Z', 0, 'POST', '{}')"
         )
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert found.broken == "AuditEvent/forged/_history/1 is stored but not in the chain"
 
 
@@ -475,7 +504,7 @@ def test_a_restart_expands_the_records_a_crash_left_pending(
         trail._thread.join()
         c.app.state.services.hooks.on_close.remove(trail.close)  # type: ignore[attr-defined]
         pid = patient(c)
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.records, found.events, found.pending, found.broken) == (1, 0, 1, None)
     again = make_services(db, parts)
     with TestClient(build_app(again.settings, again)):
@@ -484,7 +513,7 @@ def test_a_restart_expands_the_records_a_crash_left_pending(
             time.sleep(0.05)
         [event] = stored_events(db)
     assert subtype(event) == "create" and whats(event, "1") == [f"Patient/{pid}"]
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.pending, found.broken) == (0, None) and found.events >= 1
 
 
@@ -512,10 +541,10 @@ def test_the_trail_continues_a_schema_4_chain(client: TestClient) -> None:
         data, link = conn.execute("SELECT record, hash FROM audit_record WHERE seq = 1").fetchone()
     assert first["do"] == "create"
     assert link == hashlib.sha256(bytes.fromhex(digest) + data).hexdigest()
-    found = verify(sqlite3.connect(db))
+    found = verify(audit_tables(db))
     assert (found.events, found.broken) == (2, None)
     _rewrite(db, "old-1", '"outcome":"0"', '"outcome":"4"')
-    broken = verify(sqlite3.connect(db)).broken
+    broken = verify(audit_tables(db)).broken
     assert broken is not None and broken.startswith("seq 1 (AuditEvent/old-1/_history/1)")
 
 

@@ -8,13 +8,12 @@ with PKCE S256, signed in through the login form."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import copy_database, make_services
+from conftest import audit_tables, copy_database, make_services
 from fastapi.testclient import TestClient
 from joserfc.jwk import RSAKey
 from smart import (
@@ -268,7 +267,7 @@ def test_sign_in_and_token_events_are_audited_in_the_chain(audited: TestClient) 
     assert revoked.status_code == 200
     (logout,) = security_events(audited, "token-revoked")
     assert {"system": DCM, "code": "110123", "display": "Logout"} in logout["subtype"]
-    found = verify(sqlite3.connect(_db(audited)))
+    found = verify(audit_tables(_db(audited)))
     assert found.broken is None and found.events == len(events(audited))
 
 

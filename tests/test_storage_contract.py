@@ -31,11 +31,14 @@ BACKENDS = ["sqlite", "mongomock"] + (["mongodb"] if MONGODB_URL else [])
 DATA = Path(__file__).parent / "data"
 
 
-def _mongo_services(kind: str, parts: Parts, tmp: Path) -> tuple[Services, Callable[[], None]]:
+def _mongo_services(
+    kind: str, parts: Parts, tmp: Path, **settings: Any
+) -> tuple[Services, Callable[[], None]]:
     pytest.importorskip("pymongo")
     from fhir_server.storage.mongo import MongoStore
 
-    config = Settings(database=tmp / "unused.db", auth="off", audit=False, demo_on_empty=False)
+    chosen = {"auth": "off", "audit": False, "demo_on_empty": False, **settings}
+    config = Settings(database=tmp / "unused.db", **chosen)
     name = f"fhir_test_{uuid.uuid4().hex[:12]}"
     if kind == "mongomock":
         mongomock = pytest.importorskip("mongomock")
@@ -44,17 +47,21 @@ def _mongo_services(kind: str, parts: Parts, tmp: Path) -> tuple[Services, Calla
         from pymongo import MongoClient
 
         assert MONGODB_URL is not None
-        store = MongoStore(MongoClient(MONGODB_URL), name)
+        store = MongoStore(MongoClient(MONGODB_URL), name, chained=config.audit)
     client = store.client
     return Services(config, store, LiveParts(parts, config)), lambda: client.drop_database(name)
 
 
-def open_backend(kind: str, parts: Parts, tmp: Path) -> tuple[TestClient, Callable[[], None]]:
+def open_backend(
+    kind: str, parts: Parts, tmp: Path, **settings: Any
+) -> tuple[TestClient, Callable[[], None]]:
+    """A client of the app on backend `kind`; by default with auth and audit off."""
     if kind == "sqlite":
-        services = make_services(tmp / f"{uuid.uuid4().hex}.db", parts, audit=False)
+        chosen = {"audit": False, **settings}
+        services = make_services(tmp / f"{uuid.uuid4().hex}.db", parts, **chosen)
         done: Callable[[], None] = lambda: None  # noqa: E731
     else:
-        services, done = _mongo_services(kind, parts, tmp)
+        services, done = _mongo_services(kind, parts, tmp, **settings)
     client = TestClient(build_app(services.settings, services), raise_server_exceptions=False)
     client.__enter__()
 

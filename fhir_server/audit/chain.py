@@ -12,7 +12,6 @@ that chain, and verify checks both."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,17 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..storage.contract import Session
-from ..storage.features import (
-    append_records,
-    audit_event_count,
-    chained,
-    record_head,
-    records,
-    sqlite_session,
-    stored_event,
-    unchained_events,
-)
+from ..storage.contract import AuditTables, Session
 from .event import expand
 from .record import Record, encode
 
@@ -47,12 +36,13 @@ class Appended:
     record: Record
 
 
-def append(session: Session, made: Iterable[Record], pending: bool) -> list[Appended]:
+def append(
+    tables: AuditTables, session: Session, made: Iterable[Record], pending: bool
+) -> list[Appended]:
     """Chain records after the current head, inside the write transaction (so the head
     cannot move meanwhile; only SHA-256 runs under the lock). `pending`: their AuditEvents
     are still to be expanded (the writer does it after the commit)."""
-    sqlite = sqlite_session(session, "the audit trail")
-    head = record_head(sqlite)
+    head = tables.head(session)
     seq, previous = (head[0], bytes.fromhex(head[1])) if head else (0, GENESIS)
     rows: list[tuple[int, bytes, str]] = []
     out: list[Appended] = []
@@ -63,7 +53,7 @@ def append(session: Session, made: Iterable[Record], pending: bool) -> list[Appe
         rows.append((seq, data, previous.hex()))
         out.append(Appended(seq, previous.hex(), record))
     if rows:
-        append_records(sqlite, rows, time.time() if pending else None)
+        tables.append(session, head, rows, time.time() if pending else None)
     return out
 
 
@@ -78,14 +68,14 @@ class Verified:
     broken: str | None
 
 
-def verify(conn: sqlite3.Connection) -> Verified:
+def verify(tables: AuditTables) -> Verified:
     """Check the schema-4 links, then every record's link and the AuditEvents expanded from it;
     last, that no AuditEvent is stored that neither names."""
-    old, previous, broken = _verify_links(conn)
+    old, previous, broken = _verify_links(tables)
     if broken is not None:
         return Verified(0, old, 0, broken)
     count = events = pending = 0
-    for (seq, data, digest), waiting in records(conn):
+    for (seq, data, digest), waiting in tables.records():
         name = f"record seq {seq}"
         if seq != count + 1:
             return Verified(count, old + events, pending, f"{name}: expected seq {count + 1}; "
@@ -99,21 +89,21 @@ def verify(conn: sqlite3.Connection) -> Verified:
             pending += 1
             continue
         for event in expand(orjson.loads(data)):
-            broken = _check_event(conn, event)
+            broken = _check_event(tables, event)
             if broken is not None:
                 return Verified(count, old + events, pending, f"{name}: {broken}")
             events += 1
-    stored = audit_event_count(conn)
+    stored = tables.event_count()
     if stored != old + events:
-        extra = _unnamed(conn)
+        extra = _unnamed(tables)
         return Verified(count, old + events, pending, f"{extra} is stored but not in the chain")
     return Verified(count, old + events, pending, None)
 
 
-def _check_event(conn: sqlite3.Connection, event: dict[str, Any]) -> str | None:
+def _check_event(tables: AuditTables, event: dict[str, Any]) -> str | None:
     """Why the stored AuditEvent differs from its expansion `event`, or None."""
     name = f"AuditEvent/{event['id']}"
-    found = stored_event(conn, event["id"])
+    found = tables.stored_event(event["id"])
     if found is None:
         return f"{name} is missing"
     history_json, json, version, deleted = found
@@ -129,21 +119,21 @@ def _check_event(conn: sqlite3.Connection, event: dict[str, Any]) -> str | None:
     return None
 
 
-def _unnamed(conn: sqlite3.Connection) -> str:
+def _unnamed(tables: AuditTables) -> str:
     """The first stored AuditEvent version that neither the schema-4 chain nor a record
     names (found the slow way: only when the counts disagree)."""
-    named = {e["id"] for (_, data, _), _ in records(conn) for e in expand(orjson.loads(data))}
-    for rid, version in unchained_events(conn):
+    named = {e["id"] for (_, data, _), _ in tables.records() for e in expand(orjson.loads(data))}
+    for rid, version in tables.unchained_events():
         if version != 1 or rid not in named:
             return f"AuditEvent/{rid}/_history/{version}"
     return "an AuditEvent"
 
 
-def _verify_links(conn: sqlite3.Connection) -> tuple[int, bytes, str | None]:
+def _verify_links(tables: AuditTables) -> tuple[int, bytes, str | None]:
     """The schema-4 chain: (events checked, the last hash, the first broken link or None);
     hash_n = SHA-256(hash_{n-1} || RFC 8785 JSON of AuditEvent n)."""
     previous, count = GENESIS, 0
-    for (seq, rtype, rid, version, digest), history_json, json, deleted in chained(conn):
+    for (seq, rtype, rid, version, digest), history_json, json, deleted in tables.chained():
         name = f"seq {seq} ({rtype}/{rid}/_history/{version})"
         if seq != count + 1:
             return count, previous, f"{name}: expected seq {count + 1}; links are missing"

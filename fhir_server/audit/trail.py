@@ -28,7 +28,6 @@ from ..interactions.hooks import Access, Commit, SecurityEvent, transaction
 from ..model.resource import now
 from ..services import Services
 from ..storage.contract import Session, Stored, Version
-from ..storage.features import sqlite_session, stale_pending, take_pending
 from . import record
 from .chain import Appended, append
 from .event import versions
@@ -86,7 +85,7 @@ class Trail:
             made = [prepared.record]
         else:  # the bundle was redone under the lock, or no bulk write
             made = self._write_records(session, commit.ctx, commit.bundle, writes)
-        self._pending(append(session, made, pending=True))
+        self._pending(append(self.services.store.audit, session, made, pending=True))
 
     def _write_records(
         self, session: Session, ctx: RequestContext, bundle: str | None, writes: list[Stored]
@@ -113,7 +112,8 @@ class Trail:
         effort (BALP): a failure to audit is logged and does not fail the sign-in."""
         try:
             with transaction(self.services) as session:
-                appended = append(session, [record.security(event, now())], pending=True)
+                made = [record.security(event, now())]
+                appended = append(self.services.store.audit, session, made, pending=True)
             self._pending(appended)
         except Exception:  # noqa: BLE001 - see the docstring
             log.exception("audit: the security event %s could not be written", event.kind)
@@ -179,15 +179,22 @@ class Trail:
 
     def _chain_accesses(self) -> None:
         """Records of the queued accesses, built outside the lock, chained in one transaction
-        per `batch`."""
+        per `batch`; a transaction that fails (a lock timeout, a concurrent writer moved the
+        chain head) puts its accesses back for the next run."""
         while self._accesses:
+            taken: list[tuple[float, Access]] = []
             made: list[record.Record] = []
             while self._accesses and len(made) < self.batch:
                 at, access = self._accesses.popleft()
+                taken.append((at, access))
                 made.append(record.access(access, record.instant(at), self.patients))
                 _pause(len(made))
-            with transaction(self.services) as session:
-                appended = append(session, made, pending=True)
+            try:
+                with transaction(self.services) as session:
+                    appended = append(self.services.store.audit, session, made, pending=True)
+            except BaseException:
+                self._accesses.extendleft(reversed(taken))
+                raise
             self._pending(appended)
 
     def _expand(self, due: Any) -> int:
@@ -207,8 +214,7 @@ class Trail:
     def _expand_stale(self, before: float) -> int:
         """Expand the records pending in the database since before `before`: left by a
         process that died (or by another that is far behind)."""
-        reader = sqlite_session(self.services.store.reader(), "the audit trail")
-        rows = stale_pending(reader.conn, before, 100 * self.batch)
+        rows = self.services.store.audit.stale_pending(before, 100 * self.batch)
         pending = deque(Appended(seq, digest, orjson.loads(data)) for seq, data, digest in rows)
         done = 0
         while pending:
@@ -236,7 +242,7 @@ class Trail:
             _pause(n)
         wanted = {a.seq: a.hash for a in pending if a.seq in expanded}
         with transaction(self.services) as session:
-            taken = take_pending(sqlite_session(session, "the audit trail"), wanted)
+            taken = self.services.store.audit.take_pending(session, wanted)
             session.save_many([(None, v) for seq in taken for v in expanded[seq]])
         return len(taken)
 

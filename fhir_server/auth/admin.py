@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..policy.decide import BREAK_GLASS_ROLE, ROLES
-from ..storage.features import AuthStore
+from ..storage.contract import AuthTables
 from .scopes import DEFAULT_APP_SCOPES, DEFAULT_BACKEND_SCOPES
 from .secrets import hash_secret, new_token, token_hash
 
@@ -23,7 +23,7 @@ class AdminError(ValueError):
 
 
 def add_client(
-    auth: AuthStore,
+    auth: AuthTables,
     client_id: str,
     redirect_uris: list[str],
     secret: str | None = None,
@@ -110,7 +110,7 @@ def _bare_origin(value: str) -> bool:
 
 
 def add_user(
-    auth: AuthStore,
+    auth: AuthTables,
     username: str,
     password: str,
     fhir_user: str,
@@ -140,7 +140,7 @@ def add_user(
 
 
 def create_launch(
-    auth: AuthStore,
+    auth: AuthTables,
     client_id: str,
     username: str,
     patient: str | None = None,

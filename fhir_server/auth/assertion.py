@@ -12,7 +12,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from ..storage.features import AuthStore
+from ..storage.contract import AuthTables
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART Backend Services: the server validates RS384 and/or ES384 (we take both)
@@ -31,7 +31,7 @@ class Replayed(AssertionError_):
     """An assertion whose jti was used before (RFC 7523 §3: replay): a security event."""
 
 
-def verify(store: AuthStore, assertion: str, token_url: str) -> dict[str, Any]:
+def verify(store: AuthTables, assertion: str, token_url: str) -> dict[str, Any]:
     """The client the assertion authenticates, or AssertionError_ saying why not."""
     try:
         compact = jws.extract_compact(assertion.encode())

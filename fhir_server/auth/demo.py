@@ -3,7 +3,7 @@ that a token can be had on a fresh demo server (README, Security). Never for rea
 
 from __future__ import annotations
 
-from ..storage.features import AuthStore
+from ..storage.contract import AuthTables
 from .admin import add_client, add_user
 
 #: the one password of every demo user: printed on the console and in the README
@@ -13,7 +13,7 @@ DEMO_REDIRECT = "http://127.0.0.1:9000/callback"
 DEMO_SCOPES = "openid fhirUser launch launch/patient patient/*.rs user/*.rs offline_access"
 
 
-def register_demo(auth: AuthStore, users: list[tuple[str, str]]) -> str:
+def register_demo(auth: AuthTables, users: list[tuple[str, str]]) -> str:
     """Register (or reset) the sample app and the users given as (username, fhirUser); one
     line for the console saying how to sign in."""
     add_client(

@@ -11,13 +11,13 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from ..storage.features import AuthStore
+from ..storage.contract import AuthTables
 
 ID_TOKEN_SECONDS = 3600
 
 
 class Keys:
-    def __init__(self, store: AuthStore) -> None:
+    def __init__(self, store: AuthTables) -> None:
         self.store = store
         self._key: RSAKey | None = None
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..interactions.hooks import SecurityEvent
 from ..services import Services
-from ..storage.features import AuthStore, sqlite_store
+from ..storage.contract import AuthTables
 from . import admin, assertion, pages
 from .cache import PrincipalCache
 from .keys import Keys
@@ -77,10 +77,9 @@ class Auth:
         self.principals = PrincipalCache(services.settings.token_cache_seconds)
 
     @cached_property
-    def store(self) -> AuthStore:
-        """Opened on first use: a database without the tables (storage/features.py) serves
-        with auth off until something asks for them."""
-        return AuthStore(sqlite_store(self.services.store, "SMART authorization"))
+    def store(self) -> AuthTables:
+        """The database's authorization tables (storage/contract.py AuthTables)."""
+        return self.services.store.auth
 
     @cached_property
     def keys(self) -> Keys:

@@ -9,10 +9,12 @@ lookups and search from the query AST (`Session.match_ids`, `Session.search`,
 $everything's compartment walk and the referral statistics (the block so named in `Session`),
 the consortium rule's patient-set narrowing (`Clause.patients`, inside `Session.search`).
 
-SQLite only for now (`features.py`; MongoDB answers 501 or refuses to start): the SMART
-authorization tables, the audit trail's hash chain, Bulk Data export jobs, the HL7 v2 inbox,
-`backup`/`restore`, R4 Subscriptions (their owners and websocket events), so a MongoDB server
-runs with `auth=off` and `audit=false` until those move behind this contract too.
+Also in every backend: the SMART authorization tables (`Store.auth`, `AuthTables`) and the
+audit trail's hash chain (`Store.audit`, `AuditTables`).
+
+SQLite only for now (`features.py`; MongoDB answers 501): Bulk Data export jobs, the HL7 v2
+inbox, R4 Subscriptions (their owners and websocket events). `backup`/`restore` copy a SQLite
+file; a MongoDB database is backed up with MongoDB's own tools (mongodump, README).
 
 The value types (`Stored`, `Version`, `IndexRows`) are plain data and belong to no backend;
 they live in sqlite/store.py for now and are named here so callers need not know that.
@@ -20,6 +22,7 @@ they live in sqlite/store.py for now and are named here so callers need not know
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,7 +35,17 @@ from .sqlite.store import IndexRows, Stored, Version
 if TYPE_CHECKING:
     from .sqlite.inbox import Inbox
 
-__all__ = ["IndexRows", "Page", "Row", "Session", "Store", "Stored", "Version"]
+__all__ = [
+    "AuditTables",
+    "AuthTables",
+    "IndexRows",
+    "Page",
+    "Row",
+    "Session",
+    "Store",
+    "Stored",
+    "Version",
+]
 
 #: a backend's handle on a resource's current row (SQLite: rid; MongoDB: "type/id"); opaque
 #: above storage, handed back to `save` for an update
@@ -174,4 +187,156 @@ class Store(Protocol):
     @property
     def inbox(self) -> Inbox:
         """The integrations' inbox (HL7 v2): SQLite only for now."""
+        ...
+
+    # --- the authorization server's tables and the audit chain (every backend) ------------
+
+    @property
+    def auth(self) -> AuthTables: ...
+
+    @property
+    def audit(self) -> AuditTables: ...
+
+
+# --- the SMART authorization tables and the audit trail (every backend; issue 17) ----------
+
+
+class AuthTables(Protocol):
+    """The authorization server's state (fhir_server/auth): clients, users, one-time codes and
+    launch values, tokens, used assertion ids, the signing key and failed logins. Rows hold
+    JSON-able dicts the auth package defines; secrets and token values arrive hashed. Each
+    call stands alone: single-use grants and refresh rotation are atomic in themselves."""
+
+    def put_client(self, client_id: str, data: dict[str, Any]) -> None:
+        """Register or replace a client."""
+        ...
+
+    def client(self, client_id: str) -> dict[str, Any] | None: ...
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Every client, by client_id."""
+        ...
+
+    def remove_client(self, client_id: str) -> bool:
+        """Remove a client and revoke its tokens; False if there was no such client."""
+        ...
+
+    def put_user(self, username: str, data: dict[str, Any]) -> None: ...
+
+    def user(self, username: str) -> dict[str, Any] | None: ...
+
+    def put_grant(
+        self, table: str, key: str, client_id: str, data: dict[str, Any], expires_at: float
+    ) -> None:
+        """Keep a one-time grant: `table` is "auth_code" or "auth_launch"."""
+        ...
+
+    def take_grant(
+        self, table: str, key: str, now: float, consume: bool = True
+    ) -> dict[str, Any] | None:
+        """The unexpired grant with its client_id, deleted as it is read (single use: of two
+        concurrent takers one gets None) unless `consume` is false."""
+        ...
+
+    def put_token(
+        self, key: str, client_id: str, kind: str, data: dict[str, Any], expires_at: float
+    ) -> None: ...
+
+    def token(self, key: str) -> tuple[str, str, dict[str, Any], float, bool] | None:
+        """(client_id, kind, data, expires_at, revoked) of a token by its hash."""
+        ...
+
+    def revoke_token(self, key: str, client_id: str | None = None) -> bool:
+        """Revoke a live token (only the client's own when client_id is given) and every
+        token of its grant (`data["grant"]`; RFC 7009 §2.1)."""
+        ...
+
+    def rotate_refresh(self, key: str, now: float) -> tuple[str, dict[str, Any]] | None:
+        """Use a live refresh token once: revoke it, return (client_id, data)."""
+        ...
+
+    def use_jti(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record an assertion id; False if it was seen before and has not yet expired."""
+        ...
+
+    def signing_key(self, make: Callable[[], tuple[str, str]]) -> tuple[str, str]:
+        """(kid, private JWK JSON) of the id_token key; `make()` creates one on first use
+        (every process ends up with the same one)."""
+        ...
+
+    def failures(self, who: list[str], since: float) -> int:
+        """The most failed logins any of `who` had since the instant."""
+        ...
+
+    def fail(self, who: list[str], at: float, forget_before: float) -> None: ...
+
+    def patients_of(self, organization_id: str, limit: int = 200) -> list[tuple[str, str]]:
+        """(Patient/id, display name) of current Patients whose managingOrganization is the
+        organization (search parameter `organization`), by id."""
+        ...
+
+
+#: one audit record as stored: (seq, record bytes, hash hex)
+AuditRow = tuple[int, bytes, str]
+#: one link of SQLite's schema-4 chain (AuditEvents chained one by one): (seq, type, id,
+#: version, hash)
+AuditLink = tuple[int, str, str, int, str]
+
+
+class AuditTables(Protocol):
+    """The audit trail's hash chain (fhir_server/audit/chain.py): records in seq order, which
+    of them are not expanded into AuditEvents yet, and the reads `audit verify` makes. The
+    writes run inside a write session (`session`), so a record commits with its change; the
+    chain head must not move under a writer: SQLite's single writer sees to it, MongoDB
+    compares and sets a head document in the same transaction."""
+
+    def head(self, session: Session) -> tuple[int, str] | None:
+        """(seq, hash) of the last record; seq 0 and the last schema-4 hash when only that
+        chain exists; None for an empty trail."""
+        ...
+
+    def append(
+        self,
+        session: Session,
+        head: tuple[int, str] | None,
+        rows: list[AuditRow],
+        pending_since: float | None,
+    ) -> None:
+        """Store chained records after `head` (as `head()` answered in this session), moving
+        the head to the last; with `pending_since`, as not expanded yet. A head that moved
+        meanwhile (another writer) fails the write (503, retry) instead of forking the chain."""
+        ...
+
+    def take_pending(self, session: Session, wanted: dict[int, str]) -> list[int]:
+        """Of the records `wanted` (seq -> hash), those still pending with that very hash,
+        marked expanded in this transaction (so each is expanded once)."""
+        ...
+
+    def stale_pending(self, before: float, limit: int) -> list[AuditRow]:
+        """Records pending since before `before` (their writer died or fell behind), oldest
+        first."""
+        ...
+
+    def records(self) -> Iterator[tuple[AuditRow, bool]]:
+        """Every record in seq order, and whether it is still pending."""
+        ...
+
+    def stored_event(
+        self, rid: str
+    ) -> tuple[bytes | None, bytes | None, int | None, int | None] | None:
+        """An AuditEvent's first version's JSON as stored, and its current (JSON, version,
+        deleted); None when no such version is stored."""
+        ...
+
+    def event_count(self) -> int:
+        """AuditEvent versions stored, of every kind."""
+        ...
+
+    def unchained_events(self) -> Iterator[tuple[str, int]]:
+        """AuditEvent versions (id, version) the schema-4 chain does not name, oldest first."""
+        ...
+
+    def chained(self) -> Iterator[tuple[AuditLink, bytes | None, bytes | None, int | None]]:
+        """Every schema-4 link with the JSON of the version it names and the current row's
+        JSON and deleted flag (None when missing); nothing on a backend without that chain."""
         ...

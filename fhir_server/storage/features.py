@@ -7,18 +7,6 @@ from __future__ import annotations
 from ..errors import FhirError, error
 from .contract import Session, Store
 from .sqlite import export, subscriptions
-from .sqlite.audit import (
-    append_records,
-    audit_event_count,
-    chained,
-    record_head,
-    records,
-    stale_pending,
-    stored_event,
-    take_pending,
-    unchained_events,
-)
-from .sqlite.auth import AuthStore
 from .sqlite.backup import BackupError, backup, restore
 from .sqlite.export import ExportJobs, Job
 from .sqlite.inbox import Inbox
@@ -27,7 +15,6 @@ from .sqlite.store import Session as SqliteSession
 from .sqlite.store import SqliteStore
 
 __all__ = [
-    "AuthStore",
     "BackupError",
     "ExportJobs",
     "Inbox",
@@ -35,15 +22,6 @@ __all__ = [
     "Job",
     "SqliteSession",
     "SqliteStore",
-    "append_records",
-    "audit_event_count",
-    "chained",
-    "record_head",
-    "records",
-    "stale_pending",
-    "stored_event",
-    "take_pending",
-    "unchained_events",
     "backup",
     "has_features",
     "export",

@@ -4,9 +4,11 @@ operator sees them with `db.Patient.getIndexes()` (README, MongoDB)."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import CollectionInvalid
 
 from ...spec import RESOURCE_TYPES
 
@@ -61,9 +63,34 @@ HISTORY_INDEXES = [
 ]
 
 
+#: the authorization tables (auth.py) and the audit chain (audit.py), beside their `_id`s:
+#: a grant's tokens revoked together, a client's tokens on removal, the expired rows swept,
+#: failed logins counted per name, the records waiting to be expanded
+AUTH_AUDIT_INDEXES = {
+    "auth_token": [
+        IndexModel([("grant", ASCENDING)], name="grant"),
+        IndexModel([("client_id", ASCENDING)], name="client"),
+    ],
+    "auth_code": [IndexModel([("expires_at", ASCENDING)], name="expires")],
+    "auth_launch": [IndexModel([("expires_at", ASCENDING)], name="expires")],
+    "auth_jti": [IndexModel([("expires_at", ASCENDING)], name="expires")],
+    "auth_failure": [
+        IndexModel([("who", ASCENDING), ("at", ASCENDING)], name="who_at"),
+        IndexModel([("at", ASCENDING)], name="at"),
+    ],
+    "audit_record": [IndexModel([("pending", ASCENDING)], name="pending", sparse=True)],
+}
+
+
 def create(db: Database[dict[str, Any]]) -> None:
-    """Every resource type's collection and the history, with their indexes."""
+    """Every resource type's collection and the history, the authorization tables and the
+    audit chain, with their indexes."""
     models = resource_indexes()
     for rtype in sorted(RESOURCE_TYPES):
         db[rtype].create_indexes(models)
     db["history"].create_indexes(HISTORY_INDEXES)
+    for name, extra in AUTH_AUDIT_INDEXES.items():
+        db[name].create_indexes(extra)
+    # written first inside a transaction, where a sharded cluster cannot create a collection
+    with suppress(CollectionInvalid):  # it exists (made by another process meanwhile)
+        db.create_collection("audit_head")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from bson.binary import Binary
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from ..sqlite.inbox import Inbox
+    from .audit import MongoAudit
+    from .auth import MongoAuth
 
 HISTORY = "history"
 META = "meta"
@@ -353,11 +356,17 @@ class MongoStore:
 
     kind = "mongodb"
 
-    def __init__(self, client: MongoClient[dict[str, Any]], name: str) -> None:
+    def __init__(
+        self, client: MongoClient[dict[str, Any]], name: str, chained: bool = False
+    ) -> None:
+        """`chained`: the audit trail is on, so every write transaction moves its chain head
+        (audit.py); this process's writers then take turns, as on SQLite's one writer,
+        instead of conflicting there and answering 503 (other processes' still may)."""
         self.client = client
         self.db: Database[dict[str, Any]] = client[name]
         self._lock = threading.Lock()
         self.transactions = self._supports_transactions()
+        self._serial = chained or not self.transactions
         indexes.create(self.db)
 
     @classmethod
@@ -367,18 +376,13 @@ class MongoStore:
         from pymongo import MongoClient
         from pymongo.uri_parser import parse_uri
 
-        if settings.auth != "off" or settings.audit:
-            raise SystemExit(
-                "the MongoDB backend runs with auth=off and audit=false for now: the "
-                "authorization tables and the audit chain are SQLite-only (README, MongoDB)"
-            )
         name = parse_uri(url).get("database") or "fhir"
         timeout = int(settings.lock_timeout_seconds * 1000)
         client: MongoClient[dict[str, Any]] = MongoClient(
             url, serverSelectionTimeoutMS=timeout, appname="fhir-server"
         )
         try:
-            store = cls(client, name)
+            store = cls(client, name, chained=settings.audit)
         except PyMongoError as exc:
             client.close()
             raise SystemExit(f"MongoDB does not answer at {url}: {exc}") from None
@@ -413,11 +417,17 @@ class MongoStore:
     @contextmanager
     def write(self) -> Iterator[MongoSession]:
         """One transaction on a replica set; without one, a process-wide lock keeps this
-        process's writers one at a time (the guard of conditional writes needs transactions)."""
-        if not self.transactions:
-            with self._lock:
+        process's writers one at a time (the guard of conditional writes needs transactions),
+        as it does with the audit chain on (`chained`)."""
+        with self._lock if self._serial else nullcontext():
+            if not self.transactions:
                 yield MongoSession(self, None)
-            return
+                return
+            with self._transaction() as session:
+                yield session
+
+    @contextmanager
+    def _transaction(self) -> Iterator[MongoSession]:
         with self.client.start_session() as s:
             try:
                 with s.start_transaction():
@@ -429,6 +439,20 @@ class MongoStore:
                 if any(exc.has_error_label(x) for x in labels) or _code(exc) == 112:
                     raise _conflict() from None
                 raise
+
+    @cached_property
+    def auth(self) -> MongoAuth:
+        """The SMART authorization tables (contract.AuthTables)."""
+        from .auth import MongoAuth
+
+        return MongoAuth(self.db)
+
+    @cached_property
+    def audit(self) -> MongoAudit:
+        """The audit trail's chain (contract.AuditTables)."""
+        from .audit import MongoAudit
+
+        return MongoAudit(self.db)
 
     @property
     def inbox(self) -> Inbox:

@@ -1,15 +1,17 @@
-"""Tables of the SMART authorization server (fhir_server/auth): clients, users, one-time codes
-and launch values, tokens, used assertion ids, the signing key and failed logins. Rows hold
-JSON the auth package defines; secrets arrive here already hashed."""
+"""Tables of the SMART authorization server in SQLite (contract.AuthTables): clients, users,
+one-time codes and launch values, tokens, used assertion ids, the signing key and failed
+logins. Rows hold JSON the auth package defines; secrets arrive here already hashed."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .store import SqliteStore
+if TYPE_CHECKING:
+    from .store import SqliteStore
 
 #: tables of one-time or expiring grants, keyed by the hash of the value handed out
 GRANT_TABLES = ("auth_code", "auth_launch")
@@ -142,14 +144,14 @@ class AuthStore:
                 return False
         return True
 
-    def signing_key(self, make: Any) -> tuple[str, str]:
+    def signing_key(self, make: Callable[[], tuple[str, str]]) -> tuple[str, str]:
         """(kid, private JWK JSON) of the id_token key; `make()` creates one on first use."""
         with self.store.write() as s:
             row = s.conn.execute("SELECT kid, private_jwk FROM auth_key LIMIT 1").fetchone()
             if row is None:
                 row = make()
                 s.conn.execute("INSERT INTO auth_key VALUES (?, ?)", row)
-        return row[0], row[1]
+        return str(row[0]), str(row[1])
 
     def failures(self, who: list[str], since: float) -> int:
         """The most failed logins any of `who` had since the instant."""
@@ -176,7 +178,7 @@ class AuthStore:
             "ORDER BY r.id LIMIT ?",
             (organization_id, limit),
         )
-        return [(f"Patient/{r[0]}", _name(orjson.loads(r[1]))) for r in rows]
+        return [(f"Patient/{r[0]}", display_name(orjson.loads(r[1]))) for r in rows]
 
     def _one(self, sql: str, key: str) -> dict[str, Any] | None:
         rows = self.store.reader().query(sql, (key,))
@@ -187,7 +189,7 @@ def _json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode()
 
 
-def _name(patient: dict[str, Any]) -> str:
+def display_name(patient: dict[str, Any]) -> str:
     for name in patient.get("name") or ():
         if name.get("text"):
             return str(name["text"])

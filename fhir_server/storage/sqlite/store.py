@@ -19,6 +19,8 @@ from ...errors import FhirError, error
 from .schema import CONFORMANCE_TYPES, INDEX_TABLES, MIGRATIONS, migrate
 
 if TYPE_CHECKING:
+    from .audit import SqliteAudit
+    from .auth import AuthStore
     from .inbox import Inbox
 
 IndexRows = dict[str, list[tuple[Any, ...]]]
@@ -357,6 +359,20 @@ class SqliteStore:
         from .inbox import Inbox
 
         return Inbox(self)
+
+    @cached_property
+    def auth(self) -> AuthStore:
+        """The SMART authorization tables (contract.AuthTables)."""
+        from .auth import AuthStore
+
+        return AuthStore(self)
+
+    @cached_property
+    def audit(self) -> SqliteAudit:
+        """The audit trail's chain (contract.AuditTables)."""
+        from .audit import SqliteAudit
+
+        return SqliteAudit(self)
 
     def reader(self) -> Session:
         conn = getattr(self._local, "conn", None)

@@ -1,0 +1,328 @@
+"""The SMART authorization server and the audit trail over REST on every backend available
+(tests/test_storage_contract.py says which): SQLite, MongoDB through mongomock, and a real
+MongoDB when FHIR_TEST_MONGODB_URL is set. The server runs with auth on and audit on.
+
+Expectations come from the specs: RFC 6749 (a code is used once, §4.1.2; refresh, §6), RFC
+7009 §2.1 (revoking a refresh token ends the grant's access tokens), RFC 7523 / SMART Backend
+Services (a `jti` is not accepted twice), SMART App Launch (a patient-scoped token reads that
+patient only), and the chain formula of security.md §4.2 (hash_n = SHA-256(hash_n-1 ||
+record_n), 32 zero bytes before the first), recomputed here by hand from the stored records."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import seed_services
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+from smart import (
+    BASE,
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    assertion,
+    auth_code,
+    auth_of,
+    drive,
+    hidden,
+    pkce,
+)
+from test_storage_contract import BACKENDS, open_backend
+
+from fhir_server import cli
+from fhir_server.audit.chain import verify
+from fhir_server.auth import admin
+from fhir_server.services import Parts
+
+SCOPE = "openid fhirUser launch/patient patient/*.rs offline_access"
+
+
+def _world() -> list[dict[str, Any]]:
+    """A hospital, its practitioner, two of its patients and one of another hospital's."""
+    out: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": "h1", "name": "Hospital One"},
+        {"resourceType": "Organization", "id": "h2", "name": "Hospital Two"},
+        {"resourceType": "PractitionerRole", "id": "dr1",
+         "organization": {"reference": "Organization/h1"}},
+    ]  # fmt: skip
+    for pid, org, family in (("p1", "h1", "Wang"), ("p2", "h1", "Li"), ("p3", "h2", "Zhao")):
+        out.append({"resourceType": "Patient", "id": pid, "name": [{"family": family}],
+                    "managingOrganization": {"reference": f"Organization/{org}"}})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> Any:
+    return RSAKey.generate_key(2048, {"kid": "k1"}, private=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def smart(
+    request: pytest.FixtureRequest, tmp_path: Path, parts: Parts, rsa_key: Any
+) -> Iterator[TestClient]:
+    """A server with auth and audit on: the world stored, a public app, a backend client
+    (system/*.cruds) and a practitioner registered through the store's AuthTables."""
+    c, close = open_backend(request.param, parts, tmp_path, auth="on", audit=True)
+    c.backend = request.param  # type: ignore[attr-defined]
+    services = c.app.state.services  # type: ignore[attr-defined]
+    seed_services(services, _world())
+    store = auth_of(c).store
+    admin.add_client(store, "pub", [REDIRECT], public=True)
+    jwks = {"keys": [rsa_key.as_dict(private=False)]}
+    admin.add_client(store, "emr", [], jwks=jwks, scope="system/*.cruds")
+    admin.add_user(store, "drwang", PASSWORD, "PractitionerRole/dr1")
+    yield c
+    close()
+
+
+def _code(c: TestClient, **extra: str) -> tuple[str, str]:
+    """(authorization code, PKCE verifier) for the public app, driven like a browser."""
+    verifier, challenge = pkce()
+    state = secrets.token_urlsafe(12)
+    params = {
+        "response_type": "code", "client_id": "pub", "redirect_uri": REDIRECT, "scope": SCOPE,
+        "state": state, "aud": BASE, "code_challenge": challenge,
+        "code_challenge_method": "S256", **extra,
+    }  # fmt: skip
+    return auth_code(drive(c, params, "drwang", "Patient/p1"), state), verifier
+
+
+def _exchange(c: TestClient, code: str, verifier: str) -> Any:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": "pub"}  # fmt: skip
+    return c.post("/auth/token", data=form)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _system_token(c: TestClient, key: Any) -> Any:
+    form = {
+        "grant_type": "client_credentials", "scope": "system/*.cruds",
+        "client_assertion_type": JWT_BEARER, "client_assertion": assertion(key, "RS384", "emr"),
+    }  # fmt: skip
+    return c.post("/auth/token", data=form)
+
+
+# --- the SMART authorization server -------------------------------------------------------
+
+
+def test_code_flow_refresh_and_revocation(smart: TestClient) -> None:
+    code, verifier = _code(smart)
+    r = _exchange(smart, code, verifier)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["patient"] == "p1"  # picked in the picker
+    # a code is used once (RFC 6749 §4.1.2)
+    again = _exchange(smart, code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    # the id_token is signed with the key the server published (SMART: RS256)
+    keys = KeySet.import_key_set(smart.get("/auth/jwks").json())
+    claims = jwt.decode(body["id_token"], keys, algorithms=["RS256"]).claims
+    assert claims["aud"] == "pub" and claims["fhirUser"].endswith("PractitionerRole/dr1")
+    # a patient-scoped token reads its patient, not another
+    assert smart.get("/fhir/Patient/p1", headers=_bearer(body["access_token"])).status_code == 200
+    assert smart.get("/fhir/Patient/p2", headers=_bearer(body["access_token"])).status_code in (
+        403, 404,
+    )  # fmt: skip
+    # refresh rotates: the old refresh token is used up (RFC 6749 §6, §10.4)
+    form = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    r = smart.post("/auth/token", data={**form, "client_id": "pub"})
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["patient"] == "p1" and second["refresh_token"] != body["refresh_token"]
+    used = smart.post("/auth/token", data={**form, "client_id": "pub"})
+    assert used.status_code == 400 and used.json()["error"] == "invalid_grant"
+    # revoking the refresh token ends the grant's access tokens (RFC 7009 §2.1)
+    access = _bearer(second["access_token"])
+    assert smart.get("/fhir/Patient/p1", headers=access).status_code == 200
+    r = smart.post("/auth/revoke", data={"token": second["refresh_token"], "client_id": "pub"})
+    assert r.status_code == 200
+    assert smart.get("/fhir/Patient/p1", headers=access).status_code == 401
+    refresh = {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
+    r = smart.post("/auth/token", data={**refresh, "client_id": "pub"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
+
+def test_ehr_launch_and_a_removed_client(smart: TestClient) -> None:
+    """A launch value (one-time grant) carries the patient; removing the client revokes the
+    tokens it holds."""
+    launch = admin.create_launch(auth_of(smart).store, "pub", "drwang", "Patient/p2")
+    code, verifier = _code(smart, launch=launch, scope="launch openid fhirUser patient/*.rs")
+    body = _exchange(smart, code, verifier).json()
+    assert body["patient"] == "p2"
+    token = _bearer(body["access_token"])
+    assert smart.get("/fhir/Patient/p2", headers=token).status_code == 200
+    assert auth_of(smart).store.remove_client("pub") is True
+    # removed as `fhir-server client remove` does, from outside the server: its cache of
+    # checked tokens would forget this one within token_cache_seconds; here at once
+    auth_of(smart).principals.clear()
+    assert smart.get("/fhir/Patient/p2", headers=token).status_code == 401
+    assert [c["client_id"] for c in auth_of(smart).store.clients()] == ["emr"]
+
+
+def test_backend_services_and_assertion_replay(smart: TestClient, rsa_key: Any) -> None:
+    form = {
+        "grant_type": "client_credentials", "scope": "system/Patient.rs",
+        "client_assertion_type": JWT_BEARER, "client_assertion": assertion(rsa_key, "RS384", "emr"),
+    }  # fmt: skip
+    r = smart.post("/auth/token", data=form)
+    assert r.status_code == 200, r.text
+    token = _bearer(r.json()["access_token"])
+    assert smart.get("/fhir/Patient/p3", headers=token).status_code == 200
+    replayed = smart.post("/auth/token", data=form)  # the same jti again (RFC 7523 §3 7.)
+    assert replayed.status_code in (400, 401) and replayed.json()["error"] == "invalid_client"
+
+
+def test_failed_logins_are_counted(smart: TestClient) -> None:
+    """Five wrong passwords, then the right one is refused for a while (429)."""
+    verifier, challenge = pkce()
+    params = {"response_type": "code", "client_id": "pub", "redirect_uri": REDIRECT,
+              "scope": SCOPE, "state": "s", "aud": BASE, "code_challenge": challenge,
+              "code_challenge_method": "S256"}  # fmt: skip
+    page = smart.get("/auth/authorize", params=params).text
+    for _ in range(5):
+        wrong = {**hidden(page), "username": "drwang", "password": "wrong password"}
+        assert smart.post("/auth/authorize", data=wrong).status_code == 401
+    right = {**hidden(page), "username": "drwang", "password": PASSWORD}
+    assert smart.post("/auth/authorize", data=right).status_code == 429
+
+
+# --- the audit trail ---------------------------------------------------------------------------
+
+
+def _records(c: TestClient) -> list[tuple[int, bytes, str]]:
+    services = c.app.state.services  # type: ignore[attr-defined]
+    services.features["audit"].flush()
+    return [row for row, _ in services.store.audit.records()]
+
+
+def _tables(c: TestClient) -> Any:
+    return c.app.state.services.store.audit  # type: ignore[attr-defined]
+
+
+def _traffic(c: TestClient, key: Any) -> str:
+    """A token (a security event), a create, a read and a search by the backend client; the
+    created Patient's id."""
+    token = _bearer(_system_token(c, key).json()["access_token"])
+    new = {"resourceType": "Patient", "name": [{"family": "Audit"}]}
+    r = c.post("/fhir/Patient", json=new, headers=token)
+    assert r.status_code == 201, r.text
+    pid = str(r.json()["id"])
+    assert c.get(f"/fhir/Patient/{pid}", headers=token).status_code == 200
+    assert c.get("/fhir/Patient?family=Audit", headers=token).status_code == 200
+    return pid
+
+
+def test_records_are_appended_and_chained(smart: TestClient, rsa_key: Any) -> None:
+    pid = _traffic(smart, rsa_key)
+    rows = _records(smart)
+    # seq 1, 2, ... and each hash recomputed by hand from the one before (security.md §4.2)
+    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
+    previous = bytes(32)
+    for _, data, digest in rows:
+        previous = hashlib.sha256(previous + data).digest()
+        assert digest == previous.hex()
+    records = [orjson.loads(data) for _, data, _ in rows]
+    # the create is recorded with the version it wrote
+    writes = [r for r in records if r.get("do") == "create"]
+    assert [w["what"] for r in writes for w in r["targets"]] == [f"Patient/{pid}/_history/1"]
+    found = verify(_tables(smart))
+    assert found.broken is None and found.records == len(rows) and found.pending == 0
+    assert found.events >= len(rows)  # every record expanded into AuditEvents
+
+
+def test_verify_finds_a_tampered_record_and_audit_event(smart: TestClient, rsa_key: Any) -> None:
+    pid = _traffic(smart, rsa_key)
+    rows = _records(smart)
+    seq, data, _ = next(r for r in rows if f"Patient/{pid}/_history/1".encode() in r[1])
+    _tamper_record(smart, seq, data.replace(pid.encode(), b"someone-else"))
+    found = verify(_tables(smart))
+    assert found.broken is not None and found.broken.startswith(f"record seq {seq}: hash mismatch")
+    assert found.records == seq - 1
+    _tamper_record(smart, seq, data)  # put back: the chain holds again
+    assert verify(_tables(smart)).broken is None
+    # an AuditEvent changed in place: SQLite keeps one copy of a current version (it then
+    # differs from its record), MongoDB two (the current one then differs from the first)
+    event = orjson.loads(data)["id"] + "-1"
+    _tamper_event(smart, event)
+    broken = verify(_tables(smart)).broken
+    found_as = ("differs from its record", "was changed or deleted after it was stored")
+    assert broken in [f"record seq {seq}: AuditEvent/{event} {why}" for why in found_as]
+
+
+def _tamper_record(c: TestClient, seq: int, data: bytes) -> None:
+    """Rewrite a record's bytes behind the server's back, as someone with database access."""
+    store = c.app.state.services.store  # type: ignore[attr-defined]
+    if c.backend == "sqlite":  # type: ignore[attr-defined]
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE audit_record SET record = ? WHERE seq = ?", (data, seq))
+    else:
+        store.db["audit_record"].update_one({"_id": seq}, {"$set": {"record": data}})
+
+
+def _tamper_event(c: TestClient, rid: str) -> None:
+    """Change the current AuditEvent's outcome (its first version left as it was)."""
+    store = c.app.state.services.store  # type: ignore[attr-defined]
+    if c.backend == "sqlite":  # type: ignore[attr-defined]
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(
+                "UPDATE resource SET json = CAST(replace(CAST(json AS TEXT), '\"outcome\":\"0\"', "
+                "'\"outcome\":\"8\"') AS BLOB) WHERE type = 'AuditEvent' AND id = ?", (rid,)
+            )  # fmt: skip
+    else:
+        doc = store.db["AuditEvent"].find_one({"_id": rid})
+        changed = bytes(doc["json"]).replace(b'"outcome":"0"', b'"outcome":"8"')
+        store.db["AuditEvent"].update_one({"_id": rid}, {"$set": {"json": changed}})
+
+
+@pytest.mark.parametrize("kind", [b for b in BACKENDS if b != "sqlite"])
+def test_a_writer_chaining_after_a_moved_head_fails(
+    kind: str, tmp_path: Path, parts: Parts
+) -> None:
+    """MongoDB: the compare and set on the head document. A writer that read the head before
+    another appended gets 503 (retry), and the chain is not forked."""
+    from fhir_server.errors import FhirError
+
+    c, close = open_backend(kind, parts, tmp_path, audit=True)
+    try:
+        store = c.app.state.services.store  # type: ignore[attr-defined]
+        tables = store.audit
+        assert c.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+        reader = store.reader()
+        head = tables.head(reader)
+        assert head is not None
+        seq, digest = head
+        tables.append(reader, head, [(seq + 1, b"{}", "a" * 64)], None)  # the first writer
+        with pytest.raises(FhirError) as raised:  # the second, from the same head
+            tables.append(reader, head, [(seq + 1, b"[]", "b" * 64)], None)
+        assert raised.value.status == 503
+        assert tables.head(reader) == (seq + 1, "a" * 64)
+    finally:
+        close()
+
+
+# --- backup ---------------------------------------------------------------------------------
+
+
+def test_backup_of_a_mongodb_database_points_to_mongodump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("backup", "restore"):
+        argv = [command, str(tmp_path / "copy.db"), "--database", "mongodb://db.example/fhir"]
+        assert cli.main(argv) != 0
+        err = capsys.readouterr().err
+        assert "mongodump" in err and "Traceback" not in err
+    assert not (tmp_path / "copy.db").exists()
