@@ -11,7 +11,6 @@ import shutil
 import threading
 import time
 import uuid
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, Issue, operation_outcome
 from ..policy import enforce
-from ..storage.features import ExportJobs, Job, has_features, sqlite_session, sqlite_store
-from ..storage.features import export as store
+from ..storage.contract import ExportTables, Job, Selection
 from . import export
 
 if TYPE_CHECKING:
@@ -44,14 +42,11 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @cached_property
-    def jobs(self) -> ExportJobs:
-        return ExportJobs(sqlite_store(self.services.store, "Bulk Data export"))
+    @property
+    def jobs(self) -> ExportTables:
+        return self.services.store.exports
 
     def start(self) -> None:
-        """Nothing to run where export jobs are not stored (storage/features.py)."""
-        if not has_features(self.services.store):
-            return
         self._thread = threading.Thread(target=self._loop, name="export-worker", daemon=True)
         self._thread.start()
 
@@ -145,11 +140,11 @@ class _Run:
         self.base: str = spec["base"]
         self.ctx = RequestContext(self.base, export.principal_of(job.principal))
         self.folder = export.job_dir(self.services.settings, job.id)
-        self.session = sqlite_session(self.services.store.reader(), "Bulk Data export")
         self.progress: dict[str, Any] = job.progress or {}
+        self.jobs = worker.jobs
 
     def run(self) -> dict[str, Any]:
-        progress = self.progress
+        progress, jobs = self.progress, self.jobs
         if progress and self._resume(progress):
             plan = self._plan(progress["types"])
         else:
@@ -158,7 +153,7 @@ class _Run:
             progress = self.progress = {
                 "types": [sel.rtype for sel in plan], "step": 0, "after": 0, "files": {},
                 "counts": {}, "done": 0,
-                "total": sum(store.count(self.session, self.base, sel) for sel in plan),
+                "total": sum(jobs.count(self.base, sel) for sel in plan),
             }  # fmt: skip
             self._checkpoint()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -169,8 +164,7 @@ class _Run:
             name = f"{sel.rtype}.ndjson"
             with open(self.folder / name, "ab") as out:
                 while True:
-                    rows, last = store.batch(self.session, self.base, sel, progress["after"],
-                                             batch, at)  # fmt: skip
+                    rows, last = jobs.batch(self.base, sel, progress["after"], batch, at)
                     if last is None:
                         break
                     if rows:
@@ -186,14 +180,14 @@ class _Run:
             self._checkpoint()
         return self._manifest(plan)
 
-    def _plan(self, planned: list[str] | None) -> list[store.Selection]:
+    def _plan(self, planned: list[str] | None) -> list[Selection]:
         """One Selection per type to export, narrowed as the caller's search of it would be
         (types no scope permits are left out: the export holds what they may see). A resumed
         job keeps the types its first run planned (`planned`)."""
         spec, services, ctx = self.job.spec, self.services, self.ctx
         level = spec["level"]
         types = planned or spec["types"] or (
-            [t for t in store.types_present(self.session)
+            [t for t in self.jobs.types_present()
              if level == "system" or t in export.compartment_types()]  # fmt: skip
         )
         out = []
@@ -212,7 +206,7 @@ class _Run:
             )  # fmt: skip
             compartment = export.compartment_params(rtype) if level != "system" else None
             patients = tuple(spec["patients"]) if spec["patients"] is not None else None
-            out.append(store.Selection(rtype, clauses, filters, compartment, patients,
+            out.append(Selection(rtype, clauses, filters, compartment, patients,
                                        spec["since"]))  # fmt: skip
         return out
 
@@ -235,11 +229,11 @@ class _Run:
         return all((self.folder / name).exists() for name in sizes)
 
     def _checkpoint(self) -> None:
-        if not self.worker.jobs.checkpoint(self.job.id, self.worker.name, self.progress,
-                                           time.time() + LEASE):  # fmt: skip
+        if not self.jobs.checkpoint(self.job.id, self.worker.name, self.progress,
+                                    time.time() + LEASE):  # fmt: skip
             raise _Gone()
 
-    def _manifest(self, plan: list[store.Selection]) -> dict[str, Any]:
+    def _manifest(self, plan: list[Selection]) -> dict[str, Any]:
         """export.html "Response - Complete Status": one output item per file with its count,
         deleted resources since _since (system level, for types the caller sees whole), and
         the error file."""
@@ -269,7 +263,7 @@ class _Run:
                                   "url": export.file_url(base, job.id, path.name)}]  # fmt: skip
         return manifest
 
-    def _deleted(self, plan: list[store.Selection], since: str) -> list[dict[str, Any]]:
+    def _deleted(self, plan: list[Selection], since: str) -> list[dict[str, Any]]:
         """Transaction Bundles of DELETE entries, one per line (export.html `deleted`), for a
         system-level export and the types the caller sees whole: the deleted version of a
         narrowed type no longer tells whose it was."""
@@ -279,8 +273,7 @@ class _Run:
         for sel in plan:
             if sel.clauses or sel.filters:
                 continue
-            for rid, when in store.deleted(self.session, sel.rtype, since,
-                                           self.job.transaction_time):  # fmt: skip
+            for rid, when in self.jobs.deleted(sel.rtype, since, self.job.transaction_time):
                 bundle = {"resourceType": "Bundle", "type": "transaction",
                           "meta": {"lastUpdated": when},
                           "entry": [{"request": {"method": "DELETE",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from ..errors import FhirError, error
 from .contract import Session, Store
-from .sqlite import export, subscriptions
 from .sqlite.audit import (
     append_records,
     audit_event_count,
@@ -20,19 +19,12 @@ from .sqlite.audit import (
 )
 from .sqlite.auth import AuthStore
 from .sqlite.backup import BackupError, backup, restore
-from .sqlite.export import ExportJobs, Job
-from .sqlite.inbox import Inbox
-from .sqlite.inbox import Message as InboxMessage
 from .sqlite.store import Session as SqliteSession
 from .sqlite.store import SqliteStore
 
 __all__ = [
     "AuthStore",
     "BackupError",
-    "ExportJobs",
-    "Inbox",
-    "InboxMessage",
-    "Job",
     "SqliteSession",
     "SqliteStore",
     "append_records",
@@ -46,11 +38,9 @@ __all__ = [
     "unchained_events",
     "backup",
     "has_features",
-    "export",
     "restore",
     "sqlite_session",
     "sqlite_store",
-    "subscriptions",
 ]
 
 

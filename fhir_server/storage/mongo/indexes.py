@@ -61,9 +61,24 @@ HISTORY_INDEXES = [
 ]
 
 
+#: the background jobs' collections (export.py, inbox.py, subscriptions.py)
+JOB_INDEXES = {
+    "export_job": [IndexModel([("status", ASCENDING), ("created", ASCENDING)], name="status")],
+    "inbox": [
+        # the idempotency key (channel, sender, MSH-10) of the messages that hold one
+        IndexModel([("key", ASCENDING)], name="key", unique=True, sparse=True),
+        IndexModel([("channel", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)],
+                   name="queue"),  # fmt: skip
+    ],
+    "subscription_event": [IndexModel([("at", ASCENDING)], name="at")],
+}
+
+
 def create(db: Database[dict[str, Any]]) -> None:
-    """Every resource type's collection and the history, with their indexes."""
+    """Every resource type's collection, the history and the jobs', with their indexes."""
     models = resource_indexes()
     for rtype in sorted(RESOURCE_TYPES):
         db[rtype].create_indexes(models)
     db["history"].create_indexes(HISTORY_INDEXES)
+    for name, models in JOB_INDEXES.items():
+        db[name].create_indexes(models)
