@@ -26,6 +26,7 @@ from fhir_server.context import RequestContext
 from fhir_server.interactions import write
 from fhir_server.interactions.hooks import transaction
 from fhir_server.services import Parts
+from fhir_server.storage.contract import Selection
 from integrations.hl7v2.worker import CHANNEL
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
@@ -139,6 +140,28 @@ def test_export_kick_off_status_and_files(api: TestClient) -> None:
     # the Bulk Data Delete Request: 202, then the job is gone (404)
     assert api.delete(location).status_code == 202
     assert api.get(location).status_code == 404
+
+
+def test_an_export_reads_resources_as_they_were_at_its_transaction_time(api: TestClient) -> None:
+    """export.html: the files hold the resources as of transactionTime; a resource changed
+    since is written as its version then, one created since is left out."""
+    exports = api.app.state.services.store.exports  # type: ignore[attr-defined]
+    put(api, obs("o1", "1234-5", "Patient/p1"))
+    put(api, obs("o2", "1234-5", "Patient/p1"))
+    at = api.get("/fhir/Observation/o2").json()["meta"]["lastUpdated"]
+    time.sleep(0.01)
+    put(api, {**obs("o1", "1234-5", "Patient/p1"), "status": "amended"})
+    put(api, obs("o3", "1234-5", "Patient/p1"))
+    sel = Selection("Observation")
+    rows, last = exports.batch("http://testserver/fhir", sel, 0, 10, at)
+    assert [(r["id"], r["status"]) for r in map(orjson.loads, rows)] == [
+        ("o1", "final"), ("o2", "final")]  # fmt: skip
+    assert last is not None  # o3's row was read (and left out)
+    assert exports.batch("http://testserver/fhir", sel, last, 10, at) == ([], None)
+    # in two batches of one: the row continues where the first stopped
+    first, after = exports.batch("http://testserver/fhir", sel, 0, 1, at)
+    second, _ = exports.batch("http://testserver/fhir", sel, after, 1, at)
+    assert [orjson.loads(r)["id"] for r in first + second] == ["o1", "o2"]
 
 
 # --- the HL7 v2 inbox ----------------------------------------------------------------------------
