@@ -18,6 +18,8 @@ OWNERS = "subscription_owner"
 EVENTS = "subscription_event"
 #: seconds an event stays in subscription_event: a worker polls it far more often
 EVENT_RETENTION_SECONDS = 60.0
+#: seconds a reader waits for a missing seq before it goes past it (events_after)
+GAP_SECONDS = 2.0
 
 #: criteria to ask of single resources: (base URL, type, clauses), compiled where asked (a
 #: chain's filter is made of a lookup, which belongs to the session that asks)
@@ -74,9 +76,19 @@ class SubscriptionTables:
         return int(doc["_id"]) if doc else 0
 
     def events_after(self, session: Session, seq: int, origin: str) -> list[tuple[int, str]]:
+        """Up to the first gap in the seqs younger than GAP_SECONDS: seqs are taken before the
+        events commit, so a lower one may still be on its way (its writer's transaction);
+        an older gap is a write that never committed."""
         s = _own(session)
         found = s.db[EVENTS].find({"_id": {"$gt": seq}}, session=s.s).sort("_id")
-        return [(d["_id"], d["subscription"] if d["origin"] != origin else "") for d in found]
+        out: list[tuple[int, str]] = []
+        recent = time.time() - GAP_SECONDS
+        for d in found:
+            if d["_id"] != seq + 1 and d["at"] > recent:
+                break
+            seq = d["_id"]
+            out.append((seq, d["subscription"] if d["origin"] != origin else ""))
+        return out
 
     def check_criteria(self, rtype: str, clauses: list[Clause]) -> None:
         Compiler(self.store.reader(), "").where(rtype, clauses)
