@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -37,10 +38,15 @@ class Worker:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        #: names this worker in the job table: the process and this run of it
-        self.name = f"{os.getpid()}:{uuid.uuid4().hex}"
+        #: names this worker in the job table: the process, this run of it, the machine (a
+        #: MongoDB job collection is shared by the servers of several)
+        self.name = f"{os.getpid()}:{uuid.uuid4().hex}@{socket.gethostname()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def _run_id(self) -> str:
+        return self.name.partition("@")[0].partition(":")[2]
 
     @property
     def jobs(self) -> ExportTables:
@@ -80,12 +86,14 @@ class Worker:
         return False
 
     def _abandoned(self, job: Job) -> bool:
-        """A running job whose worker is gone: its lease ran out, or its process ended (it
-        was this process's pid in an earlier run, or no process has that pid now)."""
+        """A running job whose worker is gone: its lease ran out, or its process on this
+        machine ended (it was this process's pid in an earlier run, or no process has that pid
+        now); another machine's worker only by its lease."""
         if job.lease is None or job.lease < time.time():
             return True
-        pid, _, run = (job.worker or "").partition(":")
-        if not pid.isdigit() or run == self.name.partition(":")[2]:
+        who, _, host = (job.worker or "").partition("@")
+        pid, _, run = who.partition(":")
+        if host != socket.gethostname() or not pid.isdigit() or run == self._run_id:
             return False
         if int(pid) == os.getpid():
             return True
@@ -206,8 +214,7 @@ class _Run:
             )  # fmt: skip
             compartment = export.compartment_params(rtype) if level != "system" else None
             patients = tuple(spec["patients"]) if spec["patients"] is not None else None
-            out.append(Selection(rtype, clauses, filters, compartment, patients,
-                                       spec["since"]))  # fmt: skip
+            out.append(Selection(rtype, clauses, filters, compartment, patients, spec["since"]))
         return out
 
     def _resume(self, progress: dict[str, Any]) -> bool:
