@@ -286,10 +286,11 @@ class MongoSession:
             yield
         except BaseException:
             for coll, key, before in reversed(self._undo.pop()):
-                if before is None:
-                    self.db[coll].delete_one({"_id": key}, session=self.s)
-                else:
-                    self.db[coll].replace_one({"_id": key}, before, upsert=True, session=self.s)
+                # delete and insert, not an upsert: on a sharded collection an upsert's filter
+                # needs the shard key, an insert finds it in the document
+                self.db[coll].delete_one({"_id": key}, session=self.s)
+                if before is not None:
+                    self.db[coll].insert_one(before, session=self.s)
             del self.written[mark:]
             raise
         done = self._undo.pop()
