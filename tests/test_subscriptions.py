@@ -476,12 +476,13 @@ def test_in_memory_matching_agrees_with_the_search_engine(client: TestClient) ->
         (r["resourceType"], r["id"]): services.store.reader().current(r["resourceType"], r["id"])
         for r in RESOURCES
     }
-    compiled = {text: compile_criteria(services.registry, text) for text in CRITERIA}
+    tables = services.store.subscriptions
+    compiled = {text: compile_criteria(services.registry, text, tables) for text in CRITERIA}
     # the Subscriptions a write is checked against (watch.py: keyed by an exact clause)
     watches = {
         rtype: Watch.build(
             [Active(t, {}, c, "websocket", "empty", None, None)
-             for t, c in compiled.items() if c.rtype == rtype], base)
+             for t, c in compiled.items() if c.rtype == rtype], base, tables)
         for rtype in ("Patient", "Observation")
     }  # fmt: skip
     found_by: dict[str, set[str]] = {}

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 from ..errors import error, information
 from ..interactions.hooks import Access
 from ..operations import export
-from ..storage.features import ExportJobs, Job, sqlite_store
+from ..storage.contract import Job
 from . import http
 from .routes import _context, _services
 
@@ -30,8 +30,7 @@ _NAME = re.compile(r"[A-Za-z]{1,64}\.ndjson")
 async def _job(request: Request, job_id: str) -> Job:
     """The caller's job, or 404 for one that is not theirs, unknown or expired."""
     services, ctx = _services(request), _context(request)
-    jobs = ExportJobs(sqlite_store(services.store, "Bulk Data export"))
-    job = await run_in_threadpool(jobs.get, job_id)
+    job = await run_in_threadpool(services.store.exports.get, job_id)
     if job is None or job.owner != export.owner(ctx.principal) or (
         job.expires is not None and job.expires < time.time()
     ):
@@ -65,8 +64,7 @@ async def delete(request: Request, job_id: str) -> Response:
     """Cancel a running export or remove a finished one and its files (202)."""
     job = await _job(request, job_id)
     services = _services(request)
-    jobs = ExportJobs(sqlite_store(services.store, "Bulk Data export"))
-    await run_in_threadpool(jobs.delete, job.id)
+    await run_in_threadpool(services.store.exports.delete, job.id)
     # a running job's worker sees it gone at its next checkpoint and removes its files
     folder = export.job_dir(services.settings, job.id)
     if job.status not in ("queued", "running"):

@@ -21,7 +21,8 @@ from ..search import query as q
 from ..search.values import date_bounds
 from ..settings import Settings
 from ..spec import RESOURCE_TYPES
-from ..storage.features import ExportJobs, Job, sqlite_store
+from ..storage.contract import Job
+from ..storage.select import mongo_url
 from .registry import Call, Operations, Outcome
 
 OPERATIONS = Operations()
@@ -78,7 +79,7 @@ def kick_off(call: Call) -> Outcome:
         "level": level, "base": ctx.base_url, "types": types, "since": since,
         "filters": filters, "patients": members, "request": _request_url(call),
     }  # fmt: skip
-    ExportJobs(sqlite_store(services.store, "Bulk Data export")).create(Job(
+    services.store.exports.create(Job(
         job_id, owner(ctx.principal), principal_json(ctx.principal), spec, "queued", now(),
         time.time(),
     ))  # fmt: skip
@@ -95,8 +96,13 @@ def file_url(base: str, job_id: str, name: str) -> str:
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
-    """The folder of one job's files: under export_dir, or `<database>.exports`."""
-    root = settings.export_dir or settings.database.with_name(settings.database.name + ".exports")
+    """The folder of one job's files: under export_dir, or `<database>.exports` (a MongoDB
+    database, not a file: `fhir-exports` in the working directory)."""
+    root = settings.export_dir
+    if root is None and mongo_url(settings.database) is not None:
+        root = Path("fhir-exports")
+    elif root is None:
+        root = settings.database.with_name(settings.database.name + ".exports")
     return root / job_id
 
 

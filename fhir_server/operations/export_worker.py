@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, Issue, operation_outcome
 from ..policy import enforce
-from ..storage.features import ExportJobs, Job, has_features, sqlite_session, sqlite_store
-from ..storage.features import export as store
+from ..storage.contract import ExportTables, Job, Selection
 from . import export
 
 if TYPE_CHECKING:
@@ -39,19 +38,21 @@ class Worker:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        #: names this worker in the job table: the process and this run of it
-        self.name = f"{os.getpid()}:{uuid.uuid4().hex}"
+        #: names this worker in the job table: the process, this run of it, the machine (a
+        #: MongoDB job collection is shared by the servers of several)
+        self.name = f"{os.getpid()}:{uuid.uuid4().hex}@{socket.gethostname()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @cached_property
-    def jobs(self) -> ExportJobs:
-        return ExportJobs(sqlite_store(self.services.store, "Bulk Data export"))
+    @property
+    def _run_id(self) -> str:
+        return self.name.partition("@")[0].partition(":")[2]
+
+    @property
+    def jobs(self) -> ExportTables:
+        return self.services.store.exports
 
     def start(self) -> None:
-        """Nothing to run where export jobs are not stored (storage/features.py)."""
-        if not has_features(self.services.store):
-            return
         self._thread = threading.Thread(target=self._loop, name="export-worker", daemon=True)
         self._thread.start()
 
@@ -85,12 +86,14 @@ class Worker:
         return False
 
     def _abandoned(self, job: Job) -> bool:
-        """A running job whose worker is gone: its lease ran out, or its process ended (it
-        was this process's pid in an earlier run, or no process has that pid now)."""
+        """A running job whose worker is gone: its lease ran out, or its process on this
+        machine ended (it was this process's pid in an earlier run, or no process has that pid
+        now); another machine's worker only by its lease."""
         if job.lease is None or job.lease < time.time():
             return True
-        pid, _, run = (job.worker or "").partition(":")
-        if not pid.isdigit() or run == self.name.partition(":")[2]:
+        who, _, host = (job.worker or "").partition("@")
+        pid, _, run = who.partition(":")
+        if host != socket.gethostname() or not pid.isdigit() or run == self._run_id:
             return False
         if int(pid) == os.getpid():
             return True
@@ -145,11 +148,11 @@ class _Run:
         self.base: str = spec["base"]
         self.ctx = RequestContext(self.base, export.principal_of(job.principal))
         self.folder = export.job_dir(self.services.settings, job.id)
-        self.session = sqlite_session(self.services.store.reader(), "Bulk Data export")
         self.progress: dict[str, Any] = job.progress or {}
+        self.jobs = worker.jobs
 
     def run(self) -> dict[str, Any]:
-        progress = self.progress
+        progress, jobs = self.progress, self.jobs
         if progress and self._resume(progress):
             plan = self._plan(progress["types"])
         else:
@@ -158,7 +161,7 @@ class _Run:
             progress = self.progress = {
                 "types": [sel.rtype for sel in plan], "step": 0, "after": 0, "files": {},
                 "counts": {}, "done": 0,
-                "total": sum(store.count(self.session, self.base, sel) for sel in plan),
+                "total": sum(jobs.count(self.base, sel) for sel in plan),
             }  # fmt: skip
             self._checkpoint()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -169,8 +172,7 @@ class _Run:
             name = f"{sel.rtype}.ndjson"
             with open(self.folder / name, "ab") as out:
                 while True:
-                    rows, last = store.batch(self.session, self.base, sel, progress["after"],
-                                             batch, at)  # fmt: skip
+                    rows, last = jobs.batch(self.base, sel, progress["after"], batch, at)
                     if last is None:
                         break
                     if rows:
@@ -186,14 +188,14 @@ class _Run:
             self._checkpoint()
         return self._manifest(plan)
 
-    def _plan(self, planned: list[str] | None) -> list[store.Selection]:
+    def _plan(self, planned: list[str] | None) -> list[Selection]:
         """One Selection per type to export, narrowed as the caller's search of it would be
         (types no scope permits are left out: the export holds what they may see). A resumed
         job keeps the types its first run planned (`planned`)."""
         spec, services, ctx = self.job.spec, self.services, self.ctx
         level = spec["level"]
         types = planned or spec["types"] or (
-            [t for t in store.types_present(self.session)
+            [t for t in self.jobs.types_present()
              if level == "system" or t in export.compartment_types()]  # fmt: skip
         )
         out = []
@@ -212,8 +214,7 @@ class _Run:
             )  # fmt: skip
             compartment = export.compartment_params(rtype) if level != "system" else None
             patients = tuple(spec["patients"]) if spec["patients"] is not None else None
-            out.append(store.Selection(rtype, clauses, filters, compartment, patients,
-                                       spec["since"]))  # fmt: skip
+            out.append(Selection(rtype, clauses, filters, compartment, patients, spec["since"]))
         return out
 
     def _resume(self, progress: dict[str, Any]) -> bool:
@@ -235,11 +236,11 @@ class _Run:
         return all((self.folder / name).exists() for name in sizes)
 
     def _checkpoint(self) -> None:
-        if not self.worker.jobs.checkpoint(self.job.id, self.worker.name, self.progress,
-                                           time.time() + LEASE):  # fmt: skip
+        if not self.jobs.checkpoint(self.job.id, self.worker.name, self.progress,
+                                    time.time() + LEASE):  # fmt: skip
             raise _Gone()
 
-    def _manifest(self, plan: list[store.Selection]) -> dict[str, Any]:
+    def _manifest(self, plan: list[Selection]) -> dict[str, Any]:
         """export.html "Response - Complete Status": one output item per file with its count,
         deleted resources since _since (system level, for types the caller sees whole), and
         the error file."""
@@ -269,7 +270,7 @@ class _Run:
                                   "url": export.file_url(base, job.id, path.name)}]  # fmt: skip
         return manifest
 
-    def _deleted(self, plan: list[store.Selection], since: str) -> list[dict[str, Any]]:
+    def _deleted(self, plan: list[Selection], since: str) -> list[dict[str, Any]]:
         """Transaction Bundles of DELETE entries, one per line (export.html `deleted`), for a
         system-level export and the types the caller sees whole: the deleted version of a
         narrowed type no longer tells whose it was."""
@@ -279,8 +280,7 @@ class _Run:
         for sel in plan:
             if sel.clauses or sel.filters:
                 continue
-            for rid, when in store.deleted(self.session, sel.rtype, since,
-                                           self.job.transaction_time):  # fmt: skip
+            for rid, when in self.jobs.deleted(sel.rtype, since, self.job.transaction_time):
                 bundle = {"resourceType": "Bundle", "type": "transaction",
                           "meta": {"lastUpdated": when},
                           "entry": [{"request": {"method": "DELETE",

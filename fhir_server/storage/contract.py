@@ -9,12 +9,13 @@ lookups and search from the query AST (`Session.match_ids`, `Session.search`,
 $everything's compartment walk and the referral statistics (the block so named in `Session`),
 the consortium rule's patient-set narrowing (`Clause.patients`, inside `Session.search`).
 
-Also in every backend: the SMART authorization tables (`Store.auth`, `AuthTables`) and the
-audit trail's hash chain (`Store.audit`, `AuditTables`).
+Also in every backend: the SMART authorization tables (`Store.auth`, `AuthTables`), the
+audit trail's hash chain (`Store.audit`, `AuditTables`), and the background jobs' tables (the
+block so named at the end): Bulk Data export jobs, the integrations' inbox (HL7 v2), R4
+Subscriptions' owners and websocket events.
 
-SQLite only for now (`features.py`; MongoDB answers 501): Bulk Data export jobs, the HL7 v2
-inbox, R4 Subscriptions (their owners and websocket events). `backup`/`restore` copy a SQLite
-file; a MongoDB database is backed up with MongoDB's own tools (mongodump, README).
+`backup`/`restore` copy a SQLite file (`features.py`); a MongoDB database is backed up with
+MongoDB's own tools (mongodump, README).
 
 The value types (`Stored`, `Version`, `IndexRows`) are plain data and belong to no backend;
 they live in sqlite/store.py for now and are named here so callers need not know that.
@@ -22,30 +23,22 @@ they live in sqlite/store.py for now and are named here so callers need not know
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..search.paging import Cursor
 from ..search.query import Clause, Query
 from .compartment import Branch, Entry, Member, Window
+from .jobs import INBOX_STATUSES, Arrival, Job, Message, Selection
 from .sqlite.store import IndexRows, Stored, Version
 
-if TYPE_CHECKING:
-    from .sqlite.inbox import Inbox
-
 __all__ = [
-    "AuditTables",
-    "AuthTables",
-    "IndexRows",
-    "Page",
-    "Row",
-    "Session",
-    "Store",
-    "Stored",
-    "Version",
-]
+    "INBOX_STATUSES", "Arrival", "AuditTables", "AuthTables", "ExportTables", "Inbox",
+    "IndexRows", "Job", "Message", "Page", "Row", "Selection", "Session", "Store", "Stored",
+    "SubscriptionTables", "Version",
+]  # fmt: skip
 
 #: a backend's handle on a resource's current row (SQLite: rid; MongoDB: "type/id"); opaque
 #: above storage, handed back to `save` for an update
@@ -185,17 +178,179 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     @property
+    def exports(self) -> ExportTables: ...
+
+    @property
     def inbox(self) -> Inbox:
-        """The integrations' inbox (HL7 v2): SQLite only for now."""
+        """The integrations' inbox (HL7 v2)."""
         ...
 
-    # --- the authorization server's tables and the audit chain (every backend) ------------
+    @property
+    def subscriptions(self) -> SubscriptionTables: ...
 
     @property
-    def auth(self) -> AuthTables: ...
+    def auth(self) -> AuthTables:
+        """The authorization server's tables."""
+        ...
 
     @property
-    def audit(self) -> AuditTables: ...
+    def audit(self) -> AuditTables:
+        """The audit trail's records and chain."""
+        ...
+
+
+# --- background jobs: Bulk Data export, the integrations' inbox, R4 Subscriptions -----------
+# (issue 17, part B) Every backend keeps these beside its resources: `Store.exports`,
+# `Store.inbox`, `Store.subscriptions`. Their value types are plain data (jobs.py).
+
+
+class ExportTables(Protocol):
+    """The export jobs (short writes of their own; `claim`, `checkpoint`, `finish` succeed
+    only for the worker holding the job) and the reads an export's files are made of."""
+
+    def create(self, job: Job) -> None: ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def runnable(self) -> list[Job]:
+        """Queued jobs and running ones (whose worker may have died), oldest first."""
+        ...
+
+    def claim(self, job: Job, worker: str, lease: float) -> bool:
+        """Take `job` for `worker` unless someone else took it since it was read."""
+        ...
+
+    def checkpoint(self, job_id: str, worker: str, progress: dict[str, Any], lease: float) -> bool:
+        """Record progress and renew the lease; False when the job is no longer this worker's
+        (deleted by its owner, or taken over)."""
+        ...
+
+    def finish(
+        self, job_id: str, worker: str, manifest: dict[str, Any], expires: float
+    ) -> bool: ...
+
+    def fail(self, job_id: str, worker: str, reason: str, expires: float) -> None: ...
+
+    def delete(self, job_id: str) -> bool: ...
+
+    def expired(self, now: float) -> list[str]: ...
+
+    def ids(self) -> set[str]: ...
+
+    def count(self, base_url: str, sel: Selection) -> int: ...
+
+    def batch(
+        self, base_url: str, sel: Selection, after: int, limit: int, at: str
+    ) -> tuple[list[bytes], int | None]:
+        """Up to `limit` resources after row `after` in row order, as they were at instant
+        `at` (the job's transactionTime: a resource changed since is written as its version
+        then, one created since is left out); and the last row read (None: nothing left)."""
+        ...
+
+    def deleted(self, rtype: str, since: str, at: str) -> list[tuple[str, str]]:
+        """(id, when) of the resources of `rtype` deleted after `since` (up to `at`) and still
+        deleted, by id: the Bulk Data manifest's `deleted` files."""
+        ...
+
+    def types_present(self) -> list[str]:
+        """The resource types some current resource has, sorted."""
+        ...
+
+
+class Inbox(Protocol):
+    """The integrations' inbox: messages from other systems stored as received, raw bytes
+    and all, before they are acknowledged; whoever maps them settles each one later. It knows
+    nothing of HL7: `channel` names the integration and `meta` is JSON the integration
+    defines."""
+
+    def receive(self, arrivals: Sequence[Arrival]) -> list[tuple[int, bool]]:
+        """Store the arrivals; for each, its seq and whether it was a duplicate (its key
+        already held: nothing stored but the count of duplicates)."""
+        ...
+
+    def get(self, seq: int) -> Message | None: ...
+
+    def waiting(
+        self, channel: str, status: str = "received", after: int = 0, limit: int = 100
+    ) -> list[Message]:
+        """Messages of one status in arrival order, after seq `after` (the mapper's queue)."""
+        ...
+
+    def settle(
+        self,
+        seq: int,
+        status: str,
+        error: str | None = None,
+        meta: dict[str, Any] | None = None,
+        release: bool = False,
+        session: Session | None = None,
+    ) -> None:
+        """Record the outcome of mapping a message: its status, the error text, what to add
+        to its meta; `release` frees its idempotency key (it was answered with an error, so a
+        resend is a new message). Inside `session` (the mapping's write, so the outcome
+        commits with the resources) or in a write of its own."""
+        ...
+
+    def search(
+        self,
+        channel: str,
+        status: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        sender: str | None = None,
+        message_id: str | None = None,
+        kind: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Message]:
+        """Newest first, filtered; `before` continues a page after its last seq."""
+        ...
+
+    def counts(self, channel: str) -> dict[str, int]: ...
+
+
+class SubscriptionTables(Protocol):
+    """What R4 Subscriptions keep beside the resources: each Subscription's owner, a
+    generation that moves with every version of one written, the websocket events the worker
+    processes share, and criteria the search engine decides asked of one resource."""
+
+    def generation(self, session: Session) -> float:
+        """Moves with every version written of a Subscription (one read tells a process
+        that its list is stale, whichever process wrote)."""
+        ...
+
+    def current(self, session: Session) -> list[tuple[bytes, dict[str, Any] | None]]:
+        """Every current, undeleted Subscription (its stored JSON) with its owner's principal
+        (None when written by the server itself, e.g. loaded from a file)."""
+        ...
+
+    def set_owner(self, session: Session, subscription_id: str, principal: dict[str, Any]) -> None:
+        """Inside the write that stores the Subscription: who wrote it last owns it."""
+        ...
+
+    def add_events(self, session: Session, subscriptions: list[str], origin: str) -> None:
+        """Events of websocket subscriptions for the other worker processes; prunes old ones."""
+        ...
+
+    def last_event(self, session: Session) -> int: ...
+
+    def events_after(self, session: Session, seq: int, origin: str) -> list[tuple[int, str]]:
+        """(seq, subscription id) of the events after `seq`; "" for those `origin` wrote."""
+        ...
+
+    def check_criteria(self, rtype: str, clauses: list[Clause]) -> None:
+        """Compile the criteria's values once, as a search would (a bad date: 400)."""
+        ...
+
+    def compile_match(self, base_url: str, rtype: str, clauses: list[Clause]) -> Any:
+        """Criteria prepared once to be asked of single resources (`matching`)."""
+        ...
+
+    def matching(
+        self, session: Session, rtype: str, rid: str, compiled: dict[str, Any]
+    ) -> set[str]:
+        """Which of the compiled criteria (by key) the current version of rtype/rid meets."""
+        ...
 
 
 # --- the SMART authorization tables and the audit trail (every backend; issue 17) ----------

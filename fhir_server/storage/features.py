@@ -1,54 +1,8 @@
-"""The storage features only the SQLite backend has for now (contract.py says which and why):
-the layers above reach them here, through `sqlite_store`/`sqlite_session`, which answer 501
-under another backend instead of failing somewhere deeper."""
+"""What only the SQLite backend has: `backup`/`restore` copy the database file. A MongoDB
+database is backed up with MongoDB's own tools (mongodump, README); the CLI says so."""
 
 from __future__ import annotations
 
-from ..errors import FhirError, error
-from .contract import Session, Store
-from .sqlite import export, subscriptions
 from .sqlite.backup import BackupError, backup, restore
-from .sqlite.export import ExportJobs, Job
-from .sqlite.inbox import Inbox
-from .sqlite.inbox import Message as InboxMessage
-from .sqlite.store import Session as SqliteSession
-from .sqlite.store import SqliteStore
 
-__all__ = [
-    "BackupError",
-    "ExportJobs",
-    "Inbox",
-    "InboxMessage",
-    "Job",
-    "SqliteSession",
-    "SqliteStore",
-    "backup",
-    "has_features",
-    "export",
-    "restore",
-    "sqlite_session",
-    "sqlite_store",
-    "subscriptions",
-]
-
-
-def _unsupported(feature: str) -> FhirError:
-    return error(501, "not-supported", f"{feature} needs the SQLite backend for now")
-
-
-def has_features(store: Store) -> bool:
-    """Whether the store has the features of this module (background workers ask)."""
-    return isinstance(store, SqliteStore)
-
-
-def sqlite_store(store: Store, feature: str) -> SqliteStore:
-    """The store, if it is SQLite's; 501 naming `feature` otherwise."""
-    if not isinstance(store, SqliteStore):
-        raise _unsupported(feature)
-    return store
-
-
-def sqlite_session(session: Session, feature: str) -> SqliteSession:
-    if not isinstance(session, SqliteSession):
-        raise _unsupported(feature)
-    return session
+__all__ = ["BackupError", "backup", "restore"]

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..interactions.hooks import Change, Effect
 from ..services import Services
-from ..storage.features import has_features, sqlite_session
 from .accept import endpoint_checker, on_write
 from .notifier import Notifier
 from .websocket import PATH, router
@@ -19,22 +17,13 @@ __all__ = ["capability_extensions", "register", "router"]
 
 
 def register(services: Services) -> None:
-    """The accepting write hook, the after-commit hand-over and the notifier thread; under a
-    backend without the tables (storage/features.py) a Subscription is refused with 501."""
-    if not has_features(services.store):
-        services.hooks.add_on_write(_unsupported, ["Subscription"], lambda _: True)
-        return
+    """The accepting write hook, the after-commit hand-over and the notifier thread."""
     notifier = Notifier(services)
     services.features["subscriptions"] = notifier
     services.hooks.add_on_write(on_write, ["Subscription"], lambda _: True)
     services.hooks.before_write.setdefault("Subscription", []).append(endpoint_checker(services))
     services.hooks.after_commit.append(notifier.after_commit)
     services.hooks.on_close.append(notifier.stop)
-
-
-def _unsupported(change: Change) -> Effect | None:
-    sqlite_session(change.session, "Subscriptions")  # 501 naming the feature
-    return None
 
 
 def capability_extensions(base_url: str) -> list[dict[str, Any]]:

@@ -16,8 +16,6 @@ from ..policy.decide import forbidden, role_permits
 from ..policy.enforce import authorize
 from ..search.values import date_bounds
 from ..services import Services
-from ..storage.features import sqlite_session
-from ..storage.features import subscriptions as table
 from .criteria import compile_criteria
 from .endpoint import check_endpoint
 from .payload import content_of
@@ -34,7 +32,8 @@ def on_write(change: Change) -> Effect | None:
     if sub is None:  # a delete: nothing to check; its owner row stays harmlessly
         return None
     services = change.services
-    criteria = compile_criteria(services.registry, str(sub.get("criteria", "")))
+    tables = services.store.subscriptions
+    criteria = compile_criteria(services.registry, str(sub.get("criteria", "")), tables)
     # a subscription is a standing search: its owner must be allowed that search
     if not role_permits(change.ctx.principal, criteria.rtype):
         raise forbidden(f"Searches of {criteria.rtype} are not available to this user",
@@ -56,8 +55,7 @@ def on_write(change: Change) -> Effect | None:
             if not _HEADER.fullmatch(header):
                 raise error(400, "invalid", f"A channel header must read 'Name: value': {header!r}",
                             f"Subscription.channel.header[{i}]")  # fmt: skip
-    session = sqlite_session(change.session, "Subscriptions")
-    table.set_owner(session, change.rid, principal_json(change.ctx.principal))
+    tables.set_owner(change.session, change.rid, principal_json(change.ctx.principal))
     status = sub.get("status")
     if status != "off" and ended(sub):  # R4 Subscription.end: "turn the subscription off"
         return Effect(resource={**sub, "status": "off"})

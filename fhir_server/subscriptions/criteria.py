@@ -16,8 +16,7 @@ from ..search import query as q
 from ..search.registry import Registry
 from ..search.values import date_bounds, normalize_string
 from ..spec import RESOURCE_TYPES
-from ..storage.contract import IndexRows
-from ..storage.features import subscriptions as table
+from ..storage.contract import IndexRows, SubscriptionTables
 
 EXPRESSION = "Subscription.criteria"
 
@@ -32,7 +31,7 @@ class Criteria:
     in_memory: bool
 
 
-def compile_criteria(registry: Registry, text: str) -> Criteria:
+def compile_criteria(registry: Registry, text: str, tables: SubscriptionTables) -> Criteria:
     """`Type?params` into Criteria; 400 naming Subscription.criteria for anything the search
     engine would not run exactly (unknown parameters are refused, not ignored: a subscription
     silently wider than asked would send what was not wanted)."""
@@ -55,7 +54,7 @@ def compile_criteria(registry: Registry, text: str) -> Criteria:
         raise error(400, "invalid", f"Subscription.criteria: {exc}", EXPRESSION) from None
     clauses = tuple(parsed.clauses)
     try:  # the values too: the search engine compiles them once here (a bad date: 400)
-        table.check_criteria(rtype, list(clauses))
+        tables.check_criteria(rtype, list(clauses))
     except FhirError as exc:
         raise error(400, "invalid", f"Subscription.criteria: {exc}", EXPRESSION) from None
     return Criteria(rtype, clauses, all(_in_memory(c) for c in clauses))

@@ -4,7 +4,7 @@ the active Subscriptions, checks what each owner may see, and hands notification
 channels. Nothing here runs inside a write transaction or on a request's time.
 
 Every process keeps the list of active Subscriptions current with one read per batch
-(storage/sqlite/subscriptions.generation), and websocket events reach sockets bound in other
+(the store's `subscriptions.generation`), and websocket events reach sockets bound in other
 processes (serve's workers; the HL7 v2 and DICOM listeners write too) through a small table
 each process polls while it has sockets bound."""
 
@@ -26,10 +26,7 @@ from ..model.resource import now
 from ..operations.export import principal_of
 from ..policy.enforce import keep_visible
 from ..search.index import index_rows
-from ..storage.contract import Stored
-from ..storage.features import SqliteSession as Session
-from ..storage.features import sqlite_session
-from ..storage.features import subscriptions as table
+from ..storage.contract import Session, Stored, SubscriptionTables
 from .accept import end_instant
 from .criteria import Criteria, compile_criteria, matches
 from .payload import content_of
@@ -42,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fhir_server.subscriptions")
 
-FEATURE = "Subscriptions"
 #: seconds between polls of the event table while websockets are bound here (several workers)
 POLL_SECONDS = 0.02
 #: seconds websocket events for other workers are gathered before they are written (under a
@@ -138,26 +134,32 @@ class Notifier:
                 log.exception("subscription dispatch failed")
 
     def _reader(self) -> Session:
-        return sqlite_session(self.services.store.reader(), FEATURE)
+        return self.services.store.reader()
+
+    @property
+    def tables(self) -> SubscriptionTables:
+        return self.services.store.subscriptions
 
     def _refresh(self, reader: Session) -> None:
         """Reload the active Subscriptions when some version of one was written since."""
-        generation = table.generation(reader)
+        generation = self.tables.generation(reader)
         if generation == self._generation:
             return
         by_type: dict[str, list[Active]] = {}
-        for raw, owner in table.current(reader):
+        for raw, owner in self.tables.current(reader):
             active = self._active(literal.loads(raw), owner)
             if active is not None:
                 by_type.setdefault(active.criteria.rtype, []).append(active)
-        self._watch = {t: Watch.build(subs, self.base_url) for t, subs in by_type.items()}
+        tables = self.tables
+        self._watch = {t: Watch.build(subs, self.base_url, tables) for t, subs in by_type.items()}
         self._by_type, self._generation = by_type, generation
 
     def _active(self, sub: dict[str, Any], owner: dict[str, Any] | None) -> Active | None:
         if sub.get("status") not in ("active", "error"):
             return None
         try:
-            criteria = compile_criteria(self.services.registry, str(sub.get("criteria", "")))
+            criteria = compile_criteria(self.services.registry, str(sub.get("criteria", "")),
+                                        self.tables)
             channel = sub["channel"]
             content = content_of(channel)
         except Exception:  # stored before a rule tightened: not served, said in the log
@@ -179,7 +181,7 @@ class Notifier:
             rows = index_rows(stored.type, literal.loads(stored.json), registry, watch.codes)
             candidates = watch.candidates(stored.id, rows)
             asked = {s.id: watch.compiled[s.id] for s in candidates if s.id in watch.compiled}
-            by_sql = table.matching(reader, stored.type, stored.id, asked) if asked else set()
+            by_sql = self.tables.matching(reader, stored.type, stored.id, asked) if asked else set()
             for sub in candidates:
                 if sub.ended(at):
                     continue
@@ -205,7 +207,7 @@ class Notifier:
         short write transaction however many there are."""
         events, self._events = self._events, []
         with self.services.store.write() as session:
-            table.add_events(sqlite_session(session, FEATURE), events, self.origin)
+            self.tables.add_events(session, events, self.origin)
 
     def _may_see(self, sub: Active, stored: Stored) -> bool:
         """The owner's read permission on the resource now (security.md §3): a notification,
@@ -220,7 +222,7 @@ class Notifier:
 
     def _poll(self, reader: Session) -> None:
         """Websocket events other workers wrote since the last poll."""
-        for seq, sub_id in table.events_after(reader, self._last_event, self.origin):
+        for seq, sub_id in self.tables.events_after(reader, self._last_event, self.origin):
             self._last_event = seq
             if sub_id:
                 self.hub.ping(sub_id)
@@ -250,7 +252,7 @@ class Notifier:
         if sub.get("status") not in ("active", "error"):
             return f"the Subscription is {sub.get('status')}"
         if not self.hub.bound():
-            self._last_event = table.last_event(self._reader())
+            self._last_event = self.tables.last_event(self._reader())
         return None
 
     def set_status(self, sub_id: str, status: str, error_text: str | None) -> None:

@@ -2,17 +2,16 @@
 only against those that could match it: each Subscription is keyed by the values of one of
 its exact clauses (`_id`, a token's code, a reference's id), so a write meets only those keyed
 by values it has, plus the few without such a clause. Those the index rows cannot decide
-(chains, _has, ...) are compiled to the search engine's SQL once, and asked of a resource in
-one statement."""
+(chains, _has, ...) are prepared once by the store (`subscriptions.compile_match`) and asked
+of a resource together."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..search import query as q
-from ..storage.contract import IndexRows
-from ..storage.features import subscriptions as table
+from ..storage.contract import IndexRows, SubscriptionTables
 
 if TYPE_CHECKING:
     from .notifier import Active
@@ -27,13 +26,13 @@ class Watch:
     #: the parameters whose index rows the clauses read (the others are not extracted)
     codes: frozenset[str]
     #: by Subscription id, for those the search engine decides
-    compiled: dict[str, table.Compiled]
+    compiled: dict[str, Any]
 
     @classmethod
-    def build(cls, subs: list[Active], base_url: str) -> Watch:
+    def build(cls, subs: list[Active], base_url: str, tables: SubscriptionTables) -> Watch:
         keyed: dict[Key, list[Active]] = {}
         unkeyed: list[Active] = []
-        compiled: dict[str, table.Compiled] = {}
+        compiled: dict[str, Any] = {}
         codes: set[str] = set()
         for sub in subs:
             criteria = sub.criteria
@@ -45,7 +44,7 @@ class Watch:
                 keyed.setdefault(key, []).append(sub)
             if not criteria.in_memory:
                 clauses = list(criteria.clauses)
-                compiled[sub.id] = table.compile_match(base_url, criteria.rtype, clauses)
+                compiled[sub.id] = tables.compile_match(base_url, criteria.rtype, clauses)
         return cls(keyed, unkeyed, frozenset(codes), compiled)
 
     def candidates(self, rid: str, rows: IndexRows) -> list[Active]:

@@ -66,11 +66,8 @@ class Hub:
 
 @router.websocket(PATH)
 async def subscription_websocket(websocket: WebSocket) -> None:
-    notifier: Notifier | None = websocket.app.state.services.features.get("subscriptions")
+    notifier: Notifier = websocket.app.state.services.features["subscriptions"]
     await websocket.accept()
-    if notifier is None:  # a storage backend without Subscriptions (storage/features.py)
-        await websocket.close(1011, "Subscriptions need the SQLite backend for now")
-        return
     socket = Socket(asyncio.get_running_loop())
     sender = asyncio.create_task(_send(websocket, socket))
     try:

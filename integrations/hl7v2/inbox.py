@@ -1,5 +1,5 @@
-"""What the listener hands the inbox (the core's storage/sqlite/inbox.py, reached as
-`services.store.inbox`: the integration never imports storage)."""
+"""What the listener hands the inbox (the storage contract's `Inbox`, reached as
+`services.store.inbox`: the integration never imports a backend)."""
 
 from __future__ import annotations
 

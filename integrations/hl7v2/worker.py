@@ -28,8 +28,8 @@ from .mapping import MappingError, Plan, map_message
 from .receipt import header
 
 if TYPE_CHECKING:
+    from fhir_server.storage.contract import Message as Record
     from fhir_server.storage.contract import Session
-    from fhir_server.storage.features import InboxMessage as Record
 
 CHANNEL = "hl7v2"
 #: seconds one write transaction of the mapper may last (then it commits, and goes on in a

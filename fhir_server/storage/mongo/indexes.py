@@ -63,10 +63,11 @@ HISTORY_INDEXES = [
 ]
 
 
-#: the authorization tables (auth.py) and the audit chain (audit.py), beside their `_id`s:
-#: a grant's tokens revoked together, a client's tokens on removal, the expired rows swept,
-#: failed logins counted per name, the records waiting to be expanded
-AUTH_AUDIT_INDEXES = {
+#: the other collections beside their `_id`s: the authorization tables (auth.py: a grant's
+#: tokens revoked together, a client's tokens on removal, the expired rows swept, failed
+#: logins counted per name), the audit chain (audit.py: the records waiting to be expanded)
+#: and the background jobs' (export.py, inbox.py, subscriptions.py)
+OTHER_INDEXES = {
     "auth_token": [
         IndexModel([("grant", ASCENDING)], name="grant"),
         IndexModel([("client_id", ASCENDING)], name="client"),
@@ -79,17 +80,25 @@ AUTH_AUDIT_INDEXES = {
         IndexModel([("at", ASCENDING)], name="at"),
     ],
     "audit_record": [IndexModel([("pending", ASCENDING)], name="pending", sparse=True)],
+    "export_job": [IndexModel([("status", ASCENDING), ("created", ASCENDING)], name="status")],
+    "inbox": [
+        # the idempotency key (channel, sender, MSH-10) of the messages that hold one
+        IndexModel([("key", ASCENDING)], name="key", unique=True, sparse=True),
+        IndexModel([("channel", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)],
+                   name="queue"),  # fmt: skip
+    ],
+    "subscription_event": [IndexModel([("at", ASCENDING)], name="at")],
 }
 
 
 def create(db: Database[dict[str, Any]]) -> None:
-    """Every resource type's collection and the history, the authorization tables and the
-    audit chain, with their indexes."""
+    """Every resource type's collection and the history, the authorization tables, the audit
+    chain and the background jobs', with their indexes."""
     models = resource_indexes()
     for rtype in sorted(RESOURCE_TYPES):
         db[rtype].create_indexes(models)
     db["history"].create_indexes(HISTORY_INDEXES)
-    for name, extra in AUTH_AUDIT_INDEXES.items():
+    for name, extra in OTHER_INDEXES.items():
         db[name].create_indexes(extra)
     # written first inside a transaction, where a sharded cluster cannot create a collection
     with suppress(CollectionInvalid):  # it exists (made by another process meanwhile)

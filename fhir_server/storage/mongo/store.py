@@ -45,9 +45,11 @@ if TYPE_CHECKING:
     from pymongo.client_session import ClientSession
     from pymongo.database import Database
 
-    from ..sqlite.inbox import Inbox
     from .audit import MongoAudit
     from .auth import MongoAuth
+    from .export import ExportJobs
+    from .inbox import Inbox
+    from .subscriptions import SubscriptionTables
 
 HISTORY = "history"
 META = "meta"
@@ -121,6 +123,8 @@ class MongoSession:
         self.db = store.db
         self.s = session
         self.written: list[Stored] = []
+        #: per open savepoint, how to undo its writes: (collection, _id, the document before)
+        self._undo: list[list[tuple[str, Any, dict[str, Any] | None]]] = []
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -274,9 +278,32 @@ class MongoSession:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """MongoDB has no savepoints inside a transaction: a failing part fails the whole
-        transaction (the HL7 v2 mapper's batching is SQLite-only for now)."""
-        yield
+        """MongoDB has no savepoints inside a transaction: this one keeps an undo log (each
+        document a write inside it touches, as it was before) and, on an exception, puts the
+        documents back in the same session, newest first, the rest of the transaction going
+        on (the HL7 v2 mapper writes several messages in one, each all or nothing)."""
+        mark = len(self.written)
+        self._undo.append([])
+        try:
+            yield
+        except BaseException:
+            for coll, key, before in reversed(self._undo.pop()):
+                # delete and insert, not an upsert: on a sharded collection an upsert's filter
+                # needs the shard key, an insert finds it in the document
+                self.db[coll].delete_one({"_id": key}, session=self.s)
+                if before is not None:
+                    self.db[coll].insert_one(before, session=self.s)
+            del self.written[mark:]
+            raise
+        done = self._undo.pop()
+        if self._undo:  # a nested savepoint's writes are the outer one's to undo
+            self._undo[-1].extend(done)
+
+    def remember(self, coll: str, key: Any) -> None:
+        """Inside a savepoint, note the document `key` of `coll` as it is before a write."""
+        if self._undo:
+            before = self.db[coll].find_one({"_id": key}, session=self.s)
+            self._undo[-1].append((coll, key, before))
 
     def save(self, row: int | None, version: Version) -> int:
         return self.save_many([(row, version)])[0]
@@ -308,9 +335,11 @@ class MongoSession:
                 doc["ftn"], doc["ftc"] = version.fulltext
             if s.deleted:
                 doc["x"], doc["k"] = {}, {}
+            self.remember(s.type, s.id)
             self.db[s.type].replace_one({"_id": s.id}, doc, upsert=True, session=self.s)
             prev_deleted = None
             if s.version > 1:
+                self.remember(HISTORY, f"{s.type}/{s.id}/{s.version - 1}")
                 prev = self.db[HISTORY].find_one_and_update(
                     # the shard key `i` in the filter targets one shard (README: sharding)
                     {"_id": f"{s.type}/{s.id}/{s.version - 1}", "i": s.id},
@@ -318,6 +347,7 @@ class MongoSession:
                     session=self.s,
                 )
                 prev_deleted = bool(prev and prev["del"])
+            self.remember(HISTORY, f"{s.type}/{s.id}/{s.version}")
             self.db[HISTORY].insert_one(
                 {
                     "_id": f"{s.type}/{s.id}/{s.version}",
@@ -335,6 +365,7 @@ class MongoSession:
             )
             conformance |= s.type in CONFORMANCE_TYPES
         if conformance:
+            self.remember(META, "conformance")
             self.db[META].update_one(
                 {"_id": "conformance"}, {"$inc": {"n": 1}}, upsert=True, session=self.s
             )
@@ -401,12 +432,13 @@ class MongoStore:
             return False
         return bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
 
-    def allocate(self, n: int) -> int:
-        """`n` new row numbers, taken outside any transaction (a counter in a transaction
-        would make every create conflict with every other): gaps are harmless, the order of
-        creation is what the default search order needs."""
+    def allocate(self, n: int, counter: str = "rid") -> int:
+        """`n` new row numbers (or numbers of another `counter`: inbox messages, websocket
+        events), taken outside any transaction (a counter in a transaction would make every
+        create conflict with every other): gaps are harmless, the order of creation is what
+        the default search order needs."""
         doc = self.db[META].find_one_and_update(
-            {"_id": "rid"}, {"$inc": {"n": n}}, upsert=True, return_document=ReturnDocument.AFTER
+            {"_id": counter}, {"$inc": {"n": n}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         assert doc is not None  # upserted
         return int(doc["n"]) - n + 1
@@ -454,9 +486,23 @@ class MongoStore:
 
         return MongoAudit(self.db)
 
-    @property
+    @cached_property
+    def exports(self) -> ExportJobs:
+        from .export import ExportJobs
+
+        return ExportJobs(self)
+
+    @cached_property
     def inbox(self) -> Inbox:
-        raise error(501, "not-supported", "the HL7 v2 inbox needs the SQLite backend for now")
+        from .inbox import Inbox
+
+        return Inbox(self)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionTables:
+        from .subscriptions import SubscriptionTables
+
+        return SubscriptionTables(self)
 
     def unready(self) -> str | None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 from ...search.paging import Cursor
@@ -14,7 +15,9 @@ from ..compartment import Branch, Entry, Member, Window
 from ..contract import Page
 from . import compartment, stats
 from . import search as sql
+from .export import ExportJobs
 from .store import Session, SqliteStore
+from .subscriptions import SubscriptionTables
 
 
 class SqliteSession(Session):
@@ -90,3 +93,13 @@ class SqliteBackend(SqliteStore):
     def write(self) -> Iterator[SqliteSession]:
         with super().write() as session:
             yield SqliteSession(session.conn)
+
+    @cached_property
+    def exports(self) -> ExportJobs:
+        """The Bulk Data export jobs (export.py)."""
+        return ExportJobs(self)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionTables:
+        """R4 Subscriptions' owners and websocket events (subscriptions.py)."""
+        return SubscriptionTables()

@@ -3,34 +3,13 @@ read in row-id order so that a job can stop after any batch and go on from there
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ...search.query import Clause
+from ..jobs import Job, Selection
 from .search import Compiler
 from .store import Session, SqliteStore
-
-
-@dataclass
-class Job:
-    """One export job as stored (JSON columns parsed)."""
-
-    id: str
-    owner: str
-    principal: dict[str, Any]
-    spec: dict[str, Any]
-    status: str  # queued | running | complete | failed
-    transaction_time: str
-    created: float
-    worker: str | None = None
-    lease: float | None = None
-    progress: dict[str, Any] | None = None
-    manifest: dict[str, Any] | None = None
-    error: str | None = None
-    expires: float | None = None
-
 
 _COLUMNS = ("id, owner, principal, spec, status, transaction_time, created, worker, lease, "
             "progress, manifest, error, expires")  # fmt: skip
@@ -50,7 +29,8 @@ def _dumps(value: Any) -> str | None:
 
 
 class ExportJobs:
-    """The export_job table: short write transactions under the store's write lock."""
+    """The export_job table (short write transactions under the store's write lock), and the
+    resources an export reads (contract.ExportTables)."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
@@ -130,20 +110,19 @@ class ExportJobs:
     def ids(self) -> set[str]:
         return {r[0] for r in self.store.reader().query("SELECT id FROM export_job")}
 
+    def count(self, base_url: str, sel: Selection) -> int:
+        return count(self.store.reader(), base_url, sel)
 
-@dataclass(frozen=True)
-class Selection:
-    """What an export takes of one type: the access narrowing (clauses ANDed), the
-    _typeFilter alternatives (each a list of clauses ANDed; ORed; none: no filter), the
-    patient compartment membership (the reference parameters into it, and the patients, None
-    for all), resources changed after `since`."""
+    def batch(
+        self, base_url: str, sel: Selection, after: int, limit: int, at: str
+    ) -> tuple[list[bytes], int | None]:
+        return batch(self.store.reader(), base_url, sel, after, limit, at)
 
-    rtype: str
-    clauses: tuple[Clause, ...] = ()
-    filters: tuple[tuple[Clause, ...], ...] = ()
-    compartment: tuple[str, ...] | None = None
-    patients: tuple[str, ...] | None = None
-    since: str | None = None
+    def deleted(self, rtype: str, since: str, at: str) -> list[tuple[str, str]]:
+        return deleted(self.store.reader(), rtype, since, at)
+
+    def types_present(self) -> list[str]:
+        return types_present(self.store.reader())
 
 
 def _where(base_url: str, sel: Selection) -> tuple[str, list[Any]]:

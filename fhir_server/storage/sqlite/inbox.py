@@ -6,62 +6,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ...model.resource import now
+from ..jobs import INBOX_STATUSES, Arrival, Message
 
 if TYPE_CHECKING:  # typing only: the store hands out its inbox
     from ..contract import Session
     from .store import SqliteStore
 
-#: received: waiting to be mapped; mapped: done; error: mapping failed (kept for replay);
-#: rejected: refused on receipt (never mapped)
-STATUSES = ("received", "mapped", "error", "rejected")
+STATUSES = INBOX_STATUSES
 
 _COLUMNS = (
     "seq, channel, sender, message_id, received_at, remote, kind, status, error, attempts, "
     "updated_at, duplicates, meta, raw"
 )
-
-
-class Arrival(Protocol):
-    """A message as it arrived (the integration's own class). A `received` one with a
-    message_id holds the idempotency key (channel, sender, message_id); a `rejected` one
-    never does."""
-
-    channel: str
-    sender: str
-    message_id: str | None
-    received_at: str
-    remote: str | None
-    kind: str | None
-    raw: bytes
-    meta: dict[str, Any]
-    status: str
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Message:
-    """One inbox row."""
-
-    seq: int
-    channel: str
-    sender: str
-    message_id: str | None
-    received_at: str
-    remote: str | None
-    kind: str | None
-    status: str
-    error: str | None
-    attempts: int
-    updated_at: str | None
-    duplicates: int
-    meta: dict[str, Any]
-    raw: bytes
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -72,6 +33,8 @@ def _message(row: Sequence[Any]) -> Message:
 
 
 class Inbox:
+    """contract.Inbox in the inbox table."""
+
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
 

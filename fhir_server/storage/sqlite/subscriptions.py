@@ -5,13 +5,16 @@ worker processes share."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ...search.query import Clause
 from .search import Compiler
 from .store import Session
+
+if TYPE_CHECKING:
+    from ..contract import Session as AnySession
 
 #: seconds an event stays in subscription_event: a worker polls it far more often
 EVENT_RETENTION_SECONDS = 60.0
@@ -97,3 +100,44 @@ def matching(session: Session, rtype: str, rid: str, compiled: dict[str, Compile
         args += [key, rtype, rid, *more]
     rows = session.conn.execute(" UNION ALL ".join(parts), args).fetchall()
     return {row[0] for row in rows}
+
+
+def _own(session: AnySession) -> Session:
+    """This backend's sessions are the only ones its store hands out."""
+    assert isinstance(session, Session), type(session)
+    return session
+
+
+class SubscriptionTables:
+    """contract.SubscriptionTables: the functions above, over this backend's sessions."""
+
+    def generation(self, session: AnySession) -> float:
+        return generation(_own(session))
+
+    def current(self, session: AnySession) -> list[tuple[bytes, dict[str, Any] | None]]:
+        return current(_own(session))
+
+    def set_owner(
+        self, session: AnySession, subscription_id: str, principal: dict[str, Any]
+    ) -> None:
+        set_owner(_own(session), subscription_id, principal)
+
+    def add_events(self, session: AnySession, subscriptions: list[str], origin: str) -> None:
+        add_events(_own(session), subscriptions, origin)
+
+    def last_event(self, session: AnySession) -> int:
+        return last_event(_own(session))
+
+    def events_after(self, session: AnySession, seq: int, origin: str) -> list[tuple[int, str]]:
+        return events_after(_own(session), seq, origin)
+
+    def check_criteria(self, rtype: str, clauses: list[Clause]) -> None:
+        check_criteria(rtype, clauses)
+
+    def compile_match(self, base_url: str, rtype: str, clauses: list[Clause]) -> Compiled:
+        return compile_match(base_url, rtype, clauses)
+
+    def matching(
+        self, session: AnySession, rtype: str, rid: str, compiled: dict[str, Compiled]
+    ) -> set[str]:
+        return matching(_own(session), rtype, rid, compiled)
