@@ -34,8 +34,9 @@ class Plugin:
     #: adds options to `serve` (same rule for `dest`)
     serve_options: Callable[[argparse.ArgumentParser], None] | None = None
     #: `serve` runs this in a process of its own beside the HTTP workers, given Services
-    #: opened as the server opens them, when `beside_serve_if(settings)` is true
-    beside_serve: Callable[[Services], None] | None = None
+    #: opened as the server opens them and the Opener (for processes of its own), when
+    #: `beside_serve_if(settings)` is true
+    beside_serve: Callable[[Services, Opener], None] | None = None
     beside_serve_if: Callable[[Settings], bool] | None = None
     #: called when Services are wired (app and console script): operations, hooks, state
     register: Callable[[Services], None] | None = None

@@ -235,4 +235,4 @@ def companion(name: str, settings: Settings) -> None:
     threading.Thread(target=follow_parent, name="follow-serve", daemon=True).start()
     plugin = next(p for p in plugins() if p.name == name)
     assert plugin.beside_serve is not None
-    plugin.beside_serve(open_services(settings))
+    plugin.beside_serve(open_services(settings), open_services)

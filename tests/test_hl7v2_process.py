@@ -147,6 +147,36 @@ def test_serve_runs_the_listener_beside_the_http_api(
         raise AssertionError("the MLLP listener outlived `serve`")
 
 
+@pytest.mark.slow  # a listener process and its mapper process: `make test-slow`
+def test_the_mapper_process_answers_the_acks_that_wait_for_the_mapping(
+    database: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """`--ack-mode mapped`: the ACK waits for the mapper, which runs in a process of its own;
+    its outcome crosses back to the listener (AA once mapped, AE naming the field)."""
+    port = free_port()
+    listener = start("hl7", "listen", "--port", str(port), "--database", str(database),
+                     "--ack-mode", "mapped")  # fmt: skip
+    processes.append(listener)
+    wait_port(port, listener)
+    good = (SAMPLES / "adt_a28_add_person.hl7").read_bytes().replace(b"\n", b"\r")
+    bad = good.replace(b"|20010203|", b"|2001020|").replace(b"ADT20240306-0040",
+                                                            b"ADT20240306-0041")  # fmt: skip
+    with mllp.Client("127.0.0.1", port, timeout=60) as client:
+        started = time.time()
+        ok = client.exchange(good).decode()
+        refused = client.exchange(bad).decode()
+    # long before hl7_read_timeout_seconds (30), which would answer "mapping takes longer"
+    assert time.time() - started < 25
+    assert "MSA|AA|ADT20240306-0040" in ok and "takes longer" not in ok
+    assert "MSA|AE|ADT20240306-0041" in refused
+    assert "'2001020' is not a date/time" in refused
+    assert query(database, "SELECT status FROM inbox ORDER BY seq") == [("mapped",), ("error",)]
+    listener.terminate()
+    assert listener.wait(20) == 0
+    stderr = listener.stderr.read() if listener.stderr else b""
+    assert b"HL7 v2 mapper ready" in stderr and b"HL7 v2 listener stopped" in stderr
+
+
 def test_replay_maps_what_a_receive_only_listener_kept(
     database: Path, processes: list[subprocess.Popen[bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:

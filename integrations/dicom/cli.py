@@ -57,7 +57,7 @@ def run_listener(services: Services) -> int:
         services.close()
 
 
-def beside_serve(services: Services) -> None:
+def beside_serve(services: Services, opener: Opener) -> None:
     run_listener(services)
 
 

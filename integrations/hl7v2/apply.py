@@ -37,13 +37,16 @@ class Applied:
 
 
 def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan) -> Applied:
-    """Write the plan in `session` (all of it or, raising MappingError, none of it)."""
+    """Write the plan in `session` (all of it or, raising MappingError, none of it). Updates
+    are written as they come; the new resources, and the Provenance naming them, are created
+    together at the end (write.create_many), each at version 1."""
     applied = Applied()
     try:
         with session.savepoint():
             found = _identify(session, services, ctx, plan)
             ids = {key: ref for key, (ref, _) in found.items()}
             changed: dict[str, str] = {}  # op key -> its new version
+            creates: list[tuple[str, str, Validated]] = []
             for op in plan.ops:
                 ref, stored = found[op.key]
                 if ref is None:  # mode `existing` and nothing stored: nothing to change
@@ -51,17 +54,19 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                 applied.resources[op.key] = ref
                 if stored is not None and op.mode == "keep":
                     continue
-                version = _write(session, services, ctx, op, ref, stored, ids, plan.validated)
+                version = _write(session, services, ctx, op, ref, stored, ids, plan.validated,
+                                 creates)  # fmt: skip
                 if version:
                     changed[op.key] = version
                     applied.written.append(version)
             targets = [changed[op.key] for op in plan.ops if op.provenance and op.key in changed]
             if targets:
-                _provenance(session, services, ctx, plan.provenance, targets, ids)
+                creates.append(_provenance(services, plan.provenance, targets, ids))
             if plan.activity and set(changed) & set(plan.activity_targets):
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
-                _provenance(session, services, ctx, plan.activity, both, ids)
+                creates.append(_provenance(services, plan.activity, both, ids))
+            write.create_many(session, services, ctx, creates)
     except FhirError as exc:
         raise mapping_error(exc) from None
     return applied
@@ -116,12 +121,13 @@ def _survivor(session: Session, rtype: str, rid: str, stored: dict[str, Any]
 
 
 def _write(session: Session, services: Services, ctx: RequestContext, op: Op, ref: str,
-           stored: dict[str, Any] | None, ids: dict[str, str | None],
-           validated: bool) -> str | None:  # fmt: skip
-    """Create or update one resource; its new version reference, None when unchanged. A new
-    resource the worker validated before the write lock (`validated`, placeholders in its
-    references) is the same resource with the references' strings replaced and an id: still
-    valid, so it is not validated again under the lock; a merged one always is."""
+           stored: dict[str, Any] | None, ids: dict[str, str | None], validated: bool,
+           creates: list[tuple[str, str, Validated]]) -> str | None:  # fmt: skip
+    """Update one resource, or add its create to `creates`; its new version reference, None
+    when unchanged. A new resource the worker validated before the write lock (`validated`,
+    placeholders in its references) is the same resource with the references' strings
+    replaced and an id: still valid, so it is not validated again under the lock; a merged
+    one always is."""
     rtype, rid = ref.split("/", 1)
     body = resolve_fast(op.resource, ids)
     if stored is not None:
@@ -129,13 +135,12 @@ def _write(session: Session, services: Services, ctx: RequestContext, op: Op, re
     body["id"] = rid
     resource = Validated(body) if validated and stored is None else services.validator(body)
     if stored is None:
-        result = write.create(session, services, ctx, rtype, resource, rid=rid)
-    else:
-        result = write.update(session, services, ctx, rtype, rid, resource)
-        assert result.stored is not None
-        if str(result.stored.version) == (stored.get("meta") or {}).get("versionId"):
-            return None
+        creates.append((rtype, rid, resource))
+        return f"{ref}/_history/1"
+    result = write.update(session, services, ctx, rtype, rid, resource)
     assert result.stored is not None
+    if str(result.stored.version) == (stored.get("meta") or {}).get("versionId"):
+        return None
     return f"{ref}/_history/{result.stored.version}"
 
 
@@ -211,14 +216,13 @@ def resolve(node: Any, ids: dict[str, str | None]) -> Any:
     return node
 
 
-def _provenance(session: Session, services: Services, ctx: RequestContext,
-                template: dict[str, Any], targets: list[str],
-                ids: dict[str, str | None]) -> None:  # fmt: skip
+def _provenance(services: Services, template: dict[str, Any], targets: list[str],
+                ids: dict[str, str | None]) -> tuple[str, str, Validated]:  # fmt: skip
+    """The create of a Provenance naming `targets`."""
     body = resolve(template, ids) or {}
     body["target"] = [{"reference": t} for t in targets]
     body["recorded"] = now()
-    rid = write.new_id()
-    write.create(session, services, ctx, "Provenance", services.validator(body), rid=rid)
+    return "Provenance", write.new_id(), services.validator(body)
 
 
 def mapping_error(exc: FhirError) -> MappingError:

@@ -94,25 +94,23 @@ def listen_command(args: argparse.Namespace, settings: Settings, open_services: 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging_to_stderr()
-    run_listener(open_services(settings))
+    run_listener(open_services(settings), open_services)
     return 0
 
 
-def run_listener(services: Services) -> None:
-    """Serve until SIGTERM or SIGINT (also `serve --hl7`'s process body). The event loop
-    shares the interpreter with the mapper: a switch interval of 1 ms (Python's default is
-    5) lets the loop answer an ACK while the mapper computes."""
+def run_listener(services: Services, opener: Opener) -> None:
+    """Serve until SIGTERM or SIGINT (also `serve --hl7`'s process body); the mapper runs in
+    a process of its own, which `opener` opens Services for."""
     logging_to_stderr()
-    sys.setswitchinterval(0.001)
     try:
-        asyncio.run(_serve(services))
+        asyncio.run(_serve(services, opener))
     finally:
         services.close()
 
 
-async def _serve(services: Services) -> None:
+async def _serve(services: Services, opener: Opener) -> None:
     settings = services.settings
-    listener = Listener(services, settings.hl7_map)
+    listener = Listener(services, settings.hl7_map, opener)
     await listener.start(settings.hl7_host, settings.hl7_port)
     log.info("HL7 v2 MLLP listener on %s:%s (database %s, ACK %s, %s)", settings.hl7_host,
              settings.hl7_port, settings.database, settings.hl7_ack_mode,
@@ -218,7 +216,7 @@ def check_command(args: argparse.Namespace, settings: Settings, _: Opener) -> in
     return 1 if bad else 0
 
 
-def beside_serve(services: Services) -> None:
+def beside_serve(services: Services, opener: Opener) -> None:
     try:
         check_settings(services.settings)
     except ValueError as exc:
@@ -226,5 +224,5 @@ def beside_serve(services: Services) -> None:
         log.error("the HL7 v2 listener cannot start: %s", exc)
         services.close()
         return
-    run_listener(services)
+    run_listener(services, opener)
 

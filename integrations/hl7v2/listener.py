@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from fhir_server.model.resource import now
+from fhir_server.plugins import Opener
 from fhir_server.services import Services
 
 from . import ack as acks
@@ -27,6 +28,7 @@ from .ack import Addressing, Err
 from .charset import CharsetError, codec_for, decode, encode
 from .er7 import Message, ParseError
 from .inbox import Arrival
+from .mapper_process import MapperProcess
 from .receipt import Header, content_errors, header, refusal
 from .worker import CHANNEL, Mapper, Outcome
 
@@ -50,7 +52,11 @@ class Pending:
 
 
 class Listener:
-    def __init__(self, services: Services, map_messages: bool = True) -> None:
+    """`opener` (how the console script opens Services) runs the mapper in a process of its
+    own (mapper_process.py); without one it is a thread of this process (the tests)."""
+
+    def __init__(self, services: Services, map_messages: bool = True,
+                 opener: Opener | None = None) -> None:  # fmt: skip
         self.services = services
         self.settings = services.settings
         self.inbox = services.store.inbox
@@ -62,7 +68,11 @@ class Listener:
         self.pending: dict[int, Pending] = {}
         #: outcomes awaited by an ACK that arrived before the ACK started waiting
         self.early: dict[int, Outcome] = {}
-        self.mapper = Mapper(services, self._from_mapper) if map_messages else None
+        self.mapper: Mapper | MapperProcess | None = None
+        if map_messages and opener is not None:
+            self.mapper = MapperProcess(services.settings, opener, self._from_mapper)
+        elif map_messages:
+            self.mapper = Mapper(services, self._from_mapper)
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
@@ -208,7 +218,7 @@ class Listener:
         return self._ack(to, "AE", [outcome.err])
 
     def _from_mapper(self, outcome: Outcome) -> None:
-        """Called in the mapper's thread."""
+        """Called in the mapper's thread (or the thread reading the mapper process's pipe)."""
         if outcome.awaited:
             self.loop.call_soon_threadsafe(self._mapped, outcome)
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ BUDGET = 0.1
 #: seconds the mapper pauses between its transactions: the listener's inbox commits take the
 #: write lock then (a lock has no queue: without the pause the mapper would take it again)
 PAUSE = 0.002
+#: seconds the mapper waits at most, after a commit, for the arrivals' commit it made way for
+URGENT_WAIT = 0.05
 #: messages mapped (not yet written) ahead of one transaction
 BATCH = 64
 log = logging.getLogger("integrations.hl7v2")
@@ -152,17 +155,20 @@ def process(services: Services, record: Record) -> Outcome | None:
 
 class Mapper:
     """The mapping thread. `wake()` after a commit; it also looks every second (messages a
-    `hl7 listen --receive-only` process received, or that waited for a busy database)."""
+    `hl7 listen --receive-only` process received, or that waited for a busy database). In a
+    process of its own (mapper_process.py) `wake` and `urgent` are the listener's, shared
+    between the processes."""
 
-    def __init__(self, services: Services,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, services: Services, on_outcome: Callable[[Outcome], None] | None = None,
+                 wake: Any = None, urgent: Any = None) -> None:  # fmt: skip
         self.services = services
         self.on_outcome = on_outcome
-        self._wake = threading.Event()
+        self._wake = wake or threading.Event()
         self._stop = threading.Event()
         #: set by the listener while an inbox commit waits for the write lock
-        self.urgent = threading.Event()
+        self.urgent = urgent or threading.Event()
         self._thread = threading.Thread(target=self._run, name="hl7v2-mapper", daemon=True)
+        self._planner = ThreadPoolExecutor(1, thread_name_prefix="hl7v2-planner")
 
     def start(self) -> None:
         self._thread.start()
@@ -174,6 +180,7 @@ class Mapper:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        self._planner.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -184,20 +191,24 @@ class Mapper:
                 self._stop.wait(1.0)
 
     def _map(self) -> None:
-        inbox = self.services.store.inbox
+        """Write batches in arrival order; the next batch is planned meanwhile, in the
+        planning thread (SQLite releases the interpreter lock while it writes, so the
+        planning's Python work overlaps the writing's on a second core)."""
+        after = 0  # the last message planned
         planned: list[tuple[Record, Plan | Err]] = []
+        ahead: Future[list[tuple[Record, Plan | Err]]] | None = None
         while not self._stop.is_set():
-            self._wake.clear()
             if not planned:
-                try:
-                    waiting = inbox.waiting(CHANNEL, "received", limit=BATCH)
-                except Exception:
-                    log.exception("hl7v2 mapper: cannot read the inbox")
-                    waiting = []
-                if not waiting:
+                if ahead is None:
+                    self._wake.clear()
+                    ahead = self._planner.submit(self._plan, after)
+                planned, ahead = ahead.result(), None
+                if not planned:
                     self._wake.wait(1.0)
                     continue
-                planned = [(record, plan_of(self.services, record)) for record in waiting]
+                after = planned[-1][0].seq
+                self._wake.clear()
+                ahead = self._planner.submit(self._plan, after)
             outcomes = write_batch(self.services, planned, urgent=self.urgent)
             if not outcomes:  # busy: wait, then try the same messages again
                 self._stop.wait(0.5)
@@ -206,4 +217,20 @@ class Mapper:
             if self.on_outcome is not None:
                 for outcome in outcomes:
                     self.on_outcome(outcome)
-            self._stop.wait(PAUSE)
+            if self.urgent.is_set():  # the arrivals' commit goes before our next transaction (a
+                # lock has no queue; a listener in another process polls for it)
+                deadline = time.monotonic() + URGENT_WAIT
+                while self.urgent.is_set() and time.monotonic() < deadline:
+                    self._stop.wait(PAUSE)
+            else:
+                self._stop.wait(PAUSE)
+
+    def _plan(self, after: int) -> list[tuple[Record, Plan | Err]]:
+        """The next received messages after seq `after`, each with its plan."""
+        try:
+            waiting = self.services.store.inbox.waiting(CHANNEL, "received", after=after,
+                                                        limit=BATCH)  # fmt: skip
+        except Exception:
+            log.exception("hl7v2 mapper: cannot read the inbox")
+            return []
+        return [(record, plan_of(self.services, record)) for record in waiting]

@@ -1,0 +1,108 @@
+"""The mapper in a process of its own (`hl7 listen`, `serve --hl7`): the listener's event loop
+then never waits for the mapper's Python work (one interpreter lock per process), so ACKs keep
+their pace while messages are mapped. The child runs the same Mapper (worker.py) on Services
+it opens itself; the two processes share the wake, urgent and stop events, and the child sends
+back the outcomes an ACK waits for over a pipe. The database is the only state they share: a
+message is mapped by whichever process runs, after any restart."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fhir_server.plugins import Opener
+from fhir_server.settings import Settings
+
+from .worker import Mapper, Outcome
+
+log = logging.getLogger("integrations.hl7v2")
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class MapperProcess:
+    """Mapper's interface (start, wake, urgent, stop) over a spawned child process."""
+
+    def __init__(self, settings: Settings, opener: Opener,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:  # fmt: skip
+        self.on_outcome = on_outcome
+        self.urgent = _SPAWN.Event()
+        self._wake = _SPAWN.Event()
+        self._stop = _SPAWN.Event()
+        #: set once the child has opened its Services and maps
+        self.ready = threading.Event()
+        self._conn, child_conn = _SPAWN.Pipe()
+        self._process = _SPAWN.Process(
+            target=_child, name="hl7v2-mapper", daemon=True,
+            args=(settings, opener, child_conn, self._wake, self.urgent, self._stop),
+        )  # fmt: skip
+        self._child_conn = child_conn
+        self._reader = threading.Thread(target=self._read, name="hl7v2-outcomes", daemon=True)
+
+    def start(self) -> None:
+        self._process.start()
+        self._child_conn.close()  # the child holds its end: EOF here once it is gone
+        self._reader.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._process.join(timeout)
+        if self._process.is_alive():  # stuck: its transaction rolls back, the inbox keeps all
+            self._process.terminate()
+            self._process.join(5)
+        self._reader.join(5)
+
+    def _read(self) -> None:
+        """Outcomes from the child, until it exits."""
+        while True:
+            try:
+                item: Any = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            if item == "ready":
+                log.info("HL7 v2 mapper ready (process %s)", self._process.pid)
+                self.ready.set()
+            elif self.on_outcome is not None:
+                self.on_outcome(item)
+        if not self._stop.is_set():
+            log.error("hl7v2: the mapper process ended (exit code %s); messages stay in the "
+                      "inbox until the listener restarts", self._process.exitcode)  # fmt: skip
+
+
+def _child(settings: Settings, opener: Opener, conn: Connection, wake: Any, urgent: Any,
+           stop: Any) -> None:  # fmt: skip
+    """The child's body: map until `stop` is set or the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")  # fmt: skip
+    services = opener(settings)
+    lock = threading.Lock()  # the mapper thread and this one both write to the pipe
+
+    def send(item: object) -> None:
+        with lock:
+            conn.send(item)
+
+    def outcome(result: Outcome) -> None:
+        if result.awaited:  # only what an ACK waits for crosses the pipe
+            send(result)
+
+    mapper = Mapper(services, outcome, wake=wake, urgent=urgent)
+    mapper.start()
+    send("ready")
+    parent = multiprocessing.parent_process()
+    try:
+        while not stop.wait(0.5):
+            if parent is not None and not parent.is_alive():
+                break  # killed without a word: the inbox keeps what was not mapped
+    finally:
+        mapper.stop()
+        services.close()
+        conn.close()
