@@ -330,3 +330,38 @@ def test_a_websocket_event_committed_late_is_not_skipped(api: TestClient) -> Non
     assert tables.events_after(store.reader(), lost - 1, "me") == []
     store.db["subscription_event"].update_many({"_id": {"$gt": lost}}, {"$inc": {"at": -60}})
     assert [s for _, s in tables.events_after(store.reader(), lost - 1, "me")] == ["d"]
+
+
+def test_hl7_maps_again_onto_what_was_deleted_over_rest(hl7: Harness) -> None:
+    """R4 http.html#update: an update of a deleted resource re-creates it as its next version;
+    http.html#cond-update: a match finding nothing (search never finds the deleted) creates."""
+    assert fields(hl7.send(sample("adt_a01_admit.hl7")), "MSA")[1] == "AA"
+    wait_mapped(hl7, 1)
+    [header] = hl7.search("MessageHeader?event=A01")
+    [pat] = hl7.search("Patient?identifier=0001234567")
+    [enc] = hl7.search(f"Encounter?subject=Patient/{pat['id']}")
+    for ref in (f"MessageHeader/{header['id']}", f"Patient/{pat['id']}", f"Encounter/{enc['id']}"):
+        assert hl7.client.delete(f"/fhir/{ref}").status_code == 200
+        assert hl7.client.get(f"/fhir/{ref}").status_code == 410
+
+    # an A08 for the deleted patient's PID-3 and visit: mapped, as a new Patient and Encounter
+    assert fields(hl7.send(sample("adt_a08_update.hl7")), "MSA")[1:3] == [
+        "AA", "ADT20240302-0007"]  # fmt: skip
+    assert wait_mapped(hl7, 2) == {"received": 0, "mapped": 2, "error": 0, "rejected": 0}
+    [new] = hl7.search("Patient?identifier=0001234567")
+    assert new["id"] != pat["id"] and new["meta"]["versionId"] == "1"
+    assert new["address"][0]["line"] == ["莫干山路100号"]  # the A08's PID-11
+    [visit] = hl7.search(f"Encounter?subject=Patient/{new['id']}")
+    assert visit["identifier"][0]["value"] == "ZY2024030100123"  # PV1-19
+    assert hl7.client.get(f"/fhir/Patient/{pat['id']}").status_code == 410  # still deleted
+
+    # the replay writes the MessageHeader's fixed id (one per message) again: version 3
+    # (1 create, 2 delete, 3 re-create), not a second version 1 refused by the database
+    replayed = hl7.client.post("/hl7/messages/1/replay").json()
+    assert replayed["status"] == "mapped" and "error" not in replayed
+    again = hl7.read(f"MessageHeader/{header['id']}")
+    assert again["meta"]["versionId"] == "3" and again["eventCoding"]["code"] == "A01"
+    history = hl7.client.get(f"/fhir/MessageHeader/{header['id']}/_history").json()
+    assert [e["request"]["method"] for e in history["entry"]] == ["PUT", "DELETE", "POST"]
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"3"', 'W/"2"', 'W/"1"']
+    assert [m["id"] for m in hl7.search("MessageHeader?event=A01")] == [header["id"]]

@@ -39,7 +39,7 @@ class Applied:
 def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan) -> Applied:
     """Write the plan in `session` (all of it or, raising MappingError, none of it). Updates
     are written as they come; the new resources, and the Provenance naming them, are created
-    together at the end (write.create_many), each at version 1."""
+    together at the end (write.create_many: new ids only), each at version 1."""
     applied = Applied()
     try:
         with session.savepoint():
@@ -127,19 +127,20 @@ def _write(session: Session, services: Services, ctx: RequestContext, op: Op, re
     when unchanged. A new resource the worker validated before the write lock (`validated`,
     placeholders in its references) is the same resource with the references' strings
     replaced and an id: still valid, so it is not validated again under the lock; a merged
-    one always is."""
+    one always is. A fixed id (the MessageHeader's) may have been deleted over REST: it is
+    written as a PUT is, update-as-create continuing its versions (http.html#update)."""
     rtype, rid = ref.split("/", 1)
     body = resolve_fast(op.resource, ids)
     if stored is not None:
         body = merged(stored, body, op)
     body["id"] = rid
     resource = Validated(body) if validated and stored is None else services.validator(body)
-    if stored is None:
+    if stored is None and (op.rid is None or session.current(rtype, rid) is None):
         creates.append((rtype, rid, resource))
         return f"{ref}/_history/1"
     result = write.update(session, services, ctx, rtype, rid, resource)
     assert result.stored is not None
-    if str(result.stored.version) == (stored.get("meta") or {}).get("versionId"):
+    if stored and str(result.stored.version) == (stored.get("meta") or {}).get("versionId"):
         return None
     return f"{ref}/_history/{result.stored.version}"
 
