@@ -35,7 +35,7 @@ from .jobs import INBOX_STATUSES, Arrival, Job, Message, Selection
 from .sqlite.store import IndexRows, Stored, Version
 
 __all__ = [
-    "INBOX_STATUSES", "Arrival", "AuditTables", "AuthTables", "ExportTables", "Inbox",
+    "INBOX_STATUSES", "Arrival", "AuditTables", "AuthDump", "AuthTables", "ExportTables", "Inbox",
     "IndexRows", "Job", "Message", "Page", "Row", "Selection", "Session", "Store", "Stored",
     "SubscriptionTables", "Version",
 ]  # fmt: skip
@@ -356,6 +356,23 @@ class SubscriptionTables(Protocol):
 # --- the SMART authorization tables and the audit trail (every backend; issue 17) ----------
 
 
+@dataclass
+class AuthDump:
+    """What of the authorization tables outlives a move to another database (`fhir-server
+    migrate`): clients, users and the id_token key (durable, registered by hand), live
+    tokens (a signed-in user and a refresh grant keep working) and assertion ids not yet
+    expired (no replay after the move). Codes, launch values and failed-login counts last
+    minutes and are left behind: a login under way starts again."""
+
+    clients: list[tuple[str, dict[str, Any]]]
+    users: list[tuple[str, dict[str, Any]]]
+    key: tuple[str, str] | None
+    #: (hash, client_id, kind, data, expires_at), unexpired and not revoked
+    tokens: list[tuple[str, str, str, dict[str, Any], float]]
+    #: (issuer, jti, expires_at), unexpired
+    jtis: list[tuple[str, str, float]]
+
+
 class AuthTables(Protocol):
     """The authorization server's state (fhir_server/auth): clients, users, one-time codes and
     launch values, tokens, used assertion ids, the signing key and failed logins. Rows hold
@@ -428,6 +445,11 @@ class AuthTables(Protocol):
     def patients_of(self, organization_id: str, limit: int = 200) -> list[tuple[str, str]]:
         """(Patient/id, display name) of current Patients whose managingOrganization is the
         organization (search parameter `organization`), by id."""
+        ...
+
+    def dump(self, now: float) -> AuthDump:
+        """What a move to another database carries (AuthDump); the other backend takes it
+        back through put_client, put_user, signing_key, put_token and use_jti."""
         ...
 
 
