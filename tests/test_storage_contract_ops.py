@@ -428,6 +428,32 @@ def test_migrate_carries_clients_users_tokens_and_the_audit_chain(
         assert broken is not None and broken.startswith(f"record seq {seq}: hash mismatch")
 
 
+def test_migrate_leaves_a_schema_4_trail_behind_and_says_so(
+    tmp_path: Path, parts: Parts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MongoDB holds no schema-4 chain (AuditEvents chained one by one): records that continue
+    one would not verify there, so none is copied and migrate says why; resources are."""
+    mongomock = pytest.importorskip("mongomock")
+    import sqlite3
+
+    from fhir_server.cli import migrate_into
+    from fhir_server.settings import Settings
+    from fhir_server.storage.mongo import MongoStore
+
+    source, close = open_backend("sqlite", parts, tmp_path, audit=True)
+    assert source.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+    database = Path(source.app.state.services.settings.database)  # type: ignore[attr-defined]
+    close()
+    with sqlite3.connect(database) as conn:
+        conn.execute("INSERT INTO audit_chain VALUES (1, 'AuditEvent', 'old-1', 1, ?)", ("0" * 64,))
+    config = Settings(database=tmp_path / "unused.db", audit=False, demo_on_empty=False)
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    assert migrate_into(database, target, config) == 0
+    assert "schema-4" in capsys.readouterr().err
+    assert list(target.audit.records()) == []
+    assert target.db["Patient"].count_documents({}) == 1
+
+
 # --- backup ---------------------------------------------------------------------------------
 
 
