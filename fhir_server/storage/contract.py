@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from ..search.paging import Cursor
 from ..search.query import Clause, Query
+from .auth_dump import AuthDump
 from .compartment import Branch, Entry, Member, Window
 from .jobs import INBOX_STATUSES, Arrival, Job, Message, Selection
 from .sqlite.store import IndexRows, Stored, Version
@@ -354,23 +355,6 @@ class SubscriptionTables(Protocol):
 
 
 # --- the SMART authorization tables and the audit trail (every backend; issue 17) ----------
-
-
-@dataclass
-class AuthDump:
-    """What of the authorization tables outlives a move to another database (`fhir-server
-    migrate`): clients, users and the id_token key (durable, registered by hand), live
-    tokens (a signed-in user and a refresh grant keep working) and assertion ids not yet
-    expired (no replay after the move). Codes, launch values and failed-login counts last
-    minutes and are left behind: a login under way starts again."""
-
-    clients: list[tuple[str, dict[str, Any]]]
-    users: list[tuple[str, dict[str, Any]]]
-    key: tuple[str, str] | None
-    #: (hash, client_id, kind, data, expires_at), unexpired and not revoked
-    tokens: list[tuple[str, str, str, dict[str, Any], float]]
-    #: (issuer, jti, expires_at), unexpired
-    jtis: list[tuple[str, str, float]]
 
 
 class AuthTables(Protocol):

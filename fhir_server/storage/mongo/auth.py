@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pymongo.errors import DuplicateKeyError
 
+from ..auth_dump import AuthDump
 from ..sqlite.auth import GRANT_TABLES, display_name
 
 if TYPE_CHECKING:
     from pymongo.database import Database
 
-    from ..contract import AuthDump
 
 CLIENTS, USERS, TOKENS, JTIS, KEYS, FAILURES = (
     "auth_client",
@@ -158,8 +158,6 @@ class MongoAuth:
         return [(f"Patient/{d['_id']}", display_name(_loads(d["json"]))) for d in found]
 
     def dump(self, now: float) -> AuthDump:
-        from ..contract import AuthDump
-
         key = self.db[KEYS].find_one({"_id": "id_token"})
         live = self.db[TOKENS].find({"revoked": False, "expires_at": {"$gt": now}})
         jtis = self.db[JTIS].find({"expires_at": {"$gt": now}})

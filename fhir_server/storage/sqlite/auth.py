@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..auth_dump import AuthDump
+
 if TYPE_CHECKING:
-    from ..contract import AuthDump
     from .store import SqliteStore
 
 #: tables of one-time or expiring grants, keyed by the hash of the value handed out
@@ -182,8 +183,6 @@ class AuthStore:
         return [(f"Patient/{r[0]}", display_name(orjson.loads(r[1]))) for r in rows]
 
     def dump(self, now: float) -> AuthDump:
-        from ..contract import AuthDump
-
         read = self.store.reader().query
         key = read("SELECT kid, private_jwk FROM auth_key LIMIT 1")
         return AuthDump(
