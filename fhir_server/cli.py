@@ -283,10 +283,18 @@ def migrate_into(source: Path, target: Store, settings: Settings) -> int:
         return Version(stored, made.index_rows, made.fulltext, made.composite)
 
     try:
-        resources, versions = copy_sqlite(source, target, index)
+        counts = copy_sqlite(source, target, index, time.time())
+    except ValueError as exc:
+        print(f"fhir-server migrate: {exc}", file=sys.stderr)
+        return 1
     finally:
         services.close()
-    print(f"migrated {resources} resources ({versions} versions) from {source}", file=sys.stderr)
+    if counts["audit records"] is None:
+        print("fhir-server migrate: the audit trail was not copied: it starts with a schema-4 "
+              f"chain, which MongoDB does not hold; keep {source} to verify it",
+              file=sys.stderr)  # fmt: skip
+    done = ", ".join(f"{n} {what}" for what, n in counts.items() if n is not None)
+    print(f"migrated {done} from {source}", file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,18 @@ def smart(
     (system/*.cruds) and a practitioner registered through the store's AuthTables."""
     c, close = open_backend(request.param, parts, tmp_path, auth="on", audit=True)
     c.backend = request.param  # type: ignore[attr-defined]
-    services = c.app.state.services  # type: ignore[attr-defined]
-    seed_services(services, _world())
+    _register(c, rsa_key)
+    yield c
+    close()
+
+
+def _register(c: TestClient, rsa_key: Any) -> None:
+    seed_services(c.app.state.services, _world())  # type: ignore[attr-defined]
     store = auth_of(c).store
     admin.add_client(store, "pub", [REDIRECT], public=True)
     jwks = {"keys": [rsa_key.as_dict(private=False)]}
     admin.add_client(store, "emr", [], jwks=jwks, scope="system/*.cruds")
     admin.add_user(store, "drwang", PASSWORD, "PractitionerRole/dr1")
-    yield c
-    close()
 
 
 def _code(c: TestClient, **extra: str) -> tuple[str, str]:
@@ -180,6 +184,23 @@ def test_backend_services_and_assertion_replay(smart: TestClient, rsa_key: Any) 
     assert smart.get("/fhir/Patient/p3", headers=token).status_code == 200
     replayed = smart.post("/auth/token", data=form)  # the same jti again (RFC 7523 §3 7.)
     assert replayed.status_code in (400, 401) and replayed.json()["error"] == "invalid_client"
+
+
+def test_dump_holds_what_outlives_a_move(smart: TestClient, rsa_key: Any) -> None:
+    """AuthTables.dump (what `migrate` carries): clients, users, the published key, live
+    tokens only (a revoked grant's are left behind), unexpired assertion ids."""
+    code, verifier = _code(smart)
+    gone = _exchange(smart, code, verifier).json()
+    smart.post("/auth/revoke", data={"token": gone["refresh_token"], "client_id": "pub"})
+    assert _system_token(smart, rsa_key).status_code == 200
+    store = auth_of(smart).store
+    dump = store.dump(time.time())
+    assert [cid for cid, _ in dump.clients] == ["emr", "pub"]
+    assert [name for name, _ in dump.users] == ["drwang"]
+    assert dump.key is not None and dump.key[0] == smart.get("/auth/jwks").json()["keys"][0]["kid"]
+    assert dump.tokens and all(store.token(t[0])[4] is False for t in dump.tokens)
+    assert {t[1] for t in dump.tokens if t[2] == "access"} == {"emr"}  # pub's grant revoked
+    assert [issuer for issuer, _, _ in dump.jtis] == ["emr"]
 
 
 def test_failed_logins_are_counted(smart: TestClient) -> None:
@@ -312,6 +333,125 @@ def test_a_writer_chaining_after_a_moved_head_fails(
         assert tables.head(reader) == (seq + 1, "a" * 64)
     finally:
         close()
+
+
+# --- fhir-server migrate: the authorization tables and the audit trail come along --------
+
+
+def test_migrate_carries_clients_users_tokens_and_the_audit_chain(
+    tmp_path: Path, parts: Parts, rsa_key: Any
+) -> None:
+    """After `migrate`, the SQLite server's clients, user, signing key and refresh grant work
+    on MongoDB, a used assertion is still refused (RFC 7523 §3), and the audit records are
+    the same bytes and hashes, the chain recomputed by hand (security.md §4.2) and by
+    `audit verify`, which then finds a record changed on the target."""
+    mongomock = pytest.importorskip("mongomock")
+    from fhir_server.app import build_app
+    from fhir_server.cli import migrate_into
+    from fhir_server.services import LiveParts, Services
+    from fhir_server.settings import Settings
+    from fhir_server.storage.mongo import MongoStore
+
+    source, close = open_backend("sqlite", parts, tmp_path, auth="on", audit=True)
+    _register(source, rsa_key)
+    pid = _traffic(source, rsa_key)
+    code, verifier = _code(source)
+    grant = _exchange(source, code, verifier).json()
+    used = {"grant_type": "client_credentials", "scope": "system/*.cruds",
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion(rsa_key, "RS384", "emr")}  # fmt: skip
+    assert source.post("/auth/token", data=used).status_code == 200
+    jwks = source.get("/auth/jwks").json()
+    rows = _records(source)
+    assert len(rows) > 3
+    database = Path(source.app.state.services.settings.database)  # type: ignore[attr-defined]
+    close()
+    # a record chained but not expanded into AuditEvents (its writer died): a copy of the
+    # last one under a new id, hashed by hand after it
+    from fhir_server.storage.sqlite.store import SqliteStore
+
+    last = orjson.loads(rows[-1][1])
+    data = orjson.dumps({**last, "id": "waiting"})
+    digest = hashlib.sha256(bytes.fromhex(rows[-1][2]) + data).hexdigest()
+    rows.append((len(rows) + 1, data, digest))
+    kept = SqliteStore(database)
+    with kept.write() as session:
+        kept.audit.append(session, kept.audit.head(session), rows[-1:], 1.0)
+    kept.close()
+
+    config = Settings(database=tmp_path / "unused.db", auth="on", audit=True,
+                      demo_on_empty=False)  # fmt: skip
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    assert migrate_into(database, target, config) == 0
+    # the records: the same seq, bytes and hashes, chained from 32 zero bytes; the last pending
+    migrated = list(MongoStore(target.client, "migrated").audit.records())
+    assert [row for row, _ in migrated] == rows
+    assert [pending for _, pending in migrated] == [False] * (len(rows) - 1) + [True]
+    previous = bytes(32)
+    for _, data, digest in rows:
+        previous = hashlib.sha256(previous + data).digest()
+        assert digest == previous.hex()
+    services = Services(config, MongoStore(target.client, "migrated"), LiveParts(parts, config))
+    with TestClient(build_app(config, services), raise_server_exceptions=False) as c:
+        c.backend = "mongomock"  # type: ignore[attr-defined]
+        _records(c)  # the target's writer expands the pending record
+        found = verify(_tables(c))
+        assert found.broken is None and found.records == len(rows) and found.pending == 0
+        assert _tables(c).stored_event("waiting-1") is not None
+        # the refresh grant made on SQLite is used (and rotated) on MongoDB
+        form = {"grant_type": "refresh_token", "refresh_token": grant["refresh_token"],
+                "client_id": "pub"}  # fmt: skip
+        r = c.post("/auth/token", data=form)
+        assert r.status_code == 200, r.text
+        access = _bearer(r.json()["access_token"])
+        assert c.get("/fhir/Patient/p1", headers=access).status_code == 200
+        # the user signs in to the public app again; the id_token has the same key as before
+        code, verifier = _code(c)
+        r = _exchange(c, code, verifier)
+        assert r.status_code == 200, r.text
+        assert c.get("/auth/jwks").json() == jwks
+        claims = jwt.decode(r.json()["id_token"], KeySet.import_key_set(jwks), algorithms=["RS256"])
+        assert claims.claims["fhirUser"].endswith("PractitionerRole/dr1")
+        # the backend client: a used assertion is refused, a new one gets a token
+        assert c.post("/auth/token", data=used).json()["error"] == "invalid_client"
+        token = _system_token(c, rsa_key)
+        assert token.status_code == 200, token.text
+        access = _bearer(token.json()["access_token"])
+        assert c.get(f"/fhir/Patient/{pid}", headers=access).status_code == 200
+        # the chain goes on after the migrated head, then a changed record is found
+        after = _records(c)
+        assert after[: len(rows)] == rows and len(after) > len(rows)
+        assert verify(_tables(c)).broken is None
+        seq, data, _ = next(r for r in rows if f"Patient/{pid}/_history/1".encode() in r[1])
+        _tamper_record(c, seq, data.replace(pid.encode(), b"someone-else"))
+        broken = verify(_tables(c)).broken
+        assert broken is not None and broken.startswith(f"record seq {seq}: hash mismatch")
+
+
+def test_migrate_leaves_a_schema_4_trail_behind_and_says_so(
+    tmp_path: Path, parts: Parts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MongoDB holds no schema-4 chain (AuditEvents chained one by one): records that continue
+    one would not verify there, so none is copied and migrate says why; resources are."""
+    mongomock = pytest.importorskip("mongomock")
+    import sqlite3
+
+    from fhir_server.cli import migrate_into
+    from fhir_server.settings import Settings
+    from fhir_server.storage.mongo import MongoStore
+
+    source, close = open_backend("sqlite", parts, tmp_path, audit=True)
+    assert source.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+    database = Path(source.app.state.services.settings.database)  # type: ignore[attr-defined]
+    close()
+    with sqlite3.connect(database) as conn:
+        conn.execute("INSERT INTO audit_chain VALUES (1, 'AuditEvent', 'old-1', 1, ?)", ("0" * 64,))
+    config = Settings(database=tmp_path / "unused.db", audit=False, demo_on_empty=False)
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    assert migrate_into(database, target, config) == 0
+    assert "schema-4" in capsys.readouterr().err
+    assert list(target.audit.records()) == []
+    assert target.db["Patient"].count_documents({}) == 1
 
 
 # --- backup ---------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ from typing import Any, Protocol
 
 from ..search.paging import Cursor
 from ..search.query import Clause, Query
+from .auth_dump import AuthDump
 from .compartment import Branch, Entry, Member, Window
 from .jobs import INBOX_STATUSES, Arrival, Job, Message, Selection
 from .sqlite.store import IndexRows, Stored, Version
 
 __all__ = [
-    "INBOX_STATUSES", "Arrival", "AuditTables", "AuthTables", "ExportTables", "Inbox",
+    "INBOX_STATUSES", "Arrival", "AuditTables", "AuthDump", "AuthTables", "ExportTables", "Inbox",
     "IndexRows", "Job", "Message", "Page", "Row", "Selection", "Session", "Store", "Stored",
     "SubscriptionTables", "Version",
 ]  # fmt: skip
@@ -428,6 +429,11 @@ class AuthTables(Protocol):
     def patients_of(self, organization_id: str, limit: int = 200) -> list[tuple[str, str]]:
         """(Patient/id, display name) of current Patients whose managingOrganization is the
         organization (search parameter `organization`), by id."""
+        ...
+
+    def dump(self, now: float) -> AuthDump:
+        """What a move to another database carries (AuthDump); the other backend takes it
+        back through put_client, put_user, signing_key, put_token and use_jti."""
         ...
 
 

@@ -41,19 +41,24 @@ def open_store(settings: Settings) -> Store:
 
 
 def copy_sqlite(
-    source: Path, target: Store, index: Callable[[Stored], Version]
-) -> tuple[int, int]:
+    source: Path, target: Store, index: Callable[[Stored], Version], now: float
+) -> dict[str, int | None]:
     """`fhir-server migrate`: every version of the SQLite database at `source` into the
-    MongoDB store `target` (mongo/migrate.py); (resources, versions) copied."""
+    MongoDB store `target`, then its authorization tables and audit trail (mongo/migrate.py);
+    counts of what was copied ("audit records" None: not copied, a schema-4 chain)."""
     from .mongo import MongoStore
-    from .mongo.migrate import copy
+    from .mongo.migrate import carry_audit, carry_auth, copy
+    from .sqlite.backend import SqliteBackend
     from .sqlite.dump import versions
-    from .sqlite.store import SqliteStore
 
     if not isinstance(target, MongoStore):
         raise ValueError("migrate copies into a MongoDB database")
-    store = SqliteStore(source)
+    store = SqliteBackend(source)
     try:
-        return copy(versions(store.reader()), target, index)
+        resources, copied = copy(versions(store.reader()), target, index)
+        counts: dict[str, int | None] = {"resources": resources, "versions": copied}
+        counts.update(carry_auth(store, target, now))
+        counts["audit records"] = carry_audit(store, target)
+        return counts
     finally:
         store.close()

@@ -9,8 +9,8 @@ with 503 Retry-After, never forking the chain. Without transactions (a standalon
 mongomock) one process's writers already take turns (store.py) and the compare and set still
 keeps other processes from forking the chain, but a write that fails after its record is
 appended leaves the record (README, MongoDB: run a replica set). The schema-4 chain of old
-SQLite databases (audit_chain) does not exist here: `fhir-server migrate` copies AuditEvents
-as resources, not the chain."""
+SQLite databases (audit_chain) does not exist here: `fhir-server migrate` copies the records
+with their hashes (mongo/migrate.py), not a schema-4 chain."""
 
 from __future__ import annotations
 

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pymongo.errors import DuplicateKeyError
 
+from ..auth_dump import AuthDump
 from ..sqlite.auth import GRANT_TABLES, display_name
 
 if TYPE_CHECKING:
     from pymongo.database import Database
+
 
 CLIENTS, USERS, TOKENS, JTIS, KEYS, FAILURES = (
     "auth_client",
@@ -154,6 +156,19 @@ class MongoAuth:
         }
         found = self.db["Patient"].find(where, {"json": 1}).sort("_id").limit(limit)
         return [(f"Patient/{d['_id']}", display_name(_loads(d["json"]))) for d in found]
+
+    def dump(self, now: float) -> AuthDump:
+        key = self.db[KEYS].find_one({"_id": "id_token"})
+        live = self.db[TOKENS].find({"revoked": False, "expires_at": {"$gt": now}})
+        jtis = self.db[JTIS].find({"expires_at": {"$gt": now}})
+        return AuthDump(
+            [(d["_id"], orjson.loads(d["data"])) for d in self.db[CLIENTS].find().sort("_id")],
+            [(d["_id"], orjson.loads(d["data"])) for d in self.db[USERS].find().sort("_id")],
+            None if key is None else (str(key["kid"]), str(key["private_jwk"])),
+            [(d["_id"], d["client_id"], d["kind"], orjson.loads(d["data"]), d["expires_at"])
+             for d in live],  # fmt: skip
+            [(d["_id"]["iss"], d["_id"]["jti"], d["expires_at"]) for d in jtis],
+        )
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -2,14 +2,15 @@
 with its history, copied from a SQLite database into MongoDB. Each resource keeps its row
 number (the default search order stays the same) and its versions, timestamps and methods;
 the current version's index section is made by the same extractors as any write (`index`,
-given by the caller: storage does not know the search registry)."""
+given by the caller: storage does not know the search registry). Then the authorization
+tables and the audit trail (`carry`), through the contract's AuthTables and AuditTables."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import groupby
 
-from ..contract import Stored, Version
+from ..contract import AuditRow, Store, Stored, Version
 from .store import META, MongoStore
 
 #: resources written per batch (one transaction each on a replica set)
@@ -46,3 +47,54 @@ def copy(
 def _write(target: MongoStore, versions: list[tuple[int, Version]]) -> None:
     with target.write() as session:
         session.save_many(list(versions))
+
+
+def carry_auth(source: Store, target: Store, now: float) -> dict[str, int]:
+    """The authorization tables' durable part (contract.AuthDump says what and why), taken
+    in by the target's own AuthTables calls; counts of what was copied."""
+    auth = source.auth.dump(now)
+    for client_id, data in auth.clients:
+        target.auth.put_client(client_id, data)
+    for username, data in auth.users:
+        target.auth.put_user(username, data)
+    if auth.key is not None:
+        key = auth.key
+        if target.auth.signing_key(lambda: key) != key:
+            raise ValueError("the target already has another id_token signing key")
+    for token in auth.tokens:
+        target.auth.put_token(*token)
+    for issuer, jti, expires_at in auth.jtis:
+        target.auth.use_jti(issuer, jti, expires_at, now)
+    return {"clients": len(auth.clients), "users": len(auth.users), "tokens": len(auth.tokens)}
+
+
+def carry_audit(source: Store, target: Store) -> int | None:
+    """The audit records with their chain: the same seq, bytes and hashes, so the target's
+    head is the source's and `audit verify` recomputes the same chain. A record not yet
+    expanded into AuditEvents stays pending, due at once (its writer is gone), for the
+    target's sweep. The number copied; None, copying nothing, when the source's trail
+    starts with a schema-4 chain (AuditEvents chained one by one), which MongoDB does not
+    hold: the records after it would not verify without it."""
+    if next(source.audit.chained(), None) is not None:
+        return None
+    copied = 0
+    batch: list[AuditRow] = []
+    waiting = False
+    for row, pending in source.audit.records():
+        if batch and (pending != waiting or len(batch) >= BATCH):
+            _append(target, batch, waiting)
+            batch = []
+        batch.append(row)
+        waiting = pending
+        copied += 1
+    if batch:
+        _append(target, batch, waiting)
+    return copied
+
+
+def _append(target: Store, rows: list[AuditRow], pending: bool) -> None:
+    with target.write() as session:
+        head = target.audit.head(session)
+        if (head[0] if head else 0) != rows[0][0] - 1:
+            raise ValueError("the target already has an audit trail")
+        target.audit.append(session, head, rows, 0.0 if pending else None)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..auth_dump import AuthDump
+
 if TYPE_CHECKING:
     from .store import SqliteStore
 
@@ -179,6 +181,21 @@ class AuthStore:
             (organization_id, limit),
         )
         return [(f"Patient/{r[0]}", display_name(orjson.loads(r[1]))) for r in rows]
+
+    def dump(self, now: float) -> AuthDump:
+        read = self.store.reader().query
+        key = read("SELECT kid, private_jwk FROM auth_key LIMIT 1")
+        return AuthDump(
+            [(r[0], orjson.loads(r[1])) for r in read("SELECT * FROM auth_client ORDER BY 1")],
+            [(r[0], orjson.loads(r[1])) for r in read("SELECT * FROM auth_user ORDER BY 1")],
+            (key[0][0], key[0][1]) if key else None,
+            [(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in read(
+                "SELECT hash, client_id, kind, data, expires_at FROM auth_token "
+                "WHERE revoked = 0 AND expires_at > ?", (now,))],  # fmt: skip
+            [(r[0], r[1], r[2]) for r in read(
+                "SELECT issuer, jti, expires_at FROM auth_jti WHERE expires_at > ?", (now,)
+            )],  # fmt: skip
+        )
 
     def _one(self, sql: str, key: str) -> dict[str, Any] | None:
         rows = self.store.reader().query(sql, (key,))
