@@ -25,6 +25,7 @@ from test_subscriptions import Lines
 from fhir_server.context import RequestContext
 from fhir_server.interactions import write
 from fhir_server.interactions.hooks import transaction
+from fhir_server.interactions.search import find
 from fhir_server.services import Parts
 from fhir_server.storage.contract import Selection
 from integrations.hl7v2.worker import CHANNEL
@@ -254,6 +255,37 @@ def test_a_savepoint_undoes_its_part_alone(api: TestClient) -> None:
     assert api.get("/fhir/Patient/kept/_history").json()["total"] == 1
     found = api.get("/fhir/Patient", params={"family": "After"}).json()
     assert found.get("entry", []) == []
+
+
+def test_full_text_rows_follow_the_transaction_and_its_savepoints(api: TestClient) -> None:
+    """_content (search.html#content: the resource's text) finds what this transaction wrote
+    before it searches, even inside a savepoint; a failing savepoint takes its own text with
+    it but not what was written before it, also when it searched that text meanwhile."""
+    services = api.app.state.services  # type: ignore[attr-defined]
+    ctx = RequestContext(base_url="http://testserver/fhir")
+
+    def content(session: Any, word: str) -> list[str]:
+        return [i for _, i in find(session, services, ctx, "Patient", f"_content={word}")]
+
+    with transaction(services, None) as session:
+        write.create(session, services, ctx, "Patient",
+                     services.validator(patient("a", "Quillfeather")), rid="a")  # fmt: skip
+        with pytest.raises(RuntimeError), session.savepoint():
+            write.create(session, services, ctx, "Patient",
+                         services.validator(patient("b", "Marrowdale")), rid="b")  # fmt: skip
+            assert content(session, "quillfeather") == ["a"]
+            assert content(session, "marrowdale") == ["b"]
+            raise RuntimeError("the part fails")
+        write.create(session, services, ctx, "Patient",
+                     services.validator(patient("c", "Thistlewood")), rid="c")  # fmt: skip
+        with session.savepoint():
+            write.update(session, services, ctx, "Patient", "c",
+                         services.validator(patient("c", "Brackenridge")))  # fmt: skip
+        assert content(session, "thistlewood") == []
+    for word, expected in [("quillfeather", ["a"]), ("marrowdale", []), ("thistlewood", []),
+                           ("brackenridge", ["c"])]:  # fmt: skip
+        found = api.get("/fhir/Patient", params={"_content": word}).json()
+        assert [e["resource"]["id"] for e in found.get("entry", [])] == expected, word
 
 
 # --- R4 Subscriptions --------------------------------------------------------------------------

@@ -78,6 +78,9 @@ def composite_rows(
                 items = [{**resource, element: [e]} for e in elements]
             for item in items:
                 group += 1
+                keys = item.keys()
+                if any(ex.needs is not None and keys.isdisjoint(ex.needs) for _, ex in extractors):
+                    continue  # a component without a value: the group has no row
                 rows: list[tuple[str, list[tuple[Any, ...]]]] = []
                 for j, (table, ex) in enumerate(extractors):
                     tables: dict[str, list[tuple[Any, ...]]] = {table: []}

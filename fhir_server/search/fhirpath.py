@@ -576,7 +576,7 @@ class Extractor:
     def __call__(self, resource: dict[str, Any]) -> list[Node]:
         out: list[Node] = []
         for ops, needs in self._native:
-            if needs is not None and not any(k in resource for k in needs):
+            if needs is not None and resource.keys().isdisjoint(needs):
                 continue
             out.extend(_run(ops, [(resource, None)]))
         for fn in self._fallback:

@@ -334,6 +334,32 @@ def plan_for(resource_type: str, registry: Registry) -> Plan:
     return plan
 
 
+#: per registry, (type, top-level keys) -> the plan's entries that may give rows for such a
+#: resource (an extractor whose `needs` the keys miss gives none); the resources of one type
+#: have few distinct key sets, so this saves testing every parameter of every resource
+_PRESENT: weakref.WeakKeyDictionary[Registry, dict[tuple[str, frozenset[str]], Plan]] = (
+    weakref.WeakKeyDictionary()
+)
+_PRESENT_MAX = 4096  # key sets remembered per registry (forgotten all at once past it)
+
+
+def _present(resource_type: str, resource: dict[str, Any], registry: Registry) -> Plan:
+    cache = _PRESENT.setdefault(registry, {})
+    key = (resource_type, frozenset(resource))
+    plan = cache.get(key)
+    if plan is None:
+        keys = key[1]
+        plan = [
+            entry
+            for entry in plan_for(resource_type, registry)
+            if entry[2].needs is None or not keys.isdisjoint(entry[2].needs)
+        ]
+        if len(cache) >= _PRESENT_MAX:
+            cache.clear()
+        cache[key] = plan
+    return plan
+
+
 def index_rows(
     resource_type: str,
     resource: dict[str, Any],
@@ -356,13 +382,9 @@ def index_rows(
       ``100.00`` as written), which gives a Range bound its implicit precision.
     """
     tables: dict[str, list[Row]] = {t: [] for t in TABLES}
-    keys = resource.keys()
-    for code, table, ex in plan_for(resource_type, registry):
+    for code, table, ex in _present(resource_type, resource, registry):
         if codes is not None and code not in codes:
             continue
-        needs = ex.needs
-        if needs is not None and keys.isdisjoint(needs):
-            continue  # none of the top-level elements the expression reads is present
         values = ex(resource)
         if values:
             BUILDERS[table](code, values, tables)

@@ -53,11 +53,8 @@ _DATE_RE = re.compile(
 
 
 def _fmt(dt: datetime) -> str:
-    # strftime('%Y') does not zero-pad years < 1000 on every platform; format by hand.
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond:06d}Z"
-    )
+    # isoformat zero-pads the year to 4 digits (strftime('%Y') does not on every platform)
+    return dt.isoformat(timespec="microseconds") + "Z"
 
 
 def _to_utc(dt: datetime, offset: timedelta) -> str:
@@ -65,6 +62,12 @@ def _to_utc(dt: datetime, offset: timedelta) -> str:
         return _fmt(dt - offset)
     except OverflowError:  # e.g. 0001-01-01T00:00+01:00: clamp to the representable range
         return MIN_INSTANT if offset > timedelta(0) else MAX_INSTANT
+
+
+#: what a time of each precision covers past its start (none crosses its unit)
+_SECOND = timedelta(microseconds=999_999)
+_MINUTE = timedelta(seconds=59, microseconds=999_999)
+_HOUR = timedelta(minutes=59, seconds=59, microseconds=999_999)
 
 
 def date_bounds(value: str) -> tuple[str, str]:
@@ -77,55 +80,51 @@ def date_bounds(value: str) -> tuple[str, str]:
     m = _DATE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     if m is None:
         raise ValueError(f"invalid FHIR date/time: {value!r}")
-    y = int(m["y"])
-    if m["m"] is None:
+    ys, ms, ds, hs, mis, ss_, frac, tz = m.groups()
+    y = int(ys)
+    if ms is None:
         if y < 1:
             raise ValueError(f"invalid year: {value!r}")
         return f"{y:04d}-01-01T00:00:00.000000Z", f"{y:04d}-12-31T23:59:59.999999Z"
-    mo = int(m["m"])
+    mo = int(ms)
     if not 1 <= mo <= 12 or y < 1:
         raise ValueError(f"invalid month: {value!r}")
-    if m["d"] is None:
+    if ds is None:
         last = calendar.monthrange(y, mo)[1]
         return (
             f"{y:04d}-{mo:02d}-01T00:00:00.000000Z",
             f"{y:04d}-{mo:02d}-{last:02d}T23:59:59.999999Z",
         )
-    d = int(m["d"])
+    d = int(ds)
     if not 1 <= d <= calendar.monthrange(y, mo)[1]:
         raise ValueError(f"invalid day: {value!r}")
-    if m["H"] is None:
-        if m["tz"] is not None:
+    if hs is None:
+        if tz is not None:
             raise ValueError(f"timezone without time: {value!r}")
         day = f"{y:04d}-{mo:02d}-{d:02d}"
         return f"{day}T00:00:00.000000Z", f"{day}T23:59:59.999999Z"
-    hh = int(m["H"])
-    mi = int(m["M"] or 0)
-    ss = int(m["S"] or 0)
+    hh = int(hs)
+    mi = int(mis or 0)
+    ss = int(ss_ or 0)
     if hh > 23 or mi > 59 or ss > 59:
         raise ValueError(f"invalid time: {value!r}")
-    frac = m["f"]
     low = datetime(y, mo, d, hh, mi, ss, int(frac[:6].ljust(6, "0")) if frac else 0)
     if frac is not None:
         # .123 covers .123000-.123999; 6+ digits is already a single microsecond
         span = timedelta(microseconds=10 ** max(0, 6 - len(frac)) - 1)
-    elif m["S"] is not None:
-        span = timedelta(microseconds=999_999)
-    elif m["M"] is not None:
-        span = timedelta(seconds=59, microseconds=999_999)
     else:
-        span = timedelta(minutes=59, seconds=59, microseconds=999_999)
-    tz = m["tz"]
+        span = _SECOND if ss_ is not None else _MINUTE if mis is not None else _HOUR
     offset = timedelta(0)
     if tz and tz != "Z":
         oh, om = int(tz[1:3]), int(tz[4:6])
         if oh > 14 or om > 59:
             raise ValueError(f"invalid timezone: {value!r}")
-        offset = timedelta(hours=oh, minutes=om) * (1 if tz[0] == "+" else -1)
-    if not offset and low.year < 9999:
-        return _fmt(low), _fmt(low + span)
-    high = low + span if low <= datetime.max - span else datetime.max
-    return _to_utc(low, offset), _to_utc(high, offset)
+        offset = timedelta(minutes=oh * 60 + om if tz[0] == "+" else -(oh * 60 + om))
+    try:  # the span stays within its unit, so low + span never passes datetime.max
+        utc = low - offset
+        return _fmt(utc), _fmt(utc + span)
+    except OverflowError:  # near year 1 or 9999: each bound clamped on its own
+        return _to_utc(low, offset), _to_utc(low + span, offset)
 
 
 def number_bounds(value: str) -> tuple[float, float]:

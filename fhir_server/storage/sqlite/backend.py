@@ -4,6 +4,7 @@ functions (search.py), so nothing above storage imports this package."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -86,13 +87,19 @@ class SqliteBackend(SqliteStore):
 
     kind = "sqlite"
 
+    def session(self, conn: sqlite3.Connection) -> SqliteSession:
+        return SqliteSession(conn)
+
     def reader(self) -> SqliteSession:
-        return SqliteSession(super().reader().conn)
+        session = super().reader()
+        assert isinstance(session, SqliteSession)
+        return session
 
     @contextmanager
     def write(self) -> Iterator[SqliteSession]:
         with super().write() as session:
-            yield SqliteSession(session.conn)
+            assert isinstance(session, SqliteSession)
+            yield session
 
     @cached_property
     def exports(self) -> ExportJobs:

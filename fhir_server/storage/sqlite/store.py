@@ -111,6 +111,17 @@ class Session:
         self.conn = conn
         #: every version this session wrote, in order (for after-commit hooks)
         self.written: list[Stored] = []
+        #: full-text rows not yet inserted: FTS5 writes a segment of its index at every
+        #: savepoint release, so they are inserted together, once, before a read or the commit
+        self._text: list[tuple[int, str, str]] = []
+
+    def flush_text(self) -> None:
+        """Insert the pending full-text rows (before anything reads or replaces them)."""
+        if self._text:
+            self.conn.executemany(
+                "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)", self._text
+            )
+            self._text = []
 
     def current(self, rtype: str, rid: str) -> tuple[int, Stored] | None:
         """The current version (deleted or not) with its row id, or None if never stored."""
@@ -252,6 +263,8 @@ class Session:
         return [(r[0], Stored(rtype, r[1], r[2], r[3], False, r[4])) for r in found]
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._text and "fulltext" in sql:  # _text/_content in this transaction
+            self.flush_text()
         return self.conn.execute(sql, args).fetchall()
 
     @contextmanager
@@ -259,7 +272,7 @@ class Session:
         """A part of a write transaction that an exception rolls back alone (SQLite SAVEPOINT),
         the rest of the transaction going on: many units of work share one commit, each
         still all or nothing (the HL7 v2 mapper commits several messages at once)."""
-        mark = len(self.written)
+        mark, pending, text_mark = len(self.written), self._text, len(self._text)
         self.conn.execute("SAVEPOINT part")
         try:
             yield
@@ -267,6 +280,9 @@ class Session:
             self.conn.execute("ROLLBACK TO part")
             self.conn.execute("RELEASE part")
             del self.written[mark:]
+            # pending then, less what came since (a flush meanwhile is rolled back too)
+            del pending[text_mark:]
+            self._text = pending
             raise
         self.conn.execute("RELEASE part")
 
@@ -299,6 +315,8 @@ class Session:
                     if old is None
                 ],
             )
+        if len(new) < len(writes):
+            self.flush_text()  # a row replaced below may be pending still
         for row, (old, (s, *_)) in zip(rows, writes, strict=True):
             if old is not None:
                 conn.execute(
@@ -315,13 +333,10 @@ class Session:
                 for table in INDEX_TABLES:
                     conn.execute(f"DELETE FROM idx_{table} WHERE rid = ?", (row,))
                 conn.execute("DELETE FROM fulltext WHERE rowid = ?", (row,))
-        conn.executemany(
-            "INSERT INTO fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
-            [
-                (row, *text)
-                for row, (_, (_, _, text, _)) in zip(rows, writes, strict=True)
-                if text is not None and any(text)
-            ],
+        self._text.extend(
+            (row, *text)
+            for row, (_, (_, _, text, _)) in zip(rows, writes, strict=True)
+            if text is not None and any(text)
         )
         batches: dict[str, list[tuple[Any, ...]]] = {}
         grouped: dict[str, list[tuple[Any, ...]]] = {}
@@ -381,6 +396,10 @@ class SqliteStore:
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
             self._readers.append(conn)
+        return self.session(conn)
+
+    def session(self, conn: sqlite3.Connection) -> Session:
+        """A Session over a connection (the backend's subclass, with its search steps)."""
         return Session(conn)
 
     @contextmanager
@@ -396,7 +415,9 @@ class SqliteStore:
                     raise lock_error(self.lock_timeout) from None
                 raise
             try:
-                yield Session(conn)
+                session = self.session(conn)
+                yield session
+                session.flush_text()
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
