@@ -140,20 +140,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
 
   // --- the room: Appointment/$join, then the server's room page in a dock that stays open
   // while the doctor moves between the record, the thread and the opinion (or in a window beside)
-  async function join(button, beside = false) {
-    button.disabled = true;
-    try {
-      const out = await api.operation(`Appointment/${appointment.id}/$join`, [{ name: "participant", valueReference: { reference: ctx.user } }]);
-      const token = (out.parameter || []).find(p => p.name === "token").valueString;
-      const url = `/apps/consult-room?appointment=${encodeURIComponent(appointment.id)}&token=${encodeURIComponent(token)}`;
-      if (beside) window.open(url, `consult-${appointment.id}`, "noopener,width=900,height=640");
-      else openDock(url, (sr.code && sr.code.text) || "");
-    } catch (e) {
-      showError(e);
-    } finally {
-      button.disabled = false;
-    }
-  }
+  const join = (button, beside = false) => joinRoom(ctx, appointment, (sr.code && sr.code.text) || "", button, beside);
 
   async function showOpinion(format) {
     try {
@@ -373,7 +360,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   view.dataset.side = side || "";
   view.dataset.opinion = opinion ? opinion.status : "";
   await Promise.all([showPanel(), loadThread().catch(showError)]);
-  stopWatch = watch(`Communication?part-of=Task/${taskId}`, async () => {
+  stopWatch = watch(api, [`Communication?part-of=Task/${taskId}`, `Task?_id=${taskId}`], async () => {
     await loadThread();
     // the other side moved the consultation on: show its new state (not while typing)
     const fresh = await api.request(`Task/${taskId}`);
@@ -381,6 +368,23 @@ export async function consultView(ctx, view, taskId, panel = "record") {
     if (fresh.meta.versionId !== task.meta.versionId && !typing) await again();
   });
   ctx.stop.push(stopWatch);
+}
+
+/** Enter a consultation's video room: Appointment/$join as me, then the server's room page in
+ * the dock (or a window of its own, `beside`). */
+export async function joinRoom(ctx, appointment, title, button, beside = false) {
+  button.disabled = true;
+  try {
+    const out = await ctx.api.operation(`Appointment/${appointment.id}/$join`, [{ name: "participant", valueReference: { reference: ctx.user } }]);
+    const token = (out.parameter || []).find(p => p.name === "token").valueString;
+    const url = `/apps/consult-room?appointment=${encodeURIComponent(appointment.id)}&token=${encodeURIComponent(token)}`;
+    if (beside) window.open(url, `consult-${appointment.id}`, "noopener,width=900,height=640");
+    else openDock(url, title);
+  } catch (e) {
+    showError(e);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** The room's dock (outside #view: a new screen does not close the call); one room at a time. */

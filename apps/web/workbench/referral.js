@@ -351,7 +351,8 @@ export async function referralDetail(ctx, view, taskId) {
   );
   // who did each step, by name (the organizations and people are shared by the consortium)
   const names = new Map();
-  await Promise.all([...new Set(milestones(task).map(m => m.actor).filter(Boolean))].map(async ref => {
+  const agents = provenance.flatMap(p => (p.agent || []).map(a => a.who && a.who.reference));
+  await Promise.all([...new Set([...milestones(task).map(m => m.actor), ...agents].filter(Boolean))].map(async ref => {
     const found = await api.request(ref).catch(() => null);
     const who = found && (found.resourceType === "PractitionerRole"
       ? [found.practitioner && found.practitioner.display, found.organization && found.organization.display].filter(Boolean).join(" · ")
@@ -361,10 +362,11 @@ export async function referralDetail(ctx, view, taskId) {
   const timeline = h("ol", { class: "timeline", id: "timeline" },
     milestones(task).map(m => h("li", {}, h("strong", {}, milestoneLabel(m.code)),
       h("small", {}, `${formatTime(m.at)} ${names.get(m.actor) || ""}`))));
-  const activity = table(t("detail.provenance"), [t("col.time"), t("col.activity"), t("col.agent")],
-    provenance.sort((a, b) => String(a.recorded).localeCompare(String(b.recorded))).map(p => [
-      formatTime(p.recorded), displayOf(p.activity),
-      (p.agent || []).map(a => a.who && (a.who.display || a.who.reference)).filter(Boolean).join("、")]));
+  // 操作记录: every transition's Provenance (what, when, who), oldest first
+  const activity = h("ol", { class: "timeline", id: "activity" },
+    provenance.sort((a, b) => String(a.recorded).localeCompare(String(b.recorded))).map(p => h("li", { dataset: { activity: (p.activity && (p.activity.coding || [])[0] || {}).code || "" } },
+      h("strong", {}, displayOf(p.activity)),
+      h("small", {}, `${formatTime(p.recorded)} ${(p.agent || []).map(a => a.who && (names.get(a.who.reference) || a.who.display || a.who.reference)).filter(Boolean).join("、")}`))));
   const subTasks = approvals.length ? h("section", { class: "card" }, h("h3", {}, t("detail.approvals")),
     table(t("detail.approvals"), [t("col.status"), t("col.approver"), ""], approvals.map(sub => [
       h("span", { class: `status ${sub.status}` }, t(`task.${sub.status}`, sub.status)), sub.owner ? sub.owner.display || sub.owner.reference : "",
@@ -379,8 +381,7 @@ export async function referralDetail(ctx, view, taskId) {
       h("section", { class: "card" }, facts),
       h("section", { class: "card" }, h("h3", {}, t("detail.timeline")), timeline)),
     subTasks,
-    // transition Provenance names no Patient, so the consortium rule shows it to no hospital
-    // user yet: the milestones above carry the same who and when
+    // the Provenance targets the Task: the hospitals that see the referral read it
     provenance.length ? h("section", { class: "card" }, h("h3", {}, t("detail.provenance")), activity) : "",
   );
   view.dataset.status = task.status;

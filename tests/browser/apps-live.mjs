@@ -1,0 +1,185 @@
+// The apps' live parts (issue 16) in headless Chromium on the demo consortium: the tertiary
+// hospital's referral office has its worklist open on a PC and the doctor app's 通知 open on a
+// phone; a community doctor submits an up-referral; both screens show it without reloading,
+// by websocket Subscription (the frames are recorded); the office accepts it from the
+// notification; leaving the worklist deletes its Subscription; the inviting doctor's phone
+// shows a consultation message arriving in 消息 and enters the consultation room from 通知;
+// the patient app shows the patient's consultation time. Prints one JSON object. Run by
+// tests/test_apps_live_browser.py:
+//   node apps-live.mjs '{"origin": ..., "iss": ..., "launch": ..., "password": ..., "shots": ...}'
+import { MEDIA_ARGS, PC, PHONE, STEP, config, fillReferral, open, run, shot, signIn, text } from "./lib.mjs";
+
+const WORKBENCH = `${config.origin}/apps/workbench/index.html`;
+
+/** The websocket frames a page sends and receives, and the socket URLs it opened. */
+function recordSockets(page) {
+  const seen = { urls: [], sent: [], received: [] };
+  page.on("websocket", ws => {
+    if (!ws.url().includes("/fhir/websocket")) return;
+    seen.urls.push(ws.url().replace(/access_token=[^&]+/, "access_token=…"));
+    ws.on("framesent", f => seen.sent.push(String(f.payload)));
+    ws.on("framereceived", f => seen.received.push(String(f.payload)));
+  });
+  return seen;
+}
+
+/** A FHIR request with the page's own SMART session (fhirclient keeps it in sessionStorage). */
+function fhir(page, path, method = "GET") {
+  return page.evaluate(async ([path, method]) => {
+    const key = JSON.parse(sessionStorage.getItem("SMART_KEY"));
+    const state = JSON.parse(sessionStorage.getItem(key));
+    const res = await fetch(`${state.serverUrl}/${path}`, {
+      method, headers: { Authorization: `Bearer ${state.tokenResponse.access_token}` },
+    });
+    return { status: res.status, body: res.status === 200 ? await res.json() : null };
+  }, [path, method]);
+}
+
+async function journey(browser, out) {
+  // the referral office (转诊办) of the tertiary hospital: the worklist on a PC ...
+  const office = await open(browser, "office", { viewport: PC });
+  const officeSockets = recordSockets(office);
+  await office.goto(`${config.origin}/apps/workbench/launch.html`);
+  await signIn(office, "rc-hz-first");
+  await office.waitForSelector(".tabs", { timeout: STEP });
+  await office.goto(`${WORKBENCH}#/referrals/incoming`);
+  await office.waitForSelector("#list-incoming, .tabs [aria-selected=true]", { timeout: STEP });
+
+  // ... and the doctor app's 通知 on the office's phone
+  const phone = await open(browser, "office-phone", { viewport: PHONE });
+  const phoneSockets = recordSockets(phone);
+  await phone.goto(`${config.origin}/apps/workbench/launch.html`);
+  await signIn(phone, "rc-hz-first");
+  await phone.waitForSelector(".tabs", { timeout: STEP });
+  await phone.click('nav.bottom a[href="#/notifications"]');
+  await phone.waitForSelector("#view[data-count]", { timeout: STEP });
+  const navigations = { office: 0, phone: 0 };
+  for (const page of [office, phone]) {
+    page.on("framenavigated", f => { if (f === page.mainFrame()) navigations[page.name === "office" ? "office" : "phone"]++; });
+  }
+  // both bound their Subscriptions before anything is submitted
+  const bound = seen => seen.received.some(l => l.startsWith("bound "));
+  for (const [page, seen] of [[office, officeSockets], [phone, phoneSockets]]) {
+    const deadline = Date.now() + STEP;
+    while (!bound(seen)) {
+      if (Date.now() > deadline) throw new Error(`${page.name}: no Subscription bound: ${JSON.stringify(seen)}`);
+      await page.waitForTimeout(100);
+    }
+  }
+  const before = Number(await phone.getAttribute("#view", "data-count"));
+
+  // the community doctor writes and submits an up-referral (EHR launch on the patient)
+  const doctor = await open(browser, "doctor", { viewport: PC });
+  await doctor.goto(`${config.origin}/apps/workbench/launch.html?${new URLSearchParams({ iss: config.iss, launch: config.launch })}`);
+  await signIn(doctor, "dr-hubin-chc");
+  await doctor.waitForSelector(".banner[data-patient]", { timeout: STEP });
+  await doctor.click("#new-referral");
+  const slots = await fillReferral(doctor, {
+    target: "hz-first", department: config.department, diagnosis: "2型糖尿病", icd: "E11.9",
+    reason: "血糖控制不佳，需调整治疗方案", history: "糖尿病病史5年",
+  });
+  await doctor.check(`input[name=slot][value="${slots[0]}"]`);
+  await doctor.click("form button[type=submit]");
+  await doctor.waitForSelector('#view[data-business="booked-pending-review"]', { timeout: STEP });
+  const taskId = doctor.url().split("/").pop();
+  out.submitted = { task: taskId, number: await text(doctor, "#referral-number") };
+
+  // the worklist and the notifications show it without a page load
+  await office.waitForSelector(`#list-incoming a[data-task="${taskId}"]`, { timeout: STEP });
+  await phone.waitForSelector(`#notes li[data-task="${taskId}"][data-kind=referral]`, { timeout: STEP });
+  out.arrival = {
+    navigations: { ...navigations },
+    notice: await text(office, ".notice"),
+    before,
+    after: Number(await phone.getAttribute("#view", "data-count")),
+    card: await text(phone, `#notes li[data-task="${taskId}"]`),
+  };
+  await shot(office, "live-worklist-1366");
+  await shot(phone, "live-notifications-390");
+
+  // accepted from the notification: the Task is accepted (the booking confirmed)
+  await phone.click(`#notes li[data-task="${taskId}"] [data-action=accept]`);
+  await phone.waitForSelector(`#notes li[data-task="${taskId}"]`, { state: "detached", timeout: STEP });
+  const accepted = await fhir(phone, `Task/${taskId}`);
+  out.accepted = { status: accepted.body.status, business: accepted.body.businessStatus.coding[0].code };
+
+  // leaving the worklist deletes its Subscriptions (no Subscription outlives its screen)
+  const officeSubs = [...new Set(officeSockets.sent.filter(l => l.startsWith("bind ")).map(l => l.split(" ")[1]))];
+  await office.click('nav.side a[href="#/stats"]');
+  await office.waitForSelector(".kpi", { timeout: STEP });
+  await office.waitForTimeout(500);
+  out.leftBehind = [];
+  for (const id of officeSubs) out.leftBehind.push((await fhir(office, `Subscription/${id}`)).status);
+  out.sockets = {
+    office: { urls: officeSockets.urls, pings: officeSockets.received.filter(l => l.startsWith("ping ")).length, bound: officeSubs.length },
+    phone: { urls: phoneSockets.urls, pings: phoneSockets.received.filter(l => l.startsWith("ping ")).length },
+  };
+
+  // the inviting doctor's phone: 消息 open; the expert writes in their scheduled consultation
+  const doctorPhone = await open(browser, "doctor-phone", { viewport: PHONE });
+  await doctorPhone.goto(`${config.origin}/apps/workbench/launch.html`);
+  await signIn(doctorPhone, "dr-hubin-chc");
+  await doctorPhone.waitForSelector(".tabs", { timeout: STEP });
+  await doctorPhone.click('nav.bottom a[href="#/notifications"]');
+  await doctorPhone.waitForSelector("#notes li[data-kind=session]", { timeout: STEP });
+  const session = await doctorPhone.getAttribute("#notes li[data-kind=session]", "data-task");
+  await shot(doctorPhone, "live-doctor-notifications-390");
+  await doctorPhone.click('nav.bottom a[href="#/messages"]');
+  await doctorPhone.waitForSelector("#view h2", { timeout: STEP });
+  await doctorPhone.waitForTimeout(1000); // its Subscription bound
+
+  const expert = await open(browser, "expert", { viewport: PC });
+  await expert.goto(`${config.origin}/apps/workbench/launch.html`);
+  await signIn(expert, "dr-expert-1");
+  await expert.waitForSelector(".tabs", { timeout: STEP });
+  await expert.goto(`${WORKBENCH}#/consultation/${session}`);
+  await expert.waitForSelector("#message-text", { timeout: STEP });
+  await expert.fill("#message-text", "会诊前请上传最近一次心电图");
+  await expert.click("#send-message");
+  await expert.waitForSelector("#thread li[data-message]", { timeout: STEP });
+  await doctorPhone.waitForSelector(`#threads li[data-task="${session}"]`, { timeout: STEP });
+  out.messages = {
+    thread: await text(doctorPhone, `#threads li[data-task="${session}"]`),
+    unread: await doctorPhone.getAttribute(`#threads li[data-task="${session}"]`, "data-unread"),
+  };
+  await shot(doctorPhone, "live-messages-390");
+  await shot(expert, "live-consultation-1366", { top: true });
+
+  // 进入会诊室 from the notification: the room opens in the dock
+  await doctorPhone.click('nav.bottom a[href="#/notifications"]');
+  await doctorPhone.waitForSelector(`#notes li[data-task="${session}"] [data-action=join]`, { timeout: STEP });
+  await doctorPhone.click(`#notes li[data-task="${session}"] [data-action=join]`);
+  await doctorPhone.waitForSelector("#room-frame", { timeout: STEP });
+  const room = doctorPhone.frames().find(f => f.url().includes("/apps/consult-room"));
+  out.room = { url: room ? room.url().replace(/token=[^&]+/, "token=…") : "" };
+  await doctorPhone.waitForTimeout(1000);
+  await shot(doctorPhone, "live-room-390");
+
+  // the patient app: my consultation times
+  const patient = await open(browser, "patient", { viewport: PHONE });
+  await patient.goto(`${config.origin}/apps/patient/launch.html`);
+  await signIn(patient, "pat-001");
+  await patient.waitForSelector("#my-consultations", { timeout: STEP });
+  out.patient = {
+    consult: await text(patient, "#my-consultations"),
+    times: await patient.$$eval("#my-consultations .when", all => all.map(e => e.textContent)),
+  };
+  await patient.evaluate(() => document.getElementById("my-consultations").scrollIntoView());
+  await shot(patient, "live-patient-consult-390");
+  const patientPc = await open(browser, "patient-pc", { viewport: PC });
+  await patientPc.goto(`${config.origin}/apps/patient/launch.html`);
+  await signIn(patientPc, "pat-001");
+  await patientPc.waitForSelector("#my-consultations", { timeout: STEP });
+  await shot(patientPc, "live-patient-1366");
+
+  // the referral's 操作记录 (its Provenance), read by the receiving office
+  await office.goto(`${WORKBENCH}#/referral/${taskId}`);
+  await office.waitForSelector("#activity li", { timeout: STEP });
+  out.activity = await office.$$eval("#activity li", all => all.map(li => li.dataset.activity));
+  await office.evaluate(() => document.getElementById("activity").scrollIntoView());
+  await shot(office, "live-activity-1366");
+
+  out.logs = Object.fromEntries([office, phone, doctor, doctorPhone, expert, patient].map(p => [p.name, p.logs]));
+}
+
+run(journey, { prefix: "live-", args: MEDIA_ARGS });
