@@ -23,8 +23,10 @@ async function websocketUrl(api) {
   return socketUrl;
 }
 
-/** Call `onChange()` whenever something matching `criteria` ("Type?search", or several) is
- * written, while the screen is open; returns the stop function (ctx.stop). */
+/** Call `onChange(active)` whenever something matching `criteria` ("Type?search", or several)
+ * is written, while the screen is open; returns the stop function (ctx.stop). A call under way
+ * when the screen is left finishes: it checks `active()` after each wait and draws nothing once
+ * that is false (the view is another screen's by then). */
 export function watch(api, criteria, onChange) {
   const searches = Array.isArray(criteria) ? criteria : [criteria];
   let stopped = false;
@@ -41,7 +43,7 @@ export function watch(api, criteria, onChange) {
     if (running) { again = true; return; }
     do {
       again = false;
-      running = Promise.resolve().then(onChange).catch(() => { /* the next ping retries */ });
+      running = Promise.resolve().then(() => onChange(() => !stopped)).catch(() => { /* the next ping retries */ });
       await running;
     } while (again && !stopped);
     running = null;

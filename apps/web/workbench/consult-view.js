@@ -360,12 +360,12 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   view.dataset.side = side || "";
   view.dataset.opinion = opinion ? opinion.status : "";
   await Promise.all([showPanel(), loadThread().catch(showError)]);
-  stopWatch = watch(api, [`Communication?part-of=Task/${taskId}`, `Task?_id=${taskId}`], async () => {
+  stopWatch = watch(api, [`Communication?part-of=Task/${taskId}`, `Task?_id=${taskId}`], async active => {
     await loadThread();
     // the other side moved the consultation on: show its new state (not while typing)
     const fresh = await api.request(`Task/${taskId}`);
     const typing = view.querySelector("#opinion-form textarea:focus, #cdialog :focus, #message-text:focus");
-    if (fresh.meta.versionId !== task.meta.versionId && !typing) await again();
+    if (active() && fresh.meta.versionId !== task.meta.versionId && !typing) await again();
   });
   ctx.stop.push(stopWatch);
 }

@@ -104,9 +104,11 @@ export async function notifications(ctx, view) {
     view.dataset.count = String(items.length);
   };
   render();
-  ctx.stop.push(watch(api, criteria(ctx), async () => {
+  ctx.stop.push(watch(api, criteria(ctx), async active => {
     const before = seen();
-    data = await load();
+    const fresh = await load();
+    if (!active()) return;
+    data = fresh;
     if ([...seen()].some(id => !before.has(id))) notify(t("note.new"));
     render();
   }));
@@ -162,8 +164,10 @@ export async function messages(ctx, view) {
       items.length ? h("ul", { class: "notes", id: "threads", "aria-live": "polite" }, items) : h("p", { class: "empty" }, t("msg.none")));
   };
   render();
-  ctx.stop.push(watch(api, `Communication?category=${MESSAGE}`, async () => {
-    threads = await load();
+  ctx.stop.push(watch(api, `Communication?category=${MESSAGE}`, async active => {
+    const fresh = await load();
+    if (!active()) return;
+    threads = fresh;
     render();
   }));
 }

@@ -144,9 +144,10 @@ export async function worklists(ctx, view, selected = "incoming") {
 
   // new arrivals without reloading: a Subscription on my hospital's referral Tasks (lib/live.js)
   const known = () => new Set(data.incoming.map(i => `${i.task.id}/${i.task.meta.versionId}`));
-  ctx.stop.push(watch(api, `Task?owner=Organization/${org}`, async () => {
+  ctx.stop.push(watch(api, `Task?owner=Organization/${org}`, async active => {
     const before = known();
     const fresh = await load();
+    if (!active()) return;
     const after = new Set(fresh.incoming.map(i => `${i.task.id}/${i.task.meta.versionId}`));
     const added = [...after].some(k => !before.has(k));
     if (added || after.size !== before.size) {
