@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from fhir_server.app import build_app
+from fhir_server.auth import server
 from fhir_server.services import Parts
 
 
@@ -88,6 +89,25 @@ def test_a_user_binds_their_own_subscriptions_and_no_one_elses(world: tuple[str,
             assert ws.recv(timeout=5) == f"bound {theirs}"
         for c, sid in ((office, mine), (doctor, theirs)):
             assert c.delete(f"/Subscription/{sid}").status_code in (200, 204)
+
+
+def test_the_socket_closes_with_4401_when_its_token_expires(
+    world: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's end is the socket's: the browser reconnects with its fresh token."""
+    base, _ = world
+    monkeypatch.setattr(server, "ACCESS_SECONDS", 2)
+    with _as(base, "rc-hz-first") as office:
+        sid = _subscribe(office, "Task?status=requested")
+        short = office.headers["Authorization"].removeprefix("Bearer ")
+        with connect(f"{_ws(base)}?access_token={short}") as ws:
+            ws.send(f"bind {sid}")
+            assert ws.recv(timeout=5) == f"bound {sid}"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        # and a new socket with the expired token is refused
+        assert _closed_with(f"{_ws(base)}?access_token={short}") == 4401
 
 
 def _role_org(everything: TestClient, reference: str) -> str:
