@@ -53,6 +53,12 @@ def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     # accepted from the notification: the booking the community doctor chose is confirmed
     # (README state table: T7, received/booked-pending-review -> accepted/booked)
     assert out["accepted"] == {"status": "accepted", "business": "booked"}
+    # rejected from another notification with a reason (the CodeSystem's first, offered first)
+    # and a note: T10, rejected (Task.status rejected)
+    rejected = out["rejected"]
+    assert rejected["status"] == "rejected" and rejected["business"] == "rejected"
+    assert rejected["reason"]["code"] == "no-capacity", rejected
+    assert any("本院心内科床位已满" in n for n in rejected["note"]), rejected
     # leaving the worklist deleted its Subscriptions: a read of each answers 410 Gone (R4
     # http.html#read: a deleted resource)
     assert out["sockets"]["office"]["bound"] >= 1
@@ -74,6 +80,7 @@ def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     names = {Path(p).name for p in out["shots"]}
     for screen in ("worklist", "consultation", "activity", "patient"):
         assert f"live-{screen}-1366.png" in names
-    for screen in ("notifications", "doctor-notifications", "messages", "room", "patient-consult"):
+    for screen in ("notifications", "reject", "doctor-notifications", "messages", "room",
+                   "patient-consult"):
         assert f"live-{screen}-390.png" in names
     assert_screens(out["shots"])

@@ -103,6 +103,19 @@ async function journey(browser, out) {
   const accepted = await fhir(phone, `Task/${taskId}`);
   out.accepted = { status: accepted.body.status, business: accepted.body.businessStatus.coding[0].code };
 
+  // rejected from a notification, with a reason (the first of yl-referral-rejection-reason,
+  // no-capacity) and a note
+  const other = await phone.getAttribute("#notes li[data-kind=referral]", "data-task");
+  await phone.click(`#notes li[data-task="${other}"] [data-action=reject]`);
+  await phone.waitForSelector(`#notes li[data-task="${other}"] select[name=reason]`, { timeout: STEP });
+  await phone.fill(`#notes li[data-task="${other}"] input[name=note]`, "本院心内科床位已满");
+  await shot(phone, "live-reject-390");
+  await phone.click(`#notes li[data-task="${other}"] [data-action=confirm-reject]`);
+  await phone.waitForSelector(`#notes li[data-task="${other}"]`, { state: "detached", timeout: STEP });
+  const rejected = await fhir(phone, `Task/${other}`);
+  out.rejected = { status: rejected.body.status, business: rejected.body.businessStatus.coding[0].code,
+    reason: ((rejected.body.statusReason || {}).coding || [])[0], note: (rejected.body.note || []).map(n => n.text) };
+
   // leaving the worklist deletes its Subscriptions (no Subscription outlives its screen)
   const officeSubs = [...new Set(officeSockets.sent.filter(l => l.startsWith("bind ")).map(l => l.split(" ")[1]))];
   await office.click('nav.side a[href="#/stats"]');

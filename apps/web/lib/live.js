@@ -78,9 +78,11 @@ export function watch(api, criteria, onChange) {
         poll();
       }
     };
-    socket.onclose = () => {
+    socket.onclose = event => {
       if (stopped || socket === null) return;
       socket = null;
+      // 4401: the token expired (or was revoked); a request finds out and signs in again
+      if (event.code === 4401) changed();
       if (++failures > MAX_FAILURES) { poll(); return; }
       timer = setTimeout(() => connect(url), delay);
       delay = Math.min(delay * 2, MAX_DELAY_MS);

@@ -67,10 +67,15 @@ export async function notifications(ctx, view) {
     reject.addEventListener("click", async () => {
       const reasons = h("select", { name: "reason", "aria-label": t("reject.reason") },
         (await rejectionCodes()).map(c => h("option", { value: c }, display(CS.rejection, c))));
+      const note = h("input", { name: "note", "aria-label": t("col.note") });
       const go = h("button", { type: "button", class: "danger", dataset: { action: "confirm-reject" } }, t("act.reject"));
-      go.addEventListener("click", () => run("reject", [{ name: "reason", valueCodeableConcept: {
-        coding: [{ system: CS.rejection, code: reasons.value }], text: reasons.selectedOptions[0].textContent } }], go));
-      box.replaceChildren(h("label", {}, t("reject.reason"), reasons), go);
+      go.addEventListener("click", () => {
+        const params = [{ name: "reason", valueCodeableConcept: {
+          coding: [{ system: CS.rejection, code: reasons.value }], text: reasons.selectedOptions[0].textContent } }];
+        if (note.value.trim()) params.push({ name: "note", valueString: note.value.trim() });
+        run("reject", params, go);
+      });
+      box.replaceChildren(h("label", {}, t("reject.reason"), reasons), h("label", {}, t("col.note"), note), go);
       reasons.focus();
     });
     return h("li", { class: "card note-item", dataset: { task: task.id, kind: "referral" } },
