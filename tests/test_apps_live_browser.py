@@ -53,6 +53,9 @@ def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     # accepted from the notification: the booking the community doctor chose is confirmed
     # (README state table: T7, received/booked-pending-review -> accepted/booked)
     assert out["accepted"] == {"status": "accepted", "business": "booked"}
+    # a dropped socket: the worklist opened another (back-off), bound again, and followed the
+    # acceptance on it without a page load
+    assert out["reconnected"] == {"new": 1, "navigations": 0}, out["reconnected"]
     # rejected from another notification with a reason (the CodeSystem's first, offered first)
     # and a note: T10, rejected (Task.status rejected)
     rejected = out["rejected"]

@@ -1,8 +1,9 @@
 // The apps' live parts (issue 16) in headless Chromium on the demo consortium: the tertiary
 // hospital's referral office has its worklist open on a PC and the doctor app's 通知 open on a
 // phone; a community doctor submits an up-referral; both screens show it without reloading,
-// by websocket Subscription (the frames are recorded); the office accepts it from the
-// notification; leaving the worklist deletes its Subscription; the inviting doctor's phone
+// by websocket Subscription (the frames are recorded); the office's socket drops and the
+// worklist reconnects; the office accepts it from the notification (and rejects another);
+// leaving the worklist deletes its Subscription; the inviting doctor's phone
 // shows a consultation message arriving in 消息 and enters the consultation room from 通知;
 // the patient app shows the patient's consultation time. Prints one JSON object. Run by
 // tests/test_apps_live_browser.py:
@@ -39,6 +40,9 @@ async function journey(browser, out) {
   // the referral office (转诊办) of the tertiary hospital: the worklist on a PC ...
   const office = await open(browser, "office", { viewport: PC });
   const officeSockets = recordSockets(office);
+  // the office's sockets pass through a route, so that the journey can drop one
+  const officeRoutes = [];
+  await office.routeWebSocket(/\/fhir\/websocket/, ws => { ws.connectToServer(); officeRoutes.push(ws); });
   await office.goto(`${config.origin}/apps/workbench/launch.html`);
   await signIn(office, "rc-hz-first");
   await office.waitForSelector(".tabs", { timeout: STEP });
@@ -97,9 +101,23 @@ async function journey(browser, out) {
   await shot(office, "live-worklist-1366");
   await shot(phone, "live-notifications-390");
 
-  // accepted from the notification: the Task is accepted (the booking confirmed)
+  // the office's socket drops (a proxy restarts): the worklist reconnects and binds again
+  const boundBefore = officeSockets.received.filter(l => l.startsWith("bound ")).length;
+  const socketsBefore = officeRoutes.length;
+  await officeRoutes[officeRoutes.length - 1].close({ code: 1012, reason: "restarting" });
+  const deadline = Date.now() + STEP;
+  while (officeSockets.received.filter(l => l.startsWith("bound ")).length <= boundBefore) {
+    if (Date.now() > deadline) throw new Error(`office: not bound again: ${JSON.stringify(officeSockets)}`);
+    await office.waitForTimeout(100);
+  }
+  out.reconnected = { new: officeRoutes.length - socketsBefore };
+
+  // accepted from the notification: the Task is accepted (the booking confirmed), and the
+  // office's worklist (on its new socket) moves it out of 待处理 without a page load
   await phone.click(`#notes li[data-task="${taskId}"] [data-action=accept]`);
   await phone.waitForSelector(`#notes li[data-task="${taskId}"]`, { state: "detached", timeout: STEP });
+  await office.waitForSelector(`#list-incoming a[data-task="${taskId}"]`, { state: "detached", timeout: STEP });
+  out.reconnected.navigations = navigations.office;
   const accepted = await fhir(phone, `Task/${taskId}`);
   out.accepted = { status: accepted.body.status, business: accepted.body.businessStatus.coding[0].code };
 
