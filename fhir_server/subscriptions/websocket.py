@@ -88,9 +88,10 @@ async def subscription_websocket(websocket: WebSocket) -> None:
     who, expires_at = caller
     socket = Socket(asyncio.get_running_loop())
     sender = asyncio.create_task(_send(websocket, socket))
+    expiry = None
     if expires_at is not None:  # the token's end is the socket's: the client reconnects
         delay = max(0.0, expires_at - time.time())
-        socket.loop.call_later(delay, socket.send, CLOSE)
+        expiry = socket.loop.call_later(delay, socket.queue.put_nowait, CLOSE)
     try:
         while True:
             message = await websocket.receive()
@@ -116,6 +117,8 @@ async def subscription_websocket(websocket: WebSocket) -> None:
     finally:
         notifier.hub.unbind(socket)
         sender.cancel()
+        if expiry is not None:
+            expiry.cancel()
 
 
 async def _caller(websocket: WebSocket) -> tuple[Principal, float | None] | None:

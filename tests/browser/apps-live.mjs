@@ -138,9 +138,13 @@ async function journey(browser, out) {
   const officeSubs = [...new Set(officeSockets.sent.filter(l => l.startsWith("bind ")).map(l => l.split(" ")[1]))];
   await office.click('nav.side a[href="#/stats"]');
   await office.waitForSelector(".kpi", { timeout: STEP });
-  await office.waitForTimeout(500);
-  out.leftBehind = [];
-  for (const id of officeSubs) out.leftBehind.push((await fhir(office, `Subscription/${id}`)).status);
+  const gone = async () => Promise.all(officeSubs.map(async id => (await fhir(office, `Subscription/${id}`)).status));
+  const until = Date.now() + STEP; // the deletes were sent as the screen closed: give them time
+  out.leftBehind = await gone();
+  while (out.leftBehind.some(status => status !== 410) && Date.now() < until) {
+    await office.waitForTimeout(200);
+    out.leftBehind = await gone();
+  }
   out.sockets = {
     office: { urls: officeSockets.urls, pings: officeSockets.received.filter(l => l.startsWith("ping ")).length, bound: officeSubs.length },
     phone: { urls: phoneSockets.urls, pings: phoneSockets.received.filter(l => l.startsWith("ping ")).length },
