@@ -8,11 +8,12 @@ SCREENSHOTS and each is checked not blank."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apps_harness import SCREENSHOTS, assert_screens, journey, launch
+from apps_harness import ROOT, SCREENSHOTS, assert_screens, journey, launch
 from test_browser_smart import REQUIRED, _missing
 
 pytestmark = [
@@ -78,6 +79,10 @@ def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     # the referral's 操作记录: its Provenance, read by the receiving office: submitted with a
     # booking (T2 submit-booked), the booking confirmed (T9 confirm-booking), README state table
     assert out["activity"] == ["submit-booked", "confirm-booking"]
+    # a choice list offers a CodeSystem's codes in its order (terminology/, read here)
+    cancel = ROOT / "terminology/CodeSystem-yl-referral-cancel-reason.json"
+    system = json.loads(cancel.read_text(encoding="utf-8"))
+    assert out["cancelChoices"] == [c["code"] for c in system["concept"]]
     assert all(not logs for logs in out["logs"].values()), out["logs"]
 
     names = {Path(p).name for p in out["shots"]}

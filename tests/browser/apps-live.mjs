@@ -214,6 +214,13 @@ async function journey(browser, out) {
   await office.evaluate(() => document.getElementById("activity").scrollIntoView());
   await shot(office, "live-activity-1366");
 
+  // the sending doctor's withdrawal form offers yl-referral-cancel-reason's codes in order
+  await doctor.goto(`${WORKBENCH}#/referral/${taskId}`);
+  await doctor.waitForSelector('[data-action="act.cancel"]', { timeout: STEP });
+  await doctor.click('[data-action="act.cancel"]');
+  await doctor.waitForSelector("#dialog select[name=reason] option", { state: "attached", timeout: STEP });
+  out.cancelChoices = await doctor.$$eval("#dialog select[name=reason] option", all => all.map(o => o.value));
+
   out.logs = Object.fromEntries([office, phone, doctor, doctorPhone, expert, patient].map(p => [p.name, p.logs]));
 }
 

@@ -298,6 +298,9 @@ export function display(system, code) {
   return found ? found[lang] : code;
 }
 
+/** The codes of one of our CodeSystems, in its order (for a choice list). */
+export function codesOf(system) { return Object.keys(codes[system] || {}); }
+
 /** The display of a Coding or CodeableConcept's first coding, or its text. */
 export function displayOf(concept) {
   if (!concept) return "";

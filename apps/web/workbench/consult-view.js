@@ -5,9 +5,9 @@
 // attachments, read receipts), and the opinion: written in its four sections, submitted,
 // signed, shown and printed ($consultation-opinion, HTML or PDF); with the session's record
 // (Encounter times, recordings) once it is over.
-import { display, t } from "../lib/i18n.js";
+import { codesOf, display, t } from "../lib/i18n.js";
 import { watch } from "../lib/live.js";
-import { CCS, OPEN, SECTIONS, WAITING, output, parties, priorityLabel, sideOf, stage, stageBadge,
+import { CCS, MESSAGE, OPEN, RECEIPT, SECTIONS, WAITING, hasCategory, output, parties, priorityLabel, sideOf, stage, stageBadge,
   typeLabel } from "../lib/consultation.js";
 import { banner } from "../lib/referral.js";
 import { h, field, formatTime, nameOf, notify, refId, showError, tabs, taskRunner } from "../lib/ui.js";
@@ -15,13 +15,6 @@ import { myRoles, roleNames } from "./consult.js";
 import { expertChoices } from "./consult-form.js";
 import { recordPart } from "./record.js";
 
-const MESSAGE = `${CCS.message}|consultation-message`;
-const RECEIPT = `${CCS.message}|read-receipt`;
-
-async function codesOf(system) {
-  const res = await fetch(new URL("../codes.json", import.meta.url));
-  return Object.keys((await res.json())[system] || {});
-}
 
 /** <input type=datetime-local> value as an instant (the browser's time zone). */
 const instant = value => (value ? new Date(value).toISOString() : "");
@@ -76,7 +69,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   }
 
   async function declineForm() {
-    const reasons = h("select", { name: "reason" }, (await codesOf(CCS.decline)).map(c => h("option", { value: c }, display(CCS.decline, c))));
+    const reasons = h("select", { name: "reason" }, codesOf(CCS.decline).map(c => h("option", { value: c }, display(CCS.decline, c))));
     const others = (await expertChoices(ctx)).filter(r => !experts.some(e => e.ref === r.ref));
     const redirect = h("select", { name: "redirectTo" }, h("option", { value: "" }, t("reject.none")),
       others.map(o => h("option", { value: o.ref }, o.label)));
@@ -401,11 +394,6 @@ function openDock(url, title) {
   big.addEventListener("click", () => big.setAttribute("aria-pressed", String(dock.classList.toggle("large"))));
   dock.replaceChildren(h("div", { class: "row" }, h("strong", {}, `${t("consult.room")} · ${title}`), big, leave), frame);
   document.body.classList.add("in-room");
-}
-
-function hasCategory(c, token) {
-  const [system, code] = token.split("|");
-  return (c.category || []).some(x => (x.coding || []).some(y => y.system === system && y.code === code));
 }
 
 /** The four sections' plain text of an opinion Composition, by parameter name. */

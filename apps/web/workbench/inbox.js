@@ -2,22 +2,14 @@
 // me and my hospital (new referrals to accept or reject here, consultation requests to answer,
 // today's sessions to join) and the message threads of my consultations. Both stay current by
 // websocket Subscriptions (lib/live.js).
-import { display, t } from "../lib/i18n.js";
+import { codesOf, display, t } from "../lib/i18n.js";
 import { watch } from "../lib/live.js";
-import { CCS, TASK_PROFILE, parties, stageBadge, typeLabel } from "../lib/consultation.js";
-import { CS, FULFILL, directionLabel, number, statusBadge } from "../lib/referral.js";
+import { MESSAGE, RECEIPT, TASK_PROFILE, hasCategory, parties, stageBadge, typeLabel } from "../lib/consultation.js";
+import { CS, directionLabel, number, statusBadge } from "../lib/referral.js";
 import { h, formatTime, nameOf, notify, refId, showError } from "../lib/ui.js";
 import { consultations, myRoles, roleNames, sort } from "./consult.js";
 import { joinRoom } from "./consult-view.js";
 import { awaitingDecision, referrals } from "./worklist.js";
-
-const MESSAGE = `${CCS.message}|consultation-message`;
-const RECEIPT = `${CCS.message}|read-receipt`;
-
-async function rejectionCodes() {
-  const res = await fetch(new URL("../codes.json", import.meta.url));
-  return Object.keys((await res.json())[CS.rejection] || {});
-}
 
 /** The searches whose writes change the notifications (one Subscription each). */
 function criteria(ctx) {
@@ -66,7 +58,7 @@ export async function notifications(ctx, view) {
     accept.addEventListener("click", () => run("accept", [], accept));
     reject.addEventListener("click", async () => {
       const reasons = h("select", { name: "reason", "aria-label": t("reject.reason") },
-        (await rejectionCodes()).map(c => h("option", { value: c }, display(CS.rejection, c))));
+        codesOf(CS.rejection).map(c => h("option", { value: c }, display(CS.rejection, c))));
       const note = h("input", { name: "note", "aria-label": t("col.note") });
       const go = h("button", { type: "button", class: "danger", dataset: { action: "confirm-reject" } }, t("act.reject"));
       go.addEventListener("click", () => {
@@ -120,11 +112,6 @@ export async function notifications(ctx, view) {
 }
 
 // --- 消息 ---------------------------------------------------------------------------------------
-
-function hasCategory(c, token) {
-  const [system, code] = token.split("|");
-  return (c.category || []).some(x => (x.coding || []).some(y => y.system === system && y.code === code));
-}
 
 export async function messages(ctx, view) {
   const { api } = ctx;

@@ -1,7 +1,7 @@
 // The referral form (from the launch patient) and one referral's page: status, actions of my
 // side (claim, accept, reject with reason or redirect, check-in, complete with a down-referral,
 // withdraw), approval sub-tasks, the slip (print / PDF), the timeline (milestones + Provenance).
-import { display, displayOf, language, t } from "../lib/i18n.js";
+import { codesOf, display, displayOf, t } from "../lib/i18n.js";
 import { CS, YL, banner, business, direction, directionLabel, milestoneLabel, milestones,
   number, referralType, statusBadge } from "../lib/referral.js";
 import { h, field, formatDate, formatTime, nameOf, notify, refId, showError, table, taskRunner } from "../lib/ui.js";
@@ -274,7 +274,7 @@ export async function referralDetail(ctx, view, taskId) {
   }
 
   async function rejectForm() {
-    const reasons = select("reason", Object.entries(await codesOf(CS.rejection)).map(([c, v]) => [c, v]));
+    const reasons = select("reason", codesOf(CS.rejection).map(c => [c, display(CS.rejection, c)]));
     const others = (await hospitals(api)).filter(o => o.id !== ctx.org);
     const suggest = select("suggested", [["", t("reject.none")], ...others.map(o => [o.id, nameOf(o)])]);
     const note = h("textarea", { name: "note", rows: 2 });
@@ -291,7 +291,7 @@ export async function referralDetail(ctx, view, taskId) {
   }
 
   async function cancelForm() {
-    const reasons = select("reason", Object.entries(await codesOf(CS.cancel)));
+    const reasons = select("reason", codesOf(CS.cancel).map(c => [c, display(CS.cancel, c)]));
     const go = h("button", { type: "button", class: "danger" }, t("act.cancel"));
     go.addEventListener("click", () => run("cancel", [{ name: "reason", valueCodeableConcept: { coding: [{ system: CS.cancel, code: reasons.value }] } }], go));
     dialog.replaceChildren(h("section", { class: "card" }, field(t("act.cancel"), reasons, { required: true }), go));
@@ -386,13 +386,6 @@ export async function referralDetail(ctx, view, taskId) {
   );
   view.dataset.status = task.status;
   view.dataset.business = code || "";
-}
-
-async function codesOf(system) {
-  const res = await fetch(new URL("../codes.json", import.meta.url));
-  const all = (await res.json())[system] || {};
-  const lang = language();
-  return Object.fromEntries(Object.entries(all).map(([code, d]) => [code, d[lang]]));
 }
 
 export { direction, hospitals };
