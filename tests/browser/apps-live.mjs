@@ -12,16 +12,39 @@ import { MEDIA_ARGS, PC, PHONE, STEP, config, fillReferral, open, run, shot, sig
 
 const WORKBENCH = `${config.origin}/apps/workbench/index.html`;
 
-/** The websocket frames a page sends and receives, and the socket URLs it opened. */
+/** The websocket frames a page sends and receives (all, and by socket), and the socket URLs
+ * it opened. */
 function recordSockets(page) {
-  const seen = { urls: [], sent: [], received: [] };
+  const seen = { urls: [], sent: [], received: [], sockets: [] };
   page.on("websocket", ws => {
     if (!ws.url().includes("/fhir/websocket")) return;
+    const one = { received: [] };
+    seen.sockets.push(one);
     seen.urls.push(ws.url().replace(/access_token=[^&]+/, "access_token=…"));
     ws.on("framesent", f => seen.sent.push(String(f.payload)));
-    ws.on("framereceived", f => seen.received.push(String(f.payload)));
+    ws.on("framereceived", f => { seen.received.push(String(f.payload)); one.received.push(String(f.payload)); });
   });
   return seen;
+}
+
+/** Wait until the page's socket number `index` (0: the first it opened) has bound. */
+async function bound(page, seen, index = 0) {
+  const deadline = Date.now() + STEP;
+  while (!(seen.sockets[index] && seen.sockets[index].received.some(l => l.startsWith("bound ")))) {
+    if (Date.now() > deadline) throw new Error(`${page.name}: no Subscription bound: ${JSON.stringify(seen)}`);
+    await page.waitForTimeout(100);
+  }
+}
+
+/** Wait until the screen open now has bound its socket: the last socket opened has bound and
+ * no other opens for a moment (a screen left early opens none). */
+async function settled(page, seen) {
+  for (;;) {
+    await bound(page, seen, Math.max(0, seen.sockets.length - 1));
+    const count = seen.sockets.length;
+    await page.waitForTimeout(300);
+    if (seen.sockets.length === count) return;
+  }
 }
 
 /** A FHIR request with the page's own SMART session (fhirclient keeps it in sessionStorage). */
@@ -62,14 +85,8 @@ async function journey(browser, out) {
     page.on("framenavigated", f => { if (f === page.mainFrame()) navigations[page.name === "office" ? "office" : "phone"]++; });
   }
   // both bound their Subscriptions before anything is submitted
-  const bound = seen => seen.received.some(l => l.startsWith("bound "));
-  for (const [page, seen] of [[office, officeSockets], [phone, phoneSockets]]) {
-    const deadline = Date.now() + STEP;
-    while (!bound(seen)) {
-      if (Date.now() > deadline) throw new Error(`${page.name}: no Subscription bound: ${JSON.stringify(seen)}`);
-      await page.waitForTimeout(100);
-    }
-  }
+  await settled(office, officeSockets);
+  await settled(phone, phoneSockets);
   const before = Number(await phone.getAttribute("#view", "data-count"));
 
   // the community doctor writes and submits an up-referral (EHR launch on the patient)
@@ -102,14 +119,10 @@ async function journey(browser, out) {
   await shot(phone, "live-notifications-390");
 
   // the office's socket drops (a proxy restarts): the worklist reconnects and binds again
-  const boundBefore = officeSockets.received.filter(l => l.startsWith("bound ")).length;
   const socketsBefore = officeRoutes.length;
+  const next = officeSockets.sockets.length;
   await officeRoutes[officeRoutes.length - 1].close({ code: 1012, reason: "restarting" });
-  const deadline = Date.now() + STEP;
-  while (officeSockets.received.filter(l => l.startsWith("bound ")).length <= boundBefore) {
-    if (Date.now() > deadline) throw new Error(`office: not bound again: ${JSON.stringify(officeSockets)}`);
-    await office.waitForTimeout(100);
-  }
+  await bound(office, officeSockets, next);
   out.reconnected = { new: officeRoutes.length - socketsBefore };
 
   // accepted from the notification: the Task is accepted (the booking confirmed), and the
@@ -152,6 +165,7 @@ async function journey(browser, out) {
 
   // the inviting doctor's phone: 消息 open; the expert writes in their scheduled consultation
   const doctorPhone = await open(browser, "doctor-phone", { viewport: PHONE });
+  const doctorSockets = recordSockets(doctorPhone);
   await doctorPhone.goto(`${config.origin}/apps/workbench/launch.html`);
   await signIn(doctorPhone, "dr-hubin-chc");
   await doctorPhone.waitForSelector(".tabs", { timeout: STEP });
@@ -159,9 +173,11 @@ async function journey(browser, out) {
   await doctorPhone.waitForSelector("#notes li[data-kind=session]", { timeout: STEP });
   const session = await doctorPhone.getAttribute("#notes li[data-kind=session]", "data-task");
   await shot(doctorPhone, "live-doctor-notifications-390");
+  await settled(doctorPhone, doctorSockets);
+  const messagesSocket = doctorSockets.sockets.length; // the next one opened is 消息's
   await doctorPhone.click('nav.bottom a[href="#/messages"]');
   await doctorPhone.waitForSelector("#view h2", { timeout: STEP });
-  await doctorPhone.waitForTimeout(1000); // its Subscription bound
+  await bound(doctorPhone, doctorSockets, messagesSocket);
 
   const expert = await open(browser, "expert", { viewport: PC });
   await expert.goto(`${config.origin}/apps/workbench/launch.html`);
