@@ -67,6 +67,8 @@ def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     # http.html#read: a deleted resource)
     assert out["sockets"]["office"]["bound"] >= 1
     assert set(out["leftBehind"]) == {410}, out["leftBehind"]
+    # and so did closing the phone's page (its 通知: two searches, two Subscriptions)
+    assert out["closedBehind"] == [410, 410], out["closedBehind"]
     # 消息: the expert's message arrived in the doctor's open thread list, unread
     assert "会诊前请上传最近一次心电图" in out["messages"]["thread"]
     assert out["messages"]["unread"] == "1"

@@ -158,6 +158,16 @@ async function journey(browser, out) {
     await office.waitForTimeout(200);
     out.leftBehind = await gone();
   }
+  // closing the phone's page deletes its screen's Subscriptions too (sent as the page goes)
+  const phoneSubs = [...new Set(phoneSockets.sent.filter(l => l.startsWith("bind ")).map(l => l.split(" ")[1]))];
+  const lastPhoneSub = phoneSubs.slice(-2); // 通知's two searches
+  await phone.close({ runBeforeUnload: true });
+  out.closedBehind = [];
+  while (Date.now() < until + STEP) {
+    out.closedBehind = await Promise.all(lastPhoneSub.map(async id => (await fhir(office, `Subscription/${id}`)).status));
+    if (out.closedBehind.every(status => status === 410)) break;
+    await office.waitForTimeout(200);
+  }
   out.sockets = {
     office: { urls: officeSockets.urls, pings: officeSockets.received.filter(l => l.startsWith("ping ")).length, bound: officeSubs.length },
     phone: { urls: phoneSockets.urls, pings: phoneSockets.received.filter(l => l.startsWith("ping ")).length },

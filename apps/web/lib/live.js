@@ -1,10 +1,10 @@
 // New work appears without reloading: R4 Subscriptions on the websocket channel (README,
 // Subscriptions). `watch` creates one Subscription per search (channel websocket, ending in
-// 8 h so that one a closed tab leaves behind turns itself off), binds them on one socket (the
+// 8 h so that one a crashed tab leaves behind turns itself off), binds them on one socket (the
 // access token in the URL: a browser cannot set a websocket's headers) and calls `onChange` on
-// each ping; leaving the screen deletes them. A dropped socket reconnects with back-off (and
-// `onChange` runs once: pings may have been missed); where Subscriptions or the websocket are
-// not served, the screen polls instead.
+// each ping; leaving the screen or closing the page deletes them. A dropped socket reconnects
+// with back-off (and `onChange` runs once: pings may have been missed); where Subscriptions or
+// the websocket are not served, the screen polls instead.
 const POLL_MS = 4000;
 const HOURS = 8;
 const WEBSOCKET_EXT = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket";
@@ -93,7 +93,7 @@ export function watch(api, criteria, onChange) {
     const open = socket;
     socket = null;
     if (open) open.close();
-    for (const id of ids) api.request(`Subscription/${id}`, { method: "DELETE" }).catch(() => {});
+    for (const id of ids) api.request(`Subscription/${id}`, { method: "DELETE", keepalive: true }).catch(() => {});
     ids = [];
   };
 
@@ -117,9 +117,12 @@ export function watch(api, criteria, onChange) {
     }
   })();
 
-  return () => {
+  const stop = () => {
     stopped = true;
     clearTimeout(timer);
+    window.removeEventListener("pagehide", stop);
     leave();
   };
+  window.addEventListener("pagehide", stop); // the tab closes or the page is left: delete too
+  return stop;
 }
