@@ -113,7 +113,7 @@ export function watch(api, criteria, onChange) {
       connect(url);
     } catch (e) {
       leave();
-      poll(); // no Subscriptions here (another backend, refused): poll as before
+      poll(); // no Subscriptions here (refused): poll as before
     }
   })();
 
