@@ -330,3 +330,18 @@ def test_a_websocket_event_committed_late_is_not_skipped(api: TestClient) -> Non
     assert tables.events_after(store.reader(), lost - 1, "me") == []
     store.db["subscription_event"].update_many({"_id": {"$gt": lost}}, {"$inc": {"at": -60}})
     assert [s for _, s in tables.events_after(store.reader(), lost - 1, "me")] == ["d"]
+
+
+def test_a_subscriptions_owner_is_who_wrote_it_last(api: TestClient) -> None:
+    """The websocket lets only a Subscription's owner bind it (README, Subscriptions): the
+    owner read back is the principal stored with the write; none for an unknown id."""
+    store = api.app.state.services.store  # type: ignore[attr-defined]
+    tables = store.subscriptions
+    sid = subscribe(api, "Observation?status=final")
+    owner = tables.owner(store.reader(), sid)
+    assert owner is not None and owner["kind"] == "anonymous"  # this harness runs auth off
+    dra = {"kind": "user", "user": "dra", "client_id": "ward-app", "scopes": [], "roles": []}
+    with store.write() as session:
+        tables.set_owner(session, sid, dra)
+    assert tables.owner(store.reader(), sid) == dra
+    assert tables.owner(store.reader(), "no-such-subscription") is None
