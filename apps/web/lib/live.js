@@ -2,9 +2,10 @@
 // Subscriptions). `watch` creates one Subscription per search (channel websocket, ending in
 // 8 h so that one a crashed tab leaves behind turns itself off), binds them on one socket (the
 // access token in the URL: a browser cannot set a websocket's headers) and calls `onChange` on
-// each ping; leaving the screen or closing the page deletes them. A dropped socket reconnects
-// with back-off (and `onChange` runs once: pings may have been missed); where Subscriptions or
-// the websocket are not served, the screen polls instead.
+// each ping, and once when bound (what was written while the screen loaded sent no ping);
+// leaving the screen or closing the page deletes them. A dropped socket reconnects with
+// back-off (and `onChange` runs again once bound); where Subscriptions or the websocket are
+// not served, the screen polls instead.
 const POLL_MS = 4000;
 const HOURS = 8;
 const WEBSOCKET_EXT = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket";
@@ -67,8 +68,9 @@ export function watch(api, criteria, onChange) {
     socket.onmessage = event => {
       const [kind, id] = String(event.data).split(" ");
       if (kind === "bound" && !bound) {
+        // what was written between the screen's load (or the drop) and now sent no ping here
         bound = true;
-        if (failures > 0) changed(); // back after a drop: what happened meanwhile
+        changed();
         failures = 0;
         delay = 1000;
       } else if (kind === "ping" && ids.includes(id)) {
