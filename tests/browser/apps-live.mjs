@@ -211,8 +211,7 @@ async function journey(browser, out) {
   await doctorPhone.waitForSelector(`#notes li[data-task="${session}"] [data-action=join]`, { timeout: STEP });
   await doctorPhone.click(`#notes li[data-task="${session}"] [data-action=join]`);
   await doctorPhone.waitForSelector("#room-frame", { timeout: STEP });
-  const room = doctorPhone.frames().find(f => f.url().includes("/apps/consult-room"));
-  out.room = { url: room ? room.url().replace(/token=[^&]+/, "token=…") : "" };
+  out.room = { url: (await doctorPhone.getAttribute("#room-frame", "src")).replace(/token=[^&]+/, "token=…") };
   await doctorPhone.waitForTimeout(1000);
   await shot(doctorPhone, "live-room-390");
 
