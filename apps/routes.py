@@ -69,10 +69,10 @@ def _displays(directory: Path) -> dict[str, dict[str, dict[str, str]]]:
     for file in sorted(directory.glob("CodeSystem-*.json")):
         system: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
         concepts = out.setdefault(system["url"], {})
-        stack = list(system.get("concept", ()))
+        stack = list(reversed(system.get("concept", ())))  # in the CodeSystem's order
         while stack:
             concept = stack.pop()
-            stack.extend(concept.get("concept", ()))
+            stack.extend(reversed(concept.get("concept", ())))
             zh = next(
                 (d["value"] for d in concept.get("designation", ())
                  if d.get("language", "").lower().startswith("zh")),

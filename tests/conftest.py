@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+from apps_harness import demo  # noqa: F401 (the apps' tests' fixture)
 from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app, open_services

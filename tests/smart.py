@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from fastapi.testclient import TestClient
 from joserfc import jwt
 
@@ -44,7 +45,10 @@ def hidden(page: str) -> dict[str, str]:
     }
 
 
-def drive(c: TestClient, params: dict[str, str], user: str, patient: str = "Patient/p1") -> Any:
+def drive(
+    c: TestClient | httpx.Client, params: dict[str, str], user: str, patient: str = "Patient/p1",
+    password: str = PASSWORD,
+) -> Any:
     """Act as the browser: sign in, pick the patient, approve; the final response."""
     r = c.get("/auth/authorize", params=params, follow_redirects=False)
     for _ in range(4):
@@ -52,7 +56,7 @@ def drive(c: TestClient, params: dict[str, str], user: str, patient: str = "Pati
             return r
         form = hidden(r.text)
         if 'name="password"' in r.text:
-            form.update(username=user, password=PASSWORD)
+            form.update(username=user, password=password)
         elif 'name="approve"' in r.text:
             form["approve"] = "yes"
         elif 'type="radio" name="patient"' in r.text:

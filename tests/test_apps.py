@@ -66,6 +66,9 @@ def test_codes_carry_our_codesystems_chinese_and_english_displays(plain: TestCli
     assert business["booked"] == {"en": "Booked", "zh": "已预约"}
     direction = codes["https://yilian.health/fhir/CodeSystem/yl-referral-direction"]
     assert direction["up"]["zh"] == "上转"
+    # in the CodeSystem's order (the apps' choices list them so): no-capacity first, other last
+    rejection = codes["https://yilian.health/fhir/CodeSystem/yl-referral-rejection-reason"]
+    assert list(rejection)[0] == "no-capacity" and list(rejection)[-1] == "other"
 
 
 def test_the_demo_registers_the_apps_as_public_smart_clients(tmp_path: Path, parts: Parts) -> None:

@@ -13,26 +13,12 @@ Runs when Chromium and tests/browser/node_modules are present (CI: FHIR_SERVER_B
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import _serve_live, make_services
-from PIL import Image, ImageStat
+from apps_harness import SCREENSHOTS, assert_screens, journey, launch
 from test_browser_smart import REQUIRED, _missing
-
-from apps import clients
-from fhir_server import cli
-from fhir_server.services import Parts
-
-HERE = Path(__file__).parent / "browser"
-ROOT = Path(__file__).resolve().parent.parent
-#: where the screenshots are kept (README, Apps): build/ is not in the repository
-SCREENSHOTS = Path(os.environ.get("FHIR_SERVER_SCREENSHOTS") or ROOT / "build/screenshots/apps")
 
 pytestmark = [
     pytest.mark.slow,  # a real browser: `make test-slow`
@@ -42,51 +28,18 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def demo(tmp_path: Path, parts: Parts, capsys: pytest.CaptureFixture[str]) -> Iterator[str]:
-    """The demo consortium (`fhir-server demo`), served by uvicorn with auth on; the apps
-    registered for the live server's origin (`fhir-server apps register`)."""
-    db = tmp_path / "demo.db"
-    assert cli.main(["demo", "--database", str(db)]) == 0
-    services = make_services(db, parts, auth="on")
-    for base in _serve_live(services):
-        origin = base.removesuffix("/fhir")
-        print(clients.register(services.features["auth"].store, [origin]))
-        yield base
-
-
-def _not_blank(path: Path) -> tuple[float, int]:
-    """(grey-level standard deviation, colours in use) of a screenshot: a blank or one-colour
-    page has a deviation near 0 and a handful of colours."""
-    with Image.open(path) as image:
-        grey = image.convert("L")
-        return ImageStat.Stat(grey).stddev[0], len(image.convert("RGB").getcolors(1 << 20) or ())
-
-
-def test_the_referral_journey_through_the_apps_in_chromium(
-    demo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_referral_journey_through_the_apps_in_chromium(demo: str, tmp_path: Path) -> None:
     missing = _missing()
     if missing is not None:
         pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
-    capsys.readouterr()
-    db = ["--database", str(tmp_path / "demo.db")]
-    assert cli.main(["launch", "--client-id", "yl-workbench", "--user", "dr-hubin-chc",
-                     "--patient", "Patient/pat-001", *db]) == 0  # fmt: skip
-    launch = capsys.readouterr().out.strip().splitlines()[-1]
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     config = {
-        "origin": demo.removesuffix("/fhir"), "iss": demo, "launch": launch,
+        "origin": demo.removesuffix("/fhir"), "iss": demo,
+        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
         "password": "demo-password", "shots": str(SCREENSHOTS), "department": "心血管内科",
         "hiddenPatient": "pat-no-such",
     }  # fmt: skip
-    done = subprocess.run(
-        ["node", str(HERE / "apps.mjs"), json.dumps(config)],
-        capture_output=True, text=True, timeout=240, cwd=HERE,
-    )  # fmt: skip
-    lines = done.stdout.strip().splitlines()
-    out = json.loads(lines[-1]) if lines else {}
-    assert done.returncode == 0 and "error" not in out, (out or done.stderr, SCREENSHOTS)
+    out = journey("apps.mjs", config, timeout=240)
 
     # the EHR launch opened the workbench on the EMR's patient (the demo's 彭静, pat-001)
     assert out["ehr"]["patient"] == "pat-001" and "彭静" in out["ehr"]["banner"]
@@ -136,8 +89,4 @@ def test_the_referral_journey_through_the_apps_in_chromium(
     for screen in ("doctor-worklist", "doctor-referral", "doctor-record", "doctor-form",
                    "doctor-checkin", "doctor-stats", "patient-home", "patient-slip"):
         assert f"{screen}-390.png" in names  # fmt: skip
-    for path in map(Path, out["shots"]):
-        with Image.open(path) as image:
-            assert image.size in ((1366, 768), (390, 844)), path
-        deviation, colours = _not_blank(path)
-        assert deviation > 10 and colours > 30, (path, deviation, colours)
+    assert_screens(out["shots"])

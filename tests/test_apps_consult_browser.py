@@ -15,16 +15,12 @@ machine): runs in `make test-slow` (CI runs it)."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_apps_browser import HERE, SCREENSHOTS, _not_blank, demo  # noqa: F401 (fixture)
+from apps_harness import SCREENSHOTS, assert_screens, journey, launch
 from test_browser_smart import REQUIRED, _missing
-
-from fhir_server import cli
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,31 +31,20 @@ pytestmark = [
 
 
 def test_a_consultation_from_request_to_signed_opinion_in_chromium(
-    demo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    demo: str, tmp_path: Path
 ) -> None:
     missing = _missing()
     if missing is not None:
         pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
-    capsys.readouterr()
-    db = ["--database", str(tmp_path / "demo.db")]
-    assert cli.main(["launch", "--client-id", "yl-workbench", "--user", "dr-hubin-chc",
-                     "--patient", "Patient/pat-001", *db]) == 0  # fmt: skip
-    launch = capsys.readouterr().out.strip().splitlines()[-1]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for old in SCREENSHOTS.glob("*consult-*.png"):
         old.unlink()
     config = {
-        "origin": demo.removesuffix("/fhir"), "iss": demo, "launch": launch,
+        "origin": demo.removesuffix("/fhir"), "iss": demo,
+        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
         "password": "demo-password", "shots": str(SCREENSHOTS), "patient": "pat-001",
     }  # fmt: skip
-    done = subprocess.run(
-        ["node", str(HERE / "consult.mjs"), json.dumps(config)],
-        capture_output=True, text=True, timeout=300, cwd=HERE,
-    )  # fmt: skip
-    (SCREENSHOTS / "consult-journey.json").write_text(done.stdout + done.stderr)  # for a failure
-    lines = done.stdout.strip().splitlines()
-    out = json.loads(lines[-1]) if lines else {}
-    assert done.returncode == 0 and "error" not in out, (out or done.stderr, SCREENSHOTS)
+    out = journey("consult.mjs", config, timeout=300)
 
     # the form checks before sending: nothing was filled in
     assert "缺少必填项" in out["empty"]
@@ -107,6 +92,4 @@ def test_a_consultation_from_request_to_signed_opinion_in_chromium(
         assert f"consult-{screen}-1366.png" in names
     for screen in ("list", "signed", "form", "calendar"):
         assert f"consult-{screen}-390.png" in names
-    for path in map(Path, out["shots"]):
-        deviation, colours = _not_blank(path)
-        assert deviation > 10 and colours > 30, (path, deviation, colours)
+    assert_screens(out["shots"])

@@ -597,8 +597,19 @@ def consortium_world() -> list[dict[str, Any]]:
         _message("m1", "pa", "tc"),
         _message("m2", "pa", "tx"),
         _message("m3", "pa", None),
+        # Provenance of transitions (targets a Task, names no Patient), and of a Patient write
+        _provenance("pvc", "Task/tc"),  # pc's referral: seen
+        _provenance("pvg", "Task/tg"),  # pg's, ended long ago: hidden
+        _provenance("pvp", "Patient/pa"),  # ha's own patient: seen
+        _provenance("pvb", "Patient/pb"),  # hb's patient: hidden
     ]
     return out
+
+
+def _provenance(pid: str, target: str) -> dict[str, Any]:
+    return {"resourceType": "Provenance", "id": pid, "target": [{"reference": target}],
+            "recorded": "2026-01-01T00:00:00Z",
+            "agent": [{"who": {"reference": "Organization/hb"}}]}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -614,7 +625,8 @@ def test_consortium_narrowing(kind: str, tmp_path: Path, parts: Parts) -> None:
         referral = q.CareRelationship((TASK_CODE, "fulfill"), REFERRAL_STATUS,
                                       ("in-progress",), ("completed",), 30,
                                       confines_messages=True)  # fmt: skip
-        compartment = {"Observation": ("subject", "performer"), "Communication": ("subject",)}
+        compartment = {"Observation": ("subject", "performer"), "Communication": ("subject",),
+                       "Provenance": ("patient",)}  # fmt: skip
 
         def sees(rtype: str, **more: Any) -> list[str]:
             params = compartment.get(rtype, ())
@@ -629,6 +641,10 @@ def test_consortium_narrowing(kind: str, tmp_path: Path, parts: Parts) -> None:
         assert sees("Observation") == ["opa", "opc", "opd", "opf"]
         # a thread of a relationship ha is no party of stays its parties', managed patient or not
         assert sees("Communication") == ["m1", "m3"]
+        # a Provenance naming no Patient is seen with the Task it targets (policy SEEN_WITH_TARGET)
+        through = (("target", "Task", ("subject",)),)
+        assert sees("Provenance", through=through) == ["pvc", "pvp"]
+        assert sees("Provenance") == ["pvp"]  # without it, only through a Patient target
         # the check of the referral Task's own write: it cannot grant its writer access
         assert sees("Patient", excluding="tc") == ["pa", "pd", "pf"]
     finally:

@@ -397,3 +397,18 @@ def test_hl7_maps_again_onto_what_was_deleted_over_rest(hl7: Harness) -> None:
     assert [e["request"]["method"] for e in history["entry"]] == ["PUT", "DELETE", "POST"]
     assert [e["response"]["etag"] for e in history["entry"]] == ['W/"3"', 'W/"2"', 'W/"1"']
     assert [m["id"] for m in hl7.search("MessageHeader?event=A01")] == [header["id"]]
+
+
+def test_a_subscriptions_owner_is_who_wrote_it_last(api: TestClient) -> None:
+    """The websocket lets only a Subscription's owner bind it (README, Subscriptions): the
+    owner read back is the principal stored with the write; none for an unknown id."""
+    store = api.app.state.services.store  # type: ignore[attr-defined]
+    tables = store.subscriptions
+    sid = subscribe(api, "Observation?status=final")
+    owner = tables.owner(store.reader(), sid)
+    assert owner is not None and owner["kind"] == "anonymous"  # this harness runs auth off
+    dra = {"kind": "user", "user": "dra", "client_id": "ward-app", "scopes": [], "roles": []}
+    with store.write() as session:
+        tables.set_owner(session, sid, dra)
+    assert tables.owner(store.reader(), sid) == dra
+    assert tables.owner(store.reader(), "no-such-subscription") is None

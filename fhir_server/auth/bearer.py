@@ -5,6 +5,7 @@ for another FHIR base, is a 401 with `WWW-Authenticate: Bearer error="invalid_to
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +29,21 @@ def resolve(auth: Auth, value: str, base: str) -> tuple[Principal, float] | None
         return None
     client_id, data, expires_at = found
     return principal(auth, client_id, data, value), expires_at
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The access token a request or websocket carries: `Authorization: Bearer`, else (a
+    websocket only: browsers cannot set its headers) the `access_token` query parameter
+    (RFC 6750 §2.3). "" for an Authorization header that is not a bearer token."""
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if kind.lower() == "bearer" else ""
+    if scope["type"] == "websocket":
+        for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if name == "access_token":
+                return value
+    return None
 
 
 def principal(auth: Auth, client_id: str, data: dict[str, Any], value: str) -> Principal:
@@ -80,21 +96,14 @@ class Bearer:
         if scope["type"] != "http" or not path.startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
-        header = next(
-            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"),
-            None,
-        )
-        if header is None:
+        value = bearer_token(scope)
+        if value is None:
             if self.required and path not in _OPEN:
                 await self._refuse(scope, receive, send, None, "a bearer token is required")
                 return
             await self.app(scope, receive, send)
             return
-        kind, _, value = header.partition(" ")
-        value = value.strip()
-        who = None
-        if kind.lower() == "bearer" and value:
-            who = await self._principal(value, scope["state"]["base_url"])
+        who = await self._principal(value, scope["state"]["base_url"]) if value else None
         if who is None:
             why = "malformed, unknown, expired or revoked token, or issued for another server"
             await self._refuse(scope, receive, send, "invalid_token", why)

@@ -101,6 +101,12 @@ SHARED_UNLESS_PATIENT = frozenset({"Schedule", "CareTeam"})
 #: in Task.for, search parameter `subject`; else every hospital would see every referral)
 BEYOND_COMPARTMENT = {"Task": ["subject"]}
 
+#: compartment types whose resources often name no Patient but a resource that does: one is
+#: seen by whoever sees that resource (reference parameter, its type, the type's parameters
+#: naming the patient). A workflow's Provenance targets the Task (referral/work.py), so the
+#: hospitals of a referral or consultation read its activity (操作记录)
+SEEN_WITH_TARGET = {"Provenance": (("target", "Task", tuple(BEYOND_COMPARTMENT["Task"])),)}
+
 #: resource types only principals holding a server role may touch at all, whatever their
 #: scopes: the audit trail is for the auditor role only (issue 10; security.md §4: "only the
 #: privacy/security officer reads them"). Anonymous callers are not checked here: they reach
@@ -261,6 +267,7 @@ def tenancy(
         patients = q.PatientSet(
             org, since, params, consents_at=now.isoformat(),
             shared_unless_patient=rtype in SHARED_UNLESS_PATIENT,
+            through=SEEN_WITH_TARGET.get(rtype, ()),
         )
     return q.Clause(q.Param("_tenancy", "special"), (), patients=patients)
 

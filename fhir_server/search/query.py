@@ -128,7 +128,10 @@ class PatientSet:
     relationship does not count (the check of its write: a Task cannot grant its writer
     access). `consents_at`: the instant Consents are judged at; None: they do not count.
     `shared_unless_patient`: a resource naming no Patient through `params` is in nobody's
-    compartment and visible to all (a practitioner's Schedule)."""
+    compartment and visible to all (a practitioner's Schedule). `through`: (reference
+    parameter, type, that type's parameters naming its patient): a resource is also seen
+    with a resource of that type it references whose patient is seen (the Provenance of a
+    referral's transition, which targets the Task: seen by whoever sees the Task)."""
 
     organization: str
     relationships: tuple[tuple[CareRelationship, str], ...]
@@ -136,6 +139,7 @@ class PatientSet:
     excluding: str | None = None
     consents_at: str | None = None
     shared_unless_patient: bool = False
+    through: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 @dataclass

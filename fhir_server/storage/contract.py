@@ -329,6 +329,11 @@ class SubscriptionTables(Protocol):
         """Inside the write that stores the Subscription: who wrote it last owns it."""
         ...
 
+    def owner(self, session: Session, subscription_id: str) -> dict[str, Any] | None:
+        """The principal who wrote the Subscription last (None: the server, or no such one):
+        only they may bind it to a websocket."""
+        ...
+
     def add_events(self, session: Session, subscriptions: list[str], origin: str) -> None:
         """Events of websocket subscriptions for the other worker processes; prunes old ones."""
         ...

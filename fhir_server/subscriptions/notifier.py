@@ -241,18 +241,23 @@ class Notifier:
     def base_url(self) -> str:
         return (self.services.settings.public_base_url or "").rstrip("/")
 
-    def bindable(self, sub_id: str) -> str | None:
-        """Why a websocket may not bind this Subscription, or None when it may."""
-        stored = self._reader().current("Subscription", sub_id)
+    def bindable(self, sub_id: str, who: Principal) -> str | None:
+        """Why `who`'s websocket may not bind this Subscription, or None when it may: only
+        its owner may (a ping tells that something the owner may see changed; the anonymous
+        caller of a server with `auth` off binds any)."""
+        reader = self._reader()
+        stored = reader.current("Subscription", sub_id)
         if stored is None or stored[1].deleted or stored[1].json is None:
             return "no such Subscription"
+        if who.kind != "anonymous" and not owns(self.tables.owner(reader, sub_id), who):
+            return "not a Subscription of this user"
         sub = literal.loads(stored[1].json)
         if (sub.get("channel") or {}).get("type") != "websocket":
             return "not a websocket Subscription"
         if sub.get("status") not in ("active", "error"):
             return f"the Subscription is {sub.get('status')}"
         if not self.hub.bound():
-            self._last_event = self.tables.last_event(self._reader())
+            self._last_event = self.tables.last_event(reader)
         return None
 
     def set_status(self, sub_id: str, status: str, error_text: str | None) -> None:
@@ -275,3 +280,13 @@ class Notifier:
                 sub["error"] = error_text
             save(session, services, "Subscription", sub_id, services.validator(sub), current,
                  "PUT")  # fmt: skip
+
+
+def owns(owner: dict[str, Any] | None, who: Principal) -> bool:
+    """Whether `who` is the Subscription's owner: the same user or patient (through any of
+    their apps), or the same system client."""
+    if owner is None or owner.get("kind") != who.kind:
+        return False
+    if who.kind == "system":
+        return owner.get("client_id") == who.client_id
+    return owner.get("user") is not None and owner.get("user") == who.user

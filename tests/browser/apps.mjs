@@ -2,54 +2,7 @@
 // Chromium through the referral journey of issue 16, as the people would, and prints what each
 // screen showed as one JSON object. Run by tests/test_apps_browser.py:
 //   node apps.mjs '{"origin": ..., "iss": ..., "launch": ..., "password": ..., "shots": ...}'
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-
-const config = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run", "--disable-quic",
-];
-const STEP = 20000;
-const PC = { width: 1366, height: 768 };
-const PHONE = { width: 390, height: 844 };
-const shots = [];
-
-async function shot(page, name) {
-  await page.waitForTimeout(150); // let the last render paint
-  const path = join(config.shots, `${name}.png`);
-  await page.screenshot({ path });
-  shots.push(path);
-}
-
-/** Sign in and allow (the server's login and consent pages). */
-async function signIn(page, username) {
-  await page.waitForSelector('input[name="password"]', { timeout: STEP });
-  await page.fill('input[name="username"]', username);
-  await page.fill('input[name="password"]', config.password);
-  await Promise.all([page.waitForNavigation({ timeout: STEP }), page.click('button[type="submit"]')]);
-  await allow(page);
-}
-
-async function allow(page) {
-  await page.waitForSelector('button[name="approve"][value="yes"]', { timeout: STEP });
-  await page.click('button[name="approve"][value="yes"]');
-}
-
-async function open(browser, viewport, name) {
-  // a hospital's machine: Chinese, China Standard Time (slot times shown as booked)
-  const context = await browser.newContext({ viewport, locale: "zh-CN", timezoneId: "Asia/Shanghai" });
-  const page = await context.newPage();
-  page.logs = [];
-  page.on("console", m => page.logs.push(m.text()));
-  page.on("pageerror", e => page.logs.push(String(e)));
-  page.name = name;
-  return page;
-}
-
-const text = (page, selector) => page.textContent(selector, { timeout: STEP });
+import { PC, PHONE, STEP, allow, config, fillReferral, open, run, shot, signIn, text } from "./lib.mjs";
 
 async function waitBusiness(page, code) {
   await page.waitForSelector(`#view[data-business="${code}"]`, { timeout: STEP });
@@ -64,7 +17,7 @@ async function stats(page) {
 
 async function journey(browser, out) {
   // the tertiary hospital's referral office (转诊办), standalone launch, worklist open
-  const office = await open(browser, PC, "office");
+  const office = await open(browser, "office", { viewport: PC });
   await office.goto(`${config.origin}/apps/workbench/launch.html`);
   await signIn(office, "rc-hz-first");
   await office.waitForSelector("#list-incoming, .tabs", { timeout: STEP });
@@ -77,7 +30,7 @@ async function journey(browser, out) {
   office.on("framenavigated", f => { if (f === office.mainFrame()) navigations++; });
 
   // the community doctor: EHR launch on the EMR's patient
-  const doctor = await open(browser, PC, "doctor");
+  const doctor = await open(browser, "doctor", { viewport: PC });
   const query = new URLSearchParams({ iss: config.iss, launch: config.launch });
   await doctor.goto(`${config.origin}/apps/workbench/launch.html?${query}`);
   await signIn(doctor, "dr-hubin-chc");
@@ -92,19 +45,10 @@ async function journey(browser, out) {
 
   // the referral form from the launch patient
   await doctor.click("#new-referral");
-  await doctor.waitForSelector("form select[name=target]", { timeout: STEP });
-  await doctor.selectOption("select[name=target]", "hz-first");
-  await doctor.waitForFunction(() => document.querySelectorAll("select[name=department] option").length > 1, null, { timeout: STEP });
-  await doctor.selectOption("select[name=department]", config.department);
-  await doctor.waitForFunction(dept => {
-    const slots = [...document.querySelectorAll("input[name=slot]")].filter(i => i.value);
-    return slots.length > 2 && slots.every(i => i.parentElement.textContent.includes(dept));
-  }, config.department, { timeout: STEP });
-  const slots = await doctor.$$eval("input[name=slot]", all => all.map(i => i.value).filter(Boolean));
-  await doctor.fill("input[name=diagnosis]", "高血压3级（极高危）");
-  await doctor.fill("input[name=icd]", "I10");
-  await doctor.fill("textarea[name=reason]", "血压控制不佳，联合三种降压药无效");
-  await doctor.fill("textarea[name=history]", "高血压病史10年");
+  const slots = await fillReferral(doctor, {
+    target: "hz-first", department: config.department, diagnosis: "高血压3级（极高危）", icd: "I10",
+    reason: "血压控制不佳，联合三种降压药无效", history: "高血压病史10年",
+  });
   await doctor.check(`input[name=slot][value="${slots[0]}"]`);
   await shot(doctor, "workbench-form-1366");
 
@@ -194,7 +138,7 @@ async function journey(browser, out) {
   out.relaunch = { hash: await doctor.evaluate(() => location.hash) };
 
   // the doctor app: the same workbench on a phone
-  const phone = await open(browser, PHONE, "doctor-phone");
+  const phone = await open(browser, "doctor-phone", { viewport: PHONE });
   await phone.goto(`${config.origin}/apps/workbench/launch.html`);
   await signIn(phone, "rc-hz-first");
   await phone.waitForSelector(".tabs", { timeout: STEP });
@@ -208,7 +152,7 @@ async function journey(browser, out) {
   out.phone = { bottomNav: await phone.isVisible("nav.bottom"), sideNav: await phone.isVisible("nav.side") };
 
   // the patient app: the patient's own referral and slip; another patient sees none of it
-  const patient = await open(browser, PHONE, "patient");
+  const patient = await open(browser, "patient", { viewport: PHONE });
   await patient.goto(`${config.origin}/apps/patient/launch.html`);
   await signIn(patient, "pat-001");
   await patient.waitForSelector("#my-referrals", { timeout: STEP });
@@ -221,7 +165,7 @@ async function journey(browser, out) {
   await patient.$eval("#slip", el => el.scrollIntoView());
   await shot(patient, "patient-slip-390");
 
-  const other = await open(browser, PHONE, "other-patient");
+  const other = await open(browser, "other-patient", { viewport: PHONE });
   await other.goto(`${config.origin}/apps/patient/launch.html`);
   await signIn(other, "pat-002");
   await other.waitForSelector("#my-referrals", { timeout: STEP });
@@ -230,7 +174,7 @@ async function journey(browser, out) {
   await shot(other, "patient-other-390");
 
   // the patient app on a PC, and the workbench's record view on a phone
-  const patientPc = await open(browser, PC, "patient-pc");
+  const patientPc = await open(browser, "patient-pc", { viewport: PC });
   await patientPc.goto(`${config.origin}/apps/patient/launch.html`);
   await signIn(patientPc, "pat-001");
   await patientPc.waitForSelector("#my-referrals", { timeout: STEP });
@@ -251,26 +195,4 @@ async function journey(browser, out) {
   out.logs = Object.fromEntries([office, doctor, phone, patient, other].map(p => [p.name, p.logs.filter(l => /error/i.test(l))]));
 }
 
-async function main() {
-  mkdirSync(config.shots, { recursive: true });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
-  const out = {};
-  try {
-    await journey(browser, out);
-    out.shots = shots;
-    process.stdout.write(JSON.stringify(out) + "\n");
-  } catch (e) {
-    for (const context of browser.contexts()) {
-      for (const page of context.pages()) {
-        await page.screenshot({ path: join(config.shots, `failed-${page.name}.png`) }).catch(() => {});
-      }
-    }
-    const pages = browser.contexts().flatMap(c => c.pages()).map(p => ({ name: p.name, url: p.url(), logs: p.logs }));
-    process.stdout.write(JSON.stringify({ error: String(e && e.stack || e), pages, out }) + "\n");
-    process.exitCode = 1;
-  } finally {
-    await browser.close();
-  }
-}
-
-main();
+run(journey);

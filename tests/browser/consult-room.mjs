@@ -7,25 +7,15 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { CHROMIUM, MEDIA_ARGS, config } from "./lib.mjs";
 
-const config = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run", "--disable-quic",
-  // a camera and a microphone that exist without hardware, granted without a prompt
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--autoplay-policy=no-user-gesture-required",
-  // plain host candidates (no mDNS names, which a sandbox without avahi cannot resolve)
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
 const WAIT = 45000;
 
 const state = (page) => page.evaluate(() => window.consultRoom && window.consultRoom.state());
 
 async function main() {
   mkdirSync(config.shots, { recursive: true });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: MEDIA_ARGS });
   const seen = { errors: [] };
   const open = async (name, url) => {
     const page = await (await browser.newContext()).newPage();

@@ -6,57 +6,10 @@
 // opinion; the doctor sees it signed. Prints what each screen showed as one JSON object. Run by
 // tests/test_apps_consult_browser.py:
 //   node consult.mjs '{"origin": ..., "iss": ..., "launch": ..., "password": ..., "shots": ...}'
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { MEDIA_ARGS, PHONE, STEP, config, open, run, shot, signIn, text } from "./lib.mjs";
 
-const config = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run", "--disable-quic",
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--autoplay-policy=no-user-gesture-required",
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
-const STEP = 20000;
 const VIDEO = 45000;
-const PC = { width: 1366, height: 768 };
-const PHONE = { width: 390, height: 844 };
-const shots = [];
 const CARDIOLOGY = "394579002"; // SNOMED CT, the demo's 心血管内科 experts
-
-async function shot(page, name, top = true) {
-  if (top) await page.evaluate(() => window.scrollTo(0, 0));
-  await page.waitForTimeout(200); // let the last render paint
-  const path = join(config.shots, `${name}.png`);
-  await page.screenshot({ path });
-  shots.push(path);
-}
-
-async function signIn(page, username) {
-  await page.waitForSelector('input[name="password"]', { timeout: STEP });
-  await page.fill('input[name="username"]', username);
-  await page.fill('input[name="password"]', config.password);
-  await Promise.all([page.waitForNavigation({ timeout: STEP }), page.click('button[type="submit"]')]);
-  await page.waitForSelector('button[name="approve"][value="yes"]', { timeout: STEP });
-  await page.click('button[name="approve"][value="yes"]');
-}
-
-async function open(browser, name) {
-  const context = await browser.newContext({ viewport: PC, locale: "zh-CN", timezoneId: "Asia/Shanghai" });
-  const page = await context.newPage();
-  page.logs = [];
-  // script errors; a refused request is the server's answer, shown to the user (the 409 and
-  // the aborted request are this journey's own)
-  page.on("console", m => { if (m.type() === "error" && !/^Failed to load resource/.test(m.text())) page.logs.push(m.text()); });
-  page.on("response", r => { if (r.status() === 404) page.logs.push(`404 ${r.url()}`); });
-  page.on("pageerror", e => page.logs.push(String(e)));
-  page.name = name;
-  return page;
-}
-
-const text = (page, selector) => page.textContent(selector, { timeout: STEP });
 const stage = (page, code) => page.waitForSelector(`#view[data-stage="${code}"]`, { timeout: STEP });
 const notice = async page => {
   await page.waitForSelector(".notice.error:not([hidden])", { timeout: STEP });
@@ -73,7 +26,7 @@ async function roomState(page) {
 
 async function journey(browser, out) {
   // the expert of the tertiary hospital: standalone launch, consultation worklist open
-  const expert = await open(browser, "expert");
+  const expert = await open(browser, "expert", { notFound: true });
   await expert.goto(`${config.origin}/apps/workbench/launch.html`);
   await signIn(expert, "dr-expert-1");
   await expert.waitForSelector("#view .tabs", { timeout: STEP }); // signed in: the worklist shows
@@ -82,7 +35,7 @@ async function journey(browser, out) {
   out.incomingBefore = await expert.$$eval("#clist-incoming a[data-task]", all => all.map(a => a.dataset.task));
 
   // the community doctor: EHR launch on the EMR's patient, the request form from the record
-  const doctor = await open(browser, "doctor");
+  const doctor = await open(browser, "doctor", { notFound: true });
   await doctor.goto(`${config.origin}/apps/workbench/launch.html?${new URLSearchParams({ iss: config.iss, launch: config.launch })}`);
   await signIn(doctor, "dr-hubin-chc");
   await doctor.waitForSelector(".banner[data-patient]", { timeout: STEP });
@@ -117,7 +70,7 @@ async function journey(browser, out) {
   await doctor.waitForSelector("#cslots input[name=slot][value]:not([value=''])", { timeout: STEP });
   const slots = await doctor.$$eval("#cslots input[name=slot]", all => all.map(i => i.value).filter(Boolean));
   await doctor.check(`#cslots input[name=slot][value="${slots[0]}"]`);
-  await shot(doctor, "consult-form-1366");
+  await shot(doctor, "consult-form-1366", { top: true });
 
   // 2. the network fails: said in Chinese, what was typed stays
   await doctor.route("**/fhir/ServiceRequest/$request-consultation", route => route.abort());
@@ -150,7 +103,7 @@ async function journey(browser, out) {
   // the expert sees it arrive without reloading; accepts; schedules one of their free slots
   await expert.waitForSelector(`#clist-incoming a[data-task="${taskId}"]`, { timeout: STEP });
   out.arrival = await text(expert, ".notice");
-  await shot(expert, "consult-incoming-1366");
+  await shot(expert, "consult-incoming-1366", { top: true });
   await expert.click(`#clist-incoming a[data-task="${taskId}"]`);
   await expert.waitForSelector('[data-action="cact.accept"]', { timeout: STEP });
   await expert.click('[data-action="cact.accept"]');
@@ -172,7 +125,7 @@ async function journey(browser, out) {
   await expert.goto(`${config.origin}/apps/workbench/index.html#/calendar/${offset}`);
   await expert.waitForSelector("#view[data-sessions]", { timeout: STEP });
   out.calendar = await expert.$$eval(".event.session", all => all.map(a => a.getAttribute("href")));
-  await shot(expert, "consult-calendar-1366");
+  await shot(expert, "consult-calendar-1366", { top: true });
 
   // the session starts; both enter the room and decode each other's video
   await expert.goto(`${config.origin}/apps/workbench/index.html#/consultation/${taskId}`);
@@ -211,7 +164,7 @@ async function journey(browser, out) {
     doctor: await doctor.$$eval("#thread li", all => all.map(li => li.innerText)),
     expert: await expert.$$eval("#thread li", all => all.map(li => li.innerText)),
   };
-  await shot(doctor, "consult-room-1366");
+  await shot(doctor, "consult-room-1366", { top: true });
 
   // the expert writes the opinion (the opinion itself is required), submits and signs it
   await expert.click("#tab-write");
@@ -222,7 +175,7 @@ async function journey(browser, out) {
   await expert.fill("#opinion-form textarea[name=findings]", "心电图示V4-V6导联ST段压低0.1mV");
   await expert.fill("#opinion-form textarea[name=opinion]", "考虑不稳定型心绞痛");
   await expert.fill("#opinion-form textarea[name=recommendations]", "建议冠脉造影，必要时上转");
-  await shot(expert, "consult-opinion-1366");
+  await shot(expert, "consult-opinion-1366", { top: true });
   await expert.click("#submit-opinion");
   await stage(expert, "opinion-drafted");
   await expert.click("#tab-write");
@@ -249,7 +202,7 @@ async function journey(browser, out) {
     return { status: res.status, magic: String.fromCharCode(...bytes.slice(0, 5)), composition: id };
   }, composition);
   await doctor.click("#tab-opinion");
-  await shot(doctor, "consult-signed-1366");
+  await shot(doctor, "consult-signed-1366", { top: true });
   // leave the room; the session record: its times and who attended
   await doctor.click("#leave-room");
   await expert.click("#leave-room");
@@ -260,47 +213,25 @@ async function journey(browser, out) {
   // the records list holds it
   await doctor.goto(`${config.origin}/apps/workbench/index.html#/consult/records`);
   await doctor.waitForSelector(`#clist-records a[data-task="${taskId}"]`, { timeout: STEP });
-  await shot(doctor, "consult-records-1366");
+  await shot(doctor, "consult-records-1366", { top: true });
 
   // the doctor app: the same screens on a phone
   await doctor.setViewportSize(PHONE);
   await doctor.goto(`${config.origin}/apps/workbench/index.html#/consult/records`);
   await doctor.waitForSelector(`#clist-records a[data-task="${taskId}"]`, { timeout: STEP });
-  await shot(doctor, "consult-list-390");
+  await shot(doctor, "consult-list-390", { top: true });
   await doctor.goto(`${config.origin}/apps/workbench/index.html#/consultation/${taskId}/opinion`);
   await doctor.waitForSelector("#opinion[data-status=final]", { timeout: STEP });
-  await shot(doctor, "consult-signed-390");
+  await shot(doctor, "consult-signed-390", { top: true });
   await doctor.goto(`${config.origin}/apps/workbench/index.html#/consult-new/${config.patient}`);
   await doctor.waitForSelector("#experts input[name=expert]", { timeout: STEP });
-  await shot(doctor, "consult-form-390");
+  await shot(doctor, "consult-form-390", { top: true });
   await expert.setViewportSize(PHONE);
   await expert.goto(`${config.origin}/apps/workbench/index.html#/calendar/${offset}`);
   await expert.waitForSelector("#view[data-sessions]", { timeout: STEP });
-  await shot(expert, "consult-calendar-390");
+  await shot(expert, "consult-calendar-390", { top: true });
   out.phone = { bottomNav: await doctor.isVisible("nav.bottom"), sideNav: await doctor.isVisible("nav.side") };
   out.logs = Object.fromEntries([doctor, expert].map(p => [p.name, p.logs]));
 }
 
-async function main() {
-  mkdirSync(config.shots, { recursive: true });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
-  const out = {};
-  try {
-    await journey(browser, out);
-    out.shots = shots;
-    process.stdout.write(JSON.stringify(out) + "\n");
-  } catch (e) {
-    for (const context of browser.contexts()) {
-      for (const page of context.pages()) {
-        await page.screenshot({ path: join(config.shots, `failed-consult-${page.name}.png`) }).catch(() => {});
-      }
-    }
-    const pages = browser.contexts().flatMap(c => c.pages()).map(p => ({ name: p.name, url: p.url(), logs: p.logs }));
-    process.stdout.write(JSON.stringify({ error: String(e && e.stack || e), pages, out }) + "\n");
-    process.exitCode = 1;
-  } finally {
-    await browser.close();
-  }
-}
-
-main();
+run(journey, { prefix: "consult-", args: MEDIA_ARGS });

@@ -72,6 +72,16 @@ export function parties(appointment) {
   };
 }
 
+/** The thread's Communication categories: a message, and a read receipt ($mark-read). */
+export const MESSAGE = `${CCS.message}|consultation-message`;
+export const RECEIPT = `${CCS.message}|read-receipt`;
+
+/** Whether a resource has the category `token` ("system|code"). */
+export function hasCategory(resource, token) {
+  const [system, code] = token.split("|");
+  return (resource.category || []).some(x => (x.coding || []).some(y => y.system === system && y.code === code));
+}
+
 /** Which side of the consultation the user is on: "expert" (invited, by role or hospital),
  *  "inviting" or null. */
 export function sideOf(ctx, task, appointment, mine) {

@@ -11,7 +11,12 @@ const STRINGS = {
   "nav.consult": ["会诊业务", "Consultations"],
   "nav.notifications": ["通知", "Notifications"],
   "nav.messages": ["消息", "Messages"],
-  "nav.soon": ["远程会诊上线后提供", "Available with teleconsultation"],
+  "note.new": ["有新的通知", "Something new has arrived"],
+  "note.none": ["暂无新通知", "No notifications"],
+  "note.session": ["待参加的会诊", "A consultation to attend"],
+  "msg.none": ["暂无消息", "No messages"],
+  "msg.unread": ["未读", "Unread"],
+  "msg.count": ["共{n}条", "{n} messages"],
   "lang.switch": ["English", "中文"],
   "signout": ["退出", "Sign out"],
   "loading": ["加载中…", "Loading…"],
@@ -292,6 +297,9 @@ export function display(system, code) {
   const found = codes[system] && codes[system][code];
   return found ? found[lang] : code;
 }
+
+/** The codes of one of our CodeSystems, in its order (for a choice list). */
+export function codesOf(system) { return Object.keys(codes[system] || {}); }
 
 /** The display of a Coding or CodeableConcept's first coding, or its text. */
 export function displayOf(concept) {

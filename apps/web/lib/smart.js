@@ -84,8 +84,9 @@ export class Api {
 
   get token() { return this.client.state.tokenResponse.access_token; }
 
-  /** GET/POST/PUT a FHIR path or absolute URL; the parsed JSON (or text for `raw`). */
-  async request(path, { method = "GET", body, raw = false, accept } = {}) {
+  /** GET/POST/PUT a FHIR path or absolute URL; the parsed JSON (or text for `raw`);
+   * `keepalive`: the request outlives the page (sent as it closes). */
+  async request(path, { method = "GET", body, raw = false, accept, keepalive = false } = {}) {
     const expiresAt = this.client.state.expiresAt;
     if (expiresAt && expiresAt * 1000 < Date.now()) {
       relaunch();
@@ -96,7 +97,7 @@ export class Api {
     if (body !== undefined) headers["Content-Type"] = "application/fhir+json";
     let res;
     try {
-      res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(url, { method, headers, keepalive, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       throw new AppError(0, t("err.network"));
     }

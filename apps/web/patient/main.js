@@ -1,7 +1,8 @@
 // 掌上医院: the patient's own referrals and their status, appointments and the slip with its
-// QR code, follow-up tasks and results. The token is the patient's (patient/ scopes): the
+// QR code, consultation times, follow-up tasks and results. The token is the patient's (patient/ scopes): the
 // server shows nothing of anyone else, whatever this page asks.
 import { displayOf, loadCodes, language, setLanguage, t } from "../lib/i18n.js";
+import { OVER, TASK_PROFILE, output, stage, stageBadge, typeLabel } from "../lib/consultation.js";
 import { FOLLOW_UP, FULFILL, directionLabel, isReferral, number, statusBadge } from "../lib/referral.js";
 import { ready, takeReturn } from "../lib/smart.js";
 import { h, formatDate, formatTime, nameOf, showError } from "../lib/ui.js";
@@ -13,10 +14,16 @@ async function safe(promise) {
 }
 
 async function home(api, view, me) {
-  const [found, appointments] = await Promise.all([
+  const [found, appointments, consults] = await Promise.all([
     safe(api.search(`Task?patient=Patient/${me.id}&code=${encodeURIComponent(FULFILL)}&_include=Task:focus&_sort=-_lastUpdated&_count=50`, 2)),
-    safe(api.search(`Appointment?patient=Patient/${me.id}&_sort=-date&_count=20`, 1)),
+    safe(api.search(`Appointment?patient=Patient/${me.id}&_sort=-date&_count=50`, 1)),
+    safe(api.search(`Task?patient=Patient/${me.id}&_profile=${encodeURIComponent(TASK_PROFILE)}&_include=Task:focus&_sort=-_lastUpdated&_count=20`, 1)),
   ]);
+  // my consultations (会诊时间): the session's time is their Appointment's (Task.output)
+  const byRef = new Map([...consults, ...appointments].map(r => [`${r.resourceType}/${r.id}`, r]));
+  const sessions = consults.filter(r => r.resourceType === "Task").map(task =>
+    ({ task, sr: byRef.get(task.focus && task.focus.reference), appointment: byRef.get(output(task, "appointment")) }));
+  const consultAppointments = new Set(sessions.map(s => s.appointment && s.appointment.id));
   const srs = new Map(found.filter(r => r.resourceType === "ServiceRequest").map(s => [`ServiceRequest/${s.id}`, s]));
   const tasks = found.filter(r => r.resourceType === "Task" && isReferral(r) && r.status !== "draft"); // drafts are the doctor's
   const slipBox = h("div", { id: "slip" });
@@ -29,7 +36,7 @@ async function home(api, view, me) {
       slipBox.scrollIntoView();
     } catch (e) { showError(e); }
   };
-  const upcoming = appointments.filter(a => ["booked", "arrived", "pending"].includes(a.status));
+  const upcoming = appointments.filter(a => ["booked", "arrived", "pending"].includes(a.status) && !consultAppointments.has(a.id));
   view.replaceChildren(
     h("section", { class: "card", id: "my-referrals" }, h("h3", {}, t("me.referrals")),
       tasks.length ? tasks.map(task => {
@@ -43,7 +50,10 @@ async function home(api, view, me) {
     h("section", { class: "card", id: "my-appointments" }, h("h3", {}, t("me.appointment")),
       upcoming.length ? upcoming.map(a => h("div", { class: "item" }, h("strong", {}, formatTime(a.start)),
         ` ${a.description || ""}（${t(`appt.${a.status}`, a.status)}）`)) : h("p", { class: "empty" }, t("empty"))),
-    h("section", { class: "card" }, h("h3", {}, t("me.consult")), h("p", { class: "empty" }, t("nav.soon"))),
+    h("section", { class: "card", id: "my-consultations" }, h("h3", {}, t("me.consult")),
+      sessions.length ? sessions.map(({ task, sr, appointment }) => h("div", { class: "item", dataset: { task: task.id } },
+        h("div", { class: "row" }, h("strong", { class: "when" }, appointment && appointment.start ? formatTime(appointment.start) : OVER.includes(stage(task)) ? "—" : t("consult.noTime")), stageBadge(task)),
+        h("div", { class: "muted" }, `${typeLabel(sr)} · ${(sr && sr.code && sr.code.text) || ""}`))) : h("p", { class: "empty" }, t("empty"))),
     slipBox);
 }
 

@@ -5,9 +5,9 @@
 // attachments, read receipts), and the opinion: written in its four sections, submitted,
 // signed, shown and printed ($consultation-opinion, HTML or PDF); with the session's record
 // (Encounter times, recordings) once it is over.
-import { display, t } from "../lib/i18n.js";
+import { codesOf, display, t } from "../lib/i18n.js";
 import { watch } from "../lib/live.js";
-import { CCS, OPEN, SECTIONS, WAITING, output, parties, priorityLabel, sideOf, stage, stageBadge,
+import { CCS, MESSAGE, OPEN, RECEIPT, SECTIONS, WAITING, hasCategory, output, parties, priorityLabel, sideOf, stage, stageBadge,
   typeLabel } from "../lib/consultation.js";
 import { banner } from "../lib/referral.js";
 import { h, field, formatTime, nameOf, notify, refId, showError, tabs, taskRunner } from "../lib/ui.js";
@@ -15,13 +15,6 @@ import { myRoles, roleNames } from "./consult.js";
 import { expertChoices } from "./consult-form.js";
 import { recordPart } from "./record.js";
 
-const MESSAGE = `${CCS.message}|consultation-message`;
-const RECEIPT = `${CCS.message}|read-receipt`;
-
-async function codesOf(system) {
-  const res = await fetch(new URL("../codes.json", import.meta.url));
-  return Object.keys((await res.json())[system] || {});
-}
 
 /** <input type=datetime-local> value as an instant (the browser's time zone). */
 const instant = value => (value ? new Date(value).toISOString() : "");
@@ -76,7 +69,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   }
 
   async function declineForm() {
-    const reasons = h("select", { name: "reason" }, (await codesOf(CCS.decline)).map(c => h("option", { value: c }, display(CCS.decline, c))));
+    const reasons = h("select", { name: "reason" }, codesOf(CCS.decline).map(c => h("option", { value: c }, display(CCS.decline, c))));
     const others = (await expertChoices(ctx)).filter(r => !experts.some(e => e.ref === r.ref));
     const redirect = h("select", { name: "redirectTo" }, h("option", { value: "" }, t("reject.none")),
       others.map(o => h("option", { value: o.ref }, o.label)));
@@ -140,20 +133,7 @@ export async function consultView(ctx, view, taskId, panel = "record") {
 
   // --- the room: Appointment/$join, then the server's room page in a dock that stays open
   // while the doctor moves between the record, the thread and the opinion (or in a window beside)
-  async function join(button, beside = false) {
-    button.disabled = true;
-    try {
-      const out = await api.operation(`Appointment/${appointment.id}/$join`, [{ name: "participant", valueReference: { reference: ctx.user } }]);
-      const token = (out.parameter || []).find(p => p.name === "token").valueString;
-      const url = `/apps/consult-room?appointment=${encodeURIComponent(appointment.id)}&token=${encodeURIComponent(token)}`;
-      if (beside) window.open(url, `consult-${appointment.id}`, "noopener,width=900,height=640");
-      else openDock(url, (sr.code && sr.code.text) || "");
-    } catch (e) {
-      showError(e);
-    } finally {
-      button.disabled = false;
-    }
-  }
+  const join = (button, beside = false) => joinRoom(ctx, appointment, (sr.code && sr.code.text) || "", button, beside);
 
   async function showOpinion(format) {
     try {
@@ -373,14 +353,31 @@ export async function consultView(ctx, view, taskId, panel = "record") {
   view.dataset.side = side || "";
   view.dataset.opinion = opinion ? opinion.status : "";
   await Promise.all([showPanel(), loadThread().catch(showError)]);
-  stopWatch = watch(`Communication?part-of=Task/${taskId}`, async () => {
+  stopWatch = watch(api, [`Communication?part-of=Task/${taskId}`, `Task?_id=${taskId}`], async active => {
     await loadThread();
     // the other side moved the consultation on: show its new state (not while typing)
     const fresh = await api.request(`Task/${taskId}`);
     const typing = view.querySelector("#opinion-form textarea:focus, #cdialog :focus, #message-text:focus");
-    if (fresh.meta.versionId !== task.meta.versionId && !typing) await again();
+    if (active() && fresh.meta.versionId !== task.meta.versionId && !typing) await again();
   });
   ctx.stop.push(stopWatch);
+}
+
+/** Enter a consultation's video room: Appointment/$join as me, then the server's room page in
+ * the dock (or a window of its own, `beside`). */
+export async function joinRoom(ctx, appointment, title, button, beside = false) {
+  button.disabled = true;
+  try {
+    const out = await ctx.api.operation(`Appointment/${appointment.id}/$join`, [{ name: "participant", valueReference: { reference: ctx.user } }]);
+    const token = (out.parameter || []).find(p => p.name === "token").valueString;
+    const url = `/apps/consult-room?appointment=${encodeURIComponent(appointment.id)}&token=${encodeURIComponent(token)}`;
+    if (beside) window.open(url, `consult-${appointment.id}`, "noopener,width=900,height=640");
+    else openDock(url, title);
+  } catch (e) {
+    showError(e);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** The room's dock (outside #view: a new screen does not close the call); one room at a time. */
@@ -397,11 +394,6 @@ function openDock(url, title) {
   big.addEventListener("click", () => big.setAttribute("aria-pressed", String(dock.classList.toggle("large"))));
   dock.replaceChildren(h("div", { class: "row" }, h("strong", {}, `${t("consult.room")} · ${title}`), big, leave), frame);
   document.body.classList.add("in-room");
-}
-
-function hasCategory(c, token) {
-  const [system, code] = token.split("|");
-  return (c.category || []).some(x => (x.coding || []).some(y => y.system === system && y.code === code));
 }
 
 /** The four sections' plain text of an opinion Composition, by parameter name. */

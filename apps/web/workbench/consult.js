@@ -66,7 +66,7 @@ function isToday(value) {
 }
 
 /** The worklists: which consultation goes in which. */
-function sort(items, mine) {
+export function sort(items, mine) {
   const invitedMe = ({ appointment }) => parties(appointment).experts.some(e => mine.has(e.ref));
   const toAnswer = ({ appointment }) => parties(appointment).experts
     .some(e => mine.has(e.ref) && ["needs-action", "tentative"].includes(e.status));
@@ -110,17 +110,19 @@ export async function consultList(ctx, view, selected = "incoming") {
       table(t(`ctab.${current}`), headers, rows(l[current]), { class: "list", id: `clist-${current}` })));
   };
   render();
-  // a request for my hospital appears without reloading (the seam for notifications: live.js)
+  // a request for my hospital appears without reloading (a websocket Subscription: live.js)
   const known = () => new Set(items.map(i => `${i.task.id}/${i.task.meta.versionId}`));
-  ctx.stop.push(watch("consultations", async () => {
+  ctx.stop.push(watch(ctx.api, `Task?_profile=${TASK_PROFILE}`, async active => {
     const before = known();
     const fresh = await consultations(ctx);
+    if (!active()) return;
     const after = new Set(fresh.map(i => `${i.task.id}/${i.task.meta.versionId}`));
     if ([...after].some(k => !before.has(k)) || after.size !== before.size) {
       const newIncoming = sort(fresh, mine).incoming.some(i => !before.has(`${i.task.id}/${i.task.meta.versionId}`));
       items = fresh;
       await roleNames(ctx, items.flatMap(i => [i.task.requester && i.task.requester.reference,
         ...parties(i.appointment).experts.map(e => e.ref)]));
+      if (!active()) return;
       if (newIncoming) notify(t("consult.arrived"));
       render();
     }

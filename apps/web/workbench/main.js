@@ -1,6 +1,7 @@
 // The workbench (PC) and doctor app (the same page in a phone layout): launch context, the
 // navigation and a hash router over the screens: referral (转诊业务), consultation (会诊业务,
-// with its calendar), the patient record, check-in and statistics.
+// with its calendar), the patient record, check-in and statistics; the doctor app's
+// notifications and messages.
 import { loadCodes, setLanguage, language, t } from "../lib/i18n.js";
 import { ready, takeReturn } from "../lib/smart.js";
 import { h, nameOf, refId, showError } from "../lib/ui.js";
@@ -13,6 +14,8 @@ import { checkin } from "./checkin.js";
 import { calendar, consultList } from "./consult.js";
 import { consultForm } from "./consult-form.js";
 import { consultView } from "./consult-view.js";
+// the doctor app's 通知 and 消息
+import { messages, notifications } from "./inbox.js";
 
 const SCREENS = [
   ["referrals", "nav.referrals", worklists],
@@ -21,6 +24,8 @@ const SCREENS = [
   ["record", "nav.record", record],
   ["checkin", "nav.checkin", checkin],
   ["stats", "nav.stats", stats],
+  ["notifications", "nav.notifications", notifications],
+  ["messages", "nav.messages", messages],
 ];
 const HIDDEN = { new: referralForm, referral: referralDetail };
 const CONSULT_HIDDEN = { "consult-new": consultForm, consultation: consultView };
@@ -43,11 +48,10 @@ async function context(api) {
 
 function navigation(ctx, current) {
   const link = ([id, key]) => h("a", { href: `#/${id}`, "aria-current": id === current ? "page" : false }, t(key));
-  const soon = key => h("span", { class: "soon", title: t("nav.soon"), "aria-disabled": "true" }, t(key));
   const at = id => SCREENS.find(s => s[0] === id);
   document.getElementById("side").replaceChildren(...SCREENS.map(link));
   document.getElementById("bottom").replaceChildren(
-    link(at("referrals")), link(at("consult")), link(at("record")), soon("nav.notifications"), soon("nav.messages"));
+    link(at("referrals")), link(at("consult")), link(at("record")), link(at("notifications")), link(at("messages")));
   document.getElementById("title").textContent = t("app.workbench");
   document.getElementById("who").textContent = [ctx.userName, ctx.orgName].filter(Boolean).join(" · ");
   document.getElementById("lang").textContent = t("lang.switch");

@@ -1,7 +1,7 @@
 // The referral form (from the launch patient) and one referral's page: status, actions of my
 // side (claim, accept, reject with reason or redirect, check-in, complete with a down-referral,
 // withdraw), approval sub-tasks, the slip (print / PDF), the timeline (milestones + Provenance).
-import { display, displayOf, language, t } from "../lib/i18n.js";
+import { codesOf, display, displayOf, t } from "../lib/i18n.js";
 import { CS, YL, banner, business, direction, directionLabel, milestoneLabel, milestones,
   number, referralType, statusBadge } from "../lib/referral.js";
 import { h, field, formatDate, formatTime, nameOf, notify, refId, showError, table, taskRunner } from "../lib/ui.js";
@@ -274,7 +274,7 @@ export async function referralDetail(ctx, view, taskId) {
   }
 
   async function rejectForm() {
-    const reasons = select("reason", Object.entries(await codesOf(CS.rejection)).map(([c, v]) => [c, v]));
+    const reasons = select("reason", codesOf(CS.rejection).map(c => [c, display(CS.rejection, c)]));
     const others = (await hospitals(api)).filter(o => o.id !== ctx.org);
     const suggest = select("suggested", [["", t("reject.none")], ...others.map(o => [o.id, nameOf(o)])]);
     const note = h("textarea", { name: "note", rows: 2 });
@@ -291,7 +291,7 @@ export async function referralDetail(ctx, view, taskId) {
   }
 
   async function cancelForm() {
-    const reasons = select("reason", Object.entries(await codesOf(CS.cancel)));
+    const reasons = select("reason", codesOf(CS.cancel).map(c => [c, display(CS.cancel, c)]));
     const go = h("button", { type: "button", class: "danger" }, t("act.cancel"));
     go.addEventListener("click", () => run("cancel", [{ name: "reason", valueCodeableConcept: { coding: [{ system: CS.cancel, code: reasons.value }] } }], go));
     dialog.replaceChildren(h("section", { class: "card" }, field(t("act.cancel"), reasons, { required: true }), go));
@@ -351,7 +351,8 @@ export async function referralDetail(ctx, view, taskId) {
   );
   // who did each step, by name (the organizations and people are shared by the consortium)
   const names = new Map();
-  await Promise.all([...new Set(milestones(task).map(m => m.actor).filter(Boolean))].map(async ref => {
+  const agents = provenance.flatMap(p => (p.agent || []).map(a => a.who && a.who.reference));
+  await Promise.all([...new Set([...milestones(task).map(m => m.actor), ...agents].filter(Boolean))].map(async ref => {
     const found = await api.request(ref).catch(() => null);
     const who = found && (found.resourceType === "PractitionerRole"
       ? [found.practitioner && found.practitioner.display, found.organization && found.organization.display].filter(Boolean).join(" · ")
@@ -361,10 +362,11 @@ export async function referralDetail(ctx, view, taskId) {
   const timeline = h("ol", { class: "timeline", id: "timeline" },
     milestones(task).map(m => h("li", {}, h("strong", {}, milestoneLabel(m.code)),
       h("small", {}, `${formatTime(m.at)} ${names.get(m.actor) || ""}`))));
-  const activity = table(t("detail.provenance"), [t("col.time"), t("col.activity"), t("col.agent")],
-    provenance.sort((a, b) => String(a.recorded).localeCompare(String(b.recorded))).map(p => [
-      formatTime(p.recorded), displayOf(p.activity),
-      (p.agent || []).map(a => a.who && (a.who.display || a.who.reference)).filter(Boolean).join("、")]));
+  // 操作记录: every transition's Provenance (what, when, who), oldest first
+  const activity = h("ol", { class: "timeline", id: "activity" },
+    provenance.sort((a, b) => String(a.recorded).localeCompare(String(b.recorded))).map(p => h("li", { dataset: { activity: (p.activity && (p.activity.coding || [])[0] || {}).code || "" } },
+      h("strong", {}, displayOf(p.activity)),
+      h("small", {}, `${formatTime(p.recorded)} ${(p.agent || []).map(a => a.who && (names.get(a.who.reference) || a.who.display || a.who.reference)).filter(Boolean).join("、")}`))));
   const subTasks = approvals.length ? h("section", { class: "card" }, h("h3", {}, t("detail.approvals")),
     table(t("detail.approvals"), [t("col.status"), t("col.approver"), ""], approvals.map(sub => [
       h("span", { class: `status ${sub.status}` }, t(`task.${sub.status}`, sub.status)), sub.owner ? sub.owner.display || sub.owner.reference : "",
@@ -379,19 +381,11 @@ export async function referralDetail(ctx, view, taskId) {
       h("section", { class: "card" }, facts),
       h("section", { class: "card" }, h("h3", {}, t("detail.timeline")), timeline)),
     subTasks,
-    // transition Provenance names no Patient, so the consortium rule shows it to no hospital
-    // user yet: the milestones above carry the same who and when
+    // the Provenance targets the Task: the hospitals that see the referral read it
     provenance.length ? h("section", { class: "card" }, h("h3", {}, t("detail.provenance")), activity) : "",
   );
   view.dataset.status = task.status;
   view.dataset.business = code || "";
-}
-
-async function codesOf(system) {
-  const res = await fetch(new URL("../codes.json", import.meta.url));
-  const all = (await res.json())[system] || {};
-  const lang = language();
-  return Object.fromEntries(Object.entries(all).map(([code, d]) => [code, d[lang]]));
 }
 
 export { direction, hospitals };

@@ -1,6 +1,6 @@
 // 转诊业务: the worklists of my hospital. Incoming (to claim / review / accept / reject,
 // including bookings waiting for review), awaiting arrival, arrivals today, outgoing (by state)
-// and follow-ups due. The incoming list refreshes itself (lib/live.js).
+// and follow-ups due. The incoming list refreshes itself (a websocket Subscription: lib/live.js).
 import { t } from "../lib/i18n.js";
 import { watch } from "../lib/live.js";
 import { FULFILL, FOLLOW_UP, business, directionLabel, isReferral, number, statusBadge } from "../lib/referral.js";
@@ -9,7 +9,7 @@ import { h, formatDate, formatTime, nameOf, notify, refId, table, tabs } from ".
 const INCOMING = ["requested", "received"];
 
 /** Tasks with their ServiceRequest and Patient (one search with _include). */
-async function referrals(api, query) {
+export async function referrals(api, query) {
   const found = await api.search(`Task?${query}&code=${encodeURIComponent(FULFILL)}` +
     "&_include=Task:focus&_include=Task:patient&_sort=-_lastUpdated&_count=100", 3);
   const byRef = new Map(found.map(r => [`${r.resourceType}/${r.id}`, r]));
@@ -21,6 +21,10 @@ async function referrals(api, query) {
 }
 
 function pendingReview(task) { return business(task) === "booked-pending-review"; }
+
+/** An incoming referral waiting for my hospital's decision: new, claimed, or booked directly
+ * and waiting for review (accept confirms the booking, T9). */
+export function awaitingDecision(task) { return INCOMING.includes(task.status) || pendingReview(task); }
 
 function rows(items, orgNames, { showFrom = true } = {}) {
   return items.map(({ task, sr, patient }) => [
@@ -81,7 +85,7 @@ export async function worklists(ctx, view, selected = "incoming") {
     const due = followUps.filter(r => r.resourceType === "Task" &&
       new Date((r.restriction && r.restriction.period && r.restriction.period.start) || today).getTime() <= todayMs + 7 * 864e5);
     return {
-      incoming: incoming.filter(i => INCOMING.includes(i.task.status) || pendingReview(i.task)),
+      incoming: incoming.filter(i => awaitingDecision(i.task)),
       accepted: incoming.filter(i => i.task.status === "accepted" && !pendingReview(i.task)),
       today: incoming.filter(arrivedToday),
       outgoing,
@@ -138,11 +142,12 @@ export async function worklists(ctx, view, selected = "incoming") {
   };
   render();
 
-  // new arrivals without reloading (polling now; the seam for Subscriptions is lib/live.js)
+  // new arrivals without reloading: a Subscription on my hospital's referral Tasks (lib/live.js)
   const known = () => new Set(data.incoming.map(i => `${i.task.id}/${i.task.meta.versionId}`));
-  ctx.stop.push(watch(`owner=Organization/${org}`, async () => {
+  ctx.stop.push(watch(api, `Task?owner=Organization/${org}`, async active => {
     const before = known();
     const fresh = await load();
+    if (!active()) return;
     const after = new Set(fresh.incoming.map(i => `${i.task.id}/${i.task.meta.versionId}`));
     const added = [...after].some(k => !before.has(k));
     if (added || after.size !== before.size) {

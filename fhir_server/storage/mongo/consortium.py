@@ -194,6 +194,10 @@ class Narrowing:
                             target_id={"$in": self.visible}))  # fmt: skip
             if ps.shared_unless_patient:
                 ors.append({"$nor": [_ref({"$in": list(ps.params)}, target_type="Patient")]})
+        for param, ttype, tparams in ps.through:
+            seen = self._ids(ttype, _ref({"$in": list(tparams)}, target_type="Patient",
+                                         target_id={"$in": self.visible}))  # fmt: skip
+            ors.append(_ref(param, target_type=ttype, target_id={"$in": sorted(seen)}))
         if rtype == "Patient":
             ors.append({"_id": {"$in": self.visible}})
         out: Filter = {"$or": ors} if ors else {"_id": {"$in": []}}

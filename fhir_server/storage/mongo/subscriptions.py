@@ -56,6 +56,11 @@ class SubscriptionTables:
         s.db[OWNERS].replace_one({"_id": subscription_id}, {"principal": principal},
                                  upsert=True, session=s.s)  # fmt: skip
 
+    def owner(self, session: Session, subscription_id: str) -> dict[str, Any] | None:
+        s = _own(session)
+        found = s.db[OWNERS].find_one({"_id": subscription_id}, session=s.s)
+        return found["principal"] if found else None
+
     def add_events(self, session: Session, subscriptions: list[str], origin: str) -> None:
         """The seqs are taken from a counter outside the transaction (as resource rows)."""
         s = _own(session)

@@ -441,6 +441,16 @@ def _in_patient_set(rtype: str | None, ps: q.PatientSet, alias: str) -> tuple[st
                 f"x.param IN ({marks}) AND x.target_type = 'Patient')"
             )
             args += [*ps.params]
+    for param, ttype, tparams in ps.through:
+        sees, sees_args = _sees(ps, "y.target_id")
+        marks = ", ".join("?" * len(tparams))
+        ors.append(
+            f"EXISTS (SELECT 1 FROM idx_reference w JOIN resource t ON t.type = w.target_type "
+            f"AND t.id = w.target_id AND t.deleted = 0 JOIN idx_reference y ON y.rid = t.rid "
+            f"WHERE w.rid = {alias}.rid AND w.param = ? AND w.target_type = ? "
+            f"AND y.param IN ({marks}) AND y.target_type = 'Patient' AND {sees})"
+        )
+        args += [param, ttype, *tparams, *sees_args]
     if rtype == "Patient":
         sees, sees_args = _sees(ps, f"{alias}.id")
         ors.append(sees)

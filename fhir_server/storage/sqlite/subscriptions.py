@@ -49,6 +49,14 @@ def set_owner(session: Session, subscription_id: str, principal: dict[str, Any])
     )
 
 
+def owner(session: Session, subscription_id: str) -> dict[str, Any] | None:
+    """The principal who wrote the Subscription last (None: the server, or no such row)."""
+    row = session.conn.execute(
+        "SELECT principal FROM subscription_owner WHERE id = ?", (subscription_id,)
+    ).fetchone()
+    return orjson.loads(row[0]) if row and row[0] else None
+
+
 def add_events(session: Session, subscriptions: list[str], origin: str) -> None:
     """Events of websocket subscriptions for the other worker processes; prunes old ones."""
     now = time.time()
@@ -121,6 +129,9 @@ class SubscriptionTables:
         self, session: AnySession, subscription_id: str, principal: dict[str, Any]
     ) -> None:
         set_owner(_own(session), subscription_id, principal)
+
+    def owner(self, session: AnySession, subscription_id: str) -> dict[str, Any] | None:
+        return owner(_own(session), subscription_id)
 
     def add_events(self, session: AnySession, subscriptions: list[str], origin: str) -> None:
         add_events(_own(session), subscriptions, origin)
