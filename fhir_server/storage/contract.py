@@ -309,6 +309,19 @@ class Inbox(Protocol):
 
     def counts(self, channel: str) -> dict[str, int]: ...
 
+    def records(self) -> Iterator[tuple[Message, bool]]:
+        """Every message of every channel in seq order, and whether it holds its idempotency
+        key: what a move to another database (`fhir-server migrate`) carries."""
+        ...
+
+    def put_records(self, records: Sequence[tuple[Message, bool]]) -> None:
+        """Store messages as another database held them: the same seq (their URLs, the
+        request ids of what their mapping wrote), status, attempts, meta and raw bytes, the
+        key held where it was held (a resend of a mapped message stays a duplicate; one whose
+        key was released is new); later arrivals are numbered after them. A seq already
+        taken fails (ValueError): seqs of two databases must not mix."""
+        ...
+
 
 class SubscriptionTables(Protocol):
     """What R4 Subscriptions keep beside the resources: each Subscription's owner, a

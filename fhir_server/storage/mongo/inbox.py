@@ -6,13 +6,13 @@ each, outside any transaction (a duplicate-key error would abort one)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from bson.binary import Binary
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ...model.resource import now
 from ..jobs import INBOX_STATUSES, Arrival, Message
@@ -140,3 +140,31 @@ class Inbox:
             [{"$match": {"channel": channel}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         )
         return {status: 0 for status in INBOX_STATUSES} | {r["_id"]: r["n"] for r in rows}
+
+    def records(self) -> Iterator[tuple[Message, bool]]:
+        for d in self.coll.find().sort("_id"):
+            yield _message(d), "key" in d
+
+    def put_records(self, records: Sequence[tuple[Message, bool]]) -> None:
+        """Inserted in one ordered batch (a taken seq stops it there: `migrate` checks the
+        inbox is empty first); the "inbox" counter then moves to the last seq, so `receive`
+        numbers new arrivals after them."""
+        if not records:
+            return
+        docs = []
+        for m, held in records:
+            doc: dict[str, Any] = {
+                "_id": m.seq, "channel": m.channel, "sender": m.sender,
+                "message_id": m.message_id, "received_at": m.received_at, "remote": m.remote,
+                "kind": m.kind, "status": m.status, "error": m.error, "attempts": m.attempts,
+                "updated_at": m.updated_at, "duplicates": m.duplicates, "meta": m.meta,
+                "raw": Binary(m.raw),
+            }  # fmt: skip
+            if held and m.message_id is not None:
+                doc["key"] = _key(m.channel, m.sender, m.message_id)
+            docs.append(doc)
+        try:
+            self.coll.insert_many(docs)
+        except BulkWriteError as exc:
+            raise ValueError("the inbox already holds one of these messages") from exc
+        self.store.advance(max(m.seq for m, _ in records), "inbox")

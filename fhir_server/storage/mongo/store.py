@@ -443,6 +443,11 @@ class MongoStore:
         assert doc is not None  # upserted
         return int(doc["n"]) - n + 1
 
+    def advance(self, n: int, counter: str = "rid") -> None:
+        """Move a counter to at least `n`: numbers copied from another database (`migrate`)
+        are not allocated again."""
+        self.db[META].update_one({"_id": counter}, {"$max": {"n": n}}, upsert=True)
+
     def reader(self) -> MongoSession:
         return MongoSession(self, None)
 

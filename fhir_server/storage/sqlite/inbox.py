@@ -5,7 +5,7 @@ nothing of HL7: `channel` names the integration and `meta` is JSON the integrati
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # typing only: the store hands out its inbox
     from .store import SqliteStore
 
 STATUSES = INBOX_STATUSES
+#: messages read at a time by `records`
+PAGE = 500
 
 _COLUMNS = (
     "seq, channel, sender, message_id, received_at, remote, kind, status, error, attempts, "
@@ -133,6 +135,35 @@ class Inbox:
             "SELECT status, count(*) FROM inbox WHERE channel = ? GROUP BY status", (channel,)
         )
         return {status: 0 for status in STATUSES} | {r[0]: r[1] for r in rows}
+
+    def records(self) -> Iterator[tuple[Message, bool]]:
+        """Every message in seq order with whether it holds its key (`dedup`), a page at a
+        time (raw bytes add up)."""
+        after = 0
+        while True:
+            rows = self.store.reader().query(
+                f"SELECT {_COLUMNS}, dedup FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, PAGE),
+            )
+            for row in rows:
+                yield _message(row), bool(row[14])
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
+
+    def put_records(self, records: Sequence[tuple[Message, bool]]) -> None:
+        """One transaction; a new arrival takes max(seq) + 1 (INTEGER PRIMARY KEY)."""
+        try:
+            with self.store.write() as s:
+                s.conn.executemany(
+                    f"INSERT INTO inbox ({_COLUMNS}, dedup) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(m.seq, m.channel, m.sender, m.message_id, m.received_at, m.remote, m.kind,
+                      m.status, m.error, m.attempts, m.updated_at, m.duplicates,
+                      orjson.dumps(m.meta), m.raw, int(held)) for m, held in records],
+                )  # fmt: skip
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"the inbox already holds one of these messages: {exc}") from exc
 
 
 def _settle(
