@@ -454,6 +454,184 @@ def test_migrate_leaves_a_schema_4_trail_behind_and_says_so(
     assert target.db["Patient"].count_documents({}) == 1
 
 
+# --- fhir-server migrate: the HL7 v2 inbox and the Subscriptions' owners come along ---------
+
+
+def test_migrate_carries_the_hl7_inbox_and_subscription_owners(
+    tmp_path: Path, parts: Parts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Messages sent over MLLP to the SQLite server (mapped, resent, failed with the key kept
+    and with it released, refused, still waiting) are on MongoDB after `migrate` under the
+    same seq with the same status, bytes, error and meta: a resend of what holds its key is
+    a duplicate (HL7 v2.5.1 ch. 2: MSH-10 identifies a message), of what released it a new
+    message numbered after the copied ones; the waiting one is mapped by the target's mapper.
+    A user's Subscription keeps its owner, so it still notifies only what the user may see."""
+    mongomock = pytest.importorskip("mongomock")
+    import sqlite3
+
+    from conftest import make_services, seed
+    from mllp_harness import Harness, fields, sample
+    from test_policy_consortium import _obs, _serve, login
+    from test_subscriptions import Lines, subscribe
+
+    from fhir_server.app import build_app
+    from fhir_server.cli import migrate_into
+    from fhir_server.services import LiveParts, Services
+    from fhir_server.settings import Settings
+    from fhir_server.storage.mongo import MongoStore
+    from integrations.hl7v2.worker import CHANNEL
+
+    admit, resend = sample("adt_a01_admit.hl7"), sample("adt_a01_resend.hl7")
+    # PID-8 X is not in table 0001: stored, acknowledged (original mode), mapping fails
+    unknown_sex = sample("adt_a28_add_person.hl7").replace(b"|20010203|F|", b"|20010203|X|")
+    # the same with MSH-16 AL (enhanced mode): the sender is told, so the key is released
+    told = unknown_sex.replace(b"ADT20240306-0040|P|2.4|||||", b"ADT20240306-0041|P|2.4||||AL|")
+    refused = admit.replace(b"ADT20240301-0001|P|2.4|", b"ADT20240301-0009|P|9.9|")  # MSH-12
+    waiting = sample("adt_a04_register_gb18030.hl7")  # GB 18030 bytes, not UTF-8
+    database = tmp_path / "fhir.db"
+    served = _serve(database, parts)
+    source = next(served)
+    hl7 = Harness(source)
+    try:
+        assert fields(hl7.send(admit), "MSA")[1] == "AA"
+        hl7.wait_mapped()
+        assert fields(hl7.send(resend), "MSA")[1] == "AA"
+        assert fields(hl7.send(unknown_sex), "MSA")[1] == "AA"
+        assert fields(hl7.send(told), "MSA")[1] == "CA"
+        assert fields(hl7.send(refused), "MSA")[1] == "AR"
+        hl7.wait_mapped()
+        mine = subscribe(login(source, "dra"), "Observation?status=final", {"type": "websocket"})
+        theirs = subscribe(login(source, "drb"), "Observation?status=final",
+                           {"type": "websocket"})  # fmt: skip
+    finally:
+        hl7.close()
+        served.close()
+    services = make_services(database, parts, hl7_map=False)  # `hl7 listen --receive-only`
+    with TestClient(build_app(services.settings, services), raise_server_exceptions=False) as c:
+        keeper = Harness(c)
+        try:
+            assert fields(keeper.send(waiting), "MSA")[1] == "AA"
+        finally:
+            keeper.close()
+
+    columns = ("seq, channel, sender, message_id, received_at, remote, kind, status, error, "
+               "attempts, updated_at, duplicates, meta, raw")  # fmt: skip
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute(f"SELECT {columns}, dedup FROM inbox ORDER BY seq").fetchall()
+        owners = dict(conn.execute("SELECT id, principal FROM subscription_owner").fetchall())
+    # seq, MSH-10, status, duplicates, key held: by hand from what was sent
+    assert [(r[0], r[3], r[7], r[11], r[14]) for r in rows] == [
+        (1, "ADT20240301-0001", "mapped", 1, 1),
+        (2, "ADT20240306-0040", "error", 0, 1),
+        (3, "ADT20240306-0041", "error", 0, 0),
+        (4, "ADT20240301-0009", "rejected", 0, 0),
+        (5, "ADT20240305-0033", "received", 0, 1),
+    ]  # fmt: skip
+    assert rows[4][13] == waiting and "PID-8" in rows[1][8]
+    assert {orjson.loads(p)["user"] for p in owners.values()} == {"dra", "drb"}
+    assert set(owners) == {mine, theirs}
+
+    config = Settings(database=tmp_path / "unused.db", auth="off", demo_on_empty=False)
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    assert migrate_into(database, target, config) == 0
+    assert "5 inbox messages, 2 subscription owners" in capsys.readouterr().err
+    for row in rows:
+        m = target.inbox.get(row[0])
+        assert m is not None
+        assert (m.seq, m.channel, m.sender, m.message_id, m.received_at, m.remote, m.kind,
+                m.status, m.error, m.attempts, m.updated_at, m.duplicates) == row[:12]
+        assert m.meta == orjson.loads(row[12]) and m.raw == row[13]
+
+    services = Services(config, MongoStore(target.client, "migrated"), LiveParts(parts, config))
+    with TestClient(build_app(config, services), raise_server_exceptions=False) as c:
+        hl7 = Harness(c)
+        try:
+            # the message still received is mapped by the target's mapper
+            hl7.wait_mapped()
+            [made] = hl7.search("Patient?identifier=0007654321")
+            assert made["name"][0]["family"] == "葉"
+            got = hl7.inbox.get(5)
+            assert got is not None and got.status == "mapped" and got.attempts == 1
+            assert c.get("/hl7/messages/5/raw").content == waiting
+            assert c.get("/hl7/messages/3").json()["controlId"] == "ADT20240306-0041"
+            # keys held are still held: a resend is acknowledged and counted, nothing new
+            patients = len(hl7.search("Patient?_count=100"))
+            assert fields(hl7.send(resend), "MSA")[1:3] == ["AA", "ADT20240301-0001"]
+            assert fields(hl7.send(unknown_sex), "MSA")[1] == "AA"
+            # a released key: the resend is a new message, numbered after the copied ones
+            assert fields(hl7.send(told), "MSA")[1] == "CA"
+            hl7.wait_mapped()
+            # (MongoDB's counter may leave gaps: a duplicate's arrival took a seq too)
+            newest, *copied = [m.seq for m in hl7.inbox.search(CHANNEL)]
+            assert copied == [5, 4, 3, 2, 1] and newest > 5
+            assert c.get(f"/hl7/messages/{newest}").json()["controlId"] == "ADT20240306-0041"
+            assert [m.duplicates for m in hl7.inbox.search(CHANNEL, before=3)] == [1, 2]
+            assert hl7.inbox.counts(CHANNEL) == {"received": 0, "mapped": 2, "error": 3,
+                                                 "rejected": 1}  # fmt: skip
+            assert len(hl7.search("Patient?_count=100")) == patients
+        finally:
+            hl7.close()
+        # dra's Subscription tells of A's patient pa only (a server's one, of both); the
+        # owners are the source's
+        with c.websocket_connect("/fhir/websocket") as ws:
+            lines = Lines(ws)
+            ws.send_text(f"bind {mine}")
+            assert lines.settle(0.2) == [f"bound {mine}"]
+            seed(c, [_obs("new-b", "pb"), _obs("new-a", "pa")])
+            assert lines.settle() == [f"ping {mine}"]
+        reader = services.store.reader()
+        for sid, principal in owners.items():
+            assert services.store.subscriptions.owner(reader, sid) == orjson.loads(principal)
+
+
+def test_migrate_refuses_a_target_whose_inbox_has_messages(
+    tmp_path: Path, parts: Parts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seqs of two databases would mix (two messages, one /hl7/messages URL): nothing is
+    copied and migrate says why."""
+    mongomock = pytest.importorskip("mongomock")
+    from fhir_server.cli import migrate_into
+    from fhir_server.settings import Settings
+    from fhir_server.storage.mongo import MongoStore
+    from integrations.hl7v2.inbox import Arrival
+
+    source, close = open_backend("sqlite", parts, tmp_path)
+    assert source.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+    database = Path(source.app.state.services.settings.database)  # type: ignore[attr-defined]
+    close()
+    target = MongoStore(mongomock.MongoClient(), "migrated")
+    target.inbox.receive([Arrival("hl7v2", "HZFIRST/HIS", "m1", "2026-01-01T00:00:00Z", None,
+                                  "ADT^A01", b"MSH|...")])  # fmt: skip
+    config = Settings(database=tmp_path / "unused.db", demo_on_empty=False)
+    assert migrate_into(database, target, config) == 1
+    assert "inbox" in capsys.readouterr().err
+    assert target.db["Patient"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_inbox_records_put_as_they_were(kind: str, tmp_path: Path, parts: Parts) -> None:
+    """Inbox.put_records keeps seq, counts and key; new arrivals are numbered after them."""
+    from fhir_server.storage.contract import Message
+    from integrations.hl7v2.inbox import Arrival
+
+    c, close = open_backend(kind, parts, tmp_path)
+    try:
+        inbox = c.app.state.services.store.inbox  # type: ignore[attr-defined]
+        kept = Message(7, "hl7v2", "F/A", "m1", "2026-01-01T00:00:00Z", "10.0.0.1:5", "ADT^A01",
+                       "mapped", None, 2, "2026-01-01T00:00:01Z", 3, {"n": 1}, b"\xff")
+        freed = Message(9, "hl7v2", "F/A", "m2", "2026-01-01T00:00:02Z", None, "ADT^A01",
+                        "error", "PID-8", 1, None, 0, {}, b"x")  # fmt: skip
+        inbox.put_records([(kept, True), (freed, False)])
+        assert list(inbox.records()) == [(kept, True), (freed, False)]
+        new = Arrival("hl7v2", "F/A", "m2", "2026-01-02T00:00:00Z", None, "ADT^A01", b"y")
+        again = Arrival("hl7v2", "F/A", "m1", "2026-01-02T00:00:00Z", None, "ADT^A01", b"z")
+        assert inbox.receive([new, again]) == [(10, False), (7, True)]
+        with pytest.raises(ValueError):
+            inbox.put_records([(kept, False)])
+    finally:
+        close()
+
+
 # --- backup ---------------------------------------------------------------------------------
 
 

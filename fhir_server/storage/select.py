@@ -44,21 +44,32 @@ def copy_sqlite(
     source: Path, target: Store, index: Callable[[Stored], Version], now: float
 ) -> dict[str, int | None]:
     """`fhir-server migrate`: every version of the SQLite database at `source` into the
-    MongoDB store `target`, then its authorization tables and audit trail (mongo/migrate.py);
-    counts of what was copied ("audit records" None: not copied, a schema-4 chain)."""
+    MongoDB store `target`, then its authorization tables, audit trail, inbox and
+    Subscription owners (mongo/migrate.py); counts of what was copied ("audit records" None:
+    not copied, a schema-4 chain)."""
     from .mongo import MongoStore
-    from .mongo.migrate import carry_audit, carry_auth, copy
+    from .mongo.migrate import (
+        carry_audit,
+        carry_auth,
+        carry_inbox,
+        carry_owners,
+        copy,
+        inbox_empty,
+    )
     from .sqlite.backend import SqliteBackend
     from .sqlite.dump import versions
 
     if not isinstance(target, MongoStore):
         raise ValueError("migrate copies into a MongoDB database")
+    inbox_empty(target)
     store = SqliteBackend(source)
     try:
         resources, copied = copy(versions(store.reader()), target, index)
         counts: dict[str, int | None] = {"resources": resources, "versions": copied}
         counts.update(carry_auth(store, target, now))
         counts["audit records"] = carry_audit(store, target)
+        counts["inbox messages"] = carry_inbox(store, target)
+        counts["subscription owners"] = carry_owners(store, target)
         return counts
     finally:
         store.close()

@@ -3,15 +3,19 @@ with its history, copied from a SQLite database into MongoDB. Each resource keep
 number (the default search order stays the same) and its versions, timestamps and methods;
 the current version's index section is made by the same extractors as any write (`index`,
 given by the caller: storage does not know the search registry). Then the authorization
-tables and the audit trail (`carry`), through the contract's AuthTables and AuditTables."""
+tables, the audit trail, the integrations' inbox and the Subscriptions' owners (`carry_*`),
+through the contract's AuthTables, AuditTables, Inbox and SubscriptionTables. Export jobs
+are left: their files last `export_retention_hours`, a client kicks one off again."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import groupby
 
-from ..contract import AuditRow, Store, Stored, Version
-from .store import META, MongoStore
+import orjson
+
+from ..contract import AuditRow, Message, Store, Stored, Version
+from .store import MongoStore
 
 #: resources written per batch (one transaction each on a replica set)
 BATCH = 500
@@ -40,7 +44,7 @@ def copy(
     if pending:
         _write(target, pending)
     # new resources continue after the copied row numbers
-    target.db[META].update_one({"_id": "rid"}, {"$max": {"n": top}}, upsert=True)
+    target.advance(top)
     return resources, copied
 
 
@@ -90,6 +94,42 @@ def carry_audit(source: Store, target: Store) -> int | None:
     if batch:
         _append(target, batch, waiting)
     return copied
+
+
+def inbox_empty(target: Store) -> None:
+    """Refuse a target whose inbox holds messages before anything is copied: their seqs
+    would mix with the source's (two messages, one URL)."""
+    if next(target.inbox.records(), None) is not None:
+        raise ValueError("the target's inbox (HL7 v2 messages) is not empty; migrate into "
+                         "a new database")  # fmt: skip
+
+
+def carry_inbox(source: Store, target: Store) -> int:
+    """The integrations' inbox as it is (contract.Inbox.put_records says what and why): the
+    message log and replays go on, a message still `received` is mapped by the target's
+    mapper, a resend of a mapped one stays a duplicate. The number copied."""
+    copied = 0
+    batch: list[tuple[Message, bool]] = []
+    for record in source.inbox.records():
+        batch.append(record)
+        if len(batch) >= BATCH:
+            target.inbox.put_records(batch)
+            copied, batch = copied + len(batch), []
+    target.inbox.put_records(batch)
+    return copied + len(batch)
+
+
+def carry_owners(source: Store, target: Store) -> int:
+    """Each Subscription's owner, whose access narrows what it notifies: one left behind
+    would read as the server's (None), notified of everything. Owners of deleted
+    Subscriptions are left: nothing reads them, a write that revives one sets its owner.
+    The number copied."""
+    owners = [(orjson.loads(raw)["id"], owner)
+              for raw, owner in source.subscriptions.current(source.reader()) if owner]  # fmt: skip
+    with target.write() as session:
+        for subscription_id, principal in owners:
+            target.subscriptions.set_owner(session, subscription_id, principal)
+    return len(owners)
 
 
 def _append(target: Store, rows: list[AuditRow], pending: bool) -> None:
