@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import seed_services
+from conftest import make_services, seed, seed_services
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from mllp_harness import Harness, fields, sample
 from smart import (
     BASE,
     JWT_BEARER,
@@ -35,7 +36,9 @@ from smart import (
     hidden,
     pkce,
 )
+from test_policy_consortium import _obs, _serve, login
 from test_storage_contract import BACKENDS, open_backend
+from test_subscriptions import Lines, subscribe
 
 from fhir_server import cli
 from fhir_server.audit.chain import verify
@@ -468,11 +471,6 @@ def test_migrate_carries_the_hl7_inbox_and_subscription_owners(
     A user's Subscription keeps its owner, so it still notifies only what the user may see."""
     mongomock = pytest.importorskip("mongomock")
     import sqlite3
-
-    from conftest import make_services, seed
-    from mllp_harness import Harness, fields, sample
-    from test_policy_consortium import _obs, _serve, login
-    from test_subscriptions import Lines, subscribe
 
     from fhir_server.app import build_app
     from fhir_server.cli import migrate_into
