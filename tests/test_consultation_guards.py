@@ -1,10 +1,11 @@
 """Plain REST writes of a consultation's ServiceRequest, Appointment and booked Slot
-(fhir_server/consultation/guard.py, on_linked_write), with real tokens over HTTP in the demo
-consortium: the operations keep them in step with the Task, so a PUT, PATCH or DELETE that
-would move a status, re-time or re-book the session, change its parties or delete them is 409
-with an OperationOutcome naming the operation to use; what the workflow does not decide (a
+(fhir_server/consultation/guard.py, referral/booking_guard.py), with real tokens over HTTP in
+the demo consortium: the operations keep them in step with the Task, so a PUT, PATCH or DELETE
+that would move a status, re-time or re-book the session, change its parties or delete them is
+409 with an OperationOutcome naming the operation to use; what the workflow does not decide (a
 note, a comment) may still be written. As the referral guards do for referral Tasks
-(tests/test_referral_guards.py)."""
+(tests/test_referral_guards.py) and a referral's Appointment and Slot
+(tests/test_referral_booking_guards.py)."""
 
 from __future__ import annotations
 

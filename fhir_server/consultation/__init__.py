@@ -11,8 +11,10 @@ from ..services import Services
 from . import experts, guard, messages, operations, opinion, stats, sweep, transitions
 
 __all__ = ["register", "sweep"]
+from ..referral.booking_guard import is_linked
 from .codes import BUSINESS_SYSTEM
 from .operations import TASK_CODES
+from .rules import is_consultation_request
 
 
 def register(services: Services) -> None:
@@ -27,8 +29,9 @@ def register(services: Services) -> None:
     for more in (experts.OPERATIONS, stats.OPERATIONS, opinion.OPERATIONS, messages.OPERATIONS):
         services.operations.extend(more)
     services.hooks.add_on_write(guard.on_write, ("Task",), guard.is_ours)
-    services.hooks.add_on_write(guard.on_linked_write, ("ServiceRequest", "Appointment", "Slot"),
-                                guard.is_linked)  # fmt: skip
+    services.hooks.add_on_write(guard.on_request_write, ("ServiceRequest",),
+                                is_consultation_request)  # fmt: skip
+    services.hooks.add_on_write(guard.on_booking_write, ("Appointment", "Slot"), is_linked)
     services.care.append(care_relationship())
 
 

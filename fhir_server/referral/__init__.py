@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..search.query import CareRelationship
 from ..services import Services
 from . import guard, operations, slip, stats
+from .booking_guard import is_linked
 from .codes import BUSINESS_SYSTEM
 from .transitions import TERMINAL, Table
 from .work import TASK_CODES
@@ -17,12 +18,13 @@ LIVE = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
 def register(services: Services) -> None:
-    """Add the referral operations and write hook to a Services (called by the app factory)."""
+    """Add the referral operations and write hooks to a Services (called by the app factory)."""
     services.features["referral"] = Table.load(services.terminology)
     services.operations.extend(operations.OPERATIONS)
     services.operations.extend(slip.OPERATIONS)
     services.operations.extend(stats.OPERATIONS)
     services.hooks.add_on_write(guard.on_write, ("Task", "ServiceRequest"), guard.is_ours)
+    services.hooks.add_on_write(guard.on_booking_write, ("Appointment", "Slot"), is_linked)
     services.care.append(care_relationship(services.settings.referral_access_days))
 
 

@@ -2,8 +2,9 @@
 rules (rules.py, over the transition table) and to the sides (sides.py: a transition made by
 PUT/PATCH is its side's, as by its operation; other changes of a submitted referral Task are
 either side's, and keep its patient and sides), and a legal Task move made by PUT/PATCH gets
-the milestones and Provenance an operation would have given it. The operations themselves
-write through the unit of work (work.py), not through this hook."""
+the milestones and Provenance an operation would have given it. The referral's Appointment
+and the Slot it holds keep to the workflow as a consultation's do (REFERRAL, booking_guard.py).
+The operations themselves write through the unit of work (work.py), not through these hooks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ..errors import error
 from ..interactions.hooks import Change, Effect
 from ..interactions.search import find
 from ..model.resource import now
+from ..search import query as q
+from .booking_guard import Workflow, based_on, guard
 from .rules import (
     DRAFTED,
     check_request_change,
@@ -29,7 +32,7 @@ from .rules import (
 )
 from .sides import EITHER, TRANSITIONS
 from .transitions import TERMINAL, Transition, table_of
-from .work import Work, check_side, organization_of
+from .work import Work, check_side, organization_of, output, split
 
 
 def is_ours(resource: dict[str, Any]) -> bool:
@@ -132,3 +135,48 @@ def _keep_last_modified(before: dict[str, Any] | None, after: dict[str, Any]) ->
     if "lastModified" in before:
         kept["lastModified"] = before["lastModified"]
     return Effect(kept)
+
+
+def _referral_of(change: Change, appointment: dict[str, Any], rid: str) -> bool:
+    """Whether the Appointment is a referral's: based on a referral ServiceRequest, and named
+    by a referral Task of it (output appointment: ServiceRequest/$submit or Task/$accept booked
+    or attached it). An Appointment made by hand to be attached (a hold) is its writer's until
+    then. Tasks are searched without the caller's narrowing, as the Slot's holder is."""
+    for sr in based_on(change, appointment):
+        if not is_referral_request(sr):
+            continue
+        clause = q.parse_clause(change.services.registry, "Task", "focus",
+                                f"ServiceRequest/{sr['id']}")  # fmt: skip
+        for _, tid in change.session.match_ids(change.ctx.base_url, "Task", [clause], None):
+            found = change.session.current("Task", tid)
+            if found is None or found[1].json is None or found[1].deleted:
+                continue
+            task = orjson.loads(found[1].json)
+            if is_referral_task(task) and ("Appointment", rid) in map(
+                split, output(task, "appointment")
+            ):
+                return True
+    return False
+
+
+#: how the operations book, move and free a referral's Appointment (operations.py, T2-T19)
+BOOKED = "ServiceRequest/$submit or Task/$accept books the Slot"
+REFERRAL = Workflow(
+    name="referral",
+    owns=_referral_of,
+    kept={
+        "status": "Task/$accept books it, $check-in marks it arrived, $complete or $fail "
+                  "fulfils it, $cancel, $reject or $no-show ends it",
+        "start": f"it is the booked Slot's time ({BOOKED}); Task/$cancel or $reject frees it",
+        "end": f"it is the booked Slot's time ({BOOKED}); Task/$cancel or $reject frees it",
+        "minutesDuration": f"it is the booked Slot's time ({BOOKED}); Task/$cancel or $reject "
+                           "frees it",
+        "slot": f"{BOOKED}; Task/$cancel, $reject or $no-show frees it",
+        "participant": f"{BOOKED} for the patient with its Schedule's actors",
+        "basedOn": "a new referral is a new request",
+    },
+    makes="ServiceRequest/$submit or Task/$accept",
+    ends="Task/$cancel (the sender) or $reject (the receiving hospital)",
+    frees="Task/$cancel, $reject or $no-show frees it",
+)
+on_booking_write = guard(REFERRAL)
