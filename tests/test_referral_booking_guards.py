@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from test_consultation_guards import world  # noqa: F401  (the demo consortium, real tokens)
 from test_workflow import (
     CANCEL,
+    CS,
     booked,
     build_world,
     get,
@@ -50,18 +51,18 @@ def appointment_of(client: TestClient, task: str) -> Json:
     return get(client, output_ref(get(client, task), "appointment") or "")
 
 
-def clinic(world: Json, free: Json) -> Json:
+def clinic(sites: Json, free: Json) -> Json:
     """An ordinary Appointment of the patient in `free` (no referral's)."""
     return {"resourceType": "Appointment", "status": "booked",
             "start": free["start"], "end": free["end"],
             "slot": [{"reference": f"Slot/{free['id']}"}],
-            "participant": [{"actor": {"reference": world["patient"]},
+            "participant": [{"actor": {"reference": sites["patient"]},
                              "status": "accepted"}]}  # fmt: skip
 
 
 def test_a_referrals_appointment_moves_only_by_the_operations(client: TestClient) -> None:
-    world = build_world(client)
-    task, _, _ = booked(client, world)
+    sites = build_world(client)
+    task, _, _ = booked(client, sites)
     appointment = appointment_of(client, task)
     assert appointment["status"] == "booked"
     conflict(put(client, {**appointment, "start": "2031-05-01T01:00:00Z",
@@ -77,9 +78,9 @@ def test_a_referrals_appointment_moves_only_by_the_operations(client: TestClient
                            {"op": "add", "path": "/cancelationReason",
                             "value": {"text": "未到诊"}}])  # fmt: skip
     conflict(r, "Appointment.status", "$no-show")
-    conflict(put(client, {**appointment, "slot": [{"reference": slot(client, world)}]}),
+    conflict(put(client, {**appointment, "slot": [{"reference": slot(client, sites)}]}),
              "Appointment.slot", "$reject")  # fmt: skip
-    more = [*appointment["participant"], {"actor": {"reference": world["ra1"]},
+    more = [*appointment["participant"], {"actor": {"reference": sites["ra1"]},
                                           "status": "accepted"}]  # fmt: skip
     conflict(put(client, {**appointment, "participant": more}), "Appointment.participant",
              "$accept")  # fmt: skip
@@ -96,8 +97,8 @@ def test_a_referrals_appointment_moves_only_by_the_operations(client: TestClient
 
 
 def test_the_slot_a_referral_holds_is_not_freed_or_double_booked(client: TestClient) -> None:
-    world = build_world(client)
-    task, _, held = booked(client, world)
+    sites = build_world(client)
+    task, _, held = booked(client, sites)
     free = get(client, held)
     assert free["status"] == "busy"
     conflict(put(client, {**free, "status": "free"}), "Slot.status", "$cancel")
@@ -106,10 +107,10 @@ def test_the_slot_a_referral_holds_is_not_freed_or_double_booked(client: TestCli
     assert get(client, held)["status"] == "busy"
     assert put(client, {**free, "comment": "转诊预留"}).status_code == 200
     # another Appointment may not book it, whether created or changed to it
-    conflict(client.post("/fhir/Appointment", json=clinic(world, free)), "Appointment.slot[0]",
+    conflict(client.post("/fhir/Appointment", json=clinic(sites, free)), "Appointment.slot[0]",
              "$cancel")  # fmt: skip
-    other = get(client, slot(client, world))
-    made = client.post("/fhir/Appointment", json=clinic(world, other))
+    other = get(client, slot(client, sites))
+    made = client.post("/fhir/Appointment", json=clinic(sites, other))
     assert made.status_code == 201, made.text
     moved = {**made.json(), "slot": [*made.json()["slot"], {"reference": held}]}
     conflict(put(client, moved), "Appointment.slot[1]", "$cancel")
@@ -120,8 +121,8 @@ def test_the_slot_a_referral_holds_is_not_freed_or_double_booked(client: TestCli
 
 
 def test_once_the_referral_is_withdrawn_its_slot_may_be_booked_again(client: TestClient) -> None:
-    world = build_world(client)
-    task, _, held = booked(client, world)
+    sites = build_world(client)
+    task, _, held = booked(client, sites)
     appointment = appointment_of(client, task)
     bundle = ok(op(client, f"{task}/$cancel", CANCEL))  # T11: the operation frees the Slot
     assert in_bundle(bundle, "Appointment")[0]["status"] == "cancelled"
@@ -132,28 +133,28 @@ def test_once_the_referral_is_withdrawn_its_slot_may_be_booked_again(client: Tes
     reopened = {k: v for k, v in ended.items() if k != "cancelationReason"}  # app-4
     conflict(put(client, {**reopened, "status": "booked"}), "Appointment.status", "$accept")
     # a new referral books the Slot through its operation, and holds it in turn
-    again, _ = submit(client, referral(client, world), ref("slot", held))
+    again, _ = submit(client, referral(client, sites), ref("slot", held))
     assert appointment_of(client, again)["slot"] == [{"reference": held}]
-    conflict(client.post("/fhir/Appointment", json=clinic(world, get(client, held))),
+    conflict(client.post("/fhir/Appointment", json=clinic(sites, get(client, held))),
              "Appointment.slot[0]", "$cancel")  # fmt: skip
     ok(op(client, f"{again}/$cancel", CANCEL))
     # freed again, it is nobody's: a clinic may book it
-    made = client.post("/fhir/Appointment", json=clinic(world, get(client, held)))
+    made = client.post("/fhir/Appointment", json=clinic(sites, get(client, held)))
     assert made.status_code == 201, made.text
     assert put(client, {**get(client, held), "status": "busy"}).status_code == 200
 
 
 def test_the_operations_still_move_the_appointment_and_slot(client: TestClient) -> None:
-    world = build_world(client)
-    task, _, held = booked(client, world)
+    sites = build_world(client)
+    task, _, held = booked(client, sites)
     bundle = ok(op(client, f"{task}/$check-in"))  # T13: Appointment arrived
     assert in_bundle(bundle, "Appointment")[0]["status"] == "arrived"
     assert pair(get(client, task)) == ("in-progress", "arrived")
-    other, _, second = booked(client, world)
+    other, _, second = booked(client, sites)
     bundle = ok(op(client, f"{other}/$no-show"))  # T15: Appointment noshow, Slot freed
     assert in_bundle(bundle, "Appointment")[0]["status"] == "noshow"
     assert get(client, second)["status"] == "free"
-    third, _, last = booked(client, world)
+    third, _, last = booked(client, sites)
     reason = {"name": "reason", "valueCoding": {"code": "no-capacity", "system":
               "https://yilian.health/fhir/CodeSystem/yl-referral-rejection-reason"}}  # fmt: skip
     ok(op(client, f"{third}/$reject", reason))  # T10: Appointment cancelled, Slot freed
@@ -167,13 +168,13 @@ def test_an_appointment_made_to_be_attached_is_the_writers_until_the_referral_ta
 ) -> None:
     """Direct booking with an Appointment booked elsewhere (referral-model.md T2: `appointment`
     from a hold): made and changed by plain REST until $submit attaches it."""
-    world = build_world(client)
-    sr = referral(client, world)
-    free = get(client, slot(client, world))
-    hold = {**clinic(world, free), "status": "proposed", "basedOn": [{"reference": sr}]}
+    sites = build_world(client)
+    sr = referral(client, sites)
+    free = get(client, slot(client, sites))
+    hold = {**clinic(sites, free), "status": "proposed", "basedOn": [{"reference": sr}]}
     made = client.post("/fhir/Appointment", json=hold)
     assert made.status_code == 201, made.text
-    later = get(client, slot(client, world))
+    later = get(client, slot(client, sites))
     moved = {**made.json(), "start": later["start"], "end": later["end"],
              "slot": [{"reference": f"Slot/{later['id']}"}]}  # fmt: skip
     assert put(client, moved).status_code == 200
@@ -188,7 +189,7 @@ def test_an_appointment_made_to_be_attached_is_the_writers_until_the_referral_ta
 
 
 def test_hospital_users_cannot_cancel_or_double_book_a_referral_by_rest(
-    world: Json,  # noqa: F811
+    world: Json,  # noqa: F811  (the fixture imported above)
 ) -> None:
     """With real tokens in the demo consortium: the community doctor refers pat-001 to hz-first
     and books a Slot of its expert-1; neither hospital's user moves the booking by hand."""
@@ -213,3 +214,31 @@ def test_hospital_users_cannot_cancel_or_double_book_a_referral_by_rest(
     ok(op(receiving, f"{task}/$no-show"))
     assert appointment_of(receiving, task)["status"] == "noshow"
     assert get(receiving, held)["status"] == "free"
+
+
+def test_after_a_plain_task_transition_the_appointment_may_follow_the_task(
+    client: TestClient,
+) -> None:
+    """A referral cancelled by a plain PUT of its Task (T11, allowed like the operation) leaves
+    its Appointment alone; the Appointment may then be set by hand to what the consistency
+    table pairs with the Task (cancelled/withdrawn: cancelled, referral-model.md §2.5), which
+    frees its Slot for a plain write, but to nothing else."""
+    sites = build_world(client)
+    task, _, held = booked(client, sites)
+    withdrawn = {**get(client, task), "status": "cancelled",
+                 "businessStatus": {"coding": [{"system": f"{CS}yl-referral-business-status",
+                                                "code": "withdrawn"}]},
+                 "statusReason": {"text": "患者要求"}}  # fmt: skip
+    r = put(client, withdrawn)
+    assert r.status_code == 200, r.text
+    assert pair(r.json()) == ("cancelled", "withdrawn")
+    appointment = appointment_of(client, task)
+    assert appointment["status"] == "booked"  # a plain Task write touches nothing else
+    conflict(put(client, {**get(client, held), "status": "free"}), "Slot.status", "$cancel")
+    missed = {**appointment, "status": "noshow", "cancelationReason": {"text": "患者要求"}}
+    conflict(put(client, missed), "Appointment.status", "$no-show")
+    followed = put(client, {**missed, "status": "cancelled"})
+    assert followed.status_code == 200, followed.text
+    assert put(client, {**get(client, held), "status": "free"}).status_code == 200
+    made = client.post("/fhir/Appointment", json=clinic(sites, get(client, held)))
+    assert made.status_code == 201, made.text

@@ -4,8 +4,9 @@ make and move them in step with its Task, so a plain create, update, patch or de
 move the Appointment's status, re-time or re-book it, change its parties or delete it, or free,
 re-time or delete a Slot it holds, or book that Slot into another Appointment, is 409
 (business-rule) naming the element and the operation to use. What the workflow does not decide
-(a comment, a note, patientInstruction) may still be written. The operations write through
-their unit of work (work.py), not through these hooks."""
+(a comment, a note, patientInstruction) may still be written, and a workflow may let the
+status follow its Task (Workflow.agrees). The operations write through their unit of work
+(work.py), not through these hooks."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class Workflow:
     frees: str
     #: the operation that books another Slot, if any ("... books another")
     rebooks: str = ""
+    #: the Appointment statuses a plain write may set because the workflow's Task is already
+    #: in the matching state (a plain Task write made the transition); none by default
+    agrees: Callable[[Change, Json, str], tuple[str, ...]] = lambda *_: ()
 
 
 def is_linked(resource: Json) -> bool:
@@ -94,9 +98,12 @@ def _appointment(change: Change, flow: Workflow) -> None:
         conflict(f"A {flow.name}'s Appointment is not deleted; use {flow.ends}", "Appointment")
     if ours and before is not None and after is not None:
         for name, how in flow.kept.items():
-            if before.get(name) != after.get(name):
-                conflict(f"A {flow.name}'s Appointment.{name} is kept by plain writes: {how}",
-                          f"Appointment.{name}")  # fmt: skip
+            if before.get(name) == after.get(name) or (
+                name == "status" and after["status"] in flow.agrees(change, before, change.rid)
+            ):
+                continue
+            conflict(f"A {flow.name}'s Appointment.{name} is kept by plain writes: {how}",
+                     f"Appointment.{name}")  # fmt: skip
     had = {str(r.get("reference")) for r in (before or {}).get("slot") or []}
     for n, slot in enumerate((after or {}).get("slot") or []):
         if str(slot.get("reference")) not in had and _held(change, flow, slot, change.rid):

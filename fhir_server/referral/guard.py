@@ -137,11 +137,12 @@ def _keep_last_modified(before: dict[str, Any] | None, after: dict[str, Any]) ->
     return Effect(kept)
 
 
-def _referral_of(change: Change, appointment: dict[str, Any], rid: str) -> bool:
-    """Whether the Appointment is a referral's: based on a referral ServiceRequest, and named
-    by a referral Task of it (output appointment: ServiceRequest/$submit or Task/$accept booked
-    or attached it). An Appointment made by hand to be attached (a hold) is its writer's until
-    then. Tasks are searched without the caller's narrowing, as the Slot's holder is."""
+def _task_of(change: Change, appointment: dict[str, Any], rid: str) -> dict[str, Any] | None:
+    """The referral Task whose Appointment this is: based on a referral ServiceRequest, and
+    named by a referral Task of it (output appointment: ServiceRequest/$submit or Task/$accept
+    booked or attached it). An Appointment made by hand to be attached (a hold) is its
+    writer's until then. Tasks are searched without the caller's narrowing, as the Slot's
+    holder is."""
     for sr in based_on(change, appointment):
         if not is_referral_request(sr):
             continue
@@ -151,19 +152,40 @@ def _referral_of(change: Change, appointment: dict[str, Any], rid: str) -> bool:
             found = change.session.current("Task", tid)
             if found is None or found[1].json is None or found[1].deleted:
                 continue
-            task = orjson.loads(found[1].json)
+            task: dict[str, Any] = orjson.loads(found[1].json)
             if is_referral_task(task) and ("Appointment", rid) in map(
                 split, output(task, "appointment")
             ):
-                return True
-    return False
+                return task
+    return None
+
+
+#: Task (status, or status/businessStatus) -> the Appointment status the consistency table
+#: pairs with it (referral-model.md §2.5): what the operation would have set
+AGREES = {"accepted": "booked", "in-progress": "arrived", "completed": "fulfilled",
+          "failed/treatment-aborted": "fulfilled", "failed/no-show": "noshow",
+          "rejected": "cancelled", "cancelled": "cancelled",
+          "entered-in-error": "entered-in-error"}  # fmt: skip
+
+
+def _agrees(change: Change, appointment: dict[str, Any], rid: str) -> tuple[str, ...]:
+    """After a plain PUT/PATCH of the Task made a transition (which does not touch the
+    Appointment), the Appointment may follow by a plain write to the status its operation
+    would have given it, and so free its Slot."""
+    task = _task_of(change, appointment, rid)
+    if task is None:
+        return ()
+    status, business = pair_of(task)
+    found = AGREES.get(f"{status}/{business}") or AGREES.get(str(status))
+    return (found,) if found else ()
 
 
 #: how the operations book, move and free a referral's Appointment (operations.py, T2-T19)
 BOOKED = "ServiceRequest/$submit or Task/$accept books the Slot"
 REFERRAL = Workflow(
     name="referral",
-    owns=_referral_of,
+    owns=lambda change, appointment, rid: _task_of(change, appointment, rid) is not None,
+    agrees=_agrees,
     kept={
         "status": "Task/$accept books it, $check-in marks it arrived, $complete or $fail "
                   "fulfils it, $cancel, $reject or $no-show ends it",
