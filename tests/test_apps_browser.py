@@ -55,10 +55,11 @@ def test_the_referral_journey_through_the_apps_in_chromium(demo: str, tmp_path: 
     assert submitted["number"].startswith("ZZ")
     # the office's worklist showed it without a page load, and said so
     assert out["arrival"]["navigations"] == 0 and "新的转入申请" in out["arrival"]["notice"]
-    # the timeline: submitted, booked (pending review), booked (confirmed), arrived, completed,
-    # down-referred: the milestones of T2, T9, T13 and T17 (transitions.MILESTONES)
+    # the timeline: submitted, booked (pending review), decided (the review confirmed it),
+    # arrived, completed, down-referred: the milestones of T2, T9, T13 and T17
+    # (transitions.MILESTONES)
     timeline = out["completed"]["timeline"]
-    for step in ("已提交", "已预约", "已报到", "已完成", "已下转"):
+    for step in ("已提交", "已预约", "已决定", "已报到", "已完成", "已下转"):
         assert step in timeline, timeline
     # statistics of 杭州市第一人民医院: one more up-referral submitted and completed, one more
     # down-referral submitted (the one of the completion); nothing else moved meanwhile

@@ -308,6 +308,15 @@ def test_booking_pending_review_is_confirmed_by_accept(client: TestClient, world
     ok(op(client, f"{task}/$accept"))
     assert pair(get(client, task)) == ("accepted", "booked")
     assert activities(client, task) == ["confirm-booking", "submit-booked"]
+    # booked once, at submission; the review is the receiving hospital's decision
+    # (referral-model.md T9 by RD; yl-milestone decided: "accepted or rejected by the receiver")
+    assert milestones(get(client, task)) == ["submitted", "booked", "decided"]
+    # the statistics still date the decision at the booking (the earliest decided or booked,
+    # ServiceRequest/$referral-stats): booked at submission, 0 hours
+    found = client.get("/fhir/ServiceRequest/$referral-stats").json()
+    up = next(p for p in found["parameter"] if p["name"] == "up")
+    median = [p["valueDecimal"] for p in up["part"] if p["name"] == "medianHoursToDecision"]
+    assert median == [0]
 
 
 def test_claim_then_claim_again_is_refused_and_changes_nothing(

@@ -165,7 +165,7 @@ MILESTONES: dict[str, tuple[str, ...]] = {
     "provide-info": ("info-provided",),
     "accept": ("decided",),
     "assign-bed": ("bed-assigned",),
-    "confirm-booking": ("booked",),
+    "confirm-booking": ("decided",),  # the receiver's review of a booking it already has
     "reject": ("decided",),
     "redirect": ("decided",),
     "cancel": ("withdrawn",),
