@@ -6,15 +6,15 @@ signalling) lives in room/."""
 
 from __future__ import annotations
 
+from ..referral.booking_guard import is_linked
 from ..search.query import CareRelationship
 from ..services import Services
 from . import experts, guard, messages, operations, opinion, stats, sweep, transitions
-
-__all__ = ["register", "sweep"]
-from ..referral.booking_guard import is_linked
 from .codes import BUSINESS_SYSTEM
 from .operations import TASK_CODES
 from .rules import is_consultation_request
+
+__all__ = ["register", "sweep"]
 
 
 def register(services: Services) -> None:
