@@ -151,6 +151,26 @@ def test_rewriting_the_owner_element_does_not_take_a_resource_over(world: dict[s
     assert "would belong to Organization/xihu-people" in text
 
 
+def test_a_deleted_resources_id_stays_its_owners(world: dict[str, Any]) -> None:
+    """R4 http.html#update lets a PUT bring a deleted id back as its next version: for a shared
+    resource that is still its owner's write, or another hospital would take over the id and
+    the history behind it."""
+    hz, xihu = world["hz"], world["xihu"]
+    ward = {"resourceType": "Location", "id": "ward-hz-9", "name": "心内科九病区",
+            "status": "active", "managingOrganization": {"reference": "Organization/hz-first"}}
+    assert put(hz, ward).status_code == 201
+    assert hz.delete("/fhir/Location/ward-hz-9").status_code == 200
+    taken = {**ward, "name": "西湖区人民医院病区",
+             "managingOrganization": {"reference": "Organization/xihu-people"}}  # fmt: skip
+    text = refused(put(xihu, taken), "Location.managingOrganization")
+    assert "belongs to Organization/hz-first" in text
+    assert hz.get("/fhir/Location/ward-hz-9").status_code == 410  # still deleted
+    back = put(hz, ward)  # the owner may bring it back: version 3 (create, delete, this)
+    assert back.status_code == 201 and back.json()["meta"]["versionId"] == "3"
+    # a new id of its own stays free for anyone's new resource
+    assert put(xihu, {**taken, "id": "ward-xihu-9"}).status_code == 201
+
+
 def test_new_content_must_name_the_writers_organization(world: dict[str, Any]) -> None:
     hz, xihu = world["hz"], world["xihu"]
     bed = {"resourceType": "Location", "name": "心内科病区 20床", "status": "active"}

@@ -137,8 +137,24 @@ def check_written(
             f"The {rtype} written lies outside what the granted scopes permit ({interaction})"
         )
     if rtype in OWNER:  # a shared resource: its owner writes it (owner.py)
-        new = after if after is not None else _json(session.current(rtype, rid))
-        check_owner(session, ctx, services, rtype, rid, _json(before), new)
+        current = session.current(rtype, rid)
+        new = after if after is not None else _json(current)
+        old = _json(before) if before is not None else _before_deleted(session, current)
+        check_owner(session, ctx, services, rtype, rid, old, new)
+
+
+def _before_deleted(session: Session, current: tuple[Any, Stored] | None) -> dict[str, Any] | None:
+    """What a shared resource was before its delete, when a PUT brings its id back: still
+    its owner's, so no other hospital takes the id and its history over (a new resource gets
+    a new id). None for a resource never stored before."""
+    if current is None:
+        return None
+    stored = current[1]
+    for version in range(stored.version - 1, 0, -1):
+        found = _json(session.version(stored.type, stored.id, version))
+        if found is not None:
+            return found
+    return None
 
 
 def _json(found: Stored | tuple[Any, Stored] | None) -> dict[str, Any] | None:

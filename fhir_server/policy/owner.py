@@ -28,8 +28,9 @@ The old version is checked as well as the new one, so nobody takes a resource ov
 rewriting its owner element; an Organization's partOf changes only by someone at or above the
 old and the new parent (no hospital leaves the office's oversight or places itself
 elsewhere); an old version naming no owner (data from before this rule) may be claimed by any
-writer. New content must name an owner the writer may write for. Only users and patients are
-bound: system clients and anonymous callers (auth off) keep their rights.
+writer; a PUT bringing back a deleted id is checked against the version before its delete
+(enforce.check_written). New content must name an owner the writer may write for. Only users
+and patients are bound: system clients and anonymous callers (auth off) keep their rights.
 """
 
 from __future__ import annotations
