@@ -91,3 +91,43 @@ def test_one_batch_maps_the_good_messages_and_records_each_failure_alone(
     for provenance in hl7.search("Provenance?_count=50"):
         for target in provenance["target"]:
             hl7.read(target["reference"])  # each version it names exists
+
+
+def test_a_message_the_database_refuses_whole_is_recorded_and_the_others_go_on(
+    hl7_with: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure the database raises for the transaction as a whole (MongoDB aborts one on a
+    server error, say a document over 16 MB; a savepoint cannot keep the other messages): the
+    mapper writes the batch's messages one by one, the refused one ends in error with the
+    database's words, and the ones after it are mapped (before, the batch was tried again
+    for ever and nothing after it was mapped)."""
+    hl7 = hl7_with(hl7_map=False)
+    messages = [sample("adt_a01_admit.hl7"), sample("adt_a08_update.hl7"),
+                sample("oru_r01_cbc.hl7")]  # fmt: skip
+    for message in messages:
+        assert fields(hl7.send(message), "MSA")[1] == "AA"
+    [a08] = [r for r in hl7.inbox.search(CHANNEL) if r.message_id == "ADT20240302-0007"]
+    settle = hl7.inbox.settle
+
+    def aborting(seq: int, status: str, *args: Any, session: Any = None, **kw: Any) -> None:
+        if seq == a08.seq and session is not None:  # inside a transaction: it is undone
+            raise RuntimeError("Transaction aborted: BSONObjectTooLarge")
+        settle(seq, status, *args, session=session, **kw)
+
+    monkeypatch.setattr(hl7.inbox, "settle", aborting)
+    mapper = Mapper(hl7.services)
+    mapper.start()
+    try:
+        counts = hl7.wait_mapped()
+    finally:
+        mapper.stop()
+    assert counts["mapped"] == 2 and counts["error"] == 1
+    found = statuses(hl7)
+    assert found["ADT20240301-0001"] == ("mapped", None)
+    assert found["LIS20240302-000123"] == ("mapped", None)  # after the refused one
+    status, text = found["ADT20240302-0007"]
+    assert status == "error" and text is not None and "BSONObjectTooLarge" in text
+    # the A08's own transaction went back: the Patient is the A01's, version 1
+    [patient] = hl7.search("Patient?identifier=0001234567")
+    assert patient["meta"]["versionId"] == "1"
+    assert sorted(h["eventCoding"]["code"] for h in hl7.search("MessageHeader")) == ["A01", "R01"]

@@ -105,7 +105,9 @@ def write_batch(services: Services, planned: Sequence[tuple[Record, Plan | Err]]
                 urgent: threading.Event | None = None) -> list[Outcome]:  # fmt: skip
     """Write planned messages in one transaction, in order, for `budget` seconds at most, or
     until `urgent` is set (the listener waits to commit an arrival: it goes first); the
-    outcomes of those written (the others stay received). [] when the database is busy."""
+    outcomes of those written (the others stay received). [] when the database is busy. A
+    transaction the database refuses as a whole is tried again with the first message alone;
+    refused alone, that message is settled as an error."""
     outcomes: list[Outcome] = []
     try:
         with transaction(services, None) as session:  # the server's own writes, not REST
@@ -117,6 +119,17 @@ def write_batch(services: Services, planned: Sequence[tuple[Record, Plan | Err]]
     except FhirError as exc:  # 503: the lock stayed taken (by another process)
         log.warning("hl7v2 mapper: database busy, mapping later (%s)", exc)
         return []
+    except Exception as exc:  # the database undid the whole transaction (MongoDB aborts one
+        # on a server error; a savepoint cannot keep the others): the messages one by one
+        # then, so one the database refuses is recorded and the others go on
+        if len(planned) > 1:
+            log.warning("hl7v2 mapper: a batch failed (%s); writing its messages one by one",
+                        exc)  # fmt: skip
+            return write_batch(services, planned[:1], budget, urgent)
+        log.exception("hl7v2 message %s: the database refused its write", planned[0][0].seq)
+        record, err = planned[0][0], Err(207, f"database error while writing: "
+                                              f"{type(exc).__name__}: {exc}")  # fmt: skip
+        return [_failed(services, record, err, None)]
     for outcome in outcomes:
         if outcome.err is not None:
             log.warning("hl7v2 message %s not mapped: %s", outcome.seq, outcome.err)
@@ -140,10 +153,16 @@ def _write_one(session: Session, services: Services, record: Record, plan: Plan 
         except Exception as exc:  # rolled back by its savepoint; recorded, replayable
             log.exception("hl7v2 message %s: writing failed", seq)
             plan = Err(207, f"internal error while writing: {type(exc).__name__}: {exc}")
-    where = {"location": plan.location, "code": plan.code} if plan.location else {"code": plan.code}
-    inbox.settle(seq, "error", str(plan), {"err": where}, release=tells_sender(record.meta),
-                 session=session)  # fmt: skip
-    return Outcome(seq, "error", plan, awaited=awaited(record.meta))
+    return _failed(services, record, plan, session)
+
+
+def _failed(services: Services, record: Record, err: Err, session: Session | None) -> Outcome:
+    """Settle a message as not mapped (in `session`, or in a write of its own): kept, with
+    where and why, for a replay."""
+    where = {"location": err.location, "code": err.code} if err.location else {"code": err.code}
+    services.store.inbox.settle(record.seq, "error", str(err), {"err": where},
+                                release=tells_sender(record.meta), session=session)  # fmt: skip
+    return Outcome(record.seq, "error", err, awaited=awaited(record.meta))
 
 
 def process(services: Services, record: Record) -> Outcome | None:
