@@ -6,8 +6,10 @@ check-then-write sequences (conditional create, If-Match, transaction bundles) c
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +76,66 @@ class Stored:
 
 #: history order, newest first, made total: (last_updated, type, id, version) is unique
 HISTORY_ORDER = "last_updated DESC, type, id, version DESC"
+
+
+#: seconds the checkpointer lets commits gather before it copies the log back (one checkpoint
+#: for a burst of commits: each one fsyncs the log and the database)
+CHECKPOINT_DELAY = 0.05
+#: pages of write-ahead log past which a commit copies the log back itself (SQLite's
+#: automatic checkpoint), as every commit past 1,000 pages did before the Checkpointer: the
+#: log only starts anew once wholly copied back, which a checkpoint racing a busy writer never
+#: is, so a writer that never pauses would make it grow (4,000 pages: 16 MB)
+WAL_BOUND = 4000
+
+
+class Checkpointer:
+    """Copies the write-ahead log back into the database in a thread of its own, so that
+    commits seldom pay for it: SQLite's automatic checkpoint runs inside the commit that
+    takes the log past 1,000 pages, and the HL7 v2 mapper (~1,400 pages a commit) paid one at
+    every commit. Each commit pokes this thread, which runs a PASSIVE checkpoint (it never
+    waits for readers or writers) on a connection of its own; the commits' own checkpoint
+    waits until WAL_BOUND, where it bounds the log (and copies only what this thread has not
+    copied yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._due = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def poke(self) -> None:
+        """A commit happened: checkpoint soon (the thread starts on the first commit)."""
+        if self._thread is None or not self._thread.is_alive():
+            with self._start:
+                if (self._thread is None or not self._thread.is_alive()) and not self._stopping:
+                    self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                                    daemon=True)  # fmt: skip
+                    self._thread.start()
+        self._due.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._due.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._due.wait()
+                if self._stopping:
+                    return
+                time.sleep(CHECKPOINT_DELAY)
+                self._due.clear()
+                if self._stopping:  # stop() sets it before it pokes
+                    return
+                # an error: a checkpoint of another connection runs, and copies
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
 
 
 def _connect(path: Path, lock_timeout: float) -> sqlite3.Connection:
@@ -364,7 +426,9 @@ class SqliteStore:
         self.lock_timeout = lock_timeout
         self._writer = _connect(path, lock_timeout)
         migrate(self._writer)
+        self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND}")  # see Checkpointer
         self._lock = threading.Lock()
+        self._checkpointer = Checkpointer(path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
 
@@ -425,6 +489,7 @@ class SqliteStore:
                 if is_lock_error(exc):
                     raise lock_error(self.lock_timeout) from None
                 raise
+        self._checkpointer.poke()
 
     def unready(self) -> str | None:
         """Why the database cannot serve now, or None when it can: a fresh connection (never
@@ -444,5 +509,6 @@ class SqliteStore:
         return None
 
     def close(self) -> None:
+        self._checkpointer.stop()
         for conn in [self._writer, *self._readers]:
             conn.close()
