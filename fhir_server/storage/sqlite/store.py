@@ -7,6 +7,7 @@ check-then-write sequences (conditional create, If-Match, transaction bundles) c
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -86,6 +87,8 @@ CHECKPOINT_DELAY = 0.05
 #: log only starts anew once wholly copied back, which a checkpoint racing a busy writer never
 #: is, so a writer that never pauses would make it grow (4,000 pages: 16 MB)
 WAL_BOUND = 4000
+#: the checkpointing thread's nice value
+NICE = 10
 
 
 class Checkpointer:
@@ -121,6 +124,10 @@ class Checkpointer:
             self._thread.join()
 
     def _run(self) -> None:
+        # a lower priority (Linux: per thread): the copying waits while the writers and the
+        # listeners want the cores, and takes a core nobody uses
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             while True:
