@@ -10,7 +10,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,7 +102,7 @@ class Checkpointer:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._due = threading.Event()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
@@ -111,14 +110,15 @@ class Checkpointer:
         """A commit happened: checkpoint soon (the thread starts on the first commit)."""
         if self._thread is None or not self._thread.is_alive():
             with self._start:
-                if (self._thread is None or not self._thread.is_alive()) and not self._stopping:
+                if not (self._thread and self._thread.is_alive() or self._stopping.is_set()):
                     self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
                                                     daemon=True)  # fmt: skip
                     self._thread.start()
         self._due.set()
 
     def stop(self) -> None:
-        self._stopping = True
+        """Stop the thread, at once (a checkpoint under way ends first)."""
+        self._stopping.set()
         self._due.set()
         if self._thread is not None:
             self._thread.join()
@@ -132,11 +132,10 @@ class Checkpointer:
         try:
             while True:
                 self._due.wait()
-                if self._stopping:
+                if self._stopping.wait(CHECKPOINT_DELAY):
                     return
-                time.sleep(CHECKPOINT_DELAY)
                 self._due.clear()
-                if self._stopping:  # stop() sets it before it pokes
+                if self._stopping.is_set():  # stop() sets it before it pokes
                     return
                 # an error: a checkpoint of another connection runs, and copies
                 with contextlib.suppress(sqlite3.Error):
