@@ -106,14 +106,18 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
+    def start(self) -> None:
+        """The thread (again in a forked child, where it did not survive)."""
+        with self._start:
+            if not (self._thread and self._thread.is_alive() or self._stopping.is_set()):
+                self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+
     def poke(self) -> None:
-        """A commit happened: checkpoint soon (the thread starts on the first commit)."""
+        """A commit happened: checkpoint soon."""
         if self._thread is None or not self._thread.is_alive():
-            with self._start:
-                if not (self._thread and self._thread.is_alive() or self._stopping.is_set()):
-                    self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
-                                                    daemon=True)  # fmt: skip
-                    self._thread.start()
+            self.start()
         self._due.set()
 
     def stop(self) -> None:
@@ -435,6 +439,7 @@ class SqliteStore:
         self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND}")  # see Checkpointer
         self._lock = threading.Lock()
         self._checkpointer = Checkpointer(path)
+        self._checkpointer.start()  # one thread a store, for its lifetime
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
 
