@@ -28,9 +28,10 @@ def test_the_log_stays_bounded_while_a_writer_never_pauses(tmp_path: Path) -> No
                 [Arrival("hl7v2", "S/A", f"M{n}", "2024-01-01T00:00:00Z", None, "ADT^A01", raw)]
             )
         pages = (tmp_path / "w.db-wal").stat().st_size // FRAME
-        # past the bound a commit copies the rest back itself and the log starts anew: one
-        # transaction past the bound at most, far from the 20,000 pages written
-        assert pages < WAL_BOUND + 1_000, pages
+        # past the bound a commit copies the rest back itself and the log starts anew (the
+        # first commit that finds no checkpoint of the thread under way: on a loaded machine
+        # some transactions later), far from the 20,000 pages written
+        assert pages < 2 * WAL_BOUND, pages
         assert len(store.inbox.waiting("hl7v2", "received", after=0, limit=500)) == 200
     finally:
         store.close()
