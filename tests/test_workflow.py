@@ -271,6 +271,22 @@ def test_submit_creates_the_task_owned_by_the_target_and_activates_the_request(
     assert again.json()["issue"][0]["code"] == "business-rule"
 
 
+def test_referrals_submitted_together_get_numbers_of_their_own(
+    client: TestClient, world: Json
+) -> None:
+    """The 转诊单号 (referral-number identifier) names one referral: the patient app and the
+    check-in find a referral by it, so three submitted within a second differ."""
+    numbers = set()
+    for _ in range(3):
+        sr = referral(client, world)
+        submit(client, sr)
+        [number] = [i["value"] for i in get(client, sr)["identifier"]
+                    if i["system"].endswith("/sid/referral-number")]  # fmt: skip
+        assert number.startswith("ZZ")
+        numbers.add(number)
+    assert len(numbers) == 3
+
+
 def test_submit_with_slot_books_directly(client: TestClient, world: Json) -> None:
     task_ref, sr, free = booked(client, world)
     task = get(client, task_ref)

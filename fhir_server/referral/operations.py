@@ -112,11 +112,13 @@ def existing_draft(work: Work, sr: Json) -> Json | None:
 
 
 def number(work: Work, sr: Json) -> None:
-    """Give a submitted SR its 转诊单号 when it has none (yl-sr-6)."""
+    """Give a submitted SR its 转诊单号 when it has none (yl-sr-6): the day and the id's last 8
+    characters (a server id's random end: its start is the time, shared by the ids of a
+    minute)."""
     system = REFERRAL_NUMBER
     if any(i.get("system") == system for i in sr.get("identifier") or []):
         return
-    value = f"ZZ{work.at[:10].replace('-', '')}-{sr['id'][:8]}"
+    value = f"ZZ{work.at[:10].replace('-', '')}-{sr['id'][-8:]}"
     sr.setdefault("identifier", []).append({"system": system, "value": value})
 
 
