@@ -17,6 +17,7 @@ from conftest import make_services
 from fastapi.testclient import TestClient
 from smart import PASSWORD, REDIRECT, auth_of
 from test_policy_consortium import APP, login
+from test_policy_owner import get, put
 
 from fhir_server.app import build_app, load_demo
 from fhir_server.auth import admin
@@ -70,17 +71,6 @@ def consult(inviting: TestClient, slot: str | None = SLOT) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def booked(world: dict[str, Any]) -> dict[str, Any]:
     return consult(world["inviting"])
-
-
-def get(c: TestClient, path: str) -> dict[str, Any]:
-    r = c.get(f"/fhir/{path}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def put(c: TestClient, resource: dict[str, Any]) -> Any:
-    return c.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
 
 
 def conflict(r: Any, expression: str, operation: str) -> None:

@@ -12,7 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from test_consultation_guards import world  # noqa: F401  (the demo consortium, real tokens)
+from test_consultation_guards import (
+    conflict,
+    put,
+    world,  # noqa: F401  (the demo consortium, real tokens)
+)
 from test_workflow import (
     CANCEL,
     CS,
@@ -33,18 +37,6 @@ from test_workflow import (
 
 Json = dict[str, Any]
 PATCH = {"Content-Type": "application/json-patch+json"}
-
-
-def put(c: TestClient, resource: Json) -> Any:
-    return c.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
-
-
-def conflict(r: Any, expression: str, operation: str) -> None:
-    """409 business-rule naming the element and the operation to use instead."""
-    assert r.status_code == 409, r.text
-    issue = r.json()["issue"][0]
-    assert issue["code"] == "business-rule" and issue["expression"] == [expression], issue
-    assert operation in issue["diagnostics"], issue["diagnostics"]
 
 
 def appointment_of(client: TestClient, task: str) -> Json:
