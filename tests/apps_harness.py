@@ -80,6 +80,26 @@ def launch(db: Path, user: str, patient: str) -> str:
     return out.getvalue().strip().splitlines()[-1]
 
 
+def journey_config(demo: str, tmp_path: Path, fresh: str) -> dict[str, Any]:
+    """What every apps journey starts from: the served demo, an EHR launch of the workbench
+    for the community doctor on pat-001, the password and where the screenshots go (their
+    old ones matching `fresh` removed). Fails where the browser is missing but required."""
+    from test_browser_smart import _missing
+
+    missing = _missing()
+    if missing is not None:  # reached only where it is required (CI)
+        pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob(fresh):
+        if old.is_file():
+            old.unlink()
+    return {
+        "origin": demo.removesuffix("/fhir"), "iss": demo,
+        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
+        "password": DEMO_PASSWORD, "shots": str(SCREENSHOTS),
+    }  # fmt: skip
+
+
 def journey(script: str, config: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run tests/browser/`script` with `config`; what it reported (its last stdout line).
     Its whole output is kept beside the screenshots, for a failure."""

@@ -13,11 +13,10 @@ Runs when Chromium and tests/browser/node_modules are present (CI: FHIR_SERVER_B
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from apps_harness import SCREENSHOTS, assert_screens, journey, launch
+from apps_harness import assert_screens, journey, journey_config
 from test_browser_smart import REQUIRED, _missing
 
 pytestmark = [
@@ -29,16 +28,8 @@ pytestmark = [
 
 
 def test_the_referral_journey_through_the_apps_in_chromium(demo: str, tmp_path: Path) -> None:
-    missing = _missing()
-    if missing is not None:
-        pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    config = {
-        "origin": demo.removesuffix("/fhir"), "iss": demo,
-        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
-        "password": "demo-password", "shots": str(SCREENSHOTS), "department": "心血管内科",
-        "hiddenPatient": "pat-no-such",
-    }  # fmt: skip
+    config = {**journey_config(demo, tmp_path, "*"), "department": "心血管内科",
+              "hiddenPatient": "pat-no-such"}  # fmt: skip
     out = journey("apps.mjs", config, timeout=240)
 
     # the EHR launch opened the workbench on the EMR's patient (the demo's 彭静, pat-001)

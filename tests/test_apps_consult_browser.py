@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 import pytest
-from apps_harness import SCREENSHOTS, assert_screens, journey, launch
+from apps_harness import assert_screens, journey, journey_config
 from test_browser_smart import REQUIRED, _missing
 
 pytestmark = [
@@ -33,17 +33,7 @@ pytestmark = [
 def test_a_consultation_from_request_to_signed_opinion_in_chromium(
     demo: str, tmp_path: Path
 ) -> None:
-    missing = _missing()
-    if missing is not None:
-        pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*consult-*.png"):
-        old.unlink()
-    config = {
-        "origin": demo.removesuffix("/fhir"), "iss": demo,
-        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
-        "password": "demo-password", "shots": str(SCREENSHOTS), "patient": "pat-001",
-    }  # fmt: skip
+    config = {**journey_config(demo, tmp_path, "*consult-*.png"), "patient": "pat-001"}
     out = journey("consult.mjs", config, timeout=300)
 
     # the form checks before sending: nothing was filled in

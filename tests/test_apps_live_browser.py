@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apps_harness import ROOT, SCREENSHOTS, assert_screens, journey, launch
+from apps_harness import ROOT, assert_screens, journey, journey_config
 from test_browser_smart import REQUIRED, _missing
 
 pytestmark = [
@@ -27,17 +27,7 @@ pytestmark = [
 def test_new_work_reaches_the_open_screens_by_websocket_in_chromium(
     demo: str, tmp_path: Path
 ) -> None:
-    missing = _missing()
-    if missing is not None:
-        pytest.fail(f"BROWSER TEST REQUIRED but cannot run: {missing}")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*live-*.png"):
-        old.unlink()
-    config = {
-        "origin": demo.removesuffix("/fhir"), "iss": demo,
-        "launch": launch(tmp_path / "demo.db", "dr-hubin-chc", "Patient/pat-001"),
-        "password": "demo-password", "shots": str(SCREENSHOTS), "department": "心血管内科",
-    }  # fmt: skip
+    config = {**journey_config(demo, tmp_path, "*live-*.png"), "department": "心血管内科"}
     out = journey("apps-live.mjs", config, timeout=300)
 
     # the office's worklist and its phone's 通知 showed the new referral without a page load,
