@@ -2,8 +2,11 @@
 then never waits for the mapper's Python work (one interpreter lock per process), so ACKs keep
 their pace while messages are mapped. The child runs the same Mapper (worker.py) on Services
 it opens itself; the two processes share the wake, urgent and stop events, and the child sends
-back the outcomes an ACK waits for over a pipe. The database is the only state they share: a
-message is mapped by whichever process runs, after any restart."""
+back the outcomes an ACK waits for over a pipe. The messages are planned (decoded, parsed,
+mapped, validated: worker.planned_after) in a third process, which the mapper asks over a pipe
+of their own: planning and writing each have an interpreter, so they run on two cores at once.
+The database is the only state they share: a message is mapped by whichever process runs,
+after any restart."""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 from fhir_server.plugins import Opener
+from fhir_server.services import Services
 from fhir_server.settings import Settings
 
-from .worker import Mapper, Outcome
+from .worker import Mapper, Outcome, Planner, planned_after
 
 log = logging.getLogger("integrations.hl7v2")
 _SPAWN = multiprocessing.get_context("spawn")
@@ -36,16 +41,22 @@ class MapperProcess:
         #: set once the child has opened its Services and maps
         self.ready = threading.Event()
         self._conn, child_conn = _SPAWN.Pipe()
+        asks, answers = _SPAWN.Pipe()
         self._process = _SPAWN.Process(
             target=_child, name="hl7v2-mapper", daemon=True,
-            args=(settings, opener, child_conn, self._wake, self.urgent, self._stop),
+            args=(settings, opener, child_conn, asks, self._wake, self.urgent, self._stop),
         )  # fmt: skip
-        self._child_conn = child_conn
+        self._planner = _SPAWN.Process(target=_planner, name="hl7v2-planner", daemon=True,
+                                       args=(settings, opener, answers))  # fmt: skip
+        #: the children hold these ends: EOF at the other end once a child is gone
+        self._child_ends = (child_conn, asks, answers)
         self._reader = threading.Thread(target=self._read, name="hl7v2-outcomes", daemon=True)
 
     def start(self) -> None:
+        self._planner.start()
         self._process.start()
-        self._child_conn.close()  # the child holds its end: EOF here once it is gone
+        for end in self._child_ends:
+            end.close()
         self._reader.start()
 
     def wake(self) -> None:
@@ -58,6 +69,9 @@ class MapperProcess:
         if self._process.is_alive():  # stuck: its transaction rolls back, the inbox keeps all
             self._process.terminate()
             self._process.join(5)
+        self._planner.join(5)  # it ends when the mapper's end of their pipe closes
+        if self._planner.is_alive():
+            self._planner.terminate()
         self._reader.join(5)
 
     def _read(self) -> None:
@@ -77,13 +91,10 @@ class MapperProcess:
                       "inbox until the listener restarts", self._process.exitcode)  # fmt: skip
 
 
-def _child(settings: Settings, opener: Opener, conn: Connection, wake: Any, urgent: Any,
-           stop: Any) -> None:  # fmt: skip
+def _child(settings: Settings, opener: Opener, conn: Connection, asks: Connection, wake: Any,
+           urgent: Any, stop: Any) -> None:  # fmt: skip
     """The child's body: map until `stop` is set or the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")  # fmt: skip
-    services = opener(settings)
+    services = _open(settings, opener)
     lock = threading.Lock()  # the mapper thread and this one both write to the pipe
 
     def send(item: object) -> None:
@@ -94,7 +105,7 @@ def _child(settings: Settings, opener: Opener, conn: Connection, wake: Any, urge
         if result.awaited:  # only what an ACK waits for crosses the pipe
             send(result)
 
-    mapper = Mapper(services, outcome, wake=wake, urgent=urgent)
+    mapper = Mapper(services, outcome, wake=wake, urgent=urgent, plan=_asking(asks, services))
     mapper.start()
     send("ready")
     parent = multiprocessing.parent_process()
@@ -106,3 +117,47 @@ def _child(settings: Settings, opener: Opener, conn: Connection, wake: Any, urge
         mapper.stop()
         services.close()
         conn.close()
+        asks.close()
+
+
+def _open(settings: Settings, opener: Opener) -> Services:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")  # fmt: skip
+    return opener(settings)
+
+
+def _asking(asks: Connection, services: Services) -> Planner:
+    """Plans from the planning process; made here if it is gone (no message waits for it)."""
+    here = partial(planned_after, services)
+    gone = False
+
+    def plan(after: int) -> list[Any]:
+        nonlocal gone
+        if not gone:
+            try:
+                asks.send(after)
+                answer: list[Any] = asks.recv()
+                return answer
+            except (EOFError, OSError):
+                log.error("hl7v2: the planning process ended; planning in the mapper's")
+                gone = True
+        return here(after)
+
+    return plan
+
+
+def _planner(settings: Settings, opener: Opener, answers: Connection) -> None:
+    """The planning process's body: a plan for each seq the mapper sends, until its end of
+    the pipe closes (the mapper stopped, or is gone with the parent)."""
+    services = _open(settings, opener)
+    try:
+        while True:
+            try:
+                after = answers.recv()
+            except (EOFError, OSError):
+                break
+            answers.send(planned_after(services, after))
+    finally:
+        services.close()
+        answers.close()

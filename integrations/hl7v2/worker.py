@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.context import RequestContext
@@ -172,15 +173,32 @@ def process(services: Services, record: Record) -> Outcome | None:
     return outcomes[0] if outcomes else None
 
 
+def planned_after(services: Services, after: int) -> list[tuple[Record, Plan | Err]]:
+    """The next received messages after seq `after`, each with its plan."""
+    try:
+        waiting = services.store.inbox.waiting(CHANNEL, "received", after=after, limit=BATCH)
+    except Exception:
+        log.exception("hl7v2 mapper: cannot read the inbox")
+        return []
+    return [(record, plan_of(services, record)) for record in waiting]
+
+
+#: how the mapper gets the plans of the messages after a seq (planned_after, here or in a
+#: process of its own)
+Planner = Callable[[int], list[tuple["Record", Plan | Err]]]
+
+
 class Mapper:
     """The mapping thread. `wake()` after a commit; it also looks every second (messages a
     `hl7 listen --receive-only` process received, or that waited for a busy database). In a
     process of its own (mapper_process.py) `wake` and `urgent` are the listener's, shared
-    between the processes."""
+    between the processes, and `plan` asks the planning process."""
 
     def __init__(self, services: Services, on_outcome: Callable[[Outcome], None] | None = None,
-                 wake: Any = None, urgent: Any = None) -> None:  # fmt: skip
+                 wake: Any = None, urgent: Any = None, plan: Planner | None = None
+                 ) -> None:  # fmt: skip
         self.services = services
+        self._plan = plan or partial(planned_after, services)
         self.on_outcome = on_outcome
         self._wake = wake or threading.Event()
         self._stop = threading.Event()
@@ -210,9 +228,10 @@ class Mapper:
                 self._stop.wait(1.0)
 
     def _map(self) -> None:
-        """Write batches in arrival order; the next batch is planned meanwhile, in the
-        planning thread (SQLite releases the interpreter lock while it writes, so the
-        planning's Python work overlaps the writing's on a second core)."""
+        """Write batches in arrival order; the next batch is planned meanwhile, by the
+        planning thread (which waits for the planning process, where there is one: the
+        planning's Python work then runs on a second core, not under this interpreter's
+        lock)."""
         after = 0  # the last message planned
         planned: list[tuple[Record, Plan | Err]] = []
         ahead: Future[list[tuple[Record, Plan | Err]]] | None = None
@@ -243,13 +262,3 @@ class Mapper:
                     self._stop.wait(PAUSE)
             else:
                 self._stop.wait(PAUSE)
-
-    def _plan(self, after: int) -> list[tuple[Record, Plan | Err]]:
-        """The next received messages after seq `after`, each with its plan."""
-        try:
-            waiting = self.services.store.inbox.waiting(CHANNEL, "received", after=after,
-                                                        limit=BATCH)  # fmt: skip
-        except Exception:
-            log.exception("hl7v2 mapper: cannot read the inbox")
-            return []
-        return [(record, plan_of(self.services, record)) for record in waiting]
