@@ -19,8 +19,11 @@ import httpx
 import pytest
 from conftest import _TEMPLATE
 
+from fhir_server.app import open_services
 from fhir_server.cli import main
+from fhir_server.interactions.reindex import reindex
 from fhir_server.services import Parts
+from fhir_server.settings import Settings
 from integrations.hl7v2 import mllp
 
 SAMPLES = Path(__file__).resolve().parent.parent / "integrations" / "hl7v2" / "samples"
@@ -207,3 +210,51 @@ def test_check_validates_with_hl7apy_and_keeps_z_segments(
     assert "ZLB|1|迈瑞BC-6800|急诊 kept as sent" in out and "oru_r01_cbc.hl7: valid" in out
     assert main(["hl7", "check", str(SAMPLES / "malformed.hl7")]) == 1
     assert "does not start with an MSH segment" in capsys.readouterr().out
+
+
+def stored_rows(database: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every index and text row, by the resource it belongs to (type, id), not its row id."""
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for table in ("string", "token", "reference", "date", "number", "quantity", "uri"):
+        rows = query(database, f"SELECT r.type, r.id, i.* FROM idx_{table} i "
+                               "JOIN resource r ON r.rid = i.rid")  # fmt: skip
+        out[table] = sorted(((t, i, *rest[1:]) for t, i, *rest in rows), key=repr)
+    out["text"] = sorted(query(database, "SELECT r.type, r.id, f.narrative, f.content FROM "
+                                         "fulltext f JOIN resource r ON r.rid = f.rowid"),
+                         key=repr)  # fmt: skip
+    return out
+
+
+def test_the_rows_planned_before_the_ids_are_those_a_reindex_makes(
+    database: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The planning process indexes a new resource before its references have ids (all but
+    the parameters that follow references); the rows stored must be exactly those the write
+    path makes from the stored resource, which `reindex` does."""
+    port = free_port()
+    listener = start("hl7", "listen", "--port", str(port), "--database", str(database))
+    processes.append(listener)
+    wait_port(port, listener)
+    files = sorted(str(f) for f in SAMPLES.glob("*.hl7"))
+    sent = subprocess.run([sys.executable, "-m", "fhir_server.cli", "hl7", "send", "--port",
+                           str(port), *files], capture_output=True, timeout=120)  # fmt: skip
+    assert sent.returncode in (0, 1), sent.stderr  # malformed.hl7 is refused (AR)
+    deadline = time.time() + 60
+    while query(database, "SELECT count(*) FROM inbox WHERE status = 'received'") != [(0,)]:
+        assert time.time() < deadline, "not mapped in a minute"
+        time.sleep(0.1)
+    listener.terminate()
+    assert listener.wait(20) == 0
+    mapped = stored_rows(database)
+    # not a comparison of nothing: the ORU's Observations, by their references and values
+    observation = [r for r in mapped["reference"] if r[0] == "Observation"]
+    assert {r[3] for r in observation} >= {"patient", "subject", "encounter"}
+    assert any(r[0] == "Observation" and r[3] == "value-quantity" for r in mapped["quantity"])
+
+    services = open_services(Settings(database=database))
+    try:
+        for (rtype,) in query(database, "SELECT DISTINCT type FROM resource"):
+            reindex(services, str(rtype))
+    finally:
+        services.close()
+    assert stored_rows(database) == mapped

@@ -25,6 +25,7 @@ from ..model.validate import Validated, check_depth
 from ..policy.enforce import authorize, check_instance, check_written
 from ..policy.owner import OWNER, check_owner
 from ..search.composite import composite_rows
+from ..search.early import Early, all_rows
 from ..search.fulltext import content_text, narrative_text
 from ..search.index import index_rows
 from ..services import Services
@@ -54,12 +55,19 @@ def prepare(
     version: int,
     stamp: str,
     method: str,
+    early: Early | None = None,
 ) -> Version:
     """Everything a write needs that does not need the database: the stored JSON with its
-    meta, and the index rows. Pure, so it can run before the write lock is taken."""
+    meta, and the index rows (those in `early` computed before, of this resource but for its
+    references). Pure, so it can run before the write lock is taken."""
     if resource is None:
         return Version(Stored(rtype, rid, version, stamp, True, None, method), {}, None, {})
     body = with_meta(resource, rid, version, stamp)
+    if early is not None:
+        index, composite = all_rows(rtype, body, services.registry, early)
+        text = (narrative_text(body), early.content)
+        return Version(Stored(rtype, rid, version, stamp, False, dumps(body), method), index,
+                       text, composite)  # fmt: skip
     return Version(
         Stored(rtype, rid, version, stamp, False, dumps(body), method),
         index_rows(rtype, body, services.registry),
@@ -139,16 +147,20 @@ def create_many(
     services: Services,
     ctx: RequestContext,
     creates: list[tuple[str, str, Validated]],
+    early: list[Early | None] | None = None,
 ) -> list[Stored]:
     """New resources (type, new id, body) written together: each authorized and passed
     through the write hooks as one create is, then all saved at once (one statement per
     table for the lot: a write's cost is mostly per statement) and checked. The hooks of one
-    see none of the others stored yet. Each has its own stamp, so they sort in order."""
+    see none of the others stored yet. Each has its own stamp, so they sort in order.
+    `early`: per create, its rows computed before (search/early.py), used unless a hook
+    changed the resource."""
     versions = []
-    for rtype, rid, resource in creates:
+    for n, (rtype, rid, resource) in enumerate(creates):
         authorize(ctx, services, "create", rtype)
         hooked = _hooked(Change(session, services, ctx, "POST", rtype, rid, None, resource))
-        versions.append(prepare(services, rtype, rid, hooked, 1, now(), "POST"))
+        before = early[n] if early and hooked == resource else None
+        versions.append(prepare(services, rtype, rid, hooked, 1, now(), "POST", before))
     session.save_many([(None, v) for v in versions])
     for rtype, rid, _ in creates:
         check_written(session, ctx, services, "create", rtype, rid)

@@ -60,12 +60,23 @@ def _plan(rtype: str, registry: Registry) -> list[tuple[str, list[Focus]]]:
     return plan
 
 
+def composite_codes(rtype: str, registry: Registry) -> frozenset[str]:
+    """The composite parameters indexed for a type."""
+    return frozenset(code for code, _ in _plan(rtype, registry))
+
+
 def composite_rows(
-    rtype: str, resource: dict[str, Any], registry: Registry
+    rtype: str,
+    resource: dict[str, Any],
+    registry: Registry,
+    codes: frozenset[str] | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows (param$j, *values, group) per component table, for the grouped index inserts."""
+    """Rows (param$j, *values, group) per component table, for the grouped index inserts;
+    only those of the parameters `codes` when given."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     for code, foci in _plan(rtype, registry):
+        if codes is not None and code not in codes:
+            continue
         group = 0
         for element, extractors in foci:
             if element is None:

@@ -18,6 +18,7 @@ from fhir_server.interactions.search import find
 from fhir_server.model import literal
 from fhir_server.model.resource import now, without_stamps
 from fhir_server.model.validate import Validated
+from fhir_server.search.early import Early
 from fhir_server.services import Services
 
 from .ack import Err
@@ -46,7 +47,7 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
             found = _identify(session, services, ctx, plan)
             ids = {key: ref for key, (ref, _) in found.items()}
             changed: dict[str, str] = {}  # op key -> its new version
-            creates: list[tuple[str, str, Validated]] = []
+            creates: list[tuple[str, str, Validated, Early | None]] = []
             for op in plan.ops:
                 ref, stored = found[op.key]
                 if ref is None:  # mode `existing` and nothing stored: nothing to change
@@ -61,12 +62,13 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                     applied.written.append(version)
             targets = [changed[op.key] for op in plan.ops if op.provenance and op.key in changed]
             if targets:
-                creates.append(_provenance(services, plan.provenance, targets, ids))
+                creates.append((*_provenance(services, plan.provenance, targets, ids), None))
             if plan.activity and set(changed) & set(plan.activity_targets):
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
-                creates.append(_provenance(services, plan.activity, both, ids))
-            write.create_many(session, services, ctx, creates)
+                creates.append((*_provenance(services, plan.activity, both, ids), None))
+            write.create_many(session, services, ctx, [c[:3] for c in creates],
+                              [c[3] for c in creates])  # fmt: skip
     except FhirError as exc:
         raise mapping_error(exc) from None
     return applied
@@ -122,13 +124,16 @@ def _survivor(session: Session, rtype: str, rid: str, stored: dict[str, Any]
 
 def _write(session: Session, services: Services, ctx: RequestContext, op: Op, ref: str,
            stored: dict[str, Any] | None, ids: dict[str, str | None], validated: bool,
-           creates: list[tuple[str, str, Validated]]) -> str | None:  # fmt: skip
+           creates: list[tuple[str, str, Validated, Early | None]]) -> str | None:  # fmt: skip
     """Update one resource, or add its create to `creates`; its new version reference, None
     when unchanged. A new resource the worker validated before the write lock (`validated`,
     placeholders in its references) is the same resource with the references' strings
-    replaced and an id: still valid, so it is not validated again under the lock; a merged
-    one always is. A fixed id (the MessageHeader's) may have been deleted over REST: it is
-    written as a PUT is, update-as-create continuing its versions (http.html#update)."""
+    replaced and an id: still valid, so it is not validated again under the lock, and the
+    index rows no reference decides, which the worker computed too (`op.early`), stand when
+    every placeholder has its target (else `resolve` leaves objects out); a merged one is
+    validated and indexed again. A fixed id (the MessageHeader's) may have been deleted over
+    REST: it is written as a PUT is, update-as-create continuing its versions
+    (http.html#update)."""
     rtype, rid = ref.split("/", 1)
     body = resolve_fast(op.resource, ids)
     if stored is not None:
@@ -136,7 +141,8 @@ def _write(session: Session, services: Services, ctx: RequestContext, op: Op, re
     body["id"] = rid
     resource = Validated(body) if validated and stored is None else services.validator(body)
     if stored is None and (op.rid is None or session.current(rtype, rid) is None):
-        creates.append((rtype, rid, resource))
+        exact = validated and None not in ids.values()
+        creates.append((rtype, rid, resource, op.early if exact else None))
         return f"{ref}/_history/1"
     result = write.update(session, services, ctx, rtype, rid, resource)
     assert result.stored is not None

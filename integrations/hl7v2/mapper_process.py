@@ -10,6 +10,7 @@ after any restart."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -121,10 +122,18 @@ def _child(settings: Settings, opener: Opener, conn: Connection, asks: Connectio
 
 
 def _open(settings: Settings, opener: Opener) -> Services:
+    """A child's Services. Their objects (the definitions, the validator's structures: some
+    200,000) live as long as the process, so they are frozen out of the cyclic collector's
+    reach: otherwise each full collection walks them all again, and the plans crossing the pipe
+    (thousands of objects a message) set off many; unpickling a message cost 1 ms then, 0.2 ms
+    frozen."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")  # fmt: skip
-    return opener(settings)
+    services = opener(settings)
+    gc.collect()
+    gc.freeze()
+    return services
 
 
 def _asking(asks: Connection, services: Services) -> Planner:

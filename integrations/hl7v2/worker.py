@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions.hooks import transaction
+from fhir_server.search.early import early_rows
 from fhir_server.services import Services
 
 from .ack import Err
@@ -82,14 +83,15 @@ def tells_sender(meta: dict[str, Any]) -> bool:
 
 
 def plan_of(services: Services, record: Record) -> Plan | Err:
-    """The message's plan, its resources validated (no database, no lock), or why there is
-    none."""
+    """The message's plan, its resources validated and their early index rows computed (no
+    database, no lock), or why there is none."""
     try:
         decoded = decode(record.raw, services.settings.hl7_charset)
         message = Message.parse(decoded.text, decoded.codec)
         plan = map_message(message, header(message, decoded.declared), services.settings)
         for op in plan.ops:
             services.validator(op.resource)
+            op.early = early_rows(op.rtype, op.resource, services.registry)
         plan.validated = True
         return plan
     except MappingError as exc:

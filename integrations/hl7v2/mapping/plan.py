@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from ..ack import Err
+
+if TYPE_CHECKING:  # typing only: the planner's rows travel with the plan
+    from fhir_server.search.early import Early
 
 PLACEHOLDER = "urn:hl7v2:"
 
@@ -55,6 +58,8 @@ class Op:
     #: a stored Patient found that was merged away (link replaced-by) stands for the one that
     #: replaced it: messages still naming an old record reach the surviving one
     follow: bool = False
+    #: the resource's index rows that its references do not decide (worker.plan_of)
+    early: Early | None = None
 
     @property
     def ref(self) -> str:
