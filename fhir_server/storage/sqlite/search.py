@@ -300,8 +300,8 @@ class Compiler:
             return "target_type = ? AND target_id = ?", [modifier, v]
         if "://" in v or v.startswith("urn:"):
             if "|" in v:
-                return "url = ?", [v]
-            return "(url = ? OR url LIKE ? ESCAPE '\\')", [v, _like(v) + "|%"]
+                return "url IS NOT NULL AND url = ?", [v]
+            return "url IS NOT NULL AND (url = ? OR url LIKE ? ESCAPE '\\')", [v, _like(v) + "|%"]
         parts = v.split("/")
         if len(parts) == 2:  # relative canonicals are indexed with their type and id too
             return "target_type = ? AND target_id = ?", parts
