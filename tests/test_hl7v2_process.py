@@ -25,6 +25,9 @@ from fhir_server.interactions.reindex import reindex
 from fhir_server.services import Parts
 from fhir_server.settings import Settings
 from integrations.hl7v2 import mllp
+from integrations.hl7v2.inbox import Arrival
+from integrations.hl7v2.mapper_process import MapperProcess
+from integrations.hl7v2.worker import CHANNEL
 
 SAMPLES = Path(__file__).resolve().parent.parent / "integrations" / "hl7v2" / "samples"
 
@@ -258,3 +261,30 @@ def test_the_rows_planned_before_the_ids_are_those_a_reindex_makes(
     finally:
         services.close()
     assert stored_rows(database) == mapped
+
+
+def test_the_mapper_plans_for_itself_once_the_planning_process_is_gone(database: Path) -> None:
+    """The planning process killed (out of memory, say): the messages are still mapped, the
+    mapper's own planning thread taking over."""
+    settings = Settings(database=database)
+    services = open_services(settings)
+    mapper = MapperProcess(settings, open_services)
+    mapper.start()
+    try:
+        mapper._planner.kill()
+        mapper._planner.join(10)
+        assert not mapper._planner.is_alive()
+        raw = (SAMPLES / "adt_a28_add_person.hl7").read_bytes().replace(b"\n", b"\r")
+        services.store.inbox.receive([Arrival(CHANNEL, "HIS/HZFIRST", "ADT20240306-0040",
+                                              "2024-03-06T10:00:00Z", None, "ADT^A28", raw)])
+        mapper.wake()
+        deadline = time.time() + 60
+        while query(database, "SELECT status FROM inbox") != [("mapped",)]:
+            assert time.time() < deadline, "not mapped without the planning process"
+            time.sleep(0.1)
+        found = query(database, "SELECT count(*) FROM idx_token WHERE type = 'Patient' AND "
+                                "param = 'identifier' AND code = '0009990001'")  # fmt: skip
+        assert found == [(1,)]
+    finally:
+        mapper.stop()
+        services.close()

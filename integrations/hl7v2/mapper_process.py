@@ -164,9 +164,9 @@ def _planner(settings: Settings, opener: Opener, answers: Connection) -> None:
         while True:
             try:
                 after = answers.recv()
-            except (EOFError, OSError):
+                answers.send(planned_after(services, after))
+            except (EOFError, OSError):  # the mapper is gone
                 break
-            answers.send(planned_after(services, after))
     finally:
         services.close()
         answers.close()
