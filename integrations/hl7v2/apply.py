@@ -6,6 +6,7 @@ without its resources, nor mapped twice."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +136,7 @@ def _write(session: Session, services: Services, ctx: RequestContext, op: Op, re
     REST: it is written as a PUT is, update-as-create continuing its versions
     (http.html#update)."""
     rtype, rid = ref.split("/", 1)
-    body = resolve_fast(op.resource, ids)
+    body = resolve_fast(op, ids)
     if stored is not None:
         body = merged(stored, body, op)
     body["id"] = rid
@@ -185,18 +186,22 @@ def _key(item: Any) -> str:
     return orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def resolve_fast(resource: dict[str, Any], ids: dict[str, str | None]) -> dict[str, Any]:
-    """`resolve` as a replacement in the JSON text when every placeholder has a target (the
-    placeholders are whole JSON strings, so nothing else can match); the walk otherwise."""
-    text = orjson.dumps(resource)
-    if PLACEHOLDER.encode() not in text:
-        return dict(resource)
-    for key, target in ids.items():
-        needle = f'"{PLACEHOLDER}{key}"'.encode()
-        if needle in text:
-            if target is None:
-                return resolve(resource, ids) or {}
-            text = text.replace(needle, orjson.dumps(target))
+#: a placeholder reference in JSON text: the whole string, the op's key in the group
+_PLACEHOLDER = re.compile(b'"' + re.escape(PLACEHOLDER.encode()) + rb'([^"\\]*)"')
+
+
+def resolve_fast(op: Op, ids: dict[str, str | None]) -> dict[str, Any]:
+    """`resolve` of the op's resource as a replacement in its JSON text (the planner wrote
+    it: `op.text`) when every placeholder has a target (the placeholders are whole JSON
+    strings, so nothing else can match); the walk otherwise."""
+    text = op.text if op.text is not None else orjson.dumps(op.resource)
+    for key in set(_PLACEHOLDER.findall(text)):
+        target = ids.get(key.decode())
+        if target is None:
+            return resolve(op.resource, ids) or {}
+        # `Type/id`: letters, digits, '-', '.' and '/' (http.html#id), nothing to escape
+        text = text.replace(b'"' + PLACEHOLDER.encode() + key + b'"',
+                            b'"' + target.encode() + b'"')  # fmt: skip
     loaded: dict[str, Any] = orjson.loads(text)
     return loaded
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions.hooks import transaction
@@ -92,6 +94,7 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
         for op in plan.ops:
             services.validator(op.resource)
             op.early = early_rows(op.rtype, op.resource, services.registry)
+            op.text = orjson.dumps(op.resource)
         plan.validated = True
         return plan
     except MappingError as exc:

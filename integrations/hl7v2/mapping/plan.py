@@ -58,8 +58,11 @@ class Op:
     #: a stored Patient found that was merged away (link replaced-by) stands for the one that
     #: replaced it: messages still naming an old record reach the surviving one
     follow: bool = False
-    #: the resource's index rows that its references do not decide (worker.plan_of)
+    #: the resource's index rows that its references do not decide, and its JSON text
+    #: (worker.plan_of, in the planning process: apply.resolve_fast replaces placeholders
+    #: in it)
     early: Early | None = None
+    text: bytes | None = None
 
     @property
     def ref(self) -> str:
