@@ -41,7 +41,7 @@ CHANNEL = "hl7v2"
 #: new one); an arrival waiting for the write lock ends it sooner (`urgent`), so an ACK waits
 #: for one message's writing at most. Commits are what cost (the index pages each one writes):
 #: about 20 messages share one
-BUDGET = 0.1
+BUDGET = 0.2
 #: seconds the mapper pauses between its transactions: the listener's inbox commits take the
 #: write lock then (a lock has no queue: without the pause the mapper would take it again)
 PAUSE = 0.002
