@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import error
 from ..interactions.search import find
+from ..referral.booking import check_free
 from ..referral.work import Json, Work, coding, parse_instant, ref, split
 from .codes import ROLE_SYSTEM
 from .work import key_of
@@ -79,9 +80,7 @@ def book_slot(work: Work, appointment: Json, slot_ref: Json) -> None:
     """Book `slot_ref` for the Appointment: the Slot must be free and belong to the Schedule of
     an invited expert; the Appointment takes its times."""
     slot = work.resolve(slot_ref, "Slot", "slot")
-    if slot.get("status") != "free":
-        raise error(409, "business-rule", f"Slot/{slot['id']} is {slot.get('status')}, not free",
-                    "slot")  # fmt: skip
+    check_free(work, slot, "slot", appointment["id"])
     schedule = work.resolve(slot.get("schedule"), "Schedule", "Slot.schedule")
     invited = {key_of(p.get("actor")) for p in experts_of(appointment)}
     owners = [key_of(a) for a in schedule.get("actor") or []]

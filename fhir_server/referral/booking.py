@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import error
+from ..interactions.search import find
 from .codes import SD
 from .work import Json, Work, add_output, linked, ref, split
 
@@ -33,11 +34,31 @@ def end_appointment(work: Work, task: Json, status: str, reason: Json | None) ->
     release(work, appointment)
 
 
+#: Appointment statuses that book their Slots (a proposed or pending one only asks for them)
+BOOKS = ("booked", "arrived", "checked-in")
+
+
+def check_free(work: Work, slot: Json, name: str, own: str | None = None, where: str = "") -> None:
+    """409 (business-rule, at parameter `name`) unless the Slot is free: its status is free and
+    no Appointment other than `own` books it (one made by hand may not have marked it busy).
+    The one check behind both ways to book, `slot` and `appointment`, so that neither books a
+    Slot twice."""
+    what = f"Slot/{slot['id']}{where}"
+    if slot.get("status") != "free":
+        raise error(409, "business-rule", f"{what} is {slot.get('status')}, not free", name)
+    found = find(work.session, work.services, work.ctx, "Appointment",
+                 f"slot=Slot/{slot['id']}&status={','.join(BOOKS)}", limit=None)  # fmt: skip
+    for rtype, rid in found:
+        other = work.load(rtype, rid)
+        if rid != own and other is not None and other.get("status") in BOOKS:
+            raise error(409, "business-rule", f"{what} is already booked by Appointment/{rid}",
+                        name)  # fmt: skip
+
+
 def book(work: Work, task: Json, sr: Json, slot_ref: Any) -> Json:
     """Book the referral into a free Slot: Appointment booked (basedOn SR), Slot busy."""
     slot = work.resolve(slot_ref, "Slot", "slot")
-    if slot.get("status") != "free":
-        raise error(409, "business-rule", f"Slot/{slot['id']} is not free", "slot")
+    check_free(work, slot, "slot")
     work.set_status(slot, "busy")
     participants: list[Json] = [
         {"actor": sr["subject"], "required": "required", "status": "accepted"}
@@ -68,18 +89,27 @@ def book(work: Work, task: Json, sr: Json, slot_ref: Any) -> Json:
 
 
 def attach_appointment(work: Work, task: Json, sr: Json, reference: Any) -> Json:
-    """Accept with an Appointment booked elsewhere: it must be open; it becomes booked."""
+    """Accept with an Appointment made elsewhere (a hold): it must be open and each of its
+    Slots free, as a `slot` must be; it becomes booked and its Slots busy."""
     appointment = work.resolve(reference, "Appointment", "appointment")
     if appointment.get("status") not in ("proposed", "pending", "booked"):
         raise error(409, "business-rule", "The appointment is not open for booking", "appointment")
+    slots = []
+    for n, slot_ref in enumerate(appointment.get("slot") or []):
+        where = f" (Appointment/{appointment['id']}.slot[{n}])"
+        key = split(slot_ref)
+        slot = work.load(*key) if key and key[0] == "Slot" else None
+        if slot is None:
+            raise error(422, "processing", f"{slot_ref.get('reference')}{where} is not a known "
+                        "Slot", "appointment")  # fmt: skip
+        check_free(work, slot, "appointment", appointment["id"], where)
+        slots.append(slot)
     based_on = appointment.setdefault("basedOn", [])
     if ref(sr) not in based_on:
         based_on.append(ref(sr))
     appointment["status"] = "booked"
     work.changed(appointment)
-    for slot_ref in appointment.get("slot") or []:
-        key = split(slot_ref)
-        slot = work.load(*key) if key else None
+    for slot in slots:
         work.set_status(slot, "busy")
     add_output(task, "appointment", "valueReference", ref(appointment))
     return appointment
