@@ -155,3 +155,26 @@ def test_a_booking_pending_review_is_confirmed_with_its_own_appointment(
     assert pair(get(client, task)) == ("accepted", "booked")
     assert get(client, free)["meta"]["versionId"] == slot_version
     assert get(client, early)["status"] == "booked"
+
+
+def test_an_appointment_booked_elsewhere_attaches_with_the_slot_it_made_busy(
+    client: TestClient,
+) -> None:
+    """An Appointment already booked (by the hospital's own scheduling) holds its Slot busy
+    itself (R4 appointment.html: a booked Appointment takes its Slots): attaching it is not a
+    second booking, unless another booked Appointment is in that Slot too."""
+    sites = build_world(client)
+    task, _ = submit(client, referral(client, sites))
+    taken_here = slot(client, sites)
+    made = [client.post("/fhir/Appointment", json=clinic(sites, get(client, taken_here)))
+            for _ in range(2)]  # fmt: skip
+    assert [r.status_code for r in made] == [201, 201], made[1].text
+    mine, other = (f"Appointment/{r.json()['id']}" for r in made)
+    assert put(client, {**get(client, taken_here), "status": "busy"}).status_code == 200
+    refused(op(client, f"{task}/$accept", ref("appointment", mine)), "appointment", taken_here,
+            other)  # fmt: skip
+    assert put(client, {**get(client, other), "status": "cancelled"}).status_code == 200
+    ok(op(client, f"{task}/$accept", ref("appointment", mine)))
+    assert pair(get(client, task)) == ("accepted", "booked")
+    assert get(client, taken_here)["status"] == "busy"
+    assert get(client, mine)["basedOn"] == [{"reference": get(client, task)["focus"]["reference"]}]

@@ -80,7 +80,7 @@ def book_slot(work: Work, appointment: Json, slot_ref: Json) -> None:
     """Book `slot_ref` for the Appointment: the Slot must be free and belong to the Schedule of
     an invited expert; the Appointment takes its times."""
     slot = work.resolve(slot_ref, "Slot", "slot")
-    check_free(work, slot, "slot", appointment["id"])
+    check_free(work, slot, "slot", appointment)
     schedule = work.resolve(slot.get("schedule"), "Schedule", "Slot.schedule")
     invited = {key_of(p.get("actor")) for p in experts_of(appointment)}
     owners = [key_of(a) for a in schedule.get("actor") or []]

@@ -38,19 +38,24 @@ def end_appointment(work: Work, task: Json, status: str, reason: Json | None) ->
 BOOKS = ("booked", "arrived", "checked-in")
 
 
-def check_free(work: Work, slot: Json, name: str, own: str | None = None, where: str = "") -> None:
+def check_free(work: Work, slot: Json, name: str, own: Json | None = None,
+               where: str = "") -> None:  # fmt: skip
     """409 (business-rule, at parameter `name`) unless the Slot is free: its status is free and
     no Appointment other than `own` books it (one made by hand may not have marked it busy).
     The one check behind both ways to book, `slot` and `appointment`, so that neither books a
-    Slot twice."""
+    Slot twice. An `own` Appointment booked already (elsewhere) has made its Slot busy
+    itself (slot.html: booked appointments take their Slots): busy is then its own."""
     what = f"Slot/{slot['id']}{where}"
-    if slot.get("status") != "free":
+    owned = (own is not None and own.get("status") in BOOKS and slot.get("status") == "busy"
+             and any(split(s) == ("Slot", slot["id"]) for s in own.get("slot") or []))  # fmt: skip
+    if slot.get("status") != "free" and not owned:
         raise error(409, "business-rule", f"{what} is {slot.get('status')}, not free", name)
     found = find(work.session, work.services, work.ctx, "Appointment",
                  f"slot=Slot/{slot['id']}&status={','.join(BOOKS)}", limit=None)  # fmt: skip
     for rtype, rid in found:
         other = work.load(rtype, rid)
-        if rid != own and other is not None and other.get("status") in BOOKS:
+        if (own is None or rid != own["id"]) and other is not None and other.get(
+                "status") in BOOKS:  # fmt: skip
             raise error(409, "business-rule", f"{what} is already booked by Appointment/{rid}",
                         name)  # fmt: skip
 
@@ -102,7 +107,7 @@ def attach_appointment(work: Work, task: Json, sr: Json, reference: Any) -> Json
         if slot is None:
             raise error(422, "processing", f"{slot_ref.get('reference')}{where} is not a known "
                         "Slot", "appointment")  # fmt: skip
-        check_free(work, slot, "appointment", appointment["id"], where)
+        check_free(work, slot, "appointment", appointment, where)
         slots.append(slot)
     based_on = appointment.setdefault("basedOn", [])
     if ref(sr) not in based_on:
