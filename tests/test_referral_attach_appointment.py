@@ -178,3 +178,26 @@ def test_an_appointment_booked_elsewhere_attaches_with_the_slot_it_made_busy(
     assert pair(get(client, task)) == ("accepted", "booked")
     assert get(client, taken_here)["status"] == "busy"
     assert get(client, mine)["basedOn"] == [{"reference": get(client, task)["focus"]["reference"]}]
+
+
+def test_confirming_a_booking_pending_review_with_another_time_is_refused(
+    client: TestClient,
+) -> None:
+    """T9 confirms the booking made at submission; naming another Appointment or Slot there
+    was silently ignored (the receiver believed the other time booked). Now 409 at that
+    parameter, and nothing changes; the booking's own Slot or Appointment still confirms."""
+    sites = build_world(client)
+    free = slot(client, sites)
+    early = hold(client, sites, free)
+    task, _ = submit(client, referral(client, sites), ref("appointment", early),
+                     {"name": "pendingReview", "valueBoolean": True})  # fmt: skip
+    elsewhere = slot(client, sites)
+    other = hold(client, sites, elsewhere)
+    before = versions(client, task, early, free, elsewhere, other)
+    refused(op(client, f"{task}/$accept", ref("slot", elsewhere)), "slot", early, elsewhere)
+    refused(op(client, f"{task}/$accept", ref("appointment", other)), "appointment", early,
+            other)  # fmt: skip
+    assert versions(client, task, early, free, elsewhere, other) == before
+    assert get(client, elsewhere)["status"] == "free"
+    ok(op(client, f"{task}/$accept", ref("slot", free)))
+    assert pair(get(client, task)) == ("accepted", "booked")

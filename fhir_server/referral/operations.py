@@ -205,6 +205,24 @@ def claim(call: Call) -> Outcome:
     return run(call, "Task", body, operation="$claim")
 
 
+def _same_booking(work: Work, task: Json, appointment: Json | None, slot: Json | None) -> None:
+    """T9 confirms the booking made at submission: an `appointment` or `slot` naming another
+    is refused (409 at that parameter) rather than ignored, so the receiver is not told a time
+    is booked that was not."""
+    booked = linked(work, task, "appointment", "Appointment")
+    held = {split(s) for s in (booked or {}).get("slot") or []}
+    if appointment is not None and (booked is None or split(appointment) != split(ref(booked))):
+        name, given = "appointment", appointment
+    elif slot is not None and split(slot) not in held:
+        name, given = "slot", slot
+    else:
+        return
+    what = f"Appointment/{booked['id']}" if booked else "its booking"
+    raise error(409, "business-rule", f"Task/{task['id']} is booked pending review "
+                f"({what}): $accept confirms that booking, not {given.get('reference')} "
+                "($reject releases it)", name)  # fmt: skip
+
+
 @operation("$accept", "instance", types=("Task",), definition=f"{OPDEF}Task-accept")
 def accept(call: Call) -> Outcome:
     """T7 accept (with `appointment`/`slot`: booked), T8 `bed` + `plannedAdmission`,
@@ -225,6 +243,7 @@ def accept(call: Call) -> Outcome:
         business = business_status(task)
         if task.get("status") == "accepted":
             if business == "booked-pending-review":
+                _same_booking(work, task, appointment, slot)
                 transition(work, task, "confirm-booking", agent)
             elif bed is None:
                 raise error(
