@@ -63,16 +63,18 @@ def prepare(
     if resource is None:
         return Version(Stored(rtype, rid, version, stamp, True, None, method), {}, None, {})
     body = with_meta(resource, rid, version, stamp)
-    if early is not None:
+    if early is None:
+        index = index_rows(rtype, body, services.registry)
+        composite = composite_rows(rtype, body, services.registry)
+        content = content_text(body)
+    else:
         index, composite = all_rows(rtype, body, services.registry, early)
-        text = (narrative_text(body), early.content)
-        return Version(Stored(rtype, rid, version, stamp, False, dumps(body), method), index,
-                       text, composite)  # fmt: skip
+        content = early.content
     return Version(
         Stored(rtype, rid, version, stamp, False, dumps(body), method),
-        index_rows(rtype, body, services.registry),
-        (narrative_text(body), content_text(body)),
-        composite_rows(rtype, body, services.registry),
+        index,
+        (narrative_text(body), content),
+        composite,
     )
 
 
