@@ -40,6 +40,22 @@ def statuses(hl7: Harness) -> dict[str, tuple[str, str | None]]:
     return {r.message_id: (r.status, r.error) for r in records}
 
 
+def received(hl7: Harness, messages: list[bytes]) -> None:
+    """Each message sent and acknowledged AA (the listener does not map: `hl7_map=False`)."""
+    for message in messages:
+        assert fields(hl7.send(message), "MSA")[1] == "AA"
+
+
+def mapped(hl7: Harness) -> dict[str, int]:
+    """The inbox mapped by a Mapper thread, all at once; the records by status."""
+    mapper = Mapper(hl7.services)
+    mapper.start()
+    try:
+        return hl7.wait_mapped()
+    finally:
+        mapper.stop()
+
+
 def test_one_batch_maps_the_good_messages_and_records_each_failure_alone(
     hl7_with: Callable[..., Harness],
 ) -> None:
@@ -50,18 +66,12 @@ def test_one_batch_maps_the_good_messages_and_records_each_failure_alone(
            .replace(b"3.5-9.5|H|||F|", b"3.5-9.5|H|||Q|"))  # fmt: skip
     messages = [sample("adt_a01_admit.hl7"), sample("adt_a08_update.hl7"), bad,
                 sample("oru_r01_cbc.hl7")]  # fmt: skip
-    for message in messages:
-        assert fields(hl7.send(message), "MSA")[1] == "AA"
+    received(hl7, messages)
     assert hl7.inbox.counts(CHANNEL)["received"] == 4
     # the A08 updates the Patient (address) and the Encounter (bed) first; its MessageHeader,
     # created after them, is refused: the updates must go back with it
     hl7.services.hooks.add_on_write(refuse_a08, ("MessageHeader",), is_a08)
-    mapper = Mapper(hl7.services)
-    mapper.start()
-    try:
-        counts = hl7.wait_mapped()
-    finally:
-        mapper.stop()
+    counts = mapped(hl7)
     assert counts["mapped"] == 2 and counts["error"] == 2
 
     found = statuses(hl7)
@@ -104,8 +114,7 @@ def test_a_message_the_database_refuses_whole_is_recorded_and_the_others_go_on(
     hl7 = hl7_with(hl7_map=False)
     messages = [sample("adt_a01_admit.hl7"), sample("adt_a08_update.hl7"),
                 sample("oru_r01_cbc.hl7")]  # fmt: skip
-    for message in messages:
-        assert fields(hl7.send(message), "MSA")[1] == "AA"
+    received(hl7, messages)
     [a08] = [r for r in hl7.inbox.search(CHANNEL) if r.message_id == "ADT20240302-0007"]
     settle = hl7.inbox.settle
 
@@ -115,12 +124,7 @@ def test_a_message_the_database_refuses_whole_is_recorded_and_the_others_go_on(
         settle(seq, status, *args, session=session, **kw)
 
     monkeypatch.setattr(hl7.inbox, "settle", aborting)
-    mapper = Mapper(hl7.services)
-    mapper.start()
-    try:
-        counts = hl7.wait_mapped()
-    finally:
-        mapper.stop()
+    counts = mapped(hl7)
     assert counts["mapped"] == 2 and counts["error"] == 1
     found = statuses(hl7)
     assert found["ADT20240301-0001"] == ("mapped", None)
