@@ -3,6 +3,7 @@ conditional interactions share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,31 +21,46 @@ from ..storage.contract import Session
 from .elements import filter_elements
 
 
+@dataclass(frozen=True)
+class Criteria:
+    """A conditional URL's query, parsed: what `find` matches. Parsing needs no database, so
+    a caller may do it before taking the write lock (the HL7 v2 planner does)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    clauses: tuple[q.Clause, ...]
+
+
+def criteria(services: Services, rtype: str, query_string: str) -> Criteria:
+    """The query of a conditional URL. Unknown parameters are an error here, since ignoring
+    one could update or delete the wrong resource."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    if not pairs:
+        raise error(412, "invalid", "A conditional request needs search criteria")
+    query = q.parse(services.registry, rtype, pairs, 1, 1, strict=True)
+    clauses = codes.resolve(query.clauses, services.terminology)
+    if not clauses:
+        raise error(412, "invalid", "A conditional request needs search criteria")
+    return Criteria(tuple(pairs), tuple(clauses))
+
+
 def find(
     session: Session,
     services: Services,
     ctx: RequestContext,
     rtype: str,
-    query_string: str,
+    query: str | Criteria,
     limit: int | None = 2,
     interaction: str | None = None,
 ) -> list[tuple[str, str]]:
     """(type, id) of current resources matching a conditional URL's query (at most `limit`:
-    callers only need to tell none, one and several apart). Unknown parameters are an error
-    here, since ignoring one could update or delete the wrong resource. `interaction` is the
-    caller's (a conditional create, update, ...): the matches are confined to what the
-    principal may do it on; without it (a feature's own lookup) nothing is confined."""
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    if not pairs:
-        raise error(412, "invalid", "A conditional request needs search criteria")
-    query = q.parse(services.registry, rtype, pairs, 1, 1, strict=True)
-    query.clauses = codes.resolve(query.clauses, services.terminology)
-    if not query.clauses:
-        raise error(412, "invalid", "A conditional request needs search criteria")
-    clauses = query.clauses
+    callers only need to tell none, one and several apart). `interaction` is the caller's (a
+    conditional create, update, ...): the matches are confined to what the principal may do
+    it on; without it (a feature's own lookup) nothing is confined."""
+    found = query if isinstance(query, Criteria) else criteria(services, rtype, query)
+    clauses = list(found.clauses)
     if interaction is not None:
         clauses = enforce.narrow(ctx, services, interaction, rtype, clauses)
-        session.guard(f"{rtype}?{urlencode(sorted(pairs))}")
+        session.guard(f"{rtype}?{urlencode(sorted(found.pairs))}")
     return session.match_ids(ctx.base_url, rtype, clauses, limit)
 
 

@@ -85,7 +85,7 @@ def _identify(
     for op in plan.ops:
         rid = op.rid
         if rid is None and op.match is not None:
-            matches = find(session, services, ctx, op.rtype, op.match)
+            matches = find(session, services, ctx, op.rtype, op.criteria or op.match)
             if len(matches) > 1:
                 raise MappingError(Err(205, f"{op.rtype}?{op.match} matches several stored "
                                             f"{op.rtype} resources"))  # fmt: skip

@@ -22,6 +22,7 @@ import orjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions.hooks import transaction
+from fhir_server.interactions.search import criteria
 from fhir_server.search.early import early_rows
 from fhir_server.services import Services
 
@@ -96,6 +97,8 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
             services.validator(op.resource)
             op.early = early_rows(op.rtype, op.resource, services.registry)
             op.text = orjson.dumps(op.resource)
+            if op.match is not None:
+                op.criteria = criteria(services, op.rtype, op.match)
         plan.validated = True
         return plan
     except MappingError as exc:

@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 from ..ack import Err
 
-if TYPE_CHECKING:  # typing only: the planner's rows travel with the plan
+if TYPE_CHECKING:  # typing only: the planner's rows and criteria travel with the plan
+    from fhir_server.interactions.search import Criteria
     from fhir_server.search.early import Early
 
 PLACEHOLDER = "urn:hl7v2:"
@@ -44,6 +45,8 @@ class Op:
     resource: dict[str, Any]
     #: search query finding the stored resource (business identifier), None: never matched
     match: str | None = None
+    #: `match` parsed (worker.plan_of, before the write lock)
+    criteria: Criteria | None = None
     mode: Mode = "upsert"
     #: a fixed id (MessageHeader: one per message, so a replay replaces it)
     rid: str | None = None
