@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,36 @@ def test_write_waiting_on_a_held_lock_answers_503_with_retry_after(
     issue = r.json()["issue"][0]
     assert issue["code"] in ("transient", "lock-error")
     assert client.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+
+
+def test_a_write_takes_the_lock_within_milliseconds_of_its_release(
+    tmp_path: Path, parts: Parts
+) -> None:
+    """Another process holds the write lock for 0.35 s. SQLite's own wait tries again after
+    sleeping 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms (sqliteDefaultBusyCallback), so
+    its tries fall at 328 and 428 ms: the write would start some 78 ms after the release.
+    The store tries every millisecond."""
+    services = make_services(tmp_path / "handoff.db", parts, lock_timeout_seconds=5)
+    with TestClient(build_app(services.settings, services)) as client:
+        client.post("/fhir/Patient", json={"resourceType": "Patient"})  # warm
+        other = sqlite3.connect(services.settings.database, isolation_level=None,
+                                check_same_thread=False)  # fmt: skip
+        other.execute("BEGIN IMMEDIATE")
+        released: list[float] = []
+
+        def release() -> None:
+            time.sleep(0.35)
+            released.append(time.monotonic())
+            other.execute("ROLLBACK")
+
+        holder = threading.Thread(target=release)
+        holder.start()
+        r = client.post("/fhir/Patient", json={"resourceType": "Patient"})
+        answered = time.monotonic()
+        holder.join()
+        other.close()
+    assert r.status_code == 201, r.text
+    assert answered - released[0] < 0.03, f"{1000 * (answered - released[0]):.0f} ms"
 
 
 def test_bundle_reads_run_while_another_process_holds_the_write_lock(

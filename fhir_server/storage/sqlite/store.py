@@ -10,6 +10,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ CHECKPOINT_DELAY = 0.05
 WAL_BOUND = 4000
 #: the checkpointing thread's nice value
 NICE = 10
+#: seconds between two tries of a writer waiting for the lock another process holds
+LOCK_POLL = 0.001
 
 
 class Checkpointer:
@@ -437,6 +440,7 @@ class SqliteStore:
         self._writer = _connect(path, lock_timeout)
         migrate(self._writer)
         self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND}")  # see Checkpointer
+        self._writer.execute("PRAGMA busy_timeout = 0")  # write() waits for the lock itself
         self._lock = threading.Lock()
         self._checkpointer = Checkpointer(path)
         self._checkpointer.start()  # one thread a store, for its lifetime
@@ -483,12 +487,7 @@ class SqliteStore:
         process holds past `lock_timeout` becomes a 503 (lock_error), never a 500."""
         with self._lock:
             conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if is_lock_error(exc):
-                    raise lock_error(self.lock_timeout) from None
-                raise
+            self._begin(conn)
             try:
                 session = self.session(conn)
                 yield session
@@ -501,6 +500,24 @@ class SqliteStore:
                     raise lock_error(self.lock_timeout) from None
                 raise
         self._checkpointer.poke()
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, trying again every LOCK_POLL seconds while another process holds
+        the lock. SQLite's own wait sleeps longer each time (1, 2, 5, 10, then 25 ms and
+        more), so a writer would take a lock released meanwhile up to that late: an HL7 v2
+        listener committing arrivals while the mapper writes waited 10 to 20 ms a time, and
+        so did the mapper."""
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise lock_error(self.lock_timeout) from None
+            time.sleep(LOCK_POLL)
 
     def unready(self) -> str | None:
         """Why the database cannot serve now, or None when it can: a fresh connection (never
