@@ -159,9 +159,9 @@ def test_write_waiting_on_a_held_lock_answers_503_with_retry_after(
 def test_a_write_takes_the_lock_within_milliseconds_of_its_release(
     tmp_path: Path, parts: Parts
 ) -> None:
-    """Another process holds the write lock for 0.35 s. SQLite's own wait tries again after
+    """Another process holds the write lock for 0.34 s. SQLite's own wait tries again after
     sleeping 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms (sqliteDefaultBusyCallback), so
-    its tries fall at 328 and 428 ms: the write would start some 78 ms after the release.
+    its tries fall at 328 and 428 ms: the write would start some 85 ms after the release.
     The store tries every millisecond."""
     services = make_services(tmp_path / "handoff.db", parts, lock_timeout_seconds=5)
     with TestClient(build_app(services.settings, services)) as client:
@@ -172,7 +172,7 @@ def test_a_write_takes_the_lock_within_milliseconds_of_its_release(
         released: list[float] = []
 
         def release() -> None:
-            time.sleep(0.35)
+            time.sleep(0.34)
             released.append(time.monotonic())
             other.execute("ROLLBACK")
 
@@ -183,7 +183,7 @@ def test_a_write_takes_the_lock_within_milliseconds_of_its_release(
         holder.join()
         other.close()
     assert r.status_code == 201, r.text
-    assert answered - released[0] < 0.03, f"{1000 * (answered - released[0]):.0f} ms"
+    assert answered - released[0] < 0.05, f"{1000 * (answered - released[0]):.0f} ms"
 
 
 def test_bundle_reads_run_while_another_process_holds_the_write_lock(
