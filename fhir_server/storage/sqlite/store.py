@@ -503,10 +503,10 @@ class SqliteStore:
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, trying again every LOCK_POLL seconds while another process holds
-        the lock. SQLite's own wait sleeps longer each time (1, 2, 5, 10, then 25 ms and
-        more), so a writer would take a lock released meanwhile up to that late: an HL7 v2
-        listener committing arrivals while the mapper writes waited 10 to 20 ms a time, and
-        so did the mapper."""
+        the lock. SQLite's own wait sleeps longer each time (1, 2, 5, 10, 15, 20, 25, 25, 25,
+        50, 50, then 100 ms), so a writer took a lock released meanwhile up to that late: an
+        HL7 v2 listener committing arrivals while the mapper wrote waited 10 to 20 ms a time,
+        and so did the mapper. The writer's connection has no busy timeout of its own."""
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
