@@ -25,7 +25,7 @@ from ..model.validate import Validated, check_depth
 from ..policy.enforce import authorize, check_instance, check_written
 from ..policy.owner import OWNER, check_owner
 from ..search.composite import composite_rows
-from ..search.early import Early, all_rows
+from ..search.early import Early
 from ..search.fulltext import content_text, narrative_text
 from ..search.index import index_rows
 from ..services import Services
@@ -58,8 +58,8 @@ def prepare(
     early: Early | None = None,
 ) -> Version:
     """Everything a write needs that does not need the database: the stored JSON with its
-    meta, and the index rows (those in `early` computed before, of this resource but for its
-    references). Pure, so it can run before the write lock is taken."""
+    meta, and the index rows (or those in `early`, computed before and bound to the ids its
+    references name). Pure, so it can run before the write lock is taken."""
     if resource is None:
         return Version(Stored(rtype, rid, version, stamp, True, None, method), {}, None, {})
     body = with_meta(resource, rid, version, stamp)
@@ -68,7 +68,7 @@ def prepare(
         composite = composite_rows(rtype, body, services.registry)
         content = content_text(body)
     else:
-        index, composite = all_rows(rtype, body, services.registry, early)
+        index, composite = early.rows()
         content = early.content
     return Version(
         Stored(rtype, rid, version, stamp, False, dumps(body), method),

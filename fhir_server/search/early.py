@@ -1,8 +1,9 @@
-"""A resource's index rows in two parts: those its references do not decide, computed before
-the references are known (the HL7 v2 planner, in a process of its own, before the write lock
-gives the ids of the resources a message creates), and those of the parameters that follow
-references, computed at the write. Together they are exactly index_rows and composite_rows
-of the written resource: the ids change nothing else of it."""
+"""A resource's index rows computed before the ids of the resources it refers to are known (the
+HL7 v2 planner, in a process of its own, before the write lock gives the ids of the resources a
+message creates): the rows its references do not decide, and those of the parameters that
+follow references, computed with a stand-in id for each target and given the real ids at the
+write (`bound`). Together they are exactly index_rows and composite_rows of the written
+resource: a reference's id is a value of its rows, never a reason for a row."""
 
 from __future__ import annotations
 
@@ -23,12 +24,28 @@ _CODES: weakref.WeakKeyDictionary[Registry, dict[str, tuple[frozenset[str], ...]
 
 @dataclass(frozen=True)
 class Early:
-    """The rows of the parameters no reference decides, and the `_content` text (which
-    leaves references out)."""
+    """The rows of the parameters no reference decides, the `_content` text (which leaves
+    references out), and the rows of the parameters that follow references (`late`), their
+    targets' ids stand-ins until `bound`."""
 
     index: dict[str, list[Row]]
     composite: dict[str, list[Row]]
     content: str
+    late: tuple[dict[str, list[Row]], dict[str, list[Row]]]
+
+    def bound(self, ids: dict[str, str]) -> Early:
+        """The rows with each stand-in id (a key of `ids`) replaced by the real one; rows
+        that became equal (two stand-ins, one target) once, as index_rows gives them."""
+        index, composite = (
+            {table: list(dict.fromkeys(_bound(row, ids) for row in rows))
+             for table, rows in part.items() if rows}
+            for part in self.late
+        )  # fmt: skip
+        return Early(self.index, self.composite, self.content, (index, composite))
+
+    def rows(self) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
+        """Index and composite rows of the resource, once bound."""
+        return _joined(self.index, self.late[0]), _joined(self.composite, self.late[1])
 
 
 def _follows(p: SearchParam | None) -> bool:
@@ -59,25 +76,20 @@ def _codes(rtype: str, registry: Registry) -> tuple[frozenset[str], ...]:
     return found
 
 
+def _bound(row: Row, ids: dict[str, str]) -> Row:
+    return tuple(ids.get(v, v) if type(v) is str else v for v in row)
+
+
 def early_rows(rtype: str, resource: dict[str, Any], registry: Registry) -> Early:
-    """The rows of `resource` that stay when its references are replaced (by `Type/id`)."""
-    index, _, composite, _ = _codes(rtype, registry)
+    """The rows of `resource`, whose references name their targets by stand-in ids."""
+    index, late, composite, late_composite = _codes(rtype, registry)
     return Early(
         index_rows(rtype, resource, registry, index),
         composite_rows(rtype, resource, registry, composite),
         content_text(resource),
-    )
-
-
-def all_rows(
-    rtype: str, resource: dict[str, Any], registry: Registry, early: Early
-) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
-    """Index and composite rows of `resource`, whose early rows are `early`: the late ones
-    computed now and added."""
-    _, late, _, late_composites = _codes(rtype, registry)
-    index = index_rows(rtype, resource, registry, late)
-    composite = composite_rows(rtype, resource, registry, late_composites)
-    return _joined(early.index, index), _joined(early.composite, composite)
+        (index_rows(rtype, resource, registry, late),
+         composite_rows(rtype, resource, registry, late_composite)),
+    )  # fmt: skip
 
 
 def _joined(a: dict[str, list[Row]], b: dict[str, list[Row]]) -> dict[str, list[Row]]:

@@ -23,7 +23,7 @@ from fhir_server.search.early import Early
 from fhir_server.services import Services
 
 from .ack import Err
-from .mapping.plan import PLACEHOLDER, MappingError, Op, Plan
+from .mapping.plan import STAND_IN, MappingError, Op, Plan
 
 if TYPE_CHECKING:  # typing only: the write transaction's session
     from fhir_server.storage.contract import Session
@@ -46,7 +46,11 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
     try:
         with session.savepoint():
             found = _identify(session, services, ctx, plan)
-            ids = {key: ref for key, (ref, _) in found.items()}
+            ids = {op.ref: found[op.key][0] for op in plan.ops}  # stand-in -> Type/id
+            # every stand-in has its target: the planner's work stands (see _write)
+            exact = plan.validated and None not in ids.values()
+            real = {op.stand_in: str(found[op.key][0]).partition("/")[2]
+                    for op in plan.ops} if exact else None  # fmt: skip
             changed: dict[str, str] = {}  # op key -> its new version
             creates: list[tuple[str, str, Validated, Early | None]] = []
             for op in plan.ops:
@@ -56,18 +60,21 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                 applied.resources[op.key] = ref
                 if stored is not None and op.mode == "keep":
                     continue
-                version = _write(session, services, ctx, op, ref, stored, ids, plan.validated,
-                                 creates)  # fmt: skip
+                version = _write(session, services, ctx, op, ref, stored, ids, real, creates)
                 if version:
                     changed[op.key] = version
                     applied.written.append(version)
             targets = [changed[op.key] for op in plan.ops if op.provenance and op.key in changed]
             if targets:
-                creates.append((*_provenance(services, plan.provenance, targets, ids), None))
+                creates.append(("Provenance", write.new_id(),
+                                provenance(services, plan.provenance, targets, ids, not exact),
+                                None))  # fmt: skip
             if plan.activity and set(changed) & set(plan.activity_targets):
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
-                creates.append((*_provenance(services, plan.activity, both, ids), None))
+                creates.append(("Provenance", write.new_id(),
+                                provenance(services, plan.activity, both, ids, not exact),
+                                None))  # fmt: skip
             write.create_many(session, services, ctx, [c[:3] for c in creates],
                               [c[3] for c in creates])  # fmt: skip
     except FhirError as exc:
@@ -124,26 +131,27 @@ def _survivor(session: Session, rtype: str, rid: str, stored: dict[str, Any]
 
 
 def _write(session: Session, services: Services, ctx: RequestContext, op: Op, ref: str,
-           stored: dict[str, Any] | None, ids: dict[str, str | None], validated: bool,
+           stored: dict[str, Any] | None, ids: dict[str, str | None],
+           real: dict[str, str] | None,
            creates: list[tuple[str, str, Validated, Early | None]]) -> str | None:  # fmt: skip
     """Update one resource, or add its create to `creates`; its new version reference, None
-    when unchanged. A new resource the worker validated before the write lock (`validated`,
-    placeholders in its references) is the same resource with the references' strings
-    replaced and an id: still valid, so it is not validated again under the lock, and the
-    index rows no reference decides, which the worker computed too (`op.early`), stand when
-    every placeholder has its target (else `resolve` leaves objects out); a merged one is
-    validated and indexed again. A fixed id (the MessageHeader's) may have been deleted over
-    REST: it is written as a PUT is, update-as-create continuing its versions
-    (http.html#update)."""
+    when unchanged. When every stand-in has its target (`real`: the stand-in ids' real ones;
+    else `resolve` leaves objects out), a new resource the worker validated before the write
+    lock (stand-ins in its references) is the same resource with the references' ids
+    replaced and an id of its own: still valid, so it is not validated again under the lock,
+    and its index rows, which the worker computed too (`op.early`), stand once given the
+    real ids; a merged one is validated and indexed again. A fixed id (the MessageHeader's)
+    may have been deleted over REST: it is written as a PUT is, update-as-create continuing
+    its versions (http.html#update)."""
     rtype, rid = ref.split("/", 1)
     body = resolve_fast(op, ids)
     if stored is not None:
         body = merged(stored, body, op)
     body["id"] = rid
-    resource = Validated(body) if validated and stored is None else services.validator(body)
+    resource = Validated(body) if real is not None and stored is None else services.validator(body)
     if stored is None and (op.rid is None or session.current(rtype, rid) is None):
-        exact = validated and None not in ids.values()
-        creates.append((rtype, rid, resource, op.early if exact else None))
+        early = op.early.bound(real) if real is not None and op.early is not None else None
+        creates.append((rtype, rid, resource, early))
         return f"{ref}/_history/1"
     result = write.update(session, services, ctx, rtype, rid, resource)
     assert result.stored is not None
@@ -186,33 +194,32 @@ def _key(item: Any) -> str:
     return orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
 
 
-#: a placeholder reference in JSON text: the whole string, the op's key in the group
-_PLACEHOLDER = re.compile(b'"' + re.escape(PLACEHOLDER.encode()) + rb'([^"\\]*)"')
+#: a stand-in reference in JSON text (plan.Op.ref): the whole string
+_STAND_IN = re.compile(rb'"[A-Z][A-Za-z]*/' + re.escape(STAND_IN.encode()) + rb'[0-9]+"')
 
 
 def resolve_fast(op: Op, ids: dict[str, str | None]) -> dict[str, Any]:
     """`resolve` of the op's resource as a replacement in its JSON text (the planner wrote
-    it: `op.text`) when every placeholder has a target (the placeholders are whole JSON
-    strings, so nothing else can match); the walk otherwise."""
-    text = op.text if op.text is not None else orjson.dumps(op.resource)
-    for key in set(_PLACEHOLDER.findall(text)):
-        target = ids.get(key.decode())
+    it: `op.text`) when every stand-in has a target (stand-ins are whole JSON strings, so
+    nothing else can match); the walk otherwise."""
+    text = original = op.text if op.text is not None else orjson.dumps(op.resource)
+    for quoted in set(_STAND_IN.findall(text)):
+        target = ids.get(quoted[1:-1].decode())
         if target is None:
-            return resolve(op.resource, ids) or {}
+            return resolve(orjson.loads(original), ids) or {}
         # `Type/id`: letters, digits, '-', '.' and '/' (http.html#id), nothing to escape
-        text = text.replace(b'"' + PLACEHOLDER.encode() + key + b'"',
-                            b'"' + target.encode() + b'"')  # fmt: skip
+        text = text.replace(quoted, b'"' + target.encode() + b'"')
     loaded: dict[str, Any] = orjson.loads(text)
     return loaded
 
 
 def resolve(node: Any, ids: dict[str, str | None]) -> Any:
-    """Placeholders -> `Type/id`. An object referring to an op that writes nothing (an A40's
-    unknown old record) is left out, with the list item holding it."""
+    """Stand-ins (`ids`' keys) -> `Type/id`. An object referring to an op that writes nothing
+    (an A40's unknown old record) is left out, with the list item holding it."""
     if isinstance(node, dict):
         ref = node.get("reference")
-        if isinstance(ref, str) and ref.startswith(PLACEHOLDER):
-            target = ids.get(ref[len(PLACEHOLDER):])
+        if isinstance(ref, str) and ref in ids:
+            target = ids[ref]
             return {**node, "reference": target} if target else None
         out = {}
         for key, value in node.items():
@@ -228,13 +235,14 @@ def resolve(node: Any, ids: dict[str, str | None]) -> Any:
     return node
 
 
-def _provenance(services: Services, template: dict[str, Any], targets: list[str],
-                ids: dict[str, str | None]) -> tuple[str, str, Validated]:  # fmt: skip
-    """The create of a Provenance naming `targets`."""
+def provenance(services: Services, template: dict[str, Any], targets: list[str],
+               ids: dict[str, str | None], validate: bool) -> Validated:  # fmt: skip
+    """A Provenance naming `targets`; not `validate`d when the planner validated its template
+    with the same references but for their ids (worker.plan_of)."""
     body = resolve(template, ids) or {}
     body["target"] = [{"reference": t} for t in targets]
     body["recorded"] = now()
-    return "Provenance", write.new_id(), services.validator(body)
+    return services.validator(body) if validate else Validated(body)
 
 
 def mapping_error(exc: FhirError) -> MappingError:

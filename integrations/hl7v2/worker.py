@@ -27,7 +27,7 @@ from fhir_server.search.early import early_rows
 from fhir_server.services import Services
 
 from .ack import Err
-from .apply import apply, mapping_error
+from .apply import apply, mapping_error, provenance
 from .charset import decode
 from .er7 import Message
 from .mapping import MappingError, Plan, map_message
@@ -95,10 +95,13 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
         plan = map_message(message, header(message, decoded.declared), services.settings)
         for op in plan.ops:
             services.validator(op.resource)
-            op.early = early_rows(op.rtype, op.resource, services.registry)
             op.text = orjson.dumps(op.resource)
+            op.early = early_rows(op.rtype, op.resource, services.registry)
             if op.match is not None:
                 op.criteria = criteria(services, op.rtype, op.match)
+        for template in (plan.provenance, plan.activity):
+            if template is not None and plan.ops:  # as apply writes it, a stand-in its target
+                provenance(services, template, [plan.ops[0].ref], {}, True)
         plan.validated = True
         return plan
     except MappingError as exc:

@@ -94,11 +94,11 @@ def merge(ctx: Context) -> list[Op]:
     old = ctx.plan.add(Op(
         "prior", "Patient",
         {"resourceType": "Patient", "active": False,
-         "link": [{"other": reference(survivor.key), "type": "replaced-by"}]},
+         "link": [{"other": reference(survivor), "type": "replaced-by"}]},
         match=token("identifier", prior[0]["system"], prior[0]["value"]), mode="existing",
         merge=("identifier", "link"),
     ))  # fmt: skip
-    survivor.resource["link"] = [{"other": reference(old.key), "type": "replaces"}]
+    survivor.resource["link"] = [{"other": reference(old), "type": "replaces"}]
     ctx.plan.activity = {"activity": MERGE}
     ctx.plan.activity_targets = (survivor.key, old.key)
     return [survivor]

@@ -109,7 +109,7 @@ class Context:
              "identifier": [{"system": FACILITY_SYSTEM, "value": self.facility}]},
             match=token("identifier", FACILITY_SYSTEM, self.facility), mode="keep",
         ))  # fmt: skip
-        return reference(op.key, self.facility)
+        return reference(op, self.facility)
 
     def practitioner(self, c: Composite) -> dict[str, str] | None:
         """XCN -> a reference to the Practitioner it identifies (IG XCN[Practitioner]: .1 id,
@@ -131,7 +131,7 @@ class Context:
             resource["name"] = [name]
         op = self.plan.add(Op(f"practitioner:{system}|{c[1]}", "Practitioner", resource,
                               match=token("identifier", system, c[1]), mode="keep"))  # fmt: skip
-        return reference(op.key, display or c[1])
+        return reference(op, display or c[1])
 
     def named_organization(self, kind: str, name: str, number: str, authority: str,
                            address: dict[str, Any] | None = None
@@ -151,7 +151,7 @@ class Context:
             resource["address"] = [address]
         op = self.plan.add(Op(f"organization:{system}|{number}", "Organization", resource,
                               match=token("identifier", system, number), mode="keep"))  # fmt: skip
-        return reference(op.key, name or number)
+        return reference(op, name or number)
 
     def xon(self, c: Composite, kind: str) -> dict[str, str] | None:
         """XON -> a reference to the Organization it names (`named_organization`)."""

@@ -106,4 +106,4 @@ def _related_person(ctx: Context, in1: Segment, patient: Op, policy: dict[str, s
         resource["name"] = [name]
     op = ctx.plan.add(Op(f"subscriber:{policy['system']}|{value}", "RelatedPerson", resource,
                          match=token("identifier", policy["system"], value)))
-    return reference(op.key, (name or {}).get("text"))
+    return reference(op, (name or {}).get("text"))

@@ -2,8 +2,10 @@
 how it is matched to what is stored (the v2-to-FHIR IG's implementation considerations leave
 identity to the implementer: we match on business identifiers, so a replay writes nothing new).
 
-Resources of the plan refer to each other by placeholders (`urn:hl7v2:<key>`), replaced by
-`Type/id` as the writer learns the ids."""
+Resources of the plan refer to each other by stand-ins (`Type/hl7v2-stand-in-<n>`, n the op's
+place in the plan), replaced by `Type/id` as the writer learns the ids. A stand-in is a relative
+reference of the target's type, so the planner indexes the references too: their rows are those
+of the written resource but for the id (search/early.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ if TYPE_CHECKING:  # typing only: the planner's rows and criteria travel with th
     from fhir_server.interactions.search import Criteria
     from fhir_server.search.early import Early
 
-PLACEHOLDER = "urn:hl7v2:"
+#: the id of an op's stand-in, before its place in the plan
+STAND_IN = "hl7v2-stand-in-"
 
 #: how an op meets a stored resource found by its `match` (nothing found: it is created, except
 #: in mode `existing`):
@@ -42,6 +45,7 @@ class Op:
 
     key: str
     rtype: str
+    #: the resource, stand-ins in its references (empty in the mapper's process: `text`)
     resource: dict[str, Any]
     #: search query finding the stored resource (business identifier), None: never matched
     match: str | None = None
@@ -61,15 +65,33 @@ class Op:
     #: a stored Patient found that was merged away (link replaced-by) stands for the one that
     #: replaced it: messages still naming an old record reach the surviving one
     follow: bool = False
-    #: the resource's index rows that its references do not decide, and its JSON text
-    #: (worker.plan_of, in the planning process: apply.resolve_fast replaces placeholders
-    #: in it)
+    #: the resource's index rows (those of its references with stand-in ids) and its JSON
+    #: text (worker.plan_of, in the planning process: apply.resolve_fast replaces the
+    #: stand-ins in it)
     early: Early | None = None
     text: bytes | None = None
+    #: its place in the plan (Plan.add)
+    n: int = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to the mapper's process) without `resource` once `text` holds it: the
+        writer reads the text, and unpickling the objects again was a third of the plans'
+        unpickling, on the writer's interpreter lock."""
+        state = dict(self.__dict__)
+        if self.text is not None:
+            state["resource"] = {}
+        return state
+
+    @property
+    def stand_in(self) -> str:
+        """The id that stands for the op's until the writer knows it."""
+        assert self.n >= 0, "an op gets its stand-in id when it is added to the plan"
+        return f"{STAND_IN}{self.n}"
 
     @property
     def ref(self) -> str:
-        return PLACEHOLDER + self.key
+        """How the plan's resources refer to this one (`Type/stand-in`)."""
+        return f"{self.rtype}/{self.stand_in}"
 
 
 @dataclass
@@ -81,13 +103,15 @@ class Plan:
     #: anything (A40: the merge of two patient records), with the keys of those ops
     activity: dict[str, Any] | None = None
     activity_targets: tuple[str, ...] = ()
-    #: every op's resource passed the Validator (before the write lock; worker.plan_of)
+    #: every op's resource and the Provenance templates passed the Validator (before the
+    #: write lock; worker.plan_of)
     validated: bool = False
 
     def add(self, op: Op) -> Op:
         for known in self.ops:
             if known.key == op.key:
                 return known
+        op.n = len(self.ops)
         self.ops.append(op)
         return op
 
@@ -95,8 +119,8 @@ class Plan:
         return next((op for op in self.ops if op.key == key), None)
 
 
-def reference(key: str, display: str | None = None) -> dict[str, str]:
-    out = {"reference": PLACEHOLDER + key}
+def reference(op: Op, display: str | None = None) -> dict[str, str]:
+    out = {"reference": op.ref}
     if display:
         out["display"] = display
     return out

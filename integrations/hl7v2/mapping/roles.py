@@ -117,7 +117,7 @@ def practitioner_role(ctx: Context, rol: Segment, with_period: bool = False
         resource["telecom"] = telecom
     op = ctx.plan.add(Op(f"role:{system}|{value}", "PractitionerRole", resource,
                          match=token("identifier", system, value), mode="keep"))  # fmt: skip
-    return reference(op.key, who.get("display"))
+    return reference(op, who.get("display"))
 
 
 def _is_primary_care(rol: Segment) -> bool:
