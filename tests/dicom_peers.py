@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +37,27 @@ ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 #: every dcmtk process runs with this (integrations.md §2.2: Debian's dcmtk stalls ~40 ms per
 #: message without it)
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+#: where the peers' tools are looked up: PATH without this environment's scripts, where
+#: pynetdicom installs programs of its own named findscu, storescu... (other options), which an
+#: activated virtualenv would put first
+_PEER_PATH = os.pathsep.join(
+    d for d in os.environ.get("PATH", "").split(os.pathsep)
+    if d and Path(d).resolve() != Path(sysconfig.get_path("scripts")).resolve()
+)  # fmt: skip
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=_PEER_PATH)
+
+
+def peer(tool: str) -> str:
+    """The path of a peer's program (dcmtk's `storescp`, say), as `need` found it."""
+    return _which(tool) or tool
 
 
 def need(*tools: str) -> None:
     """Skip (fail in CI) unless the tools are installed."""
-    missing = [t for t in tools if shutil.which(t) is None and not Path(t).exists()]
+    missing = [t for t in tools if _which(t) is None and not Path(t).exists()]
     if missing:
         reason = f"DICOM PEER TEST NOT RUN: {', '.join(missing)} missing (apt-get install dcmtk " \
                  "orthanc orthanc-dicomweb)"
@@ -127,8 +144,9 @@ def start_server(tmp: Path, parts: Parts, **settings: Any) -> Iterator[Server]:
 def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool (with TCP_NODELAY) and return what it did; never raises."""
     return subprocess.run(
-        list(args), env=NODELAY, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [peer(args[0]), *args[1:]], env=NODELAY, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 @dataclass

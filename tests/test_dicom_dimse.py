@@ -18,6 +18,7 @@ from dicom_peers import (
     dcmtk,
     free_port,
     need,
+    peer,
     start_orthanc,
     start_server,
     write_study,
@@ -263,7 +264,7 @@ def test_movescu_moves_a_study_to_a_configured_destination_only(
     received = tmp_path / "received"
     received.mkdir()
     storescp = __import__("subprocess").Popen(
-        ["storescp", "-aet", "DEST", "-od", str(received), str(port)],
+        [peer("storescp"), "-aet", "DEST", "-od", str(received), str(port)],
         env=__import__("dicom_peers").NODELAY,
     )
     try:
