@@ -1,7 +1,8 @@
-// What the apps' browser journeys share (apps.mjs, consult.mjs, consult-room.mjs,
-// apps-live.mjs): the configuration the Python test passes, headless Chromium's flags, the
-// screenshots, signing in on the server's pages, a page per person, and the run that prints one
-// JSON object (or the error, with a screenshot of every page).
+// What the browser scripts share: the configuration the Python test passes and headless
+// Chromium's flags (all of them, run.mjs and ohif.mjs too); for the journeys (apps.mjs,
+// consult.mjs, consult-room.mjs, apps-live.mjs) also the screenshots, signing in on the
+// server's pages, a page per person, and the run that prints one JSON object (or the error,
+// with a screenshot of every page).
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";

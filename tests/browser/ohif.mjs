@@ -7,13 +7,12 @@
 //   node ohif.mjs '{"viewer": ..., "study": ..., "shots": ..., "login": {"user", "password"}}'
 import { chromium } from "playwright-core";
 import { join } from "node:path";
+import { ARGS as QUIET, CHROMIUM, config } from "./lib.mjs";
 
-const config = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// OHIF draws with WebGL: a software GPU instead of none
 const ARGS = [
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--no-first-run", "--disable-quic", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
-  "--ignore-gpu-blocklist",
+  ...QUIET.filter(a => a !== "--disable-gpu"),
+  "--use-gl=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
 ];
 const STEP = 60000; // ms: OHIF loads about 200 MB of bundles and wasm from disk
 

@@ -5,15 +5,10 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+// Debian's chromium, never a downloaded one (`npx playwright install` needs the internet),
+// quiet and offline: lib.mjs holds both
+import { ARGS, CHROMIUM, config } from "./lib.mjs";
 
-const config = JSON.parse(process.argv[2]);
-// Debian's chromium, never a downloaded one (`npx playwright install` needs the internet)
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-// quiet and offline: no updates, sync or QUIC; playwright adds --headless and --no-sandbox
-const ARGS = [
-  "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run", "--disable-quic",
-];
 const STEP = 15000; // ms for any one page to appear
 
 /** Title, language and visible text of a page, for the test's assertions. */
