@@ -66,14 +66,12 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                     applied.written.append(version)
             targets = [changed[op.key] for op in plan.ops if op.provenance and op.key in changed]
             if targets:
-                creates.append(("Provenance", write.new_id(),
-                                provenance(services, plan.provenance, targets, ids, not exact),
-                                None))  # fmt: skip
+                creates.append((*provenance(services, plan.provenance, targets, ids,
+                                            not exact), None))  # fmt: skip
             if plan.activity and set(changed) & set(plan.activity_targets):
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
-                creates.append(("Provenance", write.new_id(),
-                                provenance(services, plan.activity, both, ids, not exact),
+                creates.append((*provenance(services, plan.activity, both, ids, not exact),
                                 None))  # fmt: skip
             write.create_many(session, services, ctx, [c[:3] for c in creates],
                               [c[3] for c in creates])  # fmt: skip
@@ -236,13 +234,15 @@ def resolve(node: Any, ids: dict[str, str | None]) -> Any:
 
 
 def provenance(services: Services, template: dict[str, Any], targets: list[str],
-               ids: dict[str, str | None], validate: bool) -> Validated:  # fmt: skip
-    """A Provenance naming `targets`; not `validate`d when the planner validated its template
-    with the same references but for their ids (worker.plan_of)."""
+               ids: dict[str, str | None], validate: bool
+               ) -> tuple[str, str, Validated]:  # fmt: skip
+    """The create of a Provenance naming `targets`; not `validate`d when the planner
+    validated its template with the same references but for their ids (worker.plan_of)."""
     body = resolve(template, ids) or {}
     body["target"] = [{"reference": t} for t in targets]
     body["recorded"] = now()
-    return services.validator(body) if validate else Validated(body)
+    resource = services.validator(body) if validate else Validated(body)
+    return "Provenance", write.new_id(), resource
 
 
 def mapping_error(exc: FhirError) -> MappingError:
