@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -103,8 +104,24 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": at(0.5), "p95_ms": at(0.95)}
 
 
+#: where dcmtk's programs are looked up: PATH without this environment's scripts, where
+#: pynetdicom installs programs of its own named findscu, storescu... (other options), which an
+#: activated virtualenv would put first
+_DCMTK_PATH = os.pathsep.join(
+    d for d in os.environ.get("PATH", "").split(os.pathsep)
+    if d and Path(d).resolve() != Path(sysconfig.get_path("scripts")).resolve()
+)  # fmt: skip
+
+
+def dcmtk_program(name: str) -> str | None:
+    """The path of dcmtk's program `name` (or of another peer's), None when not installed
+    (the DICOM peer tests use it too)."""
+    return shutil.which(name, path=_DCMTK_PATH)
+
+
 def bench(instances: int = 1000, studies: int = 10000, repeats: int = 100) -> dict[str, Any]:
-    if shutil.which("storescu") is None:
+    storescu = dcmtk_program("storescu")
+    if storescu is None:
         return {"skipped": "dcmtk's storescu is not installed (apt-get install dcmtk)"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -131,7 +148,7 @@ def bench(instances: int = 1000, studies: int = 10000, repeats: int = 100) -> di
             files = sorted((root / "in").iterdir())
             started = time.perf_counter()
             done = subprocess.run(
-                ["storescu", "-aec", "FHIRSERVER", "127.0.0.1", str(dimse), *map(str, files)],
+                [storescu, "-aec", "FHIRSERVER", "127.0.0.1", str(dimse), *map(str, files)],
                 env=env, capture_output=True, text=True, check=False,
             )  # fmt: skip
             seconds = time.perf_counter() - started

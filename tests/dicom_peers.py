@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from bench.dicom import dcmtk_program
 from fhir_server.app import build_app
 from fhir_server.services import Parts, Services
 from integrations.dicom import dicom_of
@@ -37,27 +36,14 @@ ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 #: every dcmtk process runs with this (integrations.md §2.2: Debian's dcmtk stalls ~40 ms per
 #: message without it)
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
-#: where the peers' tools are looked up: PATH without this environment's scripts, where
-#: pynetdicom installs programs of its own named findscu, storescu... (other options), which an
-#: activated virtualenv would put first
-_PEER_PATH = os.pathsep.join(
-    d for d in os.environ.get("PATH", "").split(os.pathsep)
-    if d and Path(d).resolve() != Path(sysconfig.get_path("scripts")).resolve()
-)  # fmt: skip
-
-
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=_PEER_PATH)
-
-
 def peer(tool: str) -> str:
     """The path of a peer's program (dcmtk's `storescp`, say), as `need` found it."""
-    return _which(tool) or tool
+    return dcmtk_program(tool) or tool
 
 
 def need(*tools: str) -> None:
     """Skip (fail in CI) unless the tools are installed."""
-    missing = [t for t in tools if _which(t) is None and not Path(t).exists()]
+    missing = [t for t in tools if dcmtk_program(t) is None and not Path(t).exists()]
     if missing:
         reason = f"DICOM PEER TEST NOT RUN: {', '.join(missing)} missing (apt-get install dcmtk " \
                  "orthanc orthanc-dicomweb)"
