@@ -13,7 +13,9 @@ leaves that to the server).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -725,6 +727,42 @@ def test_composite(loaded: TestClient) -> None:
         matches(loaded, "MolecularSequence?chromosome-window-coordinate=2$128273732$128273740")
         == set()
     )
+
+
+def test_combo_parameters_read_their_parts(loaded: TestClient) -> None:
+    """R4's Observation combo-* parameters are the unions of their parts (combo-code is
+    `Observation.code | Observation.component.code`), searched through the parts' rows. In the
+    examples only blood-pressure has components: code 85354-9, components 8480-6 (also SNOMED
+    271649006 and acme bp-s) = 107 mm[Hg] and 8462-4 = 60 mm[Hg]; heart-rate is 8867-4 = 44
+    /min."""
+    assert matches(loaded, "Observation?code=8480-6") == set()
+    assert matches(loaded, "Observation?combo-code=8480-6") == {"blood-pressure"}
+    assert matches(loaded, "Observation?combo-code=85354-9") == {"blood-pressure"}
+    assert matches(loaded, "Observation?combo-code=8867-4,8462-4") == {
+        "heart-rate", "blood-pressure",
+    }  # fmt: skip
+    assert matches(loaded, "Observation?combo-code:missing=true&code=8867-4") == set()
+    assert matches(loaded, "Observation?value-quantity=107") == set()
+    assert matches(loaded, "Observation?combo-value-quantity=107|http://unitsofmeasure.org|"
+                           "mm[Hg]") == {"blood-pressure"}  # fmt: skip
+    assert matches(loaded, "Observation?combo-value-quantity=44||/min") == {"heart-rate"}
+    # a pair within the Observation or within one component, never across the two
+    assert matches(loaded, "Observation?combo-code-value-quantity=8867-4$44") == {"heart-rate"}
+    assert matches(loaded, "Observation?combo-code-value-quantity=85354-9$107") == set()
+    assert matches(loaded, "Observation?combo-code-value-quantity=8462-4$107") == set()
+    # sorted by the greatest code (search.html#sort): bp-s is a component's, so combo-code
+    # puts blood-pressure first where code (85354-9 < 8867-4) puts it last
+    both = "Observation?_id=blood-pressure,heart-rate&_sort="
+    in_order = [e["resource"]["id"] for e in search(loaded, both + "-combo-code")["entry"]]
+    assert in_order == ["blood-pressure", "heart-rate"]
+    in_order = [e["resource"]["id"] for e in search(loaded, both + "-code")["entry"]]
+    assert in_order == ["heart-rate", "blood-pressure"]
+    # their rows are not stored: no index row names a union
+    database = loaded.app.state.services.settings.database  # type: ignore[attr-defined]
+    with closing(sqlite3.connect(database)) as db:
+        stored = [db.execute(f"SELECT count(*) FROM idx_{table} WHERE param GLOB 'combo-*'"
+                             ).fetchone()[0] for table in ("token", "quantity")]  # fmt: skip
+    assert stored == [0, 0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,3 +128,30 @@ def test_dump_streams_every_version_once_in_order(migrated: TestClient) -> None:
               if s.type == "Patient"]  # fmt: skip
     assert dumped == [("a", 1, "POST"), ("a", 2, "PUT"), ("a", 3, "DELETE"),
                       ("b", 1, "POST"), ("b", 2, "PUT")]  # fmt: skip
+
+
+def test_migration_13_drops_the_rows_of_union_parameters(tmp_path: Path, parts: Parts) -> None:
+    """Rows the combo-* parameters had before they were read through their parts go; the
+    parts' rows stay, and combo-code still finds the Observation through them."""
+    path = tmp_path / "old.db"
+    obs = orjson.dumps({"resourceType": "Observation", "id": "o", "status": "final",
+                        "meta": {"versionId": "1", "lastUpdated": T1},
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}})
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for number, script in enumerate(MIGRATIONS[:12], start=1):
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        conn.execute("INSERT INTO resource (rid, type, id, version, last_updated, deleted, json, "
+                     "method) VALUES (1, 'Observation', 'o', 1, ?, 0, ?, 'PUT')", (T1, obs))
+        conn.executemany("INSERT INTO idx_token (rid, type, param, system, code) VALUES "
+                         "(1, 'Observation', ?, 'http://loinc.org', '8867-4')",
+                         [("code",), ("combo-code",), ("combo-code-value-quantity$0",)])
+        conn.execute("INSERT INTO idx_quantity (rid, type, param, value) VALUES "
+                     "(1, 'Observation', 'combo-value-quantity', 44)")
+    services = make_services(path, parts)  # opening the store migrates
+    with TestClient(build_app(services.settings, services)) as client:
+        found = client.get("/fhir/Observation?combo-code=http://loinc.org|8867-4").json()
+    assert [e["resource"]["id"] for e in found["entry"]] == ["o"]
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT param FROM idx_token WHERE rid = 1 UNION ALL "
+                            "SELECT param FROM idx_quantity WHERE rid = 1").fetchall()
+    assert rows == [("code",)]

@@ -435,6 +435,10 @@ RESOURCES: list[dict[str, Any]] = [
     {"resourceType": "Observation", "id": "o3", "status": "final",
      "code": {"coding": [{"system": "http://snomed.info/sct", "code": "8867-4"}]},
      "subject": {"reference": "Patient/jose"}},
+    {"resourceType": "Observation", "id": "o4", "status": "final",
+     "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+     "component": [{"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                    "valueQuantity": {"value": 107}}]},
 ]  # fmt: skip
 
 CRITERIA = [
@@ -452,7 +456,8 @@ CRITERIA = [
     "Observation?date=2024-03", "Observation?date=eq2024-03-01", "Observation?date=ap2024-03-01",
     "Observation?date=gt2024-03-05T01:00:00Z", "Observation?date=eb2024-03-01",
     "Observation?status=final&code=8867-4", "Observation?subject=http://testserver/fhir/Patient/mary",
-    "Patient?_id=zhang&gender=male",
+    "Patient?_id=zhang&gender=male", "Observation?combo-code=8480-6",
+    f"Observation?combo-code={LOINC}|8867-4,{LOINC}|85354-9",
 ]  # fmt: skip
 
 
@@ -503,3 +508,6 @@ def test_in_memory_matching_agrees_with_the_search_engine(client: TestClient) ->
     assert found_by["Patient?family=alv"] == {"jose"}
     assert found_by["Observation?date=2024-03"] == {"o1"}
     assert found_by["Patient?name=zhang"] == {"zhang"}
+    # combo-code is code | component-code: o4 by its component's code, o1 by its own
+    assert found_by["Observation?combo-code=8480-6"] == {"o4"}
+    assert found_by[f"Observation?combo-code={LOINC}|8867-4,{LOINC}|85354-9"] == {"o1", "o4"}

@@ -10,6 +10,7 @@ from typing import Any
 from .fhirpath import Extractor, compile_expression
 from .index import BUILDERS
 from .registry import Registry, SearchParam
+from .unions import union_parts
 
 #: (focus element or None for the whole resource, [(component table, extractor)])
 Focus = tuple[str | None, list[tuple[str, Extractor]]]
@@ -35,9 +36,10 @@ def _plan(rtype: str, registry: Registry) -> list[tuple[str, list[Focus]]]:
     if plan is not None:
         return plan
     plan = []
+    unions = union_parts(rtype, registry)  # their rows are their parts'
     for code, p in sorted(registry.for_type(rtype).items()):
         types = component_types(p, registry) if p.type == "composite" else None
-        if not p.expression or not types:
+        if not p.expression or not types or code in unions:
             continue
         foci: list[Focus] = []
         for part in (x.strip() for x in p.expression.split("|")):

@@ -15,6 +15,7 @@ from fhir_server.search import pinyin
 from fhir_server.search.fhirpath import Extractor, Node, compile_expression, parse_reference
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.ucum import UCUM, factor
+from fhir_server.search.unions import union_parts
 from fhir_server.search.values import (
     MAX_INSTANT,
     MIN_INSTANT,
@@ -308,7 +309,9 @@ _PLANS: weakref.WeakKeyDictionary[Registry, dict[str, Plan]] = weakref.WeakKeyDi
 
 
 def indexed_params(resource_type: str, registry: Registry) -> list[SearchParam]:
-    """The parameters that produce index rows for a type (sorted by code, deterministic)."""
+    """The parameters that produce index rows for a type (sorted by code, deterministic);
+    not the unions of others (search/unions.py), whose rows are their parts'."""
+    unions = union_parts(resource_type, registry)
     return [
         p
         for code, p in sorted(registry.for_type(resource_type).items())
@@ -316,6 +319,7 @@ def indexed_params(resource_type: str, registry: Registry) -> list[SearchParam]:
         and p.type not in SKIPPED_TYPES
         and code not in SKIPPED_CODES
         and p.type in BUILDERS
+        and code not in unions
     ]
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import error
 from ..spec import RESOURCE_TYPES, load
 from .composite import component_types
+from .unions import union_parts
 
 COMPARTMENTS: dict[str, dict[str, list[str]]] = load("compartments.json")  # type: ignore[assignment]
 
@@ -73,6 +74,13 @@ class Param:
     targets: tuple[str, ...] = ()
     #: composite parameters: the search type of each component
     components: tuple[str, ...] = ()
+    #: a union of other parameters (search/unions.py): theirs are the index rows to read
+    reads: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameters whose index rows hold this one's values."""
+        return self.reads or (self.code,)
 
 
 @dataclass(frozen=True)
@@ -262,10 +270,10 @@ def lookup(
     if rtype is None and types and code not in SPECIAL:
         found = {lookup(registry, t, code) for t in types}
         kinds = {p.type for p in found}
-        if len(kinds) != 1 or "composite" in kinds:
+        if len(kinds) != 1 or "composite" in kinds or len({p.reads for p in found}) != 1:
             raise Unknown(f"'{code}' is not a parameter of the same type for every _type")
         targets = sorted({t for p in found for t in p.targets})
-        return Param(code, kinds.pop(), tuple(targets))
+        return Param(code, kinds.pop(), tuple(targets), reads=found.pop().reads)
     if code in SPECIAL:
         return Param(code, SPECIAL[code])
     sp: SearchParam | None = registry.get(rtype or "Resource", code)
@@ -275,8 +283,12 @@ def lookup(
         components = component_types(sp, registry)
         if components is None:
             raise Unknown(f"Composite parameter '{code}' has unknown components")
-        return Param(sp.code, sp.type, components=components)
-    return Param(sp.code, sp.type, tuple(sp.targets))
+        return Param(sp.code, sp.type, components=components, reads=_reads(registry, rtype, code))
+    return Param(sp.code, sp.type, tuple(sp.targets), reads=_reads(registry, rtype, code))
+
+
+def _reads(registry: Registry, rtype: str | None, code: str) -> tuple[str, ...]:
+    return union_parts(rtype, registry).get(code, ()) if rtype else ()
 
 
 def parse_clause(

@@ -89,7 +89,7 @@ def _clause(c: q.Clause, rid: str, rows: IndexRows, base_url: str) -> bool:
     if c.param.code == "_id":
         return rid in c.values
     kind = c.param.type
-    names = {c.param.code}
+    names = set(c.param.names)  # a union: its parts' rows
     if kind == "string" and c.modifier is None and _pinyin(c.values):
         names.add(c.param.code + pinyin.SUFFIX)  # a name's pinyin rows, as the SQL reads them
     own = [r[1:] for r in rows.get(kind, ()) if r[0] in names]

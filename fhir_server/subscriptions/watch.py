@@ -36,7 +36,7 @@ class Watch:
         codes: set[str] = set()
         for sub in subs:
             criteria = sub.criteria
-            codes |= {c.param.code for c in criteria.clauses}
+            codes |= {name for c in criteria.clauses for name in c.param.names}
             keys = next(filter(None, (_keys(c, base_url) for c in criteria.clauses)), None)
             if keys is None:
                 unkeyed.append(sub)
@@ -71,7 +71,9 @@ def _keys(c: q.Clause, base_url: str) -> list[Key] | None:
         return [("_id", v) for v in c.values] if mod is None else None
     if kind == "token" and mod is None:
         tokens = [q.split_token(v)[1] for v in c.values]
-        return None if "" in tokens else [(f"token:{code}", t) for t in tokens]
+        if "" in tokens:
+            return None
+        return [(f"token:{name}", t) for name in c.param.names for t in tokens]  # union: parts
     if kind == "reference" and (mod is None or mod in c.param.targets):
         ids = []
         for raw in c.values:

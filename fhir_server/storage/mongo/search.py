@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ...errors import error
@@ -116,7 +117,8 @@ def _number(value: str, code: str) -> Filter:
     return {column: {op: exact}}
 
 
-def _quantity(value: str, code: str) -> Filter:
+def _quantity(value: str, p: Param) -> Filter:
+    code, names = p.code, list(p.names)
     parts = [unescape(part) for part in split_escaped(value, "|", 2)]
     text, system, unit = (parts + ["", ""])[:3]
     prefix, v = split_prefix(text)
@@ -124,12 +126,12 @@ def _quantity(value: str, code: str) -> Filter:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
-    out: Filter = {"p": code}
+    out: Filter = {"p": _one_of(names)}
     canonical = factor(unit) if system == UCUM and unit else None
     if canonical is not None:  # the canonical rows, and those written in the canonical unit
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
-        out = {"p": {"$in": [code, f"{code}:canonical"]}}
+        out = {"p": {"$in": [*names, *(f"{n}:canonical" for n in names)]}}
     if prefix == "eq":
         out["value"] = {"$gte": qlo, "$lt": qhi}
     elif prefix == "ap":
@@ -183,6 +185,10 @@ def _check_terms(c: Clause) -> None:
         raise error(
             400, "too-costly", f"'{name}' values may be at most {MAX_TERM_LENGTH} characters", name
         )
+
+
+def _one_of(names: list[str]) -> Any:
+    return names[0] if len(names) == 1 else {"$in": names}
 
 
 def _any(filters: list[Filter]) -> Filter:
@@ -261,8 +267,12 @@ class Compiler:
         return {"$nor": [lookup]} if c.modifier == "not" else lookup
 
     def _composite(self, c: Clause) -> Filter:
-        """Every component matched by a row of the same group (sqlite: joined on grp)."""
+        """Every component matched by a row of the same group (sqlite: joined on grp); a
+        union's parts each on their own."""
         p = c.param
+        if p.reads:
+            return _any([self._composite(replace(c, param=replace(p, code=part, reads=())))
+                          for part in p.reads])  # fmt: skip
         ors: list[Filter] = []
         for value in c.values:
             parts = split_composite(value)
@@ -276,15 +286,18 @@ class Compiler:
                 cond = self._value(component, None, part)
                 names = self._scope(component)
                 if "p" not in cond:
-                    cond = {"p": names[0] if len(names) == 1 else {"$in": names}, **cond}
+                    cond = {"p": _one_of(names), **cond}
                 group[f"c{j}"] = {"$elemMatch": cond}
             ors.append({"x.composite": {"$elemMatch": group}})
         return _any(ors)
 
     def _scope(self, p: Param, also: str | None = None) -> list[str]:
+        """The rows' parameter names: its own, or its parts' (a union); quantities' canonical
+        rows too; `also` (a name's pinyin)."""
+        names = list(p.names)
         if p.type == "quantity":
-            also = f"{p.code}:canonical"
-        return [p.code] if also is None else [p.code, also]
+            names += [f"{n}:canonical" for n in p.names]
+        return names if also is None else [*names, also]
 
     def _lookup(self, c: Clause) -> Filter:
         """Some index row of the parameter matches one of the values."""
@@ -295,12 +308,12 @@ class Compiler:
             table, p = "token", Param(p.code, "token")
             names = [p.code]
         elif c.modifier == "of-type":
-            names = [f"{p.code}:of-type"]
+            names = [f"{n}:of-type" for n in p.names]
         elif p.type == "string" and c.modifier is None and _pinyin(c.values):
             names = self._scope(p, also=p.code + pinyin.SUFFIX)
         if p.type == "token" and c.modifier in ("in", "not-in", "below", "above"):
             raise error(400, "not-supported", f":{c.modifier} is not supported here", p.code)
-        scope: Filter = {"p": names[0] if len(names) == 1 else {"$in": names}}
+        scope: Filter = {"p": _one_of(names)}
         if c.codes is not None:
             cond = _codes(c.codes)
             if cond is None:
@@ -321,7 +334,7 @@ class Compiler:
         if kind == "token":
             return _token(p, modifier, v)
         if kind == "quantity":
-            return _quantity(v, p.code)
+            return _quantity(v, p)
         v = unescape(v)
         if kind == "string":
             if modifier == "exact":
@@ -417,6 +430,10 @@ def _sort_fields(query: Query) -> list[tuple[str, str | None, bool]]:
             out.append(("_id", None, desc))
         elif param.code == "_lastUpdated":
             out.append(("lu", None, desc))
+        elif param.reads:  # no sort values of its own (search/unions.py)
+            raise error(400, "not-supported", f"Cannot sort by '{param.code}' on MongoDB: it "
+                        f"is the union of {', '.join(param.reads)}; sort by one of those",
+                        "_sort")  # fmt: skip
         elif param.type in ("string", "token", "reference", "date", "number", "quantity"):
             out.append((f"k.{param.code}.{'hi' if desc else 'lo'}", f"k.{param.code}.n", desc))
         else:

@@ -262,6 +262,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idx_reference_url ON idx_reference (type, param, url, rid)
         WHERE url IS NOT NULL;
     """,
+    # 13: R4's Observation combo-* parameters are unions of others (search/unions.py): their
+    # rows are no longer written, a search reads their parts' rows; those written before go
+    """
+    DELETE FROM idx_token WHERE type = 'Observation' AND param GLOB 'combo-*';
+    DELETE FROM idx_quantity WHERE type = 'Observation' AND param GLOB 'combo-*';
+    """,
 ]
 
 #: the resource types whose stored versions the Parts are built from (migration 7)

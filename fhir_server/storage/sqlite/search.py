@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -171,7 +171,8 @@ class Compiler:
         if c.modifier == "identifier":  # Reference.identifier rows live in the token table
             table, p = "idx_token", Param(p.code, "token")
         elif c.modifier == "of-type":
-            scope, scope_args = self._scope(rtype, Param(f"{p.code}:of-type", "token"))
+            of_type = tuple(f"{n}:of-type" for n in p.names)
+            scope, scope_args = self._scope(rtype, Param(of_type[0], "token", reads=of_type))
         elif p.type == "string" and c.modifier is None and _pinyin_values(c.values):
             scope, scope_args = self._scope(rtype, p, also=p.code + pinyin.SUFFIX)
         if p.type == "token" and c.modifier in ("in", "not-in", "below", "above"):
@@ -216,8 +217,13 @@ class Compiler:
         return f"{alias}.id {neg}IN ({marks})", [unescape(v) for v in c.values]
 
     def _composite(self, rtype: str | None, c: Clause) -> tuple[str, list]:
-        """Each component matched in its own table, joined on the same row and group."""
+        """Each component matched in its own table, joined on the same row and group (a
+        union's parts each on their own: their group numbers are their own)."""
         p = c.param
+        if p.reads:
+            each = [self._composite(rtype, replace(c, param=replace(p, code=part, reads=())))
+                    for part in p.reads]  # fmt: skip
+            return " UNION ".join(sql for sql, _ in each), [a for _, args in each for a in args]
         ors, args = [], []
         for value in c.values:
             parts = split_composite(value)
@@ -270,7 +276,7 @@ class Compiler:
         if kind == "token":
             return _token_condition(p, modifier, v)
         if kind == "quantity":
-            return _quantity_condition(v, p.code)
+            return _quantity_condition(v, p)
         v = unescape(v)
         if kind == "string":
             if modifier == "exact":
@@ -390,8 +396,9 @@ class Compiler:
             return None
         param, desc = q.sort[0]
         col = _SORT_COLUMN.get(param.type)
-        if col is None or param.code in SPECIAL_CODES or param.type == "quantity":
-            return None  # quantities sort on canonical values where they have them (sort_keys)
+        if col is None or param.code in SPECIAL_CODES or param.type == "quantity" or param.reads:
+            return None  # quantities sort on canonical values where they have them, unions on
+            # their parts' values (sort_keys)
         return SortWalk(f"idx_{param.type}", col, desc, param.code)
 
     def sort_keys(self, q: Query, alias: str = "r") -> list[SortKey]:
@@ -407,15 +414,16 @@ class Compiler:
                 if col is None:
                     raise error(400, "not-supported", f"Cannot sort by '{param.code}'", "_sort")
                 agg = "max" if desc else "min"
+                names = param.names
                 sql = (
                     f"(SELECT {agg}({col}) FROM idx_{param.type} s WHERE s.rid = {alias}.rid "
-                    "AND s.param = ?)"
+                    f"AND s.param IN ({', '.join('?' * len(names))}))"
                 )
                 if param.type == "quantity":  # in canonical units where there are some
                     keys.append(SortKey(f"coalesce({sql}, {sql})", desc,
-                                        (f"{param.code}:canonical", param.code)))  # fmt: skip
+                                        (*(f"{n}:canonical" for n in names), *names)))  # fmt: skip
                     continue
-                keys.append(SortKey(sql, desc, (param.code,)))
+                keys.append(SortKey(sql, desc, names))
         keys.append(SortKey(f"{alias}.rid", False))
         return keys
 
@@ -632,14 +640,18 @@ def _stands_for(alias: str, organization: str) -> tuple[str, list]:
 
 
 def _scope(rtype: str | None, p: Param, also: str | None = None) -> tuple[str, list[Any]]:
-    """The index rows of one parameter; quantities also have their UCUM-canonical rows,
-    which the value condition picks between; `also` names more rows to read (a name's pinyin)."""
+    """The index rows of one parameter (of its parts, for a union); quantities also have
+    their UCUM-canonical rows, which the value condition picks between; `also` names more
+    rows to read (a name's pinyin)."""
     head, args = ("type = ? AND ", [rtype]) if rtype else ("", [])
+    names = list(p.names)
     if p.type == "quantity":
-        also = f"{p.code}:canonical"
+        names += [f"{n}:canonical" for n in p.names]
     if also is not None:
-        return f"{head}param IN (?, ?)", [*args, p.code, also]
-    return f"{head}param = ?", [*args, p.code]
+        names.append(also)
+    if len(names) == 1:
+        return f"{head}param = ?", [*args, *names]
+    return f"{head}param IN ({', '.join('?' * len(names))})", [*args, *names]
 
 
 def _pinyin_values(values: tuple[str, ...]) -> bool:
@@ -764,8 +776,9 @@ def _approximate(v: float, qlo: float, qhi: float) -> tuple[float, float]:
     return min(qlo, v - margin), max(qhi, v + margin)
 
 
-def _quantity_condition(value: str, code: str) -> tuple[str, list]:
+def _quantity_condition(value: str, p: Param) -> tuple[str, list]:
     """`[prefix]number|system|code`; the code matches Quantity.code or Quantity.unit."""
+    code = p.code
     parts = [unescape(part) for part in split_escaped(value, "|", 2)]
     text, system, unit = (parts + ["", ""])[:3]
     prefix, v = split_prefix(text)
@@ -776,7 +789,7 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
-    scope, args = "param = ?", list[Any]([code])
+    scope, args = _scope(None, Param(code, "token", reads=p.names))  # as written
     canonical = factor(unit) if system == UCUM and unit else None
     if canonical is not None:
         # compare in canonical units: on the canonical rows of quantities written in another
@@ -784,7 +797,7 @@ def _quantity_condition(value: str, code: str) -> tuple[str, list]:
         # unit itself (5500 g), which get no second row
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
-        scope, args = "param IN (?, ?)", [code, f"{code}:canonical"]
+        scope, args = _scope(None, p)  # and the canonical rows
     if prefix == "eq":
         sql, args = f"{scope} AND value >= ? AND value < ?", [*args, qlo, qhi]
     elif prefix == "ap":
