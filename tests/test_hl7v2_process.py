@@ -27,7 +27,8 @@ from fhir_server.settings import Settings
 from integrations.hl7v2 import mllp
 from integrations.hl7v2.inbox import Arrival
 from integrations.hl7v2.mapper_process import MapperProcess
-from integrations.hl7v2.worker import CHANNEL
+from integrations.hl7v2.mapping import Plan
+from integrations.hl7v2.worker import CHANNEL, planned_after
 
 SAMPLES = Path(__file__).resolve().parent.parent / "integrations" / "hl7v2" / "samples"
 
@@ -261,6 +262,40 @@ def test_the_rows_planned_before_the_ids_are_those_a_reindex_makes(
     finally:
         services.close()
     assert stored_rows(database) == mapped
+
+
+def test_a_resource_planned_again_is_indexed_by_the_parameters_in_use(database: Path) -> None:
+    """The planner remembers the rows of a resource it has seen (the same patient in each of
+    their messages); a SearchParameter added since (conformance resources over REST) must
+    still get its rows: PID-8 `F` is Patient.gender `female`."""
+    settings = Settings(database=database)
+    services = open_services(settings)
+    try:
+        raw = (SAMPLES / "adt_a28_add_person.hl7").read_bytes().replace(b"\n", b"\r")
+        services.store.inbox.receive([Arrival(CHANNEL, "HIS/HZFIRST", "ADT20240306-0040",
+                                              "2024-03-06T10:00:00Z", None, "ADT^A28", raw)])
+
+        def patient_tokens() -> set[tuple[object, ...]]:
+            ((_, plan),) = planned_after(services, 0)
+            assert isinstance(plan, Plan)
+            (op,) = [op for op in plan.ops if op.rtype == "Patient"]
+            assert op.early is not None
+            return set(op.early.rows()[0]["token"])
+
+        before = patient_tokens()
+        assert not any(r[0] == "sex-at-desk" for r in before)
+        assert patient_tokens() == before  # planned again: remembered
+        param = {"resourceType": "SearchParameter", "id": "sex-at-desk", "status": "active",
+                 "url": "https://yilian.health/fhir/SearchParameter/sex-at-desk",
+                 "name": "sex-at-desk", "code": "sex-at-desk", "base": ["Patient"],
+                 "type": "token", "expression": "Patient.gender",
+                 "description": "gender, by another name"}  # fmt: skip
+        services.parts.current = Parts.load(settings, [param])
+        after = patient_tokens()
+        assert ("sex-at-desk", None, "female", None) in after  # a code: no system (as gender)
+        assert after - before == {r for r in after if r[0] == "sex-at-desk"}
+    finally:
+        services.close()
 
 
 def test_the_mapper_plans_for_itself_once_the_planning_process_is_gone(database: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ import orjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions.hooks import transaction
-from fhir_server.interactions.search import criteria
-from fhir_server.search.early import early_rows
+from fhir_server.interactions.search import Criteria, criteria
+from fhir_server.search.early import Early, early_rows
 from fhir_server.services import Services
 
 from .ack import Err
@@ -86,6 +87,54 @@ def tells_sender(meta: dict[str, Any]) -> bool:
     return meta.get("ack_mode") == "mapped" or meta.get("application_ack") in ("AL", "ER")
 
 
+class Seen:
+    """What planning found for the resources and identity lookups of recent messages, by
+    their JSON text and query: the sending facility comes in every message, a patient in each
+    of theirs, a header in each of its event's. The same resource, valid once, is valid again
+    and has the same rows, while the conformance resources (`services.parts.current`: the
+    validator and the registry) stay the same."""
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a replay plans beside the mapper
+        #: (type, text) or ("?", type, query) -> (the conformance parts, what was found)
+        self._found: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
+
+    def early(self, services: Services, rtype: str, resource: dict[str, Any], text: bytes
+              ) -> Early:  # fmt: skip
+        found: Early | None = self._get(services, (rtype, text))
+        if found is None:
+            services.validator(resource)
+            found = early_rows(rtype, resource, services.registry)
+            self._put(services, (rtype, text), found)
+        return found
+
+    def criteria(self, services: Services, rtype: str, match: str) -> Criteria:
+        found: Criteria | None = self._get(services, ("?", rtype, match))
+        if found is None:
+            found = criteria(services, rtype, match)
+            self._put(services, ("?", rtype, match), found)
+        return found
+
+    def _get(self, services: Services, key: Any) -> Any:
+        with self._lock:
+            found = self._found.get(key)
+            if found is None or found[0] is not services.parts.current:
+                return None
+            self._found.move_to_end(key)
+            return found[1]
+
+    def _put(self, services: Services, key: Any, value: object) -> None:
+        with self._lock:
+            self._found[key] = (services.parts.current, value)
+            if len(self._found) > self.MAX:
+                self._found.popitem(last=False)
+
+
+_SEEN = Seen()
+
+
 def plan_of(services: Services, record: Record) -> Plan | Err:
     """The message's plan, its resources validated and their early index rows computed (no
     database, no lock), or why there is none."""
@@ -94,11 +143,10 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
         message = Message.parse(decoded.text, decoded.codec)
         plan = map_message(message, header(message, decoded.declared), services.settings)
         for op in plan.ops:
-            services.validator(op.resource)
             op.text = orjson.dumps(op.resource)
-            op.early = early_rows(op.rtype, op.resource, services.registry)
+            op.early = _SEEN.early(services, op.rtype, op.resource, op.text)
             if op.match is not None:
-                op.criteria = criteria(services, op.rtype, op.match)
+                op.criteria = _SEEN.criteria(services, op.rtype, op.match)
         for template in (plan.provenance, plan.activity):
             if template is not None and plan.ops:  # as apply writes it, a stand-in its target
                 provenance(services, template, [plan.ops[0].ref], {}, True)
