@@ -43,6 +43,15 @@ class Early:
         )  # fmt: skip
         return Early(self.index, self.composite, self.content, (index, composite))
 
+    def completed(self, rtype: str, resource: dict[str, Any], registry: Registry) -> Early:
+        """The rows of `resource`, which differs from the one these were planned from in its
+        references only (a Provenance's targets, known at the write): the planned rows no
+        reference decides, and the others computed from it."""
+        _, late, _, late_composite = _codes(rtype, registry)
+        return Early(self.index, self.composite, self.content,
+                     (index_rows(rtype, resource, registry, late),
+                      composite_rows(rtype, resource, registry, late_composite)))  # fmt: skip
+
     def rows(self) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
         """Index and composite rows of the resource, once bound."""
         return _joined(self.index, self.late[0]), _joined(self.composite, self.late[1])

@@ -66,13 +66,13 @@ def apply(session: Session, services: Services, ctx: RequestContext, plan: Plan)
                     applied.written.append(version)
             targets = [changed[op.key] for op in plan.ops if op.provenance and op.key in changed]
             if targets:
-                creates.append((*provenance(services, plan.provenance, targets, ids,
-                                            not exact), None))  # fmt: skip
+                creates.append(_provenance(services, plan.provenance, targets, ids,
+                                           plan.provenance_early if exact else None))
             if plan.activity and set(changed) & set(plan.activity_targets):
                 both = [changed.get(key) or applied.resources[key]
                         for key in plan.activity_targets if key in applied.resources]
-                creates.append((*provenance(services, plan.activity, both, ids, not exact),
-                                None))  # fmt: skip
+                creates.append(_provenance(services, plan.activity, both, ids,
+                                           plan.activity_early if exact else None))
             write.create_many(session, services, ctx, [c[:3] for c in creates],
                               [c[3] for c in creates])  # fmt: skip
     except FhirError as exc:
@@ -236,13 +236,24 @@ def resolve(node: Any, ids: dict[str, str | None]) -> Any:
 def provenance(services: Services, template: dict[str, Any], targets: list[str],
                ids: dict[str, str | None], validate: bool
                ) -> tuple[str, str, Validated]:  # fmt: skip
-    """The create of a Provenance naming `targets`; not `validate`d when the planner
-    validated its template with the same references but for their ids (worker.plan_of)."""
+    """The create of a Provenance naming `targets`, recorded when the template says (the
+    planner's time) or now; not `validate`d when the planner validated its template with the
+    same references but for their ids (worker.plan_of)."""
     body = resolve(template, ids) or {}
     body["target"] = [{"reference": t} for t in targets]
-    body["recorded"] = now()
+    body.setdefault("recorded", now())
     resource = services.validator(body) if validate else Validated(body)
     return "Provenance", write.new_id(), resource
+
+
+def _provenance(services: Services, template: dict[str, Any], targets: list[str],
+                ids: dict[str, str | None], planned: Early | None
+                ) -> tuple[str, str, Validated, Early | None]:  # fmt: skip
+    """provenance(), with its rows when the planner's stand (`planned`: then it validated
+    the template too)."""
+    rtype, rid, resource = provenance(services, template, targets, ids, planned is None)
+    early = planned.completed(rtype, resource, services.registry) if planned else None
+    return rtype, rid, resource, early
 
 
 def mapping_error(exc: FhirError) -> MappingError:

@@ -24,6 +24,7 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.interactions.hooks import transaction
 from fhir_server.interactions.search import Criteria, criteria
+from fhir_server.model.resource import now
 from fhir_server.search.early import Early, early_rows
 from fhir_server.services import Services
 
@@ -32,6 +33,7 @@ from .apply import apply, mapping_error, provenance
 from .charset import decode
 from .er7 import Message
 from .mapping import MappingError, Plan, map_message
+from .mapping.plan import Op
 from .receipt import header
 
 if TYPE_CHECKING:
@@ -135,6 +137,12 @@ class Seen:
 _SEEN = Seen()
 
 
+def _provenance_early(services: Services, template: dict[str, Any], target: Op) -> Early:
+    template["recorded"] = now()  # the mapping's time: planned a moment before the write
+    _, _, resource = provenance(services, template, [target.ref], {}, True)
+    return early_rows("Provenance", resource, services.registry)
+
+
 def plan_of(services: Services, record: Record) -> Plan | Err:
     """The message's plan, its resources validated and their early index rows computed (no
     database, no lock), or why there is none."""
@@ -147,9 +155,10 @@ def plan_of(services: Services, record: Record) -> Plan | Err:
             op.early = _SEEN.early(services, op.rtype, op.resource, op.text)
             if op.match is not None:
                 op.criteria = _SEEN.criteria(services, op.rtype, op.match)
-        for template in (plan.provenance, plan.activity):
-            if template is not None and plan.ops:  # as apply writes it, a stand-in its target
-                provenance(services, template, [plan.ops[0].ref], {}, True)
+        if plan.ops:  # as apply writes them, a stand-in their target; recorded now
+            plan.provenance_early = _provenance_early(services, plan.provenance, plan.ops[0])
+            if plan.activity is not None:
+                plan.activity_early = _provenance_early(services, plan.activity, plan.ops[0])
         plan.validated = True
         return plan
     except MappingError as exc:

@@ -106,6 +106,10 @@ class Plan:
     #: every op's resource and the Provenance templates passed the Validator (before the
     #: write lock; worker.plan_of)
     validated: bool = False
+    #: the rows of the Provenances (`provenance`, `activity`) as planned with one target: those
+    #: no reference decides stand (Early.completed)
+    provenance_early: Early | None = None
+    activity_early: Early | None = None
 
     def add(self, op: Op) -> Op:
         for known in self.ops:
