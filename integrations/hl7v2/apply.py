@@ -239,7 +239,7 @@ def provenance(services: Services, template: dict[str, Any], targets: list[str],
     """The create of a Provenance naming `targets`, recorded when the template says (the
     planner's time) or now; not `validate`d when the planner validated its template with the
     same references but for their ids (worker.plan_of)."""
-    body = resolve(template, ids) or {}
+    body = (resolve(template, ids) or {}) if ids else dict(template)  # no ids: nothing to do
     body["target"] = [{"reference": t} for t in targets]
     body.setdefault("recorded", now())
     resource = services.validator(body) if validate else Validated(body)
