@@ -32,11 +32,6 @@ def union_parts(rtype: str, registry: Registry) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def reads(rtype: str, code: str, registry: Registry) -> tuple[str, ...]:
-    """The parameters whose index rows a search on `code` reads: its parts, or itself."""
-    return union_parts(rtype, registry).get(code, (code,))
-
-
 def _find(rtype: str, registry: Registry) -> dict[str, tuple[str, ...]]:
     shaped: list[tuple[str, tuple[object, ...], frozenset[str]]] = []
     for code, p in sorted(registry.for_type(rtype).items()):
