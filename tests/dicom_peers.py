@@ -36,6 +36,8 @@ ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 #: every dcmtk process runs with this (integrations.md §2.2: Debian's dcmtk stalls ~40 ms per
 #: message without it)
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
 def peer(tool: str) -> str:
     """The path of a peer's program (dcmtk's `storescp`, say), as `need` found it."""
     return dcmtk_program(tool) or tool

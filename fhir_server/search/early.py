@@ -47,10 +47,8 @@ class Early:
         """The rows of `resource`, which differs from the one these were planned from in its
         references only (a Provenance's targets, known at the write): the planned rows no
         reference decides, and the others computed from it."""
-        _, late, _, late_composite = _codes(rtype, registry)
         return Early(self.index, self.composite, self.content,
-                     (index_rows(rtype, resource, registry, late),
-                      composite_rows(rtype, resource, registry, late_composite)))  # fmt: skip
+                     _late_rows(rtype, resource, registry))  # fmt: skip
 
     def rows(self) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
         """Index and composite rows of the resource, once bound."""
@@ -91,14 +89,21 @@ def _bound(row: Row, ids: dict[str, str]) -> Row:
 
 def early_rows(rtype: str, resource: dict[str, Any], registry: Registry) -> Early:
     """The rows of `resource`, whose references name their targets by stand-in ids."""
-    index, late, composite, late_composite = _codes(rtype, registry)
+    index, _, composite, _ = _codes(rtype, registry)
     return Early(
         index_rows(rtype, resource, registry, index),
         composite_rows(rtype, resource, registry, composite),
         content_text(resource),
-        (index_rows(rtype, resource, registry, late),
-         composite_rows(rtype, resource, registry, late_composite)),
-    )  # fmt: skip
+        _late_rows(rtype, resource, registry),
+    )
+
+
+def _late_rows(rtype: str, resource: dict[str, Any], registry: Registry
+               ) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:  # fmt: skip
+    """The rows of the parameters that follow references."""
+    _, late, _, late_composite = _codes(rtype, registry)
+    return (index_rows(rtype, resource, registry, late),
+            composite_rows(rtype, resource, registry, late_composite))  # fmt: skip
 
 
 def _joined(a: dict[str, list[Row]], b: dict[str, list[Row]]) -> dict[str, list[Row]]:

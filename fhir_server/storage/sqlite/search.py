@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -417,7 +418,7 @@ class Compiler:
                 names = param.names
                 sql = (
                     f"(SELECT {agg}({col}) FROM idx_{param.type} s WHERE s.rid = {alias}.rid "
-                    f"AND s.param IN ({', '.join('?' * len(names))}))"
+                    f"AND s.{_param_in(names)})"
                 )
                 if param.type == "quantity":  # in canonical units where there are some
                     keys.append(SortKey(f"coalesce({sql}, {sql})", desc,
@@ -649,9 +650,12 @@ def _scope(rtype: str | None, p: Param, also: str | None = None) -> tuple[str, l
         names += [f"{n}:canonical" for n in p.names]
     if also is not None:
         names.append(also)
-    if len(names) == 1:
-        return f"{head}param = ?", [*args, *names]
-    return f"{head}param IN ({', '.join('?' * len(names))})", [*args, *names]
+    return f"{head}{_param_in(names)}", [*args, *names]
+
+
+def _param_in(names: Sequence[str]) -> str:
+    """The condition on `param` that selects the rows of `names` (their values the args)."""
+    return "param = ?" if len(names) == 1 else f"param IN ({', '.join('?' * len(names))})"
 
 
 def _pinyin_values(values: tuple[str, ...]) -> bool:
@@ -789,7 +793,7 @@ def _quantity_condition(value: str, p: Param) -> tuple[str, list]:
     if prefix == "ap":
         qlo, qhi = _approximate(float(v), qlo, qhi)
     number = float(v)
-    scope, args = _scope(None, Param(code, "token", reads=p.names))  # as written
+    scope, args = _param_in(p.names), list[Any](p.names)  # the rows as written
     canonical = factor(unit) if system == UCUM and unit else None
     if canonical is not None:
         # compare in canonical units: on the canonical rows of quantities written in another
@@ -797,7 +801,8 @@ def _quantity_condition(value: str, p: Param) -> tuple[str, list]:
         # unit itself (5500 g), which get no second row
         scale, unit = canonical
         qlo, qhi, number = qlo * scale, qhi * scale, number * scale
-        scope, args = _scope(None, p)  # and the canonical rows
+        names = [*p.names, *(f"{n}:canonical" for n in p.names)]  # and the canonical rows
+        scope, args = _param_in(names), names
     if prefix == "eq":
         sql, args = f"{scope} AND value >= ? AND value < ?", [*args, qlo, qhi]
     elif prefix == "ap":
